@@ -1,9 +1,29 @@
 //! proxier-core: Kubernetes Services, EndpointSlices and Nodes in, a declarative rule model out.
 //!
-//! Everything here is pure: no files, no processes, no sockets.
+//! Everything here is pure: no files, no processes, no sockets. A Service travels through one module
+//! per stage:
+//!
+//! 1. [`snapshot`]: kubectl's YAML or JSON text to typed objects;
+//! 2. [`service`] and [`endpoints`]: objects checked and reduced to service ports and their endpoints;
+//! 3. [`compute()`]: the [`RuleModel`] for one node — destinations and the action for each, per family.
+//!
+//! `proxier-nft` turns the model into nft transactions.
 
+pub mod compute;
+pub mod config;
 pub mod diagnostic;
+pub mod endpoints;
+pub mod ip;
+pub mod model;
+pub mod node;
+pub mod service;
 pub mod snapshot;
 
+pub use compute::compute;
+pub use config::NodeConfig;
 pub use diagnostic::{Diagnostic, ObjectRef, Severity};
+pub use model::{
+    Action, Backend, Destination, DestinationKind, FamilyRules, IpFamily, Masquerade, Protocol, RuleModel,
+    ServicePortName, ServiceSummary, Treatment,
+};
 pub use snapshot::Snapshot;

@@ -1,0 +1,156 @@
+//! Stage 2 of the core: EndpointSlices merged into the endpoints of each service port.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::diagnostic::{Diagnostic, ObjectRef, Severity};
+use crate::ip::parse_ip_sloppy;
+use crate::model::{Backend, IpFamily, Protocol};
+use crate::service::shorten;
+
+/// The label that ties an EndpointSlice to its Service.
+pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
+
+/// One endpoint of one service port, with the conditions that decide whether it is used.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EndpointInfo {
+    pub backend: Backend,
+    pub node_name: Option<String>,
+    pub zone: Option<String>,
+    /// `ready` (nil ⇒ true).
+    pub ready: bool,
+    /// `serving` (nil ⇒ ready: the API's rule).
+    pub serving: bool,
+    /// `terminating` (nil ⇒ false).
+    pub terminating: bool,
+}
+
+/// Identifies a service port across Service and EndpointSlice: namespace, Service name, port name, protocol.
+pub type PortKey = (String, String, String, Protocol);
+
+/// All endpoints of every service port, from every slice.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointIndex {
+    ports: BTreeMap<PortKey, Vec<EndpointInfo>>,
+    services: BTreeMap<(String, String), Vec<ObjectRef>>,
+}
+
+impl EndpointIndex {
+    /// Merges `slices`, recording problems in `diagnostics`.
+    pub fn build(slices: &[EndpointSlice], diagnostics: &mut Vec<Diagnostic>) -> EndpointIndex {
+        let mut index = EndpointIndex::default();
+        for slice in slices {
+            index.add_slice(slice, diagnostics);
+        }
+        for endpoints in index.ports.values_mut() {
+            dedup_endpoints(endpoints);
+        }
+        index
+    }
+
+    /// The endpoints of one service port, in one family. Empty when there are none.
+    pub fn endpoints(&self, key: &PortKey, family: IpFamily) -> Vec<&EndpointInfo> {
+        self.ports
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter(|e| IpFamily::of(&e.backend.ip) == family)
+            .collect()
+    }
+
+    /// Slices naming a Service, by (namespace, Service name).
+    pub fn slices_by_service(&self) -> &BTreeMap<(String, String), Vec<ObjectRef>> {
+        &self.services
+    }
+
+    fn add_slice(&mut self, slice: &EndpointSlice, diagnostics: &mut Vec<Diagnostic>) {
+        let namespace = slice.metadata.namespace.clone().unwrap_or_default();
+        let object = ObjectRef::new("EndpointSlice", &namespace, slice.metadata.name.as_deref().unwrap_or_default());
+        let mut problem = |field: String, message: String| {
+            diagnostics.push(Diagnostic {
+                severity: Severity::Error,
+                source: None,
+                object: object.clone(),
+                field: Some(field),
+                message,
+            });
+        };
+        let Some(service) = slice.metadata.labels.as_ref().and_then(|l| l.get(LABEL_SERVICE_NAME)) else {
+            problem(format!("metadata.labels[{LABEL_SERVICE_NAME:?}]"), "missing: slice belongs to no Service".into());
+            return;
+        };
+        self.services.entry((namespace.clone(), service.clone())).or_default().push(object.clone());
+        let family = match slice.address_type.as_str() {
+            "IPv4" => IpFamily::V4,
+            "IPv6" => IpFamily::V6,
+            // FQDN slices are not for proxies.
+            _ => return,
+        };
+        let mut ports = Vec::new();
+        for (i, port) in slice.ports.iter().flatten().enumerate() {
+            let protocol_text = port.protocol.as_deref().unwrap_or("TCP");
+            let Some(protocol) = Protocol::from_kubernetes(protocol_text) else {
+                problem(format!("ports[{i}].protocol"), format!("unknown protocol {:?}; port skipped", shorten(protocol_text)));
+                continue;
+            };
+            let number = port.port.unwrap_or(0);
+            let Some(number) = u16::try_from(number).ok().filter(|&n| n != 0) else {
+                problem(format!("ports[{i}].port"), format!("port {number} is outside 1-65535; port skipped"));
+                continue;
+            };
+            ports.push((port.name.clone().unwrap_or_default(), protocol, number));
+        }
+        for (i, endpoint) in slice.endpoints.iter().flatten().enumerate() {
+            // Kubernetes guarantees one address per endpoint today; the first is the one to use.
+            let Some(text) = endpoint.addresses.first() else { continue };
+            let field = format!("endpoints[{i}].addresses[0]");
+            let Some(parsed) = parse_ip_sloppy(text) else {
+                problem(field, format!("{:?} is not an IP address; endpoint skipped", shorten(text)));
+                continue;
+            };
+            if IpFamily::of(&parsed.ip) != family {
+                problem(field, format!("{} is not {family} as addressType says; endpoint skipped", parsed.ip));
+                continue;
+            }
+            let conditions = endpoint.conditions.as_ref();
+            let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
+            let info = |port: u16| EndpointInfo {
+                backend: Backend { ip: parsed.ip, port },
+                node_name: endpoint.node_name.clone(),
+                zone: endpoint.zone.clone(),
+                ready,
+                serving: conditions.and_then(|c| c.serving).unwrap_or(ready),
+                terminating: conditions.and_then(|c| c.terminating).unwrap_or(false),
+            };
+            for (name, protocol, number) in &ports {
+                let key = (namespace.clone(), service.clone(), name.clone(), *protocol);
+                self.ports.entry(key).or_default().push(info(*number));
+            }
+        }
+    }
+}
+
+/// The same address and port twice (a pod moving between slices, or an IP reused): the copy that is not
+/// terminating wins, then the ready one.
+fn dedup_endpoints(endpoints: &mut Vec<EndpointInfo>) {
+    endpoints.sort_by(|a, b| {
+        a.backend
+            .cmp(&b.backend)
+            .then(a.terminating.cmp(&b.terminating))
+            .then(b.ready.cmp(&a.ready))
+            .then(a.cmp(b))
+    });
+    endpoints.dedup_by(|later, first| later.backend == first.backend);
+}
+
+/// The endpoints a service port balances over: the ready ones; when none is ready, the ones still
+/// serving while terminating, so that connections are not refused during a rollout.
+pub fn usable_backends(endpoints: &[&EndpointInfo]) -> Vec<Backend> {
+    let ready: Vec<Backend> = endpoints.iter().filter(|e| e.ready).map(|e| e.backend).collect();
+    if !ready.is_empty() {
+        return ready;
+    }
+    endpoints.iter().filter(|e| e.serving && e.terminating).map(|e| e.backend).collect()
+}
+

@@ -1,0 +1,239 @@
+//! Stage 1 of the core: a Service object, checked and reduced to what the data plane needs.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::Service;
+
+use crate::diagnostic::{Diagnostic, ObjectRef, Severity};
+use crate::ip::parse_ip_sloppy;
+use crate::model::{IpFamily, Protocol};
+
+/// Services with this label belong to another proxy (any value: proxier is the default proxy).
+pub const LABEL_SERVICE_PROXY_NAME: &str = "service.kubernetes.io/service-proxy-name";
+/// Services with this label are headless whatever their spec says.
+pub const LABEL_HEADLESS: &str = "service.kubernetes.io/headless";
+
+/// One port of a Service, as the data plane sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePort {
+    /// Empty for an unnamed port. Together with `protocol`, it finds the EndpointSlice port (and so the
+    /// DNAT target port): the Service's own `targetPort` is not used.
+    pub name: String,
+    pub protocol: Protocol,
+    pub port: u16,
+    pub node_port: Option<u16>,
+}
+
+/// A Service that proxier programs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxiedService {
+    pub object: ObjectRef,
+    /// At most one per family.
+    pub cluster_ips: Vec<IpAddr>,
+    pub ports: Vec<ServicePort>,
+    pub external_ips: Vec<IpAddr>,
+    /// `status.loadBalancer.ingress[].ip`, except entries with `ipMode: Proxy`.
+    pub load_balancer_ips: Vec<IpAddr>,
+}
+
+impl ProxiedService {
+    pub fn cluster_ip(&self, family: IpFamily) -> Option<IpAddr> {
+        self.cluster_ips.iter().copied().find(|ip| IpFamily::of(ip) == family)
+    }
+}
+
+/// What a Service is to proxier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceClass {
+    Proxied(ProxiedService),
+    Headless,
+    ExternalName(String),
+    NotProxied(String),
+    /// Nothing usable; diagnostics were recorded.
+    Invalid,
+}
+
+/// Reads a Service, recording every problem found in `diagnostics`. Problems confined to one port or
+/// one address drop only that part.
+pub fn read_service(service: &Service, diagnostics: &mut Vec<Diagnostic>) -> ServiceClass {
+    let object = ObjectRef::new(
+        "Service",
+        service.metadata.namespace.as_deref().unwrap_or_default(),
+        service.metadata.name.as_deref().unwrap_or_default(),
+    );
+    let mut problem = |severity: Severity, field: String, message: String| {
+        diagnostics.push(Diagnostic { severity, source: None, object: object.clone(), field: Some(field), message });
+    };
+    let labels = service.metadata.labels.as_ref();
+    if let Some(name) = labels.and_then(|l| l.get(LABEL_SERVICE_PROXY_NAME)) {
+        return ServiceClass::NotProxied(format!("label {LABEL_SERVICE_PROXY_NAME}={name:?} hands it to another proxy"));
+    }
+    if labels.is_some_and(|l| l.contains_key(LABEL_HEADLESS)) {
+        return ServiceClass::Headless;
+    }
+    let Some(spec) = &service.spec else {
+        problem(Severity::Error, "spec".into(), "missing".into());
+        return ServiceClass::Invalid;
+    };
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return ServiceClass::ExternalName(spec.external_name.clone().unwrap_or_default());
+    }
+
+    let ip_texts: Vec<(String, &str)> = match (&spec.cluster_ips, &spec.cluster_ip) {
+        (Some(ips), _) if !ips.is_empty() => {
+            ips.iter().enumerate().map(|(i, ip)| (format!("spec.clusterIPs[{i}]"), ip.as_str())).collect()
+        }
+        (_, Some(ip)) => vec![("spec.clusterIP".to_owned(), ip.as_str())],
+        _ => Vec::new(),
+    };
+    if ip_texts.iter().any(|(_, ip)| *ip == "None") {
+        return ServiceClass::Headless;
+    }
+    if ip_texts.is_empty() || ip_texts.iter().all(|(_, ip)| ip.is_empty()) {
+        problem(Severity::Error, "spec.clusterIP".into(), "no ClusterIP allocated".into());
+        return ServiceClass::Invalid;
+    }
+    let declared: Vec<IpFamily> = spec
+        .ip_families
+        .iter()
+        .flatten()
+        .filter_map(|f| match f.as_str() {
+            "IPv4" => Some(IpFamily::V4),
+            "IPv6" => Some(IpFamily::V6),
+            _ => None,
+        })
+        .collect();
+    let mut cluster_ips = Vec::new();
+    for (field, text) in &ip_texts {
+        let Some(ip) = parse_address(text, field, &mut problem) else { continue };
+        let family = IpFamily::of(&ip);
+        if !declared.is_empty() && !declared.contains(&family) {
+            problem(
+                Severity::Error,
+                field.clone(),
+                format!("{text} is {family}, but spec.ipFamilies does not list {family}; ignored"),
+            );
+        } else if cluster_ips.iter().any(|other| IpFamily::of(other) == family) {
+            problem(Severity::Error, field.clone(), format!("a second {family} ClusterIP {text}; ignored"));
+        } else {
+            cluster_ips.push(ip);
+        }
+    }
+    if cluster_ips.is_empty() {
+        return ServiceClass::Invalid;
+    }
+
+    let exposes_node_ports = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
+    let mut ports: Vec<ServicePort> = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (i, port) in spec.ports.iter().flatten().enumerate() {
+        let field = format!("spec.ports[{i}]");
+        let name = port.name.clone().unwrap_or_default();
+        let protocol_text = port.protocol.as_deref().unwrap_or("TCP");
+        let Some(protocol) = Protocol::from_kubernetes(protocol_text) else {
+            problem(
+                Severity::Error,
+                format!("{field}.protocol"),
+                format!("unknown protocol {protocol_text:?} (expected TCP, UDP or SCTP); port skipped"),
+            );
+            continue;
+        };
+        let Some(number) = port_number(port.port) else {
+            problem(
+                Severity::Error,
+                format!("{field}.port"),
+                format!("port {} is outside 1-65535; port skipped", port.port),
+            );
+            continue;
+        };
+        let node_port = match port.node_port.filter(|_| exposes_node_ports) {
+            None => None,
+            Some(n) => match port_number(n) {
+                Some(n) => Some(n),
+                None => {
+                    problem(
+                        Severity::Error,
+                        format!("{field}.nodePort"),
+                        format!("nodePort {n} is outside 1-65535; NodePort not programmed"),
+                    );
+                    None
+                }
+            },
+        };
+        if !seen.insert((name.clone(), protocol)) {
+            problem(
+                Severity::Error,
+                format!("{field}.name"),
+                format!("duplicate port name {name:?} for {protocol}; this port skipped"),
+            );
+            continue;
+        }
+        if ports.iter().any(|p| p.port == number && p.protocol == protocol) {
+            problem(
+                Severity::Error,
+                format!("{field}.port"),
+                format!("duplicate port {number}/{protocol}; this port skipped"),
+            );
+            continue;
+        }
+        ports.push(ServicePort { name, protocol, port: number, node_port });
+    }
+    if ports.is_empty() {
+        problem(Severity::Error, "spec.ports".into(), "no usable port".into());
+        return ServiceClass::Invalid;
+    }
+
+    let external_ips = spec
+        .external_ips
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, text)| parse_address(text, &format!("spec.externalIPs[{i}]"), &mut problem))
+        .collect();
+    let mut load_balancer_ips = Vec::new();
+    let ingress = service.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|lb| lb.ingress.as_ref());
+    for (i, entry) in ingress.into_iter().flatten().enumerate() {
+        // With ipMode Proxy the load balancer delivers to the node, not to the VIP: nothing to intercept.
+        if entry.ip_mode.as_deref() == Some("Proxy") {
+            continue;
+        }
+        let Some(text) = &entry.ip else { continue };
+        let field = format!("status.loadBalancer.ingress[{i}].ip");
+        load_balancer_ips.extend(parse_address(text, &field, &mut problem));
+    }
+
+    ServiceClass::Proxied(ProxiedService { object, cluster_ips, ports, external_ips, load_balancer_ips })
+}
+
+fn port_number(port: i32) -> Option<u16> {
+    u16::try_from(port).ok().filter(|&p| p != 0)
+}
+
+fn parse_address(text: &str, field: &str, problem: &mut impl FnMut(Severity, String, String)) -> Option<IpAddr> {
+    match parse_ip_sloppy(text) {
+        Some(parsed) => {
+            if parsed.sloppy {
+                problem(
+                    Severity::Warning,
+                    field.to_owned(),
+                    format!("{text:?} has leading zeros; read as {}", parsed.ip),
+                );
+            }
+            Some(parsed.ip)
+        }
+        None => {
+            problem(Severity::Error, field.to_owned(), format!("{:?} is not an IP address; ignored", shorten(text)));
+            None
+        }
+    }
+}
+
+/// Bounds a hostile value quoted in a message.
+pub(crate) fn shorten(text: &str) -> String {
+    const MAX: usize = 64;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}

@@ -1,0 +1,146 @@
+//! The only code that runs `nft`. JSON goes in on stdin; stdout and stderr are captured so that nft's
+//! own message reaches the user.
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use proxier_core::IpFamily;
+
+use crate::layout::family_name;
+
+/// A failed `nft` run.
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{program} {action} failed: {message}")]
+    Failed { program: String, action: &'static str, message: String },
+}
+
+/// The `nft` program, by path (default: `nft` from `PATH`).
+#[derive(Debug, Clone)]
+pub struct Nft {
+    program: PathBuf,
+}
+
+impl Default for Nft {
+    fn default() -> Self {
+        Nft { program: PathBuf::from("nft") }
+    }
+}
+
+impl Nft {
+    pub fn new(program: impl Into<PathBuf>) -> Nft {
+        Nft { program: program.into() }
+    }
+
+    pub fn program(&self) -> &Path {
+        &self.program
+    }
+
+    /// Applies a JSON transaction atomically: on failure nothing changes.
+    pub fn apply_json(&self, document: &str) -> Result<(), NftError> {
+        self.run(&["-j", "-f", "-"], Some(document), "apply", false).map(drop)
+    }
+
+    /// Checks a JSON transaction against the kernel without changing anything (`nft -c`).
+    pub fn check_json(&self, document: &str) -> Result<(), NftError> {
+        self.run(&["-c", "-j", "-f", "-"], Some(document), "check", false).map(drop)
+    }
+
+    /// Applies a text script atomically.
+    pub fn apply_text(&self, script: &str) -> Result<(), NftError> {
+        self.run(&["-f", "-"], Some(script), "apply", false).map(drop)
+    }
+
+    /// The live table as nft prints it, or `None` when it does not exist.
+    pub fn list_table(&self, family: IpFamily, name: &str) -> Result<Option<String>, NftError> {
+        if !self.table_exists(family, name)? {
+            return Ok(None);
+        }
+        self.run(&["list", "table", family_name(family), name], None, "list", false).map(Some)
+    }
+
+    /// Whether the table exists; reads only the list of table names.
+    pub fn table_exists(&self, family: IpFamily, name: &str) -> Result<bool, NftError> {
+        let tables = self.run(&["list", "tables", family_name(family)], None, "list tables", false)?;
+        let wanted = format!("table {} {}", family_name(family), name);
+        Ok(tables.lines().any(|line| line.trim() == wanted))
+    }
+
+    /// Runs a text script in a new, empty network namespace and returns what it prints: used to see a
+    /// ruleset exactly as the kernel would hold it, without touching the live one. Needs CAP_SYS_ADMIN.
+    pub fn run_in_scratch_namespace(&self, script: &str) -> Result<String, NftError> {
+        self.run(&["-f", "-"], Some(script), "scratch load", true)
+    }
+
+    fn run(&self, args: &[&str], stdin: Option<&str>, action: &'static str, scratch: bool) -> Result<String, NftError> {
+        let program = self.program.display().to_string();
+        let mut command = Command::new(&self.program);
+        command
+            .args(args)
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if scratch {
+            // SAFETY: unshare(2) is async-signal-safe and touches only the child about to exec.
+            unsafe {
+                command.pre_exec(|| {
+                    if libc::unshare(libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let spawn_error = |source| NftError::Spawn { program: program.clone(), source };
+        let mut child = command.spawn().map_err(spawn_error)?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            // A write error means nft exited early; its status and stderr say why.
+            let _ = pipe.write_all(input.as_bytes());
+        }
+        let output = child.wait_with_output().map_err(spawn_error)?;
+        check_output(&program, action, output)
+    }
+}
+
+fn check_output(program: &str, action: &'static str, output: Output) -> Result<String, NftError> {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if output.status.success() {
+        return Ok(stdout);
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let mut message = stderr.trim().to_owned();
+    if message.is_empty() {
+        message = stdout.trim().to_owned();
+    }
+    if message.is_empty() {
+        message = format!("exited with {}", output.status);
+    }
+    Err(NftError::Failed { program: program.to_owned(), action, message })
+}
+
+impl Nft {
+    /// Deletes proxier's table `name` in every family where it exists, in one transaction, and says
+    /// which existed. No other table is read or touched.
+    pub fn delete_tables(&self, name: &str) -> Result<Vec<IpFamily>, NftError> {
+        let mut existing = Vec::new();
+        for family in IpFamily::ALL {
+            if self.table_exists(family, name)? {
+                existing.push(family);
+            }
+        }
+        if !existing.is_empty() {
+            let script: String =
+                existing.iter().map(|&family| format!("delete table {} {name}\n", family_name(family))).collect();
+            self.apply_text(&script)?;
+        }
+        Ok(existing)
+    }
+}

@@ -1,0 +1,159 @@
+//! Ruleset → nft's own text syntax, for humans (`render --format nft`, `diff`). Loads with `nft -f`
+//! into exactly what the JSON form loads (tested against the kernel).
+
+use std::fmt::Write;
+
+use proxier_core::IpFamily;
+
+use crate::layout::family_name;
+use crate::ruleset::{ChainType, DataType, Element, HookPoint, Rule, Set, Statement, Table, Value, Verdict};
+
+/// `add table` then `delete table`: removes the table whether or not it exists.
+pub(crate) fn remove_table(out: &mut String, family: IpFamily, name: &str) {
+    let family = family_name(family);
+    let _ = writeln!(out, "add table {family} {name}\ndelete table {family} {name}");
+}
+
+/// The table as one `table { … }` block.
+pub(crate) fn table_block(out: &mut String, table: &Table) {
+    let _ = writeln!(out, "table {} {} {{", family_name(table.family), table.name);
+    let mut first = true;
+    for set in &table.sets {
+        if !std::mem::take(&mut first) {
+            out.push('\n');
+        }
+        set_block(out, set);
+    }
+    for chain in &table.chains {
+        if !std::mem::take(&mut first) {
+            out.push('\n');
+        }
+        let _ = writeln!(out, "\tchain {} {{", chain.name);
+        if let Some(hook) = chain.hook {
+            let chain_type = match hook.chain_type {
+                ChainType::Nat => "nat",
+                ChainType::Filter => "filter",
+            };
+            let point = match hook.point {
+                HookPoint::Prerouting => "prerouting",
+                HookPoint::Input => "input",
+                HookPoint::Forward => "forward",
+                HookPoint::Output => "output",
+                HookPoint::Postrouting => "postrouting",
+            };
+            let _ = writeln!(out, "\t\ttype {chain_type} hook {point} priority {}; policy accept;", hook.priority);
+        }
+        for rule in &chain.rules {
+            let _ = writeln!(out, "\t\t{}", rule_text(rule, table.family));
+        }
+        out.push_str("\t}\n");
+    }
+    out.push_str("}\n");
+}
+
+fn set_block(out: &mut String, set: &Set) {
+    let kind = if set.data.is_some() { "map" } else { "set" };
+    let _ = writeln!(out, "\t{kind} {} {{", set.name);
+    let key: Vec<&str> = set.key.iter().map(|&t| type_name(t)).collect();
+    let _ = write!(out, "\t\ttype {}", key.join(" . "));
+    if let Some(data) = set.data {
+        let _ = write!(out, " : {}", type_name(data));
+    }
+    out.push('\n');
+    if set.interval {
+        out.push_str("\t\tflags interval\n");
+    }
+    if !set.elements.is_empty() {
+        out.push_str("\t\telements = {");
+        for (i, element) in set.elements.iter().enumerate() {
+            out.push_str(if i == 0 { " " } else { ",\n\t\t\t     " });
+            out.push_str(&element_text(element));
+        }
+        out.push_str(" }\n");
+    }
+    out.push_str("\t}\n");
+}
+
+fn type_name(data: DataType) -> &'static str {
+    match data {
+        DataType::Addr(IpFamily::V4) => "ipv4_addr",
+        DataType::Addr(IpFamily::V6) => "ipv6_addr",
+        DataType::Proto => "inet_proto",
+        DataType::Service => "inet_service",
+        DataType::Verdict => "verdict",
+    }
+}
+
+fn element_text(element: &Element) -> String {
+    let mut text = element.key.iter().map(value_text).collect::<Vec<_>>().join(" . ");
+    if let Some(comment) = &element.comment {
+        let _ = write!(text, " comment {}", quoted(comment));
+    }
+    if let Some(data) = &element.data {
+        let _ = write!(text, " : {}", value_text(data));
+    }
+    text
+}
+
+fn value_text(value: &Value) -> String {
+    match value {
+        Value::Addr(ip) => ip.to_string(),
+        Value::Prefix(net) => format!("{}/{}", net.network(), net.prefix_len()),
+        Value::Proto(protocol) => protocol.name().to_owned(),
+        Value::Port(port) => port.to_string(),
+        Value::Verdict(verdict) => verdict_text(verdict),
+    }
+}
+
+fn verdict_text(verdict: &Verdict) -> String {
+    match verdict {
+        Verdict::Drop => "drop".into(),
+        Verdict::Return => "return".into(),
+        Verdict::Jump(target) => format!("jump {target}"),
+        Verdict::Goto(target) => format!("goto {target}"),
+    }
+}
+
+/// Comments are sanitised where they are made (`layout`); quoting here keeps the syntax safe for any
+/// string by dropping the characters nft's lexer cannot carry inside quotes.
+fn quoted(text: &str) -> String {
+    let clean: String = text.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect();
+    format!("\"{clean}\"")
+}
+
+fn rule_text(rule: &Rule, family: IpFamily) -> String {
+    let ip = family_name(family);
+    let tuple = format!("{ip} daddr . meta l4proto . th dport");
+    let mut parts: Vec<String> = rule
+        .statements
+        .iter()
+        .map(|statement| match statement {
+            Statement::CtStateNew => "ct state new".to_owned(),
+            Statement::CtStatusDnat => "ct status dnat".to_owned(),
+            Statement::DaddrIn(set) => format!("{ip} daddr @{set}"),
+            Statement::SaddrNotIn(set) => format!("{ip} saddr != @{set}"),
+            Statement::SaddrDaddrIn(set) => format!("{ip} saddr . {ip} daddr @{set}"),
+            Statement::L4Proto(protocol) => format!("meta l4proto {}", protocol.name()),
+            Statement::MarkClear(bits) => format!("meta mark & {bits:#010x} == 0"),
+            Statement::MarkSet(bits) => format!("meta mark set meta mark | {bits:#010x}"),
+            Statement::MarkToggle(bits) => format!("meta mark set meta mark ^ {bits:#010x}"),
+            Statement::DispatchVmap(map) => format!("{tuple} vmap @{map}"),
+            Statement::RandomGoto(targets) => {
+                let items: Vec<String> =
+                    targets.iter().enumerate().map(|(i, target)| format!("{i} : goto {target}")).collect();
+                format!("numgen random mod {} vmap {{ {} }}", targets.len(), items.join(", "))
+            }
+            Statement::DnatFromMaps { addr_map, port_map } => {
+                format!("dnat {ip} to {tuple} map @{addr_map} : {tuple} map @{port_map}")
+            }
+            Statement::Masquerade => "masquerade fully-random".to_owned(),
+            Statement::RejectTcpReset => "reject with tcp reset".to_owned(),
+            Statement::Reject => "reject".to_owned(),
+            Statement::Verdict(verdict) => verdict_text(verdict),
+        })
+        .collect();
+    if let Some(comment) = &rule.comment {
+        parts.push(format!("comment {}", quoted(comment)));
+    }
+    parts.join(" ")
+}
