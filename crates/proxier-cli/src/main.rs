@@ -19,9 +19,7 @@ enum Failure {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -51,9 +49,9 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
         }
         Command::Apply { input } => {
             let transaction = transaction(&input)?;
-            Nft::new(&input.nft.nft)
-                .apply_json(&transaction.to_json())
-                .map_err(|e| Failure::Nft(anyhow::Error::new(e).context("rules not applied; the previous ruleset is unchanged")))?;
+            Nft::new(&input.nft.nft).apply_json(&transaction.to_json()).map_err(|e| {
+                Failure::Nft(anyhow::Error::new(e).context("rules not applied; the previous ruleset is unchanged"))
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Diff { input } => {

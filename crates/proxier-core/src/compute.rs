@@ -79,6 +79,11 @@ pub fn compute(snapshot: &Snapshot, config: &NodeConfig) -> RuleModel {
         .map(|family| family_rules(family, &proxied, &endpoints, &node_ips, config, &mut diagnostics))
         .collect();
 
+    for diagnostic in &mut diagnostics {
+        if diagnostic.source.is_none() {
+            diagnostic.source = snapshot.sources.get(&diagnostic.object).cloned();
+        }
+    }
     diagnostics.sort();
     diagnostics.dedup();
     RuleModel { node: config.node_name.clone(), families, services, diagnostics }
@@ -144,8 +149,14 @@ fn family_rules(
                 }
             }
             for (ip, number, kind, action) in targets {
-                let destination =
-                    Destination { ip, protocol: port.protocol, port: number, kind, service_port: service_port.clone(), action };
+                let destination = Destination {
+                    ip,
+                    protocol: port.protocol,
+                    port: number,
+                    kind,
+                    service_port: service_port.clone(),
+                    action,
+                };
                 insert_destination(&mut destinations, destination, &service.object, diagnostics);
             }
         }

@@ -51,12 +51,7 @@ impl EndpointIndex {
 
     /// The endpoints of one service port, in one family. Empty when there are none.
     pub fn endpoints(&self, key: &PortKey, family: IpFamily) -> Vec<&EndpointInfo> {
-        self.ports
-            .get(key)
-            .into_iter()
-            .flatten()
-            .filter(|e| IpFamily::of(&e.backend.ip) == family)
-            .collect()
+        self.ports.get(key).into_iter().flatten().filter(|e| IpFamily::of(&e.backend.ip) == family).collect()
     }
 
     /// Slices naming a Service, by (namespace, Service name).
@@ -91,7 +86,10 @@ impl EndpointIndex {
         for (i, port) in slice.ports.iter().flatten().enumerate() {
             let protocol_text = port.protocol.as_deref().unwrap_or("TCP");
             let Some(protocol) = Protocol::from_kubernetes(protocol_text) else {
-                problem(format!("ports[{i}].protocol"), format!("unknown protocol {:?}; port skipped", shorten(protocol_text)));
+                problem(
+                    format!("ports[{i}].protocol"),
+                    format!("unknown protocol {:?}; port skipped", shorten(protocol_text)),
+                );
                 continue;
             };
             let number = port.port.unwrap_or(0);
@@ -135,11 +133,7 @@ impl EndpointIndex {
 /// terminating wins, then the ready one.
 fn dedup_endpoints(endpoints: &mut Vec<EndpointInfo>) {
     endpoints.sort_by(|a, b| {
-        a.backend
-            .cmp(&b.backend)
-            .then(a.terminating.cmp(&b.terminating))
-            .then(b.ready.cmp(&a.ready))
-            .then(a.cmp(b))
+        a.backend.cmp(&b.backend).then(a.terminating.cmp(&b.terminating)).then(b.ready.cmp(&a.ready)).then(a.cmp(b))
     });
     endpoints.dedup_by(|later, first| later.backend == first.backend);
 }
@@ -153,4 +147,3 @@ pub fn usable_backends(endpoints: &[&EndpointInfo]) -> Vec<Backend> {
     }
     endpoints.iter().filter(|e| e.serving && e.terminating).map(|e| e.backend).collect()
 }
-

@@ -26,4 +26,4 @@ pub use model::{
     Action, Backend, Destination, DestinationKind, FamilyRules, IpFamily, Masquerade, Protocol, RuleModel,
     ServicePortName, ServiceSummary, Treatment,
 };
-pub use snapshot::Snapshot;
+pub use snapshot::{LoadReport, Snapshot};

@@ -67,7 +67,9 @@ pub fn read_service(service: &Service, diagnostics: &mut Vec<Diagnostic>) -> Ser
     };
     let labels = service.metadata.labels.as_ref();
     if let Some(name) = labels.and_then(|l| l.get(LABEL_SERVICE_PROXY_NAME)) {
-        return ServiceClass::NotProxied(format!("label {LABEL_SERVICE_PROXY_NAME}={name:?} hands it to another proxy"));
+        return ServiceClass::NotProxied(format!(
+            "label {LABEL_SERVICE_PROXY_NAME}={name:?} hands it to another proxy"
+        ));
     }
     if labels.is_some_and(|l| l.contains_key(LABEL_HEADLESS)) {
         return ServiceClass::Headless;
@@ -180,7 +182,7 @@ pub fn read_service(service: &Service, diagnostics: &mut Vec<Diagnostic>) -> Ser
         ports.push(ServicePort { name, protocol, port: number, node_port });
     }
     if ports.is_empty() {
-        problem(Severity::Error, "spec.ports".into(), "no usable port".into());
+        problem(Severity::Error, "spec.ports".into(), "no usable port: the Service is not programmed".into());
         return ServiceClass::Invalid;
     }
 

@@ -171,7 +171,10 @@ fn external_destinations_balance_to_every_endpoint_and_always_masquerade() {
     for destination in rules.destinations.iter().filter(|d| d.kind.is_external()) {
         assert_eq!(
             destination.action,
-            Action::Balance { backends: vec![Backend { ip: ip("10.244.2.7"), port: 8080 }], masquerade: Masquerade::Always }
+            Action::Balance {
+                backends: vec![Backend { ip: ip("10.244.2.7"), port: 8080 }],
+                masquerade: Masquerade::Always
+            }
         );
     }
     assert_eq!(rules.node_port_ips, vec![ip("192.168.49.11")]);
@@ -226,10 +229,7 @@ spec: {type: ExternalName, externalName: payments.example.com}
         treatments,
         [
             ("Service data/postgres".to_owned(), Treatment::Headless),
-            (
-                "Service shop/payments".to_owned(),
-                Treatment::ExternalName { target: "payments.example.com".into() }
-            ),
+            ("Service shop/payments".to_owned(), Treatment::ExternalName { target: "payments.example.com".into() }),
         ]
     );
     assert!(model.diagnostics.is_empty(), "{:?}", model.diagnostics);
@@ -323,12 +323,12 @@ spec: {clusterIP: 010.096.000.060, ports: [{port: 80}]}
     let model = model(yaml, &config());
     let messages: Vec<String> = model.diagnostics.iter().map(ToString::to_string).collect();
     let expect = [
-        "error: Service shop/broken: spec.clusterIP: \"10.96.0.300\" is not an IP address; ignored",
-        "error: Service shop/mixed: spec.externalIPs[0]: \"not-an-ip\" is not an IP address; ignored",
-        "error: Service shop/mixed: spec.ports[0].protocol: unknown protocol \"ICMP\" (expected TCP, UDP or SCTP); port skipped",
-        "error: Service shop/mixed: spec.ports[1].port: port 0 is outside 1-65535; port skipped",
-        "error: Service shop/mixed: spec.ports[3].name: duplicate port name \"http\" for tcp; this port skipped",
-        "warning: Service shop/sloppy: spec.clusterIP: \"010.096.000.060\" has leading zeros; read as 10.96.0.60",
+        "error: test.yaml: Service shop/broken: spec.clusterIP: \"10.96.0.300\" is not an IP address; ignored",
+        "error: test.yaml: Service shop/mixed: spec.externalIPs[0]: \"not-an-ip\" is not an IP address; ignored",
+        "error: test.yaml: Service shop/mixed: spec.ports[0].protocol: unknown protocol \"ICMP\" (expected TCP, UDP or SCTP); port skipped",
+        "error: test.yaml: Service shop/mixed: spec.ports[1].port: port 0 is outside 1-65535; port skipped",
+        "error: test.yaml: Service shop/mixed: spec.ports[3].name: duplicate port name \"http\" for tcp; this port skipped",
+        "warning: test.yaml: Service shop/sloppy: spec.clusterIP: \"010.096.000.060\" has leading zeros; read as 10.96.0.60",
     ];
     for message in expect {
         assert!(messages.iter().any(|m| m == message), "missing {message:?} in {messages:#?}");

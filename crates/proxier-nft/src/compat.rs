@@ -35,15 +35,15 @@ fn mend_object(kind: &str, body: &mut Value) {
     if let Some(Value::Array(flags)) = body.get_mut("flags") {
         flags.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
     }
-    if matches!(kind, "map" | "set" | "element") {
-        if let Some(Value::Array(elements)) = body.get_mut("elem") {
-            elements.iter_mut().for_each(mend_element);
-        }
+    if matches!(kind, "map" | "set" | "element")
+        && let Some(Value::Array(elements)) = body.get_mut("elem")
+    {
+        elements.iter_mut().for_each(mend_element);
     }
-    if kind == "rule" {
-        if let Some(Value::Array(statements)) = body.get_mut("expr") {
-            statements.iter_mut().for_each(sort_nested_flags);
-        }
+    if kind == "rule"
+        && let Some(Value::Array(statements)) = body.get_mut("expr")
+    {
+        statements.iter_mut().for_each(sort_nested_flags);
     }
 }
 
@@ -124,7 +124,10 @@ mod tests {
         ]});
         mend(&mut document);
         assert_eq!(document["nftables"][0]["add"]["set"]["flags"], json!(["interval", "timeout"]));
-        assert_eq!(document["nftables"][1]["add"]["rule"]["expr"][0]["masquerade"]["flags"], json!(["fully-random", "random"]));
+        assert_eq!(
+            document["nftables"][1]["add"]["rule"]["expr"][0]["masquerade"]["flags"],
+            json!(["fully-random", "random"])
+        );
     }
 
     #[test]

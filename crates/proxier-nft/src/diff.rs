@@ -25,18 +25,16 @@ impl TableDiff {
 /// namespace and listed back, so both sides are in nft's canonical form and only real differences show.
 pub fn diff(nft: &Nft, transaction: &Transaction) -> Result<TableDiff, NftError> {
     let name = transaction.table_name();
-    let mut script = transaction.to_text();
-    for table in transaction.tables() {
-        script.push_str(&format!("list table {} {}\n", family_name(table.family), table.name));
-    }
-    let desired_all = nft.run_in_scratch_namespace(&script)?;
-    let desired = split_tables(&desired_all);
+    let desired = nft.in_scratch_namespace(|scratch| {
+        scratch.apply_text(&transaction.to_text())?;
+        IpFamily::ALL.into_iter().map(|family| scratch.list_table(family, name)).collect::<Result<Vec<_>, _>>()
+    })?;
 
     let mut unified = String::new();
-    for family in IpFamily::ALL {
+    for (family, wanted) in IpFamily::ALL.into_iter().zip(desired) {
         let live = nft.list_table(family, name)?.map(|t| normalize(&t)).unwrap_or_default();
         let header = format!("table {} {}", family_name(family), name);
-        let wanted = desired.iter().find(|(h, _)| *h == header).map(|(_, t)| normalize(t)).unwrap_or_default();
+        let wanted = wanted.as_deref().map(normalize).unwrap_or_default();
         if live == wanted {
             continue;
         }
@@ -48,21 +46,6 @@ pub fn diff(nft: &Nft, transaction: &Transaction) -> Result<TableDiff, NftError>
         unified.push_str(&text);
     }
     Ok(TableDiff { unified })
-}
-
-/// Splits `nft list` output holding several tables into (header line, table text).
-fn split_tables(listing: &str) -> Vec<(String, String)> {
-    let mut tables: Vec<(String, String)> = Vec::new();
-    for line in listing.lines() {
-        if let Some(header) = line.strip_prefix("table ").and_then(|rest| rest.strip_suffix(" {")) {
-            tables.push((format!("table {header}"), String::new()));
-        }
-        if let Some((_, text)) = tables.last_mut() {
-            text.push_str(line);
-            text.push('\n');
-        }
-    }
-    tables
 }
 
 /// One set element per line, sorted: the kernel lists elements in hash order.
@@ -110,14 +93,5 @@ mod tests {
             normalize(listing),
             "table ip t {\n\tset s {\n\t\ttype ipv4_addr\n\t\telements = {\n\t\t\t10.0.0.1,\n\t\t\t10.0.0.2,\n\t\t\t10.0.0.3,\n\t\t}\n\t}\n}\n"
         );
-    }
-
-    #[test]
-    fn listings_split_per_table() {
-        let listing = "table ip a {\n}\ntable ip6 a {\n\tchain c {\n\t}\n}\n";
-        let tables = split_tables(listing);
-        assert_eq!(tables.len(), 2);
-        assert_eq!(tables[1].0, "table ip6 a");
-        assert!(tables[1].1.contains("chain c"));
     }
 }

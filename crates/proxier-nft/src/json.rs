@@ -20,7 +20,8 @@ pub(crate) fn nf_family(family: IpFamily) -> NfFamily {
 
 /// `add table` then `delete table`: removes the table whether or not it exists, inside a transaction.
 pub(crate) fn remove_table_commands(family: IpFamily, name: &str) -> [NfObject<'static>; 2] {
-    let table = || NfListObject::Table(schema::Table { family: nf_family(family), name: name.to_owned().into(), handle: None });
+    let table =
+        || NfListObject::Table(schema::Table { family: nf_family(family), name: name.to_owned().into(), handle: None });
     [NfObject::CmdObject(NfCmd::Add(table())), NfObject::CmdObject(NfCmd::Delete(table()))]
 }
 
@@ -75,8 +76,8 @@ fn set_object(table: &Table, set: &Set) -> NfListObject<'static> {
     let family = nf_family(table.family);
     let key = set_type(&set.key);
     let flags = set.interval.then(|| HashSet::from([schema::SetFlag::Interval]));
-    let elem = (!set.elements.is_empty())
-        .then(|| set.elements.iter().map(element_expression).collect::<Vec<_>>().into());
+    let elem =
+        (!set.elements.is_empty()).then(|| set.elements.iter().map(element_expression).collect::<Vec<_>>().into());
     match set.data {
         None => NfListObject::Set(Box::new(schema::Set {
             family,
@@ -185,7 +186,11 @@ fn set_ref(name: &str) -> Expression<'static> {
 }
 
 fn destination_tuple(ip: &'static str) -> Expression<'static> {
-    Expression::Named(NamedExpression::Concat(vec![payload(ip, "daddr"), meta(MetaKey::L4proto), payload("th", "dport")]))
+    Expression::Named(NamedExpression::Concat(vec![
+        payload(ip, "daddr"),
+        meta(MetaKey::L4proto),
+        payload("th", "dport"),
+    ]))
 }
 
 fn statement(statement: &Statement, family: IpFamily) -> NfStatement<'static> {

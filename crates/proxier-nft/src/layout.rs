@@ -311,10 +311,8 @@ const MAX_COMMENT: usize = 128;
 /// hostile name can neither break the nft text syntax nor exceed the kernel's comment limit.
 fn element_comment(destination: &Destination) -> String {
     let text = format!("{} ({})", destination.service_port, destination.kind);
-    let mut clean: String = text
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || " -_.:/()".contains(c) { c } else { '?' })
-        .collect();
+    let mut clean: String =
+        text.chars().map(|c| if c.is_ascii_alphanumeric() || " -_.:/()".contains(c) { c } else { '?' }).collect();
     if clean.len() > MAX_COMMENT {
         clean.truncate(MAX_COMMENT - 3);
         clean.push_str("...");

@@ -144,7 +144,10 @@ pub enum Statement {
     /// `numgen random mod N vmap { 0 : goto CHAIN0, … }`
     RandomGoto(Vec<String>),
     /// `dnat ip to ip daddr . meta l4proto . th dport map @ADDR : ip daddr . meta l4proto . th dport map @PORT`
-    DnatFromMaps { addr_map: String, port_map: String },
+    DnatFromMaps {
+        addr_map: String,
+        port_map: String,
+    },
     /// `masquerade fully-random`
     Masquerade,
     /// `reject with tcp reset`; needs a preceding `L4Proto(Tcp)`.

@@ -2,7 +2,6 @@
 //! own message reaches the user.
 
 use std::io::Write;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -46,17 +45,17 @@ impl Nft {
 
     /// Applies a JSON transaction atomically: on failure nothing changes.
     pub fn apply_json(&self, document: &str) -> Result<(), NftError> {
-        self.run(&["-j", "-f", "-"], Some(document), "apply", false).map(drop)
+        self.run(&["-j", "-f", "-"], Some(document), "apply").map(drop)
     }
 
     /// Checks a JSON transaction against the kernel without changing anything (`nft -c`).
     pub fn check_json(&self, document: &str) -> Result<(), NftError> {
-        self.run(&["-c", "-j", "-f", "-"], Some(document), "check", false).map(drop)
+        self.run(&["-c", "-j", "-f", "-"], Some(document), "check").map(drop)
     }
 
     /// Applies a text script atomically.
     pub fn apply_text(&self, script: &str) -> Result<(), NftError> {
-        self.run(&["-f", "-"], Some(script), "apply", false).map(drop)
+        self.run(&["-f", "-"], Some(script), "apply").map(drop)
     }
 
     /// The live table as nft prints it, or `None` when it does not exist.
@@ -64,23 +63,48 @@ impl Nft {
         if !self.table_exists(family, name)? {
             return Ok(None);
         }
-        self.run(&["list", "table", family_name(family), name], None, "list", false).map(Some)
+        self.run(&["list", "table", family_name(family), name], None, "list").map(Some)
     }
 
     /// Whether the table exists; reads only the list of table names.
     pub fn table_exists(&self, family: IpFamily, name: &str) -> Result<bool, NftError> {
-        let tables = self.run(&["list", "tables", family_name(family)], None, "list tables", false)?;
+        let tables = self.run(&["list", "tables", family_name(family)], None, "list tables")?;
         let wanted = format!("table {} {}", family_name(family), name);
         Ok(tables.lines().any(|line| line.trim() == wanted))
     }
 
-    /// Runs a text script in a new, empty network namespace and returns what it prints: used to see a
-    /// ruleset exactly as the kernel would hold it, without touching the live one. Needs CAP_SYS_ADMIN.
-    pub fn run_in_scratch_namespace(&self, script: &str) -> Result<String, NftError> {
-        self.run(&["-f", "-"], Some(script), "scratch load", true)
+    /// Runs `work` on a thread of its own inside a new, empty network namespace, so that every `nft`
+    /// it starts sees a blank kernel ruleset; the namespace vanishes when `work` returns. Used to see a
+    /// ruleset exactly as the kernel would hold it without touching the live one. Needs CAP_SYS_ADMIN.
+    pub fn in_scratch_namespace<R: Send>(
+        &self,
+        work: impl FnOnce(&Nft) -> Result<R, NftError> + Send,
+    ) -> Result<R, NftError> {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    // Network namespaces are per thread: this changes only the thread about to run `work`.
+                    // SAFETY: unshare(2) takes no pointers.
+                    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                        return Err(NftError::Spawn {
+                            program: "unshare(CLONE_NEWNET)".into(),
+                            source: std::io::Error::last_os_error(),
+                        });
+                    }
+                    work(self)
+                })
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(NftError::Failed {
+                        program: "scratch namespace".into(),
+                        action: "run",
+                        message: "panicked".into(),
+                    })
+                })
+        })
     }
 
-    fn run(&self, args: &[&str], stdin: Option<&str>, action: &'static str, scratch: bool) -> Result<String, NftError> {
+    fn run(&self, args: &[&str], stdin: Option<&str>, action: &'static str) -> Result<String, NftError> {
         let program = self.program.display().to_string();
         let mut command = Command::new(&self.program);
         command
@@ -88,17 +112,6 @@ impl Nft {
             .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if scratch {
-            // SAFETY: unshare(2) is async-signal-safe and touches only the child about to exec.
-            unsafe {
-                command.pre_exec(|| {
-                    if libc::unshare(libc::CLONE_NEWNET) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
         let spawn_error = |source| NftError::Spawn { program: program.clone(), source };
         let mut child = command.spawn().map_err(spawn_error)?;
         if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
