@@ -1,6 +1,5 @@
 //! Ruleset → nft JSON, through the `nftables` crate's types. Its gaps are mended in [`crate::compat`].
 
-use std::borrow::Cow;
 use std::collections::HashSet;
 
 use nftables::expr::{self, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, SetItem};
@@ -9,7 +8,8 @@ use nftables::stmt::{self, JumpTarget, Match, Operator, Statement as NfStatement
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use proxier_core::IpFamily;
 
-use crate::ruleset::{ChainType, DataType, Element, HookPoint, Set, Statement, Table, Value, Verdict};
+use crate::ruleset::{ChainType, DataType, Element, Hook, HookPoint, Rule, Set, Statement, Value, Verdict};
+use crate::transaction::Change;
 
 pub(crate) fn nf_family(family: IpFamily) -> NfFamily {
     match family {
@@ -18,62 +18,120 @@ pub(crate) fn nf_family(family: IpFamily) -> NfFamily {
     }
 }
 
-/// `add table` then `delete table`: removes the table whether or not it exists, inside a transaction.
-pub(crate) fn remove_table_commands(family: IpFamily, name: &str) -> [NfObject<'static>; 2] {
-    let table =
-        || NfListObject::Table(schema::Table { family: nf_family(family), name: name.to_owned().into(), handle: None });
-    [NfObject::CmdObject(NfCmd::Add(table())), NfObject::CmdObject(NfCmd::Delete(table()))]
+fn cmd(command: fn(NfListObject<'static>) -> NfCmd<'static>, object: NfListObject<'static>) -> NfObject<'static> {
+    NfObject::CmdObject(command(object))
 }
 
-/// The commands that create `table` with all its contents: table, then empty chains, then sets and
-/// maps with their elements (which may name chains), then rules (which may name chains and sets).
-/// nft's JSON parser, unlike its text one, resolves references in command order.
-pub(crate) fn create_table_commands(table: &Table) -> Vec<NfObject<'static>> {
-    let family = nf_family(table.family);
-    let name: Cow<'static, str> = table.name.clone().into();
-    let mut commands = vec![NfListObject::Table(schema::Table { family, name: name.clone(), handle: None })];
-    for chain in &table.chains {
-        let hook = chain.hook;
-        commands.push(NfListObject::Chain(schema::Chain {
-            family,
-            table: name.clone(),
-            name: chain.name.clone().into(),
-            _type: hook.map(|h| match h.chain_type {
-                ChainType::Nat => NfChainType::NAT,
-                ChainType::Filter => NfChainType::Filter,
-            }),
-            hook: hook.map(|h| match h.point {
-                HookPoint::Prerouting => NfHook::Prerouting,
-                HookPoint::Input => NfHook::Input,
-                HookPoint::Forward => NfHook::Forward,
-                HookPoint::Output => NfHook::Output,
-                HookPoint::Postrouting => NfHook::Postrouting,
-            }),
-            prio: hook.map(|h| h.priority),
-            policy: hook.map(|_| NfChainPolicy::Accept),
-            ..Default::default()
-        }));
-    }
-    for set in &table.sets {
-        commands.push(set_object(table, set));
-    }
-    for chain in &table.chains {
-        for rule in &chain.rules {
-            commands.push(NfListObject::Rule(schema::Rule {
-                family,
-                table: name.clone(),
-                chain: chain.name.clone().into(),
-                expr: rule.statements.iter().map(|s| statement(s, table.family)).collect::<Vec<_>>().into(),
-                comment: rule.comment.clone().map(Into::into),
-                ..Default::default()
-            }));
+/// The nft JSON commands for one change to table `table`.
+pub(crate) fn change_commands(change: &Change, table: &str) -> Vec<NfObject<'static>> {
+    let table_object = |family| {
+        NfListObject::Table(schema::Table { family: nf_family(family), name: table.to_owned().into(), handle: None })
+    };
+    match change {
+        // `add` then `delete`: removes the table whether or not it exists.
+        Change::RemoveTable(family) => {
+            vec![cmd(NfCmd::Add, table_object(*family)), cmd(NfCmd::Delete, table_object(*family))]
+        }
+        Change::CreateTable(created) => {
+            // Chains first, then sets and maps with their elements (which may name chains), then rules
+            // (which may name chains and sets): nft's JSON parser, unlike its text one, resolves
+            // references in command order.
+            let mut objects = vec![table_object(created.family)];
+            objects.extend(created.chains.iter().map(|c| chain_object(created.family, table, &c.name, c.hook)));
+            objects.extend(created.sets.iter().map(|s| set_object(created.family, table, s)));
+            for chain in &created.chains {
+                objects.extend(chain.rules.iter().map(|r| rule_object(created.family, table, &chain.name, r)));
+            }
+            objects.into_iter().map(|o| cmd(NfCmd::Add, o)).collect()
+        }
+        Change::AddChain { family, name, hook } => vec![cmd(NfCmd::Add, chain_object(*family, table, name, *hook))],
+        Change::AddSet { family, set } => vec![cmd(NfCmd::Add, set_object(*family, table, set))],
+        Change::AddElements { family, set, elements } => {
+            vec![cmd(NfCmd::Add, element_object(*family, table, set, elements.iter().map(element_expression)))]
+        }
+        Change::DeleteElements { family, set, elements } => {
+            vec![cmd(
+                NfCmd::Delete,
+                element_object(*family, table, set, elements.iter().map(|e| key_expression(&e.key))),
+            )]
+        }
+        Change::FlushChain { family, chain } => vec![NfObject::CmdObject(NfCmd::Flush(schema::FlushObject::Chain(
+            chain_object_plain(*family, table, chain),
+        )))],
+        Change::AddRules { family, chain, rules } => {
+            rules.iter().map(|r| cmd(NfCmd::Add, rule_object(*family, table, chain, r))).collect()
+        }
+        Change::DeleteChain { family, chain } => {
+            vec![cmd(NfCmd::Delete, NfListObject::Chain(chain_object_plain(*family, table, chain)))]
+        }
+        Change::DeleteSet { family, set, map } => {
+            let placeholder = Set {
+                name: set.clone(),
+                key: vec![DataType::Proto],
+                data: map.then_some(DataType::Verdict),
+                interval: false,
+                elements: Vec::new(),
+            };
+            vec![cmd(NfCmd::Delete, set_object(*family, table, &placeholder))]
         }
     }
-    commands.into_iter().map(|object| NfObject::CmdObject(NfCmd::Add(object))).collect()
 }
 
-fn set_object(table: &Table, set: &Set) -> NfListObject<'static> {
-    let family = nf_family(table.family);
+fn chain_object_plain(family: IpFamily, table: &str, name: &str) -> schema::Chain<'static> {
+    schema::Chain {
+        family: nf_family(family),
+        table: table.to_owned().into(),
+        name: name.to_owned().into(),
+        ..Default::default()
+    }
+}
+
+fn chain_object(family: IpFamily, table: &str, name: &str, hook: Option<Hook>) -> NfListObject<'static> {
+    NfListObject::Chain(schema::Chain {
+        _type: hook.map(|h| match h.chain_type {
+            ChainType::Nat => NfChainType::NAT,
+            ChainType::Filter => NfChainType::Filter,
+        }),
+        hook: hook.map(|h| match h.point {
+            HookPoint::Prerouting => NfHook::Prerouting,
+            HookPoint::Input => NfHook::Input,
+            HookPoint::Forward => NfHook::Forward,
+            HookPoint::Output => NfHook::Output,
+            HookPoint::Postrouting => NfHook::Postrouting,
+        }),
+        prio: hook.map(|h| h.priority),
+        policy: hook.map(|_| NfChainPolicy::Accept),
+        ..chain_object_plain(family, table, name)
+    })
+}
+
+fn rule_object(family: IpFamily, table: &str, chain: &str, rule: &Rule) -> NfListObject<'static> {
+    NfListObject::Rule(schema::Rule {
+        family: nf_family(family),
+        table: table.to_owned().into(),
+        chain: chain.to_owned().into(),
+        expr: rule.statements.iter().map(|s| statement(s, family)).collect::<Vec<_>>().into(),
+        comment: rule.comment.clone().map(Into::into),
+        ..Default::default()
+    })
+}
+
+fn element_object(
+    family: IpFamily,
+    table: &str,
+    set: &str,
+    elements: impl Iterator<Item = Expression<'static>>,
+) -> NfListObject<'static> {
+    NfListObject::Element(schema::Element {
+        family: nf_family(family),
+        table: table.to_owned().into(),
+        name: set.to_owned().into(),
+        elem: elements.collect::<Vec<_>>().into(),
+    })
+}
+
+fn set_object(family: IpFamily, table: &str, set: &Set) -> NfListObject<'static> {
+    let family = nf_family(family);
     let key = set_type(&set.key);
     let flags = set.interval.then(|| HashSet::from([schema::SetFlag::Interval]));
     let elem =
@@ -81,7 +139,7 @@ fn set_object(table: &Table, set: &Set) -> NfListObject<'static> {
     match set.data {
         None => NfListObject::Set(Box::new(schema::Set {
             family,
-            table: table.name.clone().into(),
+            table: table.to_owned().into(),
             name: set.name.clone().into(),
             set_type: key,
             flags,
@@ -90,7 +148,7 @@ fn set_object(table: &Table, set: &Set) -> NfListObject<'static> {
         })),
         Some(data) => NfListObject::Map(Box::new(schema::Map {
             family,
-            table: table.name.clone().into(),
+            table: table.to_owned().into(),
             name: set.name.clone().into(),
             set_type: key,
             map: SetTypeValue::Single(data_type(data)),
@@ -119,11 +177,15 @@ fn data_type(data: DataType) -> SetType {
     }
 }
 
-fn element_expression(element: &Element) -> Expression<'static> {
-    let mut key = match element.key.as_slice() {
+fn key_expression(key: &[Value]) -> Expression<'static> {
+    match key {
         [single] => value(single),
         parts => Expression::Named(NamedExpression::Concat(parts.iter().map(value).collect())),
-    };
+    }
+}
+
+fn element_expression(element: &Element) -> Expression<'static> {
+    let mut key = key_expression(&element.key);
     if let Some(comment) = &element.comment {
         key = Expression::Named(NamedExpression::Elem(expr::Elem {
             val: Box::new(key),

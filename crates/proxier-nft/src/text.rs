@@ -6,16 +6,60 @@ use std::fmt::Write;
 use proxier_core::IpFamily;
 
 use crate::layout::family_name;
-use crate::ruleset::{ChainType, DataType, Element, HookPoint, Rule, Set, Statement, Table, Value, Verdict};
+use crate::ruleset::{ChainType, DataType, Element, Hook, HookPoint, Rule, Set, Statement, Table, Value, Verdict};
+use crate::transaction::Change;
 
-/// `add table` then `delete table`: removes the table whether or not it exists.
-pub(crate) fn remove_table(out: &mut String, family: IpFamily, name: &str) {
-    let family = family_name(family);
-    let _ = writeln!(out, "add table {family} {name}\ndelete table {family} {name}");
+/// One change to table `table`, as nft script lines.
+pub(crate) fn change(out: &mut String, change: &Change, table: &str) {
+    match change {
+        Change::RemoveTable(family) => {
+            let family = family_name(*family);
+            let _ = writeln!(out, "add table {family} {table}\ndelete table {family} {table}");
+        }
+        Change::CreateTable(created) => table_block(out, created),
+        Change::AddChain { family, name, hook } => {
+            let _ = write!(out, "add chain {} {table} {name}", family_name(*family));
+            if let Some(hook) = hook {
+                let _ = write!(out, " {{ {} }}", hook_text(*hook));
+            }
+            out.push('\n');
+        }
+        Change::AddSet { family, set } => {
+            let kind = if set.data.is_some() { "map" } else { "set" };
+            let _ = write!(out, "add {kind} {} {table} {} {{ {};", family_name(*family), set.name, set_type_text(set));
+            if set.interval {
+                out.push_str(" flags interval;");
+            }
+            out.push_str(" }\n");
+        }
+        Change::AddElements { family, set, elements } => {
+            let items: Vec<String> = elements.iter().map(element_text).collect();
+            let _ = writeln!(out, "add element {} {table} {set} {{ {} }}", family_name(*family), items.join(", "));
+        }
+        Change::DeleteElements { family, set, elements } => {
+            let items: Vec<String> = elements.iter().map(|e| key_text(&e.key)).collect();
+            let _ = writeln!(out, "delete element {} {table} {set} {{ {} }}", family_name(*family), items.join(", "));
+        }
+        Change::FlushChain { family, chain } => {
+            let _ = writeln!(out, "flush chain {} {table} {chain}", family_name(*family));
+        }
+        Change::AddRules { family, chain, rules } => {
+            for rule in rules {
+                let _ = writeln!(out, "add rule {} {table} {chain} {}", family_name(*family), rule_text(rule, *family));
+            }
+        }
+        Change::DeleteChain { family, chain } => {
+            let _ = writeln!(out, "delete chain {} {table} {chain}", family_name(*family));
+        }
+        Change::DeleteSet { family, set, map } => {
+            let kind = if *map { "map" } else { "set" };
+            let _ = writeln!(out, "delete {kind} {} {table} {set}", family_name(*family));
+        }
+    }
 }
 
 /// The table as one `table { … }` block.
-pub(crate) fn table_block(out: &mut String, table: &Table) {
+fn table_block(out: &mut String, table: &Table) {
     let _ = writeln!(out, "table {} {} {{", family_name(table.family), table.name);
     let mut first = true;
     for set in &table.sets {
@@ -30,18 +74,7 @@ pub(crate) fn table_block(out: &mut String, table: &Table) {
         }
         let _ = writeln!(out, "\tchain {} {{", chain.name);
         if let Some(hook) = chain.hook {
-            let chain_type = match hook.chain_type {
-                ChainType::Nat => "nat",
-                ChainType::Filter => "filter",
-            };
-            let point = match hook.point {
-                HookPoint::Prerouting => "prerouting",
-                HookPoint::Input => "input",
-                HookPoint::Forward => "forward",
-                HookPoint::Output => "output",
-                HookPoint::Postrouting => "postrouting",
-            };
-            let _ = writeln!(out, "\t\ttype {chain_type} hook {point} priority {}; policy accept;", hook.priority);
+            let _ = writeln!(out, "\t\t{}", hook_text(hook));
         }
         for rule in &chain.rules {
             let _ = writeln!(out, "\t\t{}", rule_text(rule, table.family));
@@ -51,15 +84,34 @@ pub(crate) fn table_block(out: &mut String, table: &Table) {
     out.push_str("}\n");
 }
 
+fn hook_text(hook: Hook) -> String {
+    let chain_type = match hook.chain_type {
+        ChainType::Nat => "nat",
+        ChainType::Filter => "filter",
+    };
+    let point = match hook.point {
+        HookPoint::Prerouting => "prerouting",
+        HookPoint::Input => "input",
+        HookPoint::Forward => "forward",
+        HookPoint::Output => "output",
+        HookPoint::Postrouting => "postrouting",
+    };
+    format!("type {chain_type} hook {point} priority {}; policy accept;", hook.priority)
+}
+
+fn set_type_text(set: &Set) -> String {
+    let key: Vec<&str> = set.key.iter().map(|&t| type_name(t)).collect();
+    let mut text = format!("type {}", key.join(" . "));
+    if let Some(data) = set.data {
+        let _ = write!(text, " : {}", type_name(data));
+    }
+    text
+}
+
 fn set_block(out: &mut String, set: &Set) {
     let kind = if set.data.is_some() { "map" } else { "set" };
     let _ = writeln!(out, "\t{kind} {} {{", set.name);
-    let key: Vec<&str> = set.key.iter().map(|&t| type_name(t)).collect();
-    let _ = write!(out, "\t\ttype {}", key.join(" . "));
-    if let Some(data) = set.data {
-        let _ = write!(out, " : {}", type_name(data));
-    }
-    out.push('\n');
+    let _ = writeln!(out, "\t\t{}", set_type_text(set));
     if set.interval {
         out.push_str("\t\tflags interval\n");
     }
@@ -84,8 +136,12 @@ fn type_name(data: DataType) -> &'static str {
     }
 }
 
+fn key_text(key: &[Value]) -> String {
+    key.iter().map(value_text).collect::<Vec<_>>().join(" . ")
+}
+
 fn element_text(element: &Element) -> String {
-    let mut text = element.key.iter().map(value_text).collect::<Vec<_>>().join(" . ");
+    let mut text = key_text(&element.key);
     if let Some(comment) = &element.comment {
         let _ = write!(text, " comment {}", quoted(comment));
     }

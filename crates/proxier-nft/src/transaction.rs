@@ -1,13 +1,64 @@
-//! Atomic nft transactions: one document, applied all or nothing by one `nft` run.
+//! Atomic nft transactions: one document, applied all or nothing by one `nft` run. A transaction is
+//! either the full replacement of proxier's tables or the element and chain changes between two states.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use proxier_core::{IpFamily, RuleModel};
 
 use crate::layout::family_table;
-use crate::ruleset::Table;
+use crate::ruleset::{Chain, Element, Hook, Rule, Set, Table, Value};
 use crate::{compat, json, text};
 
-/// A transaction that makes proxier's tables exactly what a model says: each family's table is
-/// removed and re-created, and a family the model does not program has its table removed.
+/// One step of a transaction, on proxier's table of one family. Steps run in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Removes the table if it exists.
+    RemoveTable(IpFamily),
+    /// Creates a table with everything in it.
+    CreateTable(Table),
+    /// Adds an empty chain (a base chain when `hook` is set).
+    AddChain {
+        family: IpFamily,
+        name: String,
+        hook: Option<Hook>,
+    },
+    /// Adds an empty set or map.
+    AddSet {
+        family: IpFamily,
+        set: Set,
+    },
+    AddElements {
+        family: IpFamily,
+        set: String,
+        elements: Vec<Element>,
+    },
+    /// Deletes elements by key.
+    DeleteElements {
+        family: IpFamily,
+        set: String,
+        elements: Vec<Element>,
+    },
+    FlushChain {
+        family: IpFamily,
+        chain: String,
+    },
+    AddRules {
+        family: IpFamily,
+        chain: String,
+        rules: Vec<Rule>,
+    },
+    DeleteChain {
+        family: IpFamily,
+        chain: String,
+    },
+    DeleteSet {
+        family: IpFamily,
+        set: String,
+        map: bool,
+    },
+}
+
+/// An atomic change to proxier's tables.
 ///
 /// ```
 /// use proxier_core::{NodeConfig, Snapshot, compute};
@@ -19,38 +70,88 @@ use crate::{compat, json, text};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transaction {
     table_name: String,
-    tables: Vec<Table>,
+    changes: Vec<Change>,
 }
 
+/// The tables as the kernel holds them after a transaction: what the next incremental transaction
+/// starts from. Includes chains and sets that were emptied but not yet deleted.
+pub type Committed = Vec<Table>;
+
 impl Transaction {
-    /// The full replacement of table `table_name` (in both families) by `model`.
-    pub fn full(model: &RuleModel, table_name: &str) -> Transaction {
-        let tables = model.families.iter().map(|rules| family_table(rules, table_name)).collect();
-        Transaction { table_name: table_name.to_owned(), tables }
+    /// The tables a model lays out as, one per programmed family.
+    pub fn tables(model: &RuleModel, table_name: &str) -> Vec<Table> {
+        model.families.iter().map(|rules| family_table(rules, table_name)).collect()
     }
 
-    /// The tables this transaction creates.
-    pub fn tables(&self) -> &[Table] {
-        &self.tables
+    /// The full replacement of table `table_name`, in both families, by `model`: each family's table
+    /// is removed and re-created, and a family the model does not program has its table removed.
+    pub fn full(model: &RuleModel, table_name: &str) -> Transaction {
+        Transaction::replacing(Transaction::tables(model, table_name), table_name)
+    }
+
+    /// The full replacement of proxier's tables by `tables`.
+    pub fn replacing(tables: Vec<Table>, table_name: &str) -> Transaction {
+        let mut tables = tables;
+        let mut changes = Vec::new();
+        for family in IpFamily::ALL {
+            changes.push(Change::RemoveTable(family));
+            if let Some(i) = tables.iter().position(|t| t.family == family) {
+                changes.push(Change::CreateTable(tables.swap_remove(i)));
+            }
+        }
+        Transaction { table_name: table_name.to_owned(), changes }
+    }
+
+    /// The changes that turn `committed` into `desired`, and what is committed afterwards.
+    ///
+    /// Only elements and the rules of changed chains are written, so the size of the transaction
+    /// follows the size of the change, not of the cluster. Chains and sets no longer used are emptied
+    /// now and deleted by the next transaction: on kernels before 6.2 a chain is released late after
+    /// the last map element pointing at it goes, and deleting it at once would fail with EBUSY.
+    pub fn between(committed: &[Table], desired: &[Table], table_name: &str) -> (Transaction, Committed) {
+        let mut changes = Vec::new();
+        let mut after = Vec::new();
+        for family in IpFamily::ALL {
+            let old = committed.iter().find(|t| t.family == family);
+            let new = desired.iter().find(|t| t.family == family);
+            match (old, new) {
+                (None, None) => {}
+                (Some(_), None) => changes.push(Change::RemoveTable(family)),
+                (None, Some(new)) => {
+                    changes.push(Change::RemoveTable(family));
+                    changes.push(Change::CreateTable(new.clone()));
+                    after.push(new.clone());
+                }
+                (Some(old), Some(new)) => after.push(table_changes(old, new, &mut changes)),
+            }
+        }
+        (Transaction { table_name: table_name.to_owned(), changes }, after)
     }
 
     pub fn table_name(&self) -> &str {
         &self.table_name
     }
 
-    fn table(&self, family: IpFamily) -> Option<&Table> {
-        self.tables.iter().find(|t| t.family == family)
+    pub fn changes(&self) -> &[Change] {
+        &self.changes
+    }
+
+    /// Whether applying it would change nothing.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// The tables this transaction creates whole.
+    pub fn created_tables(&self) -> impl Iterator<Item = &Table> {
+        self.changes.iter().filter_map(|c| match c {
+            Change::CreateTable(table) => Some(table),
+            _ => None,
+        })
     }
 
     /// The transaction as the JSON document `nft -j -f -` reads.
     pub fn to_json_value(&self) -> serde_json::Value {
-        let mut objects = Vec::new();
-        for family in IpFamily::ALL {
-            objects.extend(json::remove_table_commands(family, &self.table_name));
-            if let Some(table) = self.table(family) {
-                objects.extend(json::create_table_commands(table));
-            }
-        }
+        let objects: Vec<_> = self.changes.iter().flat_map(|c| json::change_commands(c, &self.table_name)).collect();
         let document = nftables::schema::Nftables { objects: objects.into() };
         // Serialising plain data types cannot fail.
         let mut value = serde_json::to_value(&document).unwrap_or_default();
@@ -68,12 +169,84 @@ impl Transaction {
     /// The same transaction in nft's text syntax, loadable with `nft -f -`.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
-        for family in IpFamily::ALL {
-            text::remove_table(&mut out, family, &self.table_name);
-            if let Some(table) = self.table(family) {
-                text::table_block(&mut out, table);
-            }
+        for change in &self.changes {
+            text::change(&mut out, change, &self.table_name);
         }
         out
     }
+}
+
+type ElementKey = Vec<Value>;
+
+fn elements_by_key(elements: &[Element]) -> BTreeMap<&ElementKey, &Element> {
+    elements.iter().map(|e| (&e.key, e)).collect()
+}
+
+fn table_changes(old: &Table, new: &Table, changes: &mut Vec<Change>) -> Table {
+    let family = new.family;
+    let old_chains: BTreeMap<&str, &Chain> = old.chains.iter().map(|c| (c.name.as_str(), c)).collect();
+    let old_sets: BTreeMap<&str, &Set> = old.sets.iter().map(|s| (s.name.as_str(), s)).collect();
+    let new_chains: BTreeSet<&str> = new.chains.iter().map(|c| c.name.as_str()).collect();
+    let new_sets: BTreeSet<&str> = new.sets.iter().map(|s| s.name.as_str()).collect();
+    let mut after = new.clone();
+
+    for chain in new.chains.iter().filter(|c| !old_chains.contains_key(c.name.as_str())) {
+        changes.push(Change::AddChain { family, name: chain.name.clone(), hook: chain.hook });
+    }
+    for set in new.sets.iter().filter(|s| !old_sets.contains_key(s.name.as_str())) {
+        changes.push(Change::AddSet { family, set: Set { elements: Vec::new(), ..set.clone() } });
+    }
+    let mut additions = Vec::new();
+    for set in &new.sets {
+        let before = old_sets.get(set.name.as_str()).map(|s| elements_by_key(&s.elements)).unwrap_or_default();
+        let wanted = elements_by_key(&set.elements);
+        let removed: Vec<Element> = before
+            .iter()
+            .filter(|(key, element)| wanted.get(*key) != Some(*element))
+            .map(|(_, element)| (*element).clone())
+            .collect();
+        let added: Vec<Element> = wanted
+            .iter()
+            .filter(|(key, element)| before.get(*key) != Some(*element))
+            .map(|(_, element)| (*element).clone())
+            .collect();
+        if !removed.is_empty() {
+            changes.push(Change::DeleteElements { family, set: set.name.clone(), elements: removed });
+        }
+        if !added.is_empty() {
+            additions.push(Change::AddElements { family, set: set.name.clone(), elements: added });
+        }
+    }
+    changes.extend(additions);
+    for chain in &new.chains {
+        let before = old_chains.get(chain.name.as_str());
+        if before.is_some_and(|c| c.rules == chain.rules && c.hook == chain.hook) {
+            continue;
+        }
+        if before.is_some() {
+            changes.push(Change::FlushChain { family, chain: chain.name.clone() });
+        }
+        changes.push(Change::AddRules { family, chain: chain.name.clone(), rules: chain.rules.clone() });
+    }
+
+    // Objects no longer wanted: emptied now, deleted next time (chains before the sets they use).
+    let mut deletions = Vec::new();
+    for chain in old.chains.iter().filter(|c| !new_chains.contains(c.name.as_str())) {
+        if chain.rules.is_empty() {
+            deletions.push(Change::DeleteChain { family, chain: chain.name.clone() });
+        } else {
+            changes.push(Change::FlushChain { family, chain: chain.name.clone() });
+            after.chains.push(Chain { rules: Vec::new(), ..(*chain).clone() });
+        }
+    }
+    for set in old.sets.iter().filter(|s| !new_sets.contains(s.name.as_str())) {
+        if set.elements.is_empty() {
+            deletions.push(Change::DeleteSet { family, set: set.name.clone(), map: set.data.is_some() });
+        } else {
+            changes.push(Change::DeleteElements { family, set: set.name.clone(), elements: set.elements.clone() });
+            after.sets.push(Set { elements: Vec::new(), ..(*set).clone() });
+        }
+    }
+    changes.extend(deletions);
+    after
 }
