@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
+use proxier_core::{DetectLocal, NodeConfig};
 
 pub const EXIT_HELP: &str = "\
 Exit status:
@@ -59,15 +60,35 @@ pub struct Input {
     /// Files or directories of `kubectl get svc,endpointslices,nodes -A -o yaml|json` output.
     #[arg(long, required = true, num_args = 1.., value_name = "PATH")]
     pub snapshot: Vec<PathBuf>,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// The node being programmed and how; shared by every command that computes rules.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
     /// The Node this ruleset is for.
     #[arg(long, value_name = "NAME")]
     pub node: String,
     /// The pod network; non-pod sources reaching a ClusterIP are masqueraded. Comma-separated or repeated.
     #[arg(long, value_delimiter = ',', value_name = "CIDR")]
     pub cluster_cidr: Vec<IpNet>,
-    /// Serve NodePorts only on node addresses inside these ranges (default: the node's primary addresses).
+    /// How pod sources are recognised.
+    #[arg(long, value_enum, default_value_t = DetectLocalMode::ClusterCIDR)]
+    pub detect_local_mode: DetectLocalMode,
+    /// The pods' bridge, with --detect-local-mode BridgeInterface.
+    #[arg(long, value_name = "NAME", value_parser = interface_name)]
+    pub pod_bridge_interface: Option<String>,
+    /// The pods' interface name prefix, with --detect-local-mode InterfaceNamePrefix.
+    #[arg(long, value_name = "PREFIX", value_parser = interface_name)]
+    pub pod_interface_name_prefix: Option<String>,
+    /// Serve NodePorts only on node addresses inside these ranges, or `primary` (the default): the
+    /// node's primary address of each family.
+    #[arg(long, value_delimiter = ',', value_name = "CIDR|primary", value_parser = nodeport_address)]
+    pub nodeport_addresses: Vec<Option<IpNet>>,
+    /// The Service ranges: an address in them that no Service holds is dropped.
     #[arg(long, value_delimiter = ',', value_name = "CIDR")]
-    pub nodeport_addresses: Vec<IpNet>,
+    pub service_cidr: Vec<IpNet>,
     /// Masquerade every connection to a ClusterIP.
     #[arg(long)]
     pub masquerade_all: bool,
@@ -76,6 +97,68 @@ pub struct Input {
     pub node_ip: Vec<IpAddr>,
     #[command(flatten)]
     pub nft: NftArgs,
+}
+
+/// `--detect-local-mode`, spelled as kube-proxy spells it.
+#[allow(clippy::upper_case_acronyms)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DetectLocalMode {
+    #[value(name = "ClusterCIDR")]
+    ClusterCIDR,
+    #[value(name = "NodeCIDR")]
+    NodeCIDR,
+    #[value(name = "BridgeInterface")]
+    BridgeInterface,
+    #[value(name = "InterfaceNamePrefix")]
+    InterfaceNamePrefix,
+}
+
+impl NodeArgs {
+    /// The node configuration these flags describe.
+    pub fn config(&self) -> Result<NodeConfig, String> {
+        let detect_local = match self.detect_local_mode {
+            DetectLocalMode::ClusterCIDR => DetectLocal::ClusterCidr,
+            DetectLocalMode::NodeCIDR => DetectLocal::NodeCidr,
+            DetectLocalMode::BridgeInterface => DetectLocal::BridgeInterface(
+                self.pod_bridge_interface
+                    .clone()
+                    .ok_or("--detect-local-mode BridgeInterface needs --pod-bridge-interface")?,
+            ),
+            DetectLocalMode::InterfaceNamePrefix => DetectLocal::InterfaceNamePrefix(
+                self.pod_interface_name_prefix
+                    .clone()
+                    .ok_or("--detect-local-mode InterfaceNamePrefix needs --pod-interface-name-prefix")?,
+            ),
+        };
+        Ok(NodeConfig {
+            node_name: self.node.clone(),
+            node_ips: self.node_ip.clone(),
+            cluster_cidrs: self.cluster_cidr.clone(),
+            detect_local,
+            // `primary` is the default; CIDRs given beside it widen nothing, as in kube-proxy.
+            nodeport_addresses: self.nodeport_addresses.iter().flatten().copied().collect(),
+            service_cidrs: self.service_cidr.clone(),
+            masquerade_all: self.masquerade_all,
+        })
+    }
+}
+
+fn nodeport_address(text: &str) -> Result<Option<IpNet>, String> {
+    if text == "primary" {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|e| format!("{text:?} is neither a CIDR nor `primary`: {e}"))
+}
+
+/// Interface names reach nft rules: allow only what the kernel allows in one (at most 15 bytes).
+fn interface_name(name: &str) -> Result<String, String> {
+    let valid =
+        !name.is_empty() && name.len() <= 15 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err("an interface name is 1-15 letters, digits, '-', '_', '.' or '@'".into())
+    }
 }
 
 #[derive(Debug, Args)]

@@ -6,7 +6,7 @@ mod input;
 use std::process::ExitCode;
 
 use clap::Parser;
-use proxier_core::{NodeConfig, RuleModel, Treatment, compute};
+use proxier_core::{RuleModel, Treatment, compute};
 use proxier_nft::{Nft, Transaction, diff};
 
 use crate::cli::{Cli, Command, Format, Input};
@@ -49,14 +49,14 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
         }
         Command::Apply { input } => {
             let transaction = transaction(&input)?;
-            Nft::new(&input.nft.nft).apply_json(&transaction.to_json()).map_err(|e| {
+            Nft::new(&input.node.nft.nft).apply_json(&transaction.to_json()).map_err(|e| {
                 Failure::Nft(anyhow::Error::new(e).context("rules not applied; the previous ruleset is unchanged"))
             })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Diff { input } => {
             let transaction = transaction(&input)?;
-            let difference = diff(&Nft::new(&input.nft.nft), &transaction).map_err(|e| Failure::Nft(e.into()))?;
+            let difference = diff(&Nft::new(&input.node.nft.nft), &transaction).map_err(|e| Failure::Nft(e.into()))?;
             if difference.is_empty() {
                 return Ok(ExitCode::SUCCESS);
             }
@@ -86,16 +86,10 @@ fn transaction(input: &Input) -> Result<Transaction, Failure> {
     for diagnostic in &report.diagnostics {
         eprintln!("proxier: {diagnostic}");
     }
-    let config = NodeConfig {
-        node_name: input.node.clone(),
-        node_ips: input.node_ip.clone(),
-        cluster_cidrs: input.cluster_cidr.clone(),
-        nodeport_addresses: input.nodeport_addresses.clone(),
-        masquerade_all: input.masquerade_all,
-    };
+    let config = input.node.config().map_err(|e| Failure::Input(anyhow::anyhow!(e)))?;
     let model = compute(&snapshot, &config);
     report_model(&model);
-    Ok(Transaction::full(&model, &input.nft.table))
+    Ok(Transaction::full(&model, &input.node.nft.table))
 }
 
 fn report_model(model: &RuleModel) {

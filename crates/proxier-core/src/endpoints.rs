@@ -24,6 +24,9 @@ pub struct EndpointInfo {
     pub serving: bool,
     /// `terminating` (nil ⇒ false).
     pub terminating: bool,
+    /// Topology hints: the zones and nodes this endpoint is meant for. `None` when the slice has none.
+    pub zone_hints: Option<Vec<String>>,
+    pub node_hints: Option<Vec<String>>,
 }
 
 /// Identifies a service port across Service and EndpointSlice: namespace, Service name, port name, protocol.
@@ -112,6 +115,7 @@ impl EndpointIndex {
                 continue;
             }
             let conditions = endpoint.conditions.as_ref();
+            let hints = endpoint.hints.as_ref();
             let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
             let info = |port: u16| EndpointInfo {
                 backend: Backend { ip: parsed.ip, port },
@@ -120,6 +124,12 @@ impl EndpointIndex {
                 ready,
                 serving: conditions.and_then(|c| c.serving).unwrap_or(ready),
                 terminating: conditions.and_then(|c| c.terminating).unwrap_or(false),
+                zone_hints: hints
+                    .and_then(|h| h.for_zones.as_ref())
+                    .map(|z| z.iter().map(|z| z.name.clone()).collect()),
+                node_hints: hints
+                    .and_then(|h| h.for_nodes.as_ref())
+                    .map(|n| n.iter().map(|n| n.name.clone()).collect()),
             };
             for (name, protocol, number) in &ports {
                 let key = (namespace.clone(), service.clone(), name.clone(), *protocol);
@@ -136,6 +146,70 @@ fn dedup_endpoints(endpoints: &mut Vec<EndpointInfo>) {
         a.backend.cmp(&b.backend).then(a.terminating.cmp(&b.terminating)).then(b.ready.cmp(&a.ready)).then(a.cmp(b))
     });
     endpoints.dedup_by(|later, first| later.backend == first.backend);
+}
+
+/// Where this node is, for topology-aware routing.
+#[derive(Debug, Clone, Copy)]
+pub struct Locality<'a> {
+    pub node: &'a str,
+    pub zone: Option<&'a str>,
+}
+
+/// The endpoints of one service port this node balances over, per traffic policy.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EndpointSets {
+    /// For the Cluster policy: topology hints applied when they cover this node.
+    pub cluster: Vec<Backend>,
+    /// For the Local policies: endpoints on this node (hints never apply).
+    pub local: Vec<Backend>,
+    /// Whether any endpoint anywhere is usable; when not, the service port is rejected.
+    pub any: bool,
+    /// Ready endpoints on this node, for the health-check nodePort.
+    pub local_ready: usize,
+}
+
+impl EndpointSets {
+    /// Categorises endpoints as kube-proxy's `CategorizeEndpoints` does.
+    pub fn categorize(endpoints: &[&EndpointInfo], here: Locality<'_>) -> EndpointSets {
+        let is_local = |e: &&&EndpointInfo| e.node_name.as_deref() == Some(here.node);
+        let local: Vec<&EndpointInfo> = endpoints.iter().copied().filter(|e| is_local(&e)).collect();
+        EndpointSets {
+            cluster: usable_backends(&topology_filter(endpoints, here)),
+            local: usable_backends(&local),
+            any: !usable_backends(endpoints).is_empty(),
+            local_ready: local.iter().filter(|e| e.ready).count(),
+        }
+    }
+}
+
+/// Topology hints narrow the Cluster set only when every ready endpoint carries them and at least
+/// one is meant for this node (node hints, checked first) or its zone; otherwise every endpoint
+/// stays, so traffic is never dropped for lack of a close endpoint. Unready endpoints are ignored
+/// when deciding, and kept for the terminating fallback.
+fn topology_filter<'a>(endpoints: &[&'a EndpointInfo], here: Locality<'_>) -> Vec<&'a EndpointInfo> {
+    let ready: Vec<&EndpointInfo> = endpoints.iter().copied().filter(|e| e.ready).collect();
+    let applies = |hints: fn(&EndpointInfo) -> Option<&Vec<String>>, wanted: Option<&str>| {
+        let Some(wanted) = wanted else { return false };
+        !ready.is_empty()
+            && ready.iter().all(|e| hints(e).is_some_and(|h| !h.is_empty()))
+            && ready.iter().any(|e| hints(e).is_some_and(|h| h.iter().any(|n| n == wanted)))
+    };
+    let by_hint = |hints: fn(&EndpointInfo) -> Option<&Vec<String>>, wanted: &str| -> Vec<&'a EndpointInfo> {
+        endpoints
+            .iter()
+            .copied()
+            .filter(|e| !e.ready || hints(e).is_some_and(|h| h.iter().any(|n| n == wanted)))
+            .collect()
+    };
+    let node_hints: fn(&EndpointInfo) -> Option<&Vec<String>> = |e| e.node_hints.as_ref();
+    let zone_hints: fn(&EndpointInfo) -> Option<&Vec<String>> = |e| e.zone_hints.as_ref();
+    if applies(node_hints, Some(here.node)) {
+        by_hint(node_hints, here.node)
+    } else if let Some(zone) = here.zone.filter(|z| applies(zone_hints, Some(z))) {
+        by_hint(zone_hints, zone)
+    } else {
+        endpoints.to_vec()
+    }
 }
 
 /// The endpoints a service port balances over: the ready ones; when none is ready, the ones still

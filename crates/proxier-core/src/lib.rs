@@ -20,10 +20,10 @@ pub mod service;
 pub mod snapshot;
 
 pub use compute::compute;
-pub use config::NodeConfig;
+pub use config::{DetectLocal, NodeConfig};
 pub use diagnostic::{Diagnostic, ObjectRef, Severity};
 pub use model::{
-    Action, Backend, Destination, DestinationKind, FamilyRules, IpFamily, Masquerade, Protocol, RuleModel,
-    ServicePortName, ServiceSummary, Treatment,
+    Action, Backend, Destination, DestinationKind, FamilyRules, HealthCheck, IpFamily, LocalTraffic, Masquerade,
+    Protocol, RuleModel, ServicePortName, ServiceSummary, Treatment,
 };
 pub use snapshot::{LoadReport, Snapshot};

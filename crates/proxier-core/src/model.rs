@@ -150,12 +150,12 @@ pub enum Masquerade {
     Never,
     /// Every new connection is masqueraded.
     Always,
-    /// Only sources outside [`FamilyRules::pod_cidrs`] are masqueraded.
+    /// Only sources the local-traffic detector does not recognise as pods are masqueraded.
     OutsidePodNetwork,
 }
 
 /// What happens to a new connection to a destination.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     /// Pick one backend at random per new connection and DNAT to it.
@@ -163,11 +163,17 @@ pub enum Action {
         /// Never empty; sorted.
         backends: Vec<Backend>,
         masquerade: Masquerade,
+        /// Session affinity `ClientIP`: a client keeps its backend for this many seconds of inactivity.
+        affinity: Option<u32>,
     },
     /// Refuse at once: TCP reset or ICMP unreachable. Used when a Service has no usable endpoint.
     Reject,
-    /// Discard silently.
+    /// Discard silently: endpoints exist, but none this node may use (a `Local` policy).
     Drop,
+    /// externalTrafficPolicy `Local`: where the connection comes from decides. Pods and the node
+    /// itself are short-circuited to every endpoint (the node masqueraded, so replies return); other
+    /// clients go to local endpoints only, keeping their source address.
+    BySource { pods: Box<Action>, node: Box<Action>, others: Box<Action> },
 }
 
 /// An address, protocol and port that new connections are intercepted on.
@@ -179,6 +185,39 @@ pub struct Destination {
     pub kind: DestinationKind,
     pub service_port: ServicePortName,
     pub action: Action,
+    /// `loadBalancerSourceRanges`: when set, new connections from other sources are dropped.
+    pub allowed_sources: Option<Vec<IpNet>>,
+}
+
+/// How pods are told apart from other sources (`--detect-local-mode`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "mode", content = "value")]
+pub enum LocalTraffic {
+    /// No detector: ClusterIP traffic is not masqueraded by source.
+    #[default]
+    None,
+    /// Sources inside these ranges are pods (`ClusterCIDR`, or `NodeCIDR` with the Node's podCIDRs).
+    Cidrs(Vec<IpNet>),
+    /// Packets arriving on this bridge come from pods (`BridgeInterface`).
+    Interface(String),
+    /// Packets arriving on interfaces with this name prefix come from pods (`InterfaceNamePrefix`).
+    InterfacePrefix(String),
+}
+
+/// The answer of a health-check nodePort for an externalTrafficPolicy `Local` Service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthCheck {
+    pub service: ObjectRef,
+    pub node_port: u16,
+    /// Ready endpoints on this node (terminating ones do not count, even while they still serve).
+    pub local_endpoints: usize,
+}
+
+impl HealthCheck {
+    /// The HTTP status kube-proxy answers: 200 with at least one local ready endpoint, else 503.
+    pub fn status(&self) -> u16 {
+        if self.local_endpoints > 0 { 200 } else { 503 }
+    }
 }
 
 /// Everything one IP family's data plane must do on this node.
@@ -187,27 +226,39 @@ pub struct FamilyRules {
     pub family: IpFamily,
     /// Node addresses on which NodePorts are served.
     pub node_port_ips: Vec<IpAddr>,
-    /// The local-traffic detector: sources inside these ranges are pods. Empty when none is configured.
-    pub pod_cidrs: Vec<IpNet>,
+    /// The local-traffic detector.
+    pub local_traffic: LocalTraffic,
     /// Every allocated ClusterIP of this family with at least one programmed port, sorted. Traffic to one
     /// of them on a port no Service defines is rejected.
     pub cluster_ips: Vec<IpAddr>,
+    /// `--service-cidr`: traffic to an address in these ranges that is no allocated ClusterIP is dropped.
+    pub service_cidrs: Vec<IpNet>,
     /// Sorted by (ip, protocol, port); each key appears once.
     pub destinations: Vec<Destination>,
+    /// Health-check nodePorts of externalTrafficPolicy `Local` Services, by Service.
+    pub health_checks: Vec<HealthCheck>,
+}
+
+impl Action {
+    /// Every backend this action may DNAT to.
+    pub fn backends(&self) -> Vec<Backend> {
+        match self {
+            Action::Balance { backends, .. } => backends.clone(),
+            Action::Reject | Action::Drop => Vec::new(),
+            Action::BySource { pods, node, others } => {
+                let mut all = [pods, node, others].iter().flat_map(|a| a.backends()).collect::<Vec<_>>();
+                all.sort();
+                all.dedup();
+                all
+            }
+        }
+    }
 }
 
 impl FamilyRules {
     /// Every backend any destination may be DNATed to, sorted and deduplicated.
     pub fn backend_ips(&self) -> Vec<IpAddr> {
-        let mut ips: Vec<IpAddr> = self
-            .destinations
-            .iter()
-            .filter_map(|d| match &d.action {
-                Action::Balance { backends, .. } => Some(backends.iter().map(|b| b.ip)),
-                _ => None,
-            })
-            .flatten()
-            .collect();
+        let mut ips: Vec<IpAddr> = self.destinations.iter().flat_map(|d| d.action.backends()).map(|b| b.ip).collect();
         ips.sort();
         ips.dedup();
         ips

@@ -13,6 +13,12 @@ use crate::model::{IpFamily, Protocol};
 pub const LABEL_SERVICE_PROXY_NAME: &str = "service.kubernetes.io/service-proxy-name";
 /// Services with this label are headless whatever their spec says.
 pub const LABEL_HEADLESS: &str = "service.kubernetes.io/headless";
+/// The pre-1.x way of setting `loadBalancerSourceRanges`, still honoured when the field is empty.
+pub const ANNOTATION_SOURCE_RANGES: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
+/// kube-proxy's default for `sessionAffinityConfig.clientIP.timeoutSeconds`: three hours.
+pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10800;
+/// The API server's upper bound for the affinity timeout: one day.
+const MAX_AFFINITY_TIMEOUT: u32 = 86400;
 
 /// One port of a Service, as the data plane sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +41,17 @@ pub struct ProxiedService {
     pub external_ips: Vec<IpAddr>,
     /// `status.loadBalancer.ingress[].ip`, except entries with `ipMode: Proxy`.
     pub load_balancer_ips: Vec<IpAddr>,
+    /// externalTrafficPolicy `Local`, for a Service reachable from outside (NodePort, LoadBalancer or
+    /// externalIPs); otherwise the policy has no effect.
+    pub external_local: bool,
+    /// internalTrafficPolicy `Local`.
+    pub internal_local: bool,
+    /// Session affinity `ClientIP`, with its timeout in seconds.
+    pub affinity: Option<u32>,
+    /// `loadBalancerSourceRanges` (or the legacy annotation), parsed; `None` when not set. Set but
+    /// with no valid range means nothing is allowed: a typo must not open a firewall.
+    pub source_ranges: Option<Vec<ipnet::IpNet>>,
+    pub health_check_node_port: Option<u16>,
 }
 
 impl ProxiedService {
@@ -186,7 +203,7 @@ pub fn read_service(service: &Service, diagnostics: &mut Vec<Diagnostic>) -> Ser
         return ServiceClass::Invalid;
     }
 
-    let external_ips = spec
+    let external_ips: Vec<IpAddr> = spec
         .external_ips
         .iter()
         .flatten()
@@ -205,7 +222,69 @@ pub fn read_service(service: &Service, diagnostics: &mut Vec<Diagnostic>) -> Ser
         load_balancer_ips.extend(parse_address(text, &field, &mut problem));
     }
 
-    ServiceClass::Proxied(ProxiedService { object, cluster_ips, ports, external_ips, load_balancer_ips })
+    let external_local =
+        spec.external_traffic_policy.as_deref() == Some("Local") && (exposes_node_ports || !external_ips.is_empty());
+    let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+
+    let affinity = match spec.session_affinity.as_deref() {
+        Some("ClientIP") => {
+            let configured = spec
+                .session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds);
+            Some(match configured {
+                None => DEFAULT_AFFINITY_TIMEOUT,
+                Some(t) if (1..=MAX_AFFINITY_TIMEOUT as i32).contains(&t) => t.unsigned_abs(),
+                Some(t) => {
+                    problem(
+                        Severity::Warning,
+                        "spec.sessionAffinityConfig.clientIP.timeoutSeconds".into(),
+                        format!("{t} is outside 1-{MAX_AFFINITY_TIMEOUT}; using {DEFAULT_AFFINITY_TIMEOUT}"),
+                    );
+                    DEFAULT_AFFINITY_TIMEOUT
+                }
+            })
+        }
+        _ => None,
+    };
+
+    let annotation = service.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION_SOURCE_RANGES));
+    let range_texts: Vec<(String, &str)> = match (&spec.load_balancer_source_ranges, annotation) {
+        (Some(ranges), _) if !ranges.is_empty() => ranges
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (format!("spec.loadBalancerSourceRanges[{i}]"), r.as_str()))
+            .collect(),
+        (_, Some(text)) => text
+            .split(',')
+            .filter(|r| !r.trim().is_empty())
+            .map(|r| (format!("metadata.annotations[{ANNOTATION_SOURCE_RANGES:?}]"), r))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut source_ranges = (!range_texts.is_empty()).then(Vec::new);
+    for (field, text) in range_texts {
+        match crate::ip::parse_cidr_sloppy(text) {
+            Some(net) => source_ranges.iter_mut().for_each(|r| r.push(net)),
+            None => problem(Severity::Error, field, format!("{:?} is not a CIDR; ignored", shorten(text))),
+        }
+    }
+
+    let health_check_node_port = spec.health_check_node_port.and_then(port_number).filter(|_| external_local);
+
+    ServiceClass::Proxied(ProxiedService {
+        object,
+        cluster_ips,
+        ports,
+        external_ips,
+        load_balancer_ips,
+        external_local,
+        internal_local,
+        affinity,
+        source_ranges,
+        health_check_node_port,
+    })
 }
 
 fn port_number(port: i32) -> Option<u16> {

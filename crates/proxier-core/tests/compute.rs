@@ -3,8 +3,8 @@
 use std::net::IpAddr;
 
 use proxier_core::{
-    Action, Backend, DestinationKind, FamilyRules, IpFamily, Masquerade, NodeConfig, Protocol, RuleModel, Severity,
-    Snapshot, Treatment, compute,
+    Action, Backend, DestinationKind, FamilyRules, IpFamily, LocalTraffic, Masquerade, NodeConfig, Protocol, RuleModel,
+    Severity, Snapshot, Treatment, compute,
 };
 
 const NODES: &str = r#"
@@ -115,7 +115,7 @@ fn cluster_ip_masquerades_only_non_pod_sources_when_a_cluster_cidr_is_known() {
         panic!()
     };
     assert_eq!(*masquerade, Masquerade::OutsidePodNetwork);
-    assert_eq!(v4(&with_detector).pod_cidrs, vec!["10.244.0.0/16".parse().unwrap()]);
+    assert_eq!(v4(&with_detector).local_traffic, LocalTraffic::Cidrs(vec!["10.244.0.0/16".parse().unwrap()]));
 
     let without = model(DNS, &NodeConfig { cluster_cidrs: vec![], ..config() });
     let Action::Balance { masquerade, .. } = action(v4(&without), "10.96.0.10", Protocol::Udp, 53) else { panic!() };
@@ -173,7 +173,8 @@ fn external_destinations_balance_to_every_endpoint_and_always_masquerade() {
             destination.action,
             Action::Balance {
                 backends: vec![Backend { ip: ip("10.244.2.7"), port: 8080 }],
-                masquerade: Masquerade::Always
+                masquerade: Masquerade::Always,
+                affinity: None,
             }
         );
     }

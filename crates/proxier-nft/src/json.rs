@@ -70,6 +70,7 @@ pub(crate) fn change_commands(change: &Change, table: &str) -> Vec<NfObject<'sta
                 key: vec![DataType::Proto],
                 data: map.then_some(DataType::Verdict),
                 interval: false,
+                timeout: None,
                 elements: Vec::new(),
             };
             vec![cmd(NfCmd::Delete, set_object(*family, table, &placeholder))]
@@ -133,7 +134,14 @@ fn element_object(
 fn set_object(family: IpFamily, table: &str, set: &Set) -> NfListObject<'static> {
     let family = nf_family(family);
     let key = set_type(&set.key);
-    let flags = set.interval.then(|| HashSet::from([schema::SetFlag::Interval]));
+    let mut flags = HashSet::new();
+    if set.interval {
+        flags.insert(schema::SetFlag::Interval);
+    }
+    if set.timeout.is_some() {
+        flags.insert(schema::SetFlag::Timeout);
+    }
+    let flags = (!flags.is_empty()).then_some(flags);
     let elem =
         (!set.elements.is_empty()).then(|| set.elements.iter().map(element_expression).collect::<Vec<_>>().into());
     match set.data {
@@ -144,6 +152,7 @@ fn set_object(family: IpFamily, table: &str, set: &Set) -> NfListObject<'static>
             set_type: key,
             flags,
             elem,
+            timeout: set.timeout,
             ..Default::default()
         })),
         Some(data) => NfListObject::Map(Box::new(schema::Map {
@@ -262,7 +271,43 @@ fn statement(statement: &Statement, family: IpFamily) -> NfStatement<'static> {
         Statement::CtStateNew => matches(ct("state"), Operator::IN, Expression::String("new".into())),
         Statement::CtStatusDnat => matches(ct("status"), Operator::IN, Expression::String("dnat".into())),
         Statement::DaddrIn(set) => matches(payload(ip, "daddr"), Operator::EQ, set_ref(set)),
+        Statement::SaddrIn(set) => matches(payload(ip, "saddr"), Operator::EQ, set_ref(set)),
         Statement::SaddrNotIn(set) => matches(payload(ip, "saddr"), Operator::NEQ, set_ref(set)),
+        Statement::Iifname { name, negate } => matches(
+            meta(MetaKey::Iifname),
+            if *negate { Operator::NEQ } else { Operator::EQ },
+            Expression::String(name.clone().into()),
+        ),
+        Statement::FibSaddrLocal => matches(
+            Expression::Named(NamedExpression::Fib(expr::Fib {
+                result: expr::FibResult::Type,
+                flags: HashSet::from([expr::FibFlag::Saddr]),
+            })),
+            Operator::EQ,
+            Expression::String("local".into()),
+        ),
+        Statement::DestinationIn(set) => matches(destination_tuple(ip), Operator::EQ, set_ref(set)),
+        Statement::DestinationSourceNotIn(set) => matches(
+            Expression::Named(NamedExpression::Concat(vec![
+                payload(ip, "daddr"),
+                meta(MetaKey::L4proto),
+                payload("th", "dport"),
+                payload(ip, "saddr"),
+            ])),
+            Operator::NEQ,
+            set_ref(set),
+        ),
+        Statement::UpdateSaddr(set) => NfStatement::Set(stmt::Set {
+            op: stmt::SetOp::Update,
+            elem: payload(ip, "saddr"),
+            set: format!("@{set}").into(),
+        }),
+        Statement::DnatTo(backend) => NfStatement::DNAT(Some(stmt::NAT {
+            addr: Some(Expression::String(backend.ip.to_string().into())),
+            family: None,
+            port: Some(Expression::Number(u32::from(backend.port))),
+            flags: None,
+        })),
         Statement::SaddrDaddrIn(set) => matches(
             Expression::Named(NamedExpression::Concat(vec![payload(ip, "saddr"), payload(ip, "daddr")])),
             Operator::EQ,

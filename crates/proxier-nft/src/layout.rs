@@ -23,9 +23,11 @@
 //! `numgen` result, so the backend choice is a small `numgen` verdict map per endpoint count and the
 //! address and port come from two maps per backend position.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use proxier_core::{Action, Destination, FamilyRules, IpFamily, Masquerade, Protocol};
+use proxier_core::{
+    Action, Backend, Destination, FamilyRules, IpFamily, LocalTraffic, Masquerade, Protocol, ServicePortName,
+};
 
 use crate::ruleset::{
     Chain, ChainType, DataType, Element, Hook, HookPoint, Rule, Set, Statement, Table, Value, Verdict,
@@ -37,8 +39,11 @@ pub const MASQUERADE_MARK: u32 = 0x4000;
 const SERVICE_IPS: &str = "service-ips";
 const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
 const CLUSTER_IPS: &str = "cluster-ips";
+const SERVICE_CIDRS: &str = "service-cidrs";
 const POD_CIDRS: &str = "pod-cidrs";
 const HAIRPIN: &str = "hairpin";
+const FIREWALL_IPS: &str = "firewall-ips";
+const FIREWALL_ALLOW: &str = "firewall-allow";
 const REJECT_CHAIN: &str = "reject-chain";
 const MARK_FOR_MASQUERADE: &str = "mark-for-masquerade";
 
@@ -49,172 +54,316 @@ const PRIORITY_SRCNAT: i32 = 100;
 
 /// Lays out one family's rules as a table named `table`.
 pub fn family_table(rules: &FamilyRules, table: &str) -> Table {
-    let family = rules.family;
-    let mut service_ips = Vec::new();
-    let mut no_endpoint = Vec::new();
-    // Backend position i → elements of backend-i-addr and backend-i-port.
-    let mut positions: Vec<(Vec<Element>, Vec<Element>)> = Vec::new();
-    let mut balancers: BTreeSet<(usize, Masquerade)> = BTreeSet::new();
-
+    let mut layout = Layout {
+        rules,
+        service_ips: Vec::new(),
+        no_endpoint: Vec::new(),
+        firewall_ips: Vec::new(),
+        firewall_allow: Vec::new(),
+        positions: Vec::new(),
+        balancers: BTreeSet::new(),
+        dedicated: BTreeMap::new(),
+        affinity_sets: BTreeMap::new(),
+    };
     for destination in &rules.destinations {
-        let key = destination_key(destination);
+        layout.destination(destination);
+    }
+    layout.into_table(table)
+}
+
+/// The objects of one table, gathered destination by destination.
+struct Layout<'a> {
+    rules: &'a FamilyRules,
+    service_ips: Vec<Element>,
+    no_endpoint: Vec<Element>,
+    firewall_ips: Vec<Element>,
+    firewall_allow: Vec<Element>,
+    /// Backend position i → elements of backend-i-addr and backend-i-port.
+    positions: Vec<(Vec<Element>, Vec<Element>)>,
+    /// Flat balancers in use: (endpoint count, masquerade).
+    balancers: BTreeSet<(usize, Masquerade)>,
+    /// Chains of service ports that need their own (session affinity, externalTrafficPolicy Local).
+    dedicated: BTreeMap<String, Chain>,
+    affinity_sets: BTreeMap<String, Set>,
+}
+
+impl Layout<'_> {
+    fn destination(&mut self, destination: &Destination) {
+        let key = vec![Value::Addr(destination.ip), Value::Proto(destination.protocol), Value::Port(destination.port)];
         let comment = Some(element_comment(destination));
-        match &destination.action {
-            Action::Balance { backends, masquerade } => {
-                let masquerade = effective_masquerade(*masquerade, rules);
-                balancers.insert((backends.len(), masquerade));
-                service_ips.push(Element {
-                    key: key.clone(),
-                    data: Some(Value::Verdict(Verdict::Goto(balance_chain(backends.len(), masquerade)))),
-                    comment,
-                });
-                if positions.len() < backends.len() {
-                    positions.resize_with(backends.len(), Default::default);
+        if let Some(allowed) = &destination.allowed_sources {
+            self.firewall_ips.push(Element { key: key.clone(), data: None, comment: comment.clone() });
+            for &net in allowed {
+                let mut allow = key.clone();
+                allow.push(Value::Prefix(net));
+                self.firewall_allow.push(Element { key: allow, data: None, comment: None });
+            }
+        }
+        let verdict = match &destination.action {
+            Action::Reject | Action::Drop => {
+                let verdict = self.verdict(&destination.service_port, &destination.action);
+                self.no_endpoint.push(Element { key, data: Some(Value::Verdict(verdict)), comment });
+                return;
+            }
+            Action::Balance { backends, masquerade, affinity: None } => {
+                let masquerade = self.effective(*masquerade);
+                self.balancers.insert((backends.len(), masquerade));
+                if self.positions.len() < backends.len() {
+                    self.positions.resize_with(backends.len(), Default::default);
                 }
-                for (backend, (addrs, ports)) in backends.iter().zip(&mut positions) {
+                for (backend, (addrs, ports)) in backends.iter().zip(&mut self.positions) {
                     addrs.push(Element { key: key.clone(), data: Some(Value::Addr(backend.ip)), comment: None });
                     ports.push(Element { key: key.clone(), data: Some(Value::Port(backend.port)), comment: None });
                 }
+                Verdict::Goto(balance_chain(backends.len(), masquerade))
             }
-            Action::Reject => no_endpoint.push(Element {
-                key,
-                data: Some(Value::Verdict(Verdict::Goto(REJECT_CHAIN.into()))),
-                comment,
-            }),
-            Action::Drop => no_endpoint.push(Element { key, data: Some(Value::Verdict(Verdict::Drop)), comment }),
+            action => self.verdict(&destination.service_port, action),
+        };
+        self.service_ips.push(Element { key, data: Some(Value::Verdict(verdict)), comment });
+    }
+
+    /// Without a detector, "masquerade non-pod sources" cannot be expressed.
+    fn effective(&self, masquerade: Masquerade) -> Masquerade {
+        match masquerade {
+            Masquerade::OutsidePodNetwork if self.rules.local_traffic == LocalTraffic::None => Masquerade::Never,
+            other => other,
         }
     }
 
-    let destination_type = vec![DataType::Addr(family), DataType::Proto, DataType::Service];
-    let mut sets = vec![
-        Set {
-            name: CLUSTER_IPS.into(),
-            key: vec![DataType::Addr(family)],
-            data: None,
-            interval: false,
-            // Allocated ClusterIPs: other ports on them are rejected
-            elements: rules.cluster_ips.iter().map(|&ip| element(vec![Value::Addr(ip)], None)).collect(),
-        },
-        Set {
-            name: SERVICE_IPS.into(),
-            key: destination_type.clone(),
-            data: Some(DataType::Verdict),
-            interval: false,
-            // ClusterIP, externalIP, LoadBalancer IP and NodePort destinations with endpoints
-            elements: service_ips,
-        },
-        Set {
-            name: NO_ENDPOINT_SERVICES.into(),
-            key: destination_type.clone(),
-            data: Some(DataType::Verdict),
-            interval: false,
-            // Destinations without usable endpoints
-            elements: no_endpoint,
-        },
-        Set {
-            name: HAIRPIN.into(),
-            key: vec![DataType::Addr(family), DataType::Addr(family)],
-            data: None,
-            interval: false,
-            // Endpoint to itself through a service: masqueraded so replies return
-            elements: rules
-                .backend_ips()
-                .into_iter()
-                .map(|ip| element(vec![Value::Addr(ip), Value::Addr(ip)], None))
-                .collect(),
-        },
-    ];
-    if !rules.pod_cidrs.is_empty() {
-        sets.push(Set {
-            name: POD_CIDRS.into(),
-            key: vec![DataType::Addr(family)],
-            data: None,
-            interval: true,
-            // The pod network (--cluster-cidr): local-traffic detector
-            elements: rules.pod_cidrs.iter().map(|&net| element(vec![Value::Prefix(net)], None)).collect(),
-        });
-    }
-    for (i, (addrs, ports)) in positions.into_iter().enumerate() {
-        sets.push(Set {
-            name: backend_map(i, "addr"),
-            key: destination_type.clone(),
-            data: Some(DataType::Addr(family)),
-            interval: false,
-            // Address of backend {i} of each destination
-            elements: addrs,
-        });
-        sets.push(Set {
-            name: backend_map(i, "port"),
-            key: destination_type.clone(),
-            data: Some(DataType::Service),
-            interval: false,
-            // Port of backend {i} of each destination
-            elements: ports,
-        });
+    /// Where an action sends a packet, creating the service port's own chains as needed. Chain names
+    /// are hashes of what they do, so identical actions share chains and names stay stable.
+    fn verdict(&mut self, service_port: &ServicePortName, action: &Action) -> Verdict {
+        let port = fingerprint(&service_port.to_string());
+        match action {
+            Action::Reject => Verdict::Goto(REJECT_CHAIN.into()),
+            Action::Drop => Verdict::Drop,
+            Action::Balance { backends, masquerade, affinity } => {
+                let balance = format!("svc-{port}-{}", fingerprint(&format!("{backends:?}{affinity:?}")));
+                if !self.dedicated.contains_key(&balance) {
+                    let mut rules = Vec::new();
+                    let mut endpoints = Vec::new();
+                    for backend in backends {
+                        let endpoint = format!("ep-{port}-{}", backend_name(backend));
+                        let mut statements = Vec::new();
+                        if let Some(timeout) = affinity {
+                            let set = format!("aff-{port}-{}", backend_name(backend));
+                            self.affinity_sets.entry(set.clone()).or_insert_with(|| Set {
+                                name: set.clone(),
+                                key: vec![DataType::Addr(self.rules.family)],
+                                data: None,
+                                interval: false,
+                                timeout: Some(*timeout),
+                                elements: Vec::new(),
+                            });
+                            rules.push(Rule::new(vec![
+                                Statement::SaddrIn(set.clone()),
+                                Statement::Verdict(Verdict::Goto(endpoint.clone())),
+                            ]));
+                            statements.push(Statement::UpdateSaddr(set));
+                        }
+                        statements.push(Statement::L4Proto(service_port.protocol));
+                        statements.push(Statement::DnatTo(*backend));
+                        self.dedicated.insert(endpoint.clone(), chain(&endpoint, vec![Rule::new(statements)]));
+                        endpoints.push(endpoint);
+                    }
+                    rules.push(Rule::new(vec![pick(endpoints)]));
+                    self.dedicated.insert(balance.clone(), chain(&balance, rules));
+                }
+                let masquerade = self.effective(*masquerade);
+                self.masquerading(balance, masquerade)
+            }
+            Action::BySource { pods, node, others } => {
+                let name = format!("src-{port}-{}", fingerprint(&format!("{action:?}")));
+                if !self.dedicated.contains_key(&name) {
+                    let mut rules = Vec::new();
+                    if pods != others {
+                        let verdict = self.verdict(service_port, pods);
+                        let mut statements = pod_match(&self.rules.local_traffic, false);
+                        statements.push(Statement::Verdict(verdict));
+                        rules.push(Rule::new(statements).with_comment("Short-circuit pod traffic"));
+                    }
+                    let verdict = self.verdict(service_port, node);
+                    rules.push(
+                        Rule::new(vec![Statement::FibSaddrLocal, Statement::Verdict(verdict)])
+                            .with_comment("Short-circuit traffic from this node"),
+                    );
+                    let verdict = self.verdict(service_port, others);
+                    rules.push(
+                        Rule::new(vec![Statement::Verdict(verdict)]).with_comment("External traffic: local endpoints"),
+                    );
+                    self.dedicated.insert(name.clone(), chain(&name, rules));
+                }
+                Verdict::Goto(name)
+            }
+        }
     }
 
-    let mut chains = base_chains();
-    chains.extend(fixed_chains());
-    let positions_used = balancers.iter().map(|(n, _)| *n).max().unwrap_or(0);
-    let counts: BTreeSet<usize> = balancers.iter().map(|(n, _)| *n).collect();
-    for &n in &counts {
-        chains.push(Chain {
-            name: balance_chain(n, Masquerade::Never),
-            hook: None,
-            rules: vec![Rule::new(vec![if n == 1 {
-                Statement::Verdict(Verdict::Goto(backend_chain(0)))
-            } else {
-                Statement::RandomGoto((0..n).map(backend_chain).collect())
-            }])],
-        });
-    }
-    for &(n, masquerade) in &balancers {
-        let mark = match masquerade {
-            Masquerade::Never => continue,
-            Masquerade::Always => vec![Statement::Verdict(Verdict::Jump(MARK_FOR_MASQUERADE.into()))],
-            Masquerade::OutsidePodNetwork => vec![
-                Statement::SaddrNotIn(POD_CIDRS.into()),
-                Statement::Verdict(Verdict::Jump(MARK_FOR_MASQUERADE.into())),
-            ],
+    /// A chain that marks for masquerade as asked, then continues to `target`.
+    fn masquerading(&mut self, target: String, masquerade: Masquerade) -> Verdict {
+        let (suffix, mut statements) = match masquerade {
+            Masquerade::Never => return Verdict::Goto(target),
+            Masquerade::Always => ("masq", Vec::new()),
+            Masquerade::OutsidePodNetwork => ("masq-nonpod", pod_match(&self.rules.local_traffic, true)),
         };
-        chains.push(Chain {
-            name: balance_chain(n, masquerade),
-            hook: None,
-            rules: vec![
-                Rule::new(mark),
-                Rule::new(vec![Statement::Verdict(Verdict::Goto(balance_chain(n, Masquerade::Never)))]),
-            ],
-        });
-    }
-    for i in 0..positions_used {
-        chains.push(Chain {
-            name: backend_chain(i),
-            hook: None,
-            rules: vec![Rule::new(vec![Statement::DnatFromMaps {
-                addr_map: backend_map(i, "addr"),
-                port_map: backend_map(i, "port"),
-            }])],
-        });
+        let name = format!("{target}-{suffix}");
+        statements.push(Statement::Verdict(Verdict::Jump(MARK_FOR_MASQUERADE.into())));
+        let rules = vec![Rule::new(statements), Rule::new(vec![Statement::Verdict(Verdict::Goto(target))])];
+        self.dedicated.entry(name.clone()).or_insert_with(|| chain(&name, rules));
+        Verdict::Goto(name)
     }
 
-    Table { family, name: table.to_owned(), sets, chains }
+    fn into_table(self, table: &str) -> Table {
+        let rules = self.rules;
+        let family = rules.family;
+        let destination_type = vec![DataType::Addr(family), DataType::Proto, DataType::Service];
+        let set = |name: &str, key: Vec<DataType>, data: Option<DataType>, interval: bool, elements: Vec<Element>| {
+            Set { name: name.into(), key, data, interval, timeout: None, elements }
+        };
+        let addresses = |ips: &[std::net::IpAddr]| ips.iter().map(|&ip| element(vec![Value::Addr(ip)])).collect();
+        let prefixes = |nets: &[ipnet::IpNet]| nets.iter().map(|&net| element(vec![Value::Prefix(net)])).collect();
+        let mut sets = vec![
+            // Allocated ClusterIPs: other ports on them are rejected.
+            set(CLUSTER_IPS, vec![DataType::Addr(family)], None, false, addresses(&rules.cluster_ips)),
+            // Every destination with endpoints: ClusterIPs, externalIPs, LoadBalancer IPs, NodePorts.
+            set(SERVICE_IPS, destination_type.clone(), Some(DataType::Verdict), false, self.service_ips),
+            // Destinations without usable endpoints: rejected, or dropped under a Local policy.
+            set(NO_ENDPOINT_SERVICES, destination_type.clone(), Some(DataType::Verdict), false, self.no_endpoint),
+            // An endpoint reaching itself through a service: masqueraded so that replies return.
+            set(
+                HAIRPIN,
+                vec![DataType::Addr(family), DataType::Addr(family)],
+                None,
+                false,
+                rules.backend_ips().into_iter().map(|ip| element(vec![Value::Addr(ip), Value::Addr(ip)])).collect(),
+            ),
+        ];
+        if let LocalTraffic::Cidrs(cidrs) = &rules.local_traffic {
+            // The local-traffic detector: sources in the pod network.
+            sets.push(set(POD_CIDRS, vec![DataType::Addr(family)], None, true, prefixes(cidrs)));
+        }
+        if !rules.service_cidrs.is_empty() {
+            sets.push(set(SERVICE_CIDRS, vec![DataType::Addr(family)], None, true, prefixes(&rules.service_cidrs)));
+        }
+        let firewalled = !self.firewall_ips.is_empty();
+        if firewalled {
+            // LoadBalancer IPs with loadBalancerSourceRanges, and the sources each allows.
+            sets.push(set(FIREWALL_IPS, destination_type.clone(), None, false, self.firewall_ips));
+            let mut allow_type = destination_type.clone();
+            allow_type.push(DataType::Addr(family));
+            sets.push(set(FIREWALL_ALLOW, allow_type, None, true, self.firewall_allow));
+        }
+        for (i, (addrs, ports)) in self.positions.into_iter().enumerate() {
+            // The address and port of backend i of each flat destination.
+            sets.push(set(
+                &backend_map(i, "addr"),
+                destination_type.clone(),
+                Some(DataType::Addr(family)),
+                false,
+                addrs,
+            ));
+            sets.push(set(&backend_map(i, "port"), destination_type.clone(), Some(DataType::Service), false, ports));
+        }
+        sets.extend(self.affinity_sets.into_values());
+
+        let mut chains = base_chains(firewalled, !rules.service_cidrs.is_empty());
+        chains.extend(fixed_chains());
+        let counts: BTreeSet<usize> = self.balancers.iter().map(|(n, _)| *n).collect();
+        for &n in &counts {
+            let target = (0..n).map(backend_chain).collect();
+            chains.push(chain(&balance_chain(n, Masquerade::Never), vec![Rule::new(vec![pick(target)])]));
+        }
+        for &(n, masquerade) in &self.balancers {
+            let mark = match masquerade {
+                Masquerade::Never => continue,
+                Masquerade::Always => Vec::new(),
+                Masquerade::OutsidePodNetwork => pod_match(&rules.local_traffic, true),
+            };
+            let mut mark = mark;
+            mark.push(Statement::Verdict(Verdict::Jump(MARK_FOR_MASQUERADE.into())));
+            let next = Statement::Verdict(Verdict::Goto(balance_chain(n, Masquerade::Never)));
+            chains.push(chain(&balance_chain(n, masquerade), vec![Rule::new(mark), Rule::new(vec![next])]));
+        }
+        for i in 0..counts.last().copied().unwrap_or(0) {
+            let dnat = Statement::DnatFromMaps { addr_map: backend_map(i, "addr"), port_map: backend_map(i, "port") };
+            chains.push(chain(&backend_chain(i), vec![Rule::new(vec![dnat])]));
+        }
+        chains.extend(self.dedicated.into_values());
+
+        Table { family, name: table.to_owned(), sets, chains }
+    }
+}
+
+/// Matches packets from pods (`negate`: from anything else), as the detector recognises them.
+fn pod_match(local_traffic: &LocalTraffic, negate: bool) -> Vec<Statement> {
+    match local_traffic {
+        LocalTraffic::None => Vec::new(),
+        LocalTraffic::Cidrs(_) if negate => vec![Statement::SaddrNotIn(POD_CIDRS.into())],
+        LocalTraffic::Cidrs(_) => vec![Statement::SaddrIn(POD_CIDRS.into())],
+        LocalTraffic::Interface(name) => vec![Statement::Iifname { name: name.clone(), negate }],
+        LocalTraffic::InterfacePrefix(prefix) => vec![Statement::Iifname { name: format!("{prefix}*"), negate }],
+    }
+}
+
+/// Goes to one of `targets` at random (directly when there is one).
+fn pick(targets: Vec<String>) -> Statement {
+    match <[String; 1]>::try_from(targets) {
+        Ok([only]) => Statement::Verdict(Verdict::Goto(only)),
+        Err(targets) => Statement::RandomGoto(targets),
+    }
+}
+
+fn chain(name: &str, rules: Vec<Rule>) -> Chain {
+    Chain { name: name.into(), hook: None, rules }
+}
+
+fn element(key: Vec<Value>) -> Element {
+    Element { key, data: None, comment: None }
+}
+
+/// `10.244.1.5-8080`, `fd00.10.244.1..5-8080`: an endpoint as a chain-name part.
+fn backend_name(backend: &Backend) -> String {
+    format!("{}-{}", backend.ip.to_string().replace(':', "."), backend.port)
+}
+
+/// A short, stable name part for `text` (FNV-1a, 64 bits, as 13 base-32 digits).
+fn fingerprint(text: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    const DIGITS: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    (0..13).map(|i| char::from(DIGITS[((hash >> (i * 5)) & 31) as usize])).collect()
 }
 
 fn base_chain(name: &str, chain_type: ChainType, point: HookPoint, priority: i32, rules: Vec<Rule>) -> Chain {
     Chain { name: name.into(), hook: Some(Hook { chain_type, point, priority }), rules }
 }
 
-fn base_chains() -> Vec<Chain> {
+fn base_chains(firewalled: bool, service_cidrs: bool) -> Vec<Chain> {
     let jump = |chain: &str| Rule::new(vec![Statement::Verdict(Verdict::Jump(chain.into()))]);
     let no_endpoints = Rule::new(vec![Statement::CtStateNew, Statement::DispatchVmap(NO_ENDPOINT_SERVICES.into())])
         .with_comment("Reject or drop destinations without usable endpoints");
-    let unknown_port = Rule::new(vec![
-        Statement::CtStateNew,
-        Statement::DaddrIn(CLUSTER_IPS.into()),
-        Statement::Verdict(Verdict::Goto(REJECT_CHAIN.into())),
-    ])
-    .with_comment("A ClusterIP on a port no Service defines");
-    vec![
+    let mut after_dnat = vec![
+        no_endpoints.clone(),
+        Rule::new(vec![
+            Statement::CtStateNew,
+            Statement::DaddrIn(CLUSTER_IPS.into()),
+            Statement::Verdict(Verdict::Goto(REJECT_CHAIN.into())),
+        ])
+        .with_comment("A ClusterIP on a port no Service defines"),
+    ];
+    if service_cidrs {
+        after_dnat.push(
+            Rule::new(vec![
+                Statement::CtStateNew,
+                Statement::DaddrIn(SERVICE_CIDRS.into()),
+                Statement::Verdict(Verdict::Drop),
+            ])
+            .with_comment("An address in the service CIDR that no Service holds"),
+        );
+    }
+    let mut chains = vec![
         base_chain("nat-prerouting", ChainType::Nat, HookPoint::Prerouting, PRIORITY_DSTNAT, vec![jump("services")]),
         base_chain("nat-output", ChainType::Nat, HookPoint::Output, PRIORITY_DSTNAT, vec![jump("services")]),
         base_chain(
@@ -225,22 +374,36 @@ fn base_chains() -> Vec<Chain> {
             vec![jump("masquerading")],
         ),
         // Rejects live in filter chains: `reject` is not allowed in prerouting before kernel 5.9.
-        base_chain("filter-input", ChainType::Filter, HookPoint::Input, PRIORITY_FILTER, vec![no_endpoints.clone()]),
-        base_chain(
-            "filter-forward",
+        base_chain("filter-input", ChainType::Filter, HookPoint::Input, PRIORITY_FILTER, vec![no_endpoints]),
+        base_chain("filter-forward", ChainType::Filter, HookPoint::Forward, PRIORITY_FILTER, after_dnat.clone()),
+        base_chain("filter-output", ChainType::Filter, HookPoint::Output, PRIORITY_FILTER, after_dnat),
+    ];
+    if firewalled {
+        // Source ranges are checked before DNAT, while the destination is still the LoadBalancer IP.
+        let firewall = Rule::new(vec![
+            Statement::CtStateNew,
+            Statement::DestinationIn(FIREWALL_IPS.into()),
+            Statement::DestinationSourceNotIn(FIREWALL_ALLOW.into()),
+            Statement::Verdict(Verdict::Drop),
+        ])
+        .with_comment("loadBalancerSourceRanges");
+        let pre_dnat = PRIORITY_DSTNAT - 10;
+        chains.push(base_chain(
+            "filter-prerouting",
             ChainType::Filter,
-            HookPoint::Forward,
-            PRIORITY_FILTER,
-            vec![no_endpoints.clone(), unknown_port.clone()],
-        ),
-        base_chain(
-            "filter-output",
+            HookPoint::Prerouting,
+            pre_dnat,
+            vec![firewall.clone()],
+        ));
+        chains.push(base_chain(
+            "filter-output-pre-dnat",
             ChainType::Filter,
             HookPoint::Output,
-            PRIORITY_FILTER,
-            vec![no_endpoints, unknown_port],
-        ),
-    ]
+            pre_dnat,
+            vec![firewall],
+        ));
+    }
+    chains
 }
 
 fn fixed_chains() -> Vec<Chain> {
@@ -270,22 +433,6 @@ fn fixed_chains() -> Vec<Chain> {
             ],
         ),
     ]
-}
-
-/// Without a pod network to tell pods apart, "masquerade non-pod sources" cannot be expressed.
-fn effective_masquerade(masquerade: Masquerade, rules: &FamilyRules) -> Masquerade {
-    match masquerade {
-        Masquerade::OutsidePodNetwork if rules.pod_cidrs.is_empty() => Masquerade::Never,
-        other => other,
-    }
-}
-
-fn destination_key(destination: &Destination) -> Vec<Value> {
-    vec![Value::Addr(destination.ip), Value::Proto(destination.protocol), Value::Port(destination.port)]
-}
-
-fn element(key: Vec<Value>, comment: Option<String>) -> Element {
-    Element { key, data: None, comment }
 }
 
 fn balance_chain(n: usize, masquerade: Masquerade) -> String {

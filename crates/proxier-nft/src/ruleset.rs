@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use proxier_core::{IpFamily, Protocol};
+use proxier_core::{Backend, IpFamily, Protocol};
 
 /// One table of one family, with everything in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +39,8 @@ pub struct Set {
     pub data: Option<DataType>,
     /// Elements may be prefixes.
     pub interval: bool,
+    /// Elements expire after this many seconds unless refreshed (filled by the data plane itself).
+    pub timeout: Option<u32>,
     pub elements: Vec<Element>,
 }
 
@@ -127,8 +129,25 @@ pub enum Statement {
     CtStatusDnat,
     /// `ip daddr @SET`
     DaddrIn(String),
+    /// `ip saddr @SET`
+    SaddrIn(String),
     /// `ip saddr != @SET`
     SaddrNotIn(String),
+    /// `iifname NAME` / `iifname != NAME`; a trailing `*` matches a prefix.
+    Iifname {
+        name: String,
+        negate: bool,
+    },
+    /// `fib saddr type local`: the packet comes from this node.
+    FibSaddrLocal,
+    /// `ip daddr . meta l4proto . th dport @SET`
+    DestinationIn(String),
+    /// `ip daddr . meta l4proto . th dport . ip saddr != @SET`
+    DestinationSourceNotIn(String),
+    /// `update @SET { ip saddr }`
+    UpdateSaddr(String),
+    /// `dnat ip to ADDR:PORT`
+    DnatTo(Backend),
     /// `ip saddr . ip daddr @SET`
     SaddrDaddrIn(String),
     /// `meta l4proto PROTO`

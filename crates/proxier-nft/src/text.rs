@@ -30,6 +30,9 @@ pub(crate) fn change(out: &mut String, change: &Change, table: &str) {
             if set.interval {
                 out.push_str(" flags interval;");
             }
+            if let Some(timeout) = set.timeout {
+                let _ = write!(out, " flags timeout; timeout {timeout}s;");
+            }
             out.push_str(" }\n");
         }
         Change::AddElements { family, set, elements } => {
@@ -115,6 +118,9 @@ fn set_block(out: &mut String, set: &Set) {
     if set.interval {
         out.push_str("\t\tflags interval\n");
     }
+    if let Some(timeout) = set.timeout {
+        let _ = writeln!(out, "\t\tflags timeout\n\t\ttimeout {timeout}s");
+    }
     if !set.elements.is_empty() {
         out.push_str("\t\telements = {");
         for (i, element) in set.elements.iter().enumerate() {
@@ -187,7 +193,16 @@ fn rule_text(rule: &Rule, family: IpFamily) -> String {
             Statement::CtStateNew => "ct state new".to_owned(),
             Statement::CtStatusDnat => "ct status dnat".to_owned(),
             Statement::DaddrIn(set) => format!("{ip} daddr @{set}"),
+            Statement::SaddrIn(set) => format!("{ip} saddr @{set}"),
             Statement::SaddrNotIn(set) => format!("{ip} saddr != @{set}"),
+            Statement::Iifname { name, negate } => {
+                format!("iifname {}{}", if *negate { "!= " } else { "" }, quoted(name))
+            }
+            Statement::FibSaddrLocal => "fib saddr type local".to_owned(),
+            Statement::DestinationIn(set) => format!("{tuple} @{set}"),
+            Statement::DestinationSourceNotIn(set) => format!("{tuple} . {ip} saddr != @{set}"),
+            Statement::UpdateSaddr(set) => format!("update @{set} {{ {ip} saddr }}"),
+            Statement::DnatTo(backend) => format!("dnat {ip} to {backend}"),
             Statement::SaddrDaddrIn(set) => format!("{ip} saddr . {ip} daddr @{set}"),
             Statement::L4Proto(protocol) => format!("meta l4proto {}", protocol.name()),
             Statement::MarkClear(bits) => format!("meta mark & {bits:#010x} == 0"),
