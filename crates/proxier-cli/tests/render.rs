@@ -9,6 +9,7 @@ const CLUSTERS: &[(&str, &[&str])] = &[
     ("single-stack.yaml", &["--cluster-cidr", "10.244.0.0/16"]),
     ("dual-stack.json", &["--cluster-cidr", "10.244.0.0/16,fd00:10:244::/56"]),
     ("malformed.yaml", &["--cluster-cidr", "10.244.0.0/16"]),
+    ("semantics.yaml", &["--cluster-cidr", "10.244.0.0/16", "--service-cidr", "10.96.0.0/16"]),
 ];
 const NODES: &[&str] = &["node-a", "node-b"];
 
