@@ -1,0 +1,164 @@
+//! Shared by the traffic tests: programs a test bed's nodes with the real `proxier` binary, and
+//! writes the Service and EndpointSlice objects a scenario needs as kubectl would print them.
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::fmt::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Output;
+
+use proxier_testbed::{Pod, TestBed};
+
+/// Where scenario snapshots go; removed when the test bed is dropped.
+pub struct Scenario {
+    pub bed: TestBed,
+    dir: PathBuf,
+    /// Flags every `proxier apply` gets, after `--snapshot` and `--node`.
+    pub flags: Vec<String>,
+}
+
+impl Scenario {
+    /// A test bed of `nodes` nodes, programmed with `--cluster-cidr` for its pod network.
+    pub fn new(nodes: usize) -> Scenario {
+        Scenario::with_bed(TestBed::new(nodes).expect("test bed"))
+    }
+
+    pub fn with_bed(bed: TestBed) -> Scenario {
+        let dir = std::env::temp_dir().join(format!("proxier-scenario-{}", bed.node(1).netns().name()));
+        std::fs::create_dir_all(&dir).expect("scenario dir");
+        let flags = vec![
+            "--cluster-cidr".into(),
+            format!("{},{}", proxier_testbed::CLUSTER_CIDR_V4, proxier_testbed::CLUSTER_CIDR_V6),
+        ];
+        Scenario { bed, dir, flags }
+    }
+
+    /// Replaces the flags after `--snapshot` and `--node`.
+    pub fn flags(&mut self, flags: &[&str]) -> &mut Self {
+        self.flags = flags.iter().map(|f| f.to_string()).collect();
+        self
+    }
+
+    /// Applies `objects` (plus the bed's Node objects) on every node with `proxier apply`.
+    pub fn program(&self, objects: &str) {
+        for node in 1..=self.bed.nodes().len() {
+            let output = self.apply_on(node, objects);
+            assert!(
+                output.status.success(),
+                "proxier apply on node {node}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+
+    /// Runs `proxier apply` in node `node`'s namespace and returns its output.
+    pub fn apply_on(&self, node: usize, objects: &str) -> Output {
+        let path = self.write(objects);
+        let name = self.bed.node(node).name().to_owned();
+        let mut args = vec!["apply".to_owned(), "--snapshot".into(), path.display().to_string(), "--node".into(), name];
+        args.extend(self.flags.iter().cloned());
+        self.proxier(node, &args)
+    }
+
+    /// Runs the `proxier` binary with `args` in node `node`'s namespace.
+    pub fn proxier(&self, node: usize, args: &[String]) -> Output {
+        self.bed.node(node).netns().exec(env!("CARGO_BIN_EXE_proxier"), args).expect("run proxier")
+    }
+
+    /// Writes a snapshot file of the bed's Nodes and `objects`, and returns its path.
+    pub fn write(&self, objects: &str) -> PathBuf {
+        let path = self.dir.join("cluster.yaml");
+        std::fs::write(&path, format!("{}---\n{objects}", self.bed.nodes_yaml())).expect("write snapshot");
+        path
+    }
+
+    pub fn pod(&self, name: &str) -> &Pod {
+        self.bed.pod(name)
+    }
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `addr:port` for either family.
+pub fn at(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.into(), port)
+}
+
+/// A Service, written as kubectl prints one. `extra_spec` lines are added under `spec:` (indented two
+/// spaces, e.g. `"  type: NodePort"`); `ports` are `(name, protocol, port, nodePort)`.
+pub fn service(
+    namespace: &str,
+    name: &str,
+    cluster_ip: &str,
+    ports: &[(&str, &str, u16, Option<u16>)],
+    extra_spec: &[&str],
+) -> String {
+    let mut out = format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n  clusterIP: {cluster_ip}\n  clusterIPs: [\"{cluster_ip}\"]\n"
+    );
+    for line in extra_spec {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push_str("  ports:\n");
+    for (port_name, protocol, port, node_port) in ports {
+        let _ = write!(out, "  - name: {port_name}\n    protocol: {protocol}\n    port: {port}\n");
+        if let Some(node_port) = node_port {
+            let _ = writeln!(out, "    nodePort: {node_port}");
+        }
+    }
+    out.push_str("---\n");
+    out
+}
+
+/// An endpoint of a slice: a pod, with its conditions and extra YAML (e.g. hints).
+pub struct Endpoint<'a> {
+    pub pod: &'a Pod,
+    pub conditions: &'a str,
+    pub extra: &'a str,
+}
+
+/// A ready endpoint on `pod`.
+pub fn ready(pod: &Pod) -> Endpoint<'_> {
+    Endpoint { pod, conditions: "{ready: true, serving: true, terminating: false}", extra: "" }
+}
+
+/// An EndpointSlice of `family` ("IPv4" or "IPv6"); `ports` are `(name, protocol, port)`.
+pub fn slice(
+    namespace: &str,
+    service: &str,
+    family: &str,
+    endpoints: &[Endpoint<'_>],
+    ports: &[(&str, &str, u16)],
+) -> String {
+    let suffix = family.to_lowercase();
+    let mut out = format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {service}-{suffix}\n  namespace: {namespace}\n  labels:\n    kubernetes.io/service-name: {service}\naddressType: {family}\nendpoints:\n"
+    );
+    for endpoint in endpoints {
+        let address = if family == "IPv6" { endpoint.pod.ipv6().to_string() } else { endpoint.pod.ipv4().to_string() };
+        let _ = write!(
+            out,
+            "- addresses: [\"{address}\"]\n  conditions: {}\n  nodeName: {}\n  targetRef: {{kind: Pod, name: {}, namespace: {namespace}}}\n",
+            endpoint.conditions,
+            endpoint.pod.node_name(),
+            endpoint.pod.name()
+        );
+        if !endpoint.extra.is_empty() {
+            let _ = writeln!(out, "  {}", endpoint.extra);
+        }
+    }
+    if endpoints.is_empty() {
+        out = out.replace("endpoints:\n", "endpoints: []\n");
+    }
+    out.push_str("ports:\n");
+    for (name, protocol, port) in ports {
+        let _ = write!(out, "- name: {name}\n  protocol: {protocol}\n  port: {port}\n");
+    }
+    out.push_str("---\n");
+    out
+}

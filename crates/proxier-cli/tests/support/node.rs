@@ -1,0 +1,313 @@
+//! A node in a network namespace of its own: loopback, a dummy interface holding the node address and
+//! the local pods' addresses, servers on those addresses, and clients that connect from inside.
+//! Everything stays inside the namespace; it is deleted on drop (also when a test fails).
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub const NODE_IP: &str = "192.168.50.1";
+
+/// Whether namespace tests can run here; prints SKIP (or fails under PROXIER_REQUIRE_NETNS) if not.
+pub fn netns_available() -> bool {
+    let ok = unsafe { libc::geteuid() } == 0
+        && Command::new("ip").arg("-V").output().is_ok_and(|o| o.status.success())
+        && Command::new("nft").arg("-v").output().is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("PROXIER_REQUIRE_NETNS").is_none(),
+            "PROXIER_REQUIRE_NETNS set but root, ip or nft missing"
+        );
+        eprintln!("SKIP: needs root, ip and nft");
+    }
+    ok
+}
+
+/// A node namespace; deleted on drop.
+pub struct Node {
+    pub name: String,
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl Node {
+    /// A namespace with `lo` up and `dummy0` holding the node address and `pod_ips` (as /32s).
+    pub fn new(pod_ips: &[&str]) -> Node {
+        let name = format!("pxr-run-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        let _ = Command::new("ip").args(["netns", "del", &name]).stderr(Stdio::null()).status();
+        let node = Node { name };
+        node.ip(&["netns", "add", &node.name]);
+        node.exec_ok("ip", &["link", "set", "lo", "up"]);
+        // A veth pair whose peer stays down-to-nowhere inside the namespace: a plain interface to hold
+        // addresses and routes (the dummy module may be missing).
+        node.exec_ok("ip", &["link", "add", "dummy0", "type", "veth", "peer", "name", "dummy1"]);
+        node.exec_ok("ip", &["link", "set", "dummy1", "up"]);
+        node.exec_ok("ip", &["link", "set", "dummy0", "up"]);
+        node.exec_ok("ip", &["addr", "add", &format!("{NODE_IP}/24"), "dev", "dummy0"]);
+        for ip in pod_ips {
+            node.exec_ok("ip", &["addr", "add", &format!("{ip}/32"), "dev", "dummy0"]);
+        }
+        // Service addresses are routed to the dummy interface, as a default route would.
+        node.exec_ok("ip", &["route", "add", "10.96.0.0/16", "dev", "dummy0"]);
+        node
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let out = Command::new("ip").args(args).output().expect("run ip");
+        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Runs a program inside the namespace and returns its output.
+    pub fn exec(&self, program: &str, args: &[&str]) -> std::process::Output {
+        Command::new("ip").args(["netns", "exec", &self.name, program]).args(args).output().expect("ip netns exec")
+    }
+
+    pub fn exec_ok(&self, program: &str, args: &[&str]) -> String {
+        let out = self.exec(program, args);
+        assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `nft list table ip proxier`, or None.
+    pub fn table(&self) -> Option<String> {
+        let out = self.exec("nft", &["list", "table", "ip", "proxier"]);
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs `f` on a thread inside the namespace (sockets made there stay in it).
+    pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        let handle = File::open(format!("/run/netns/{}", self.name)).expect("open netns");
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    // SAFETY: setns on a valid fd changes only this thread's network namespace.
+                    assert_eq!(unsafe { libc::setns(handle.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
+                    f()
+                })
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+
+    /// Starts `proxier run` in the namespace with the test's usual flags plus `extra`.
+    pub fn proxier_run(&self, kubeconfig: &std::path::Path, extra: &[&str]) -> Proxier {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.name, env!("CARGO_BIN_EXE_proxier"), "run", "--node", "node-a"])
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["--cluster-cidr", "10.244.0.0/16", "--min-sync-period", "100ms", "--sync-period", "3s"])
+            .args(["--healthz-bind-address", "127.0.0.1:10256", "--metrics-bind-address", "127.0.0.1:10249"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start proxier run");
+        let log = Arc::new(std::sync::Mutex::new(String::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    eprintln!("[proxier] {line}");
+                    log.lock().unwrap().push_str(&format!("{line}\n"));
+                }
+            });
+        }
+        Proxier { child: Some(child), log }
+    }
+
+    /// An HTTP GET from inside the namespace: (status, body).
+    pub fn http_get(&self, address: &str, path: &str) -> Option<(u16, String)> {
+        let address: SocketAddr = address.parse().unwrap();
+        self.run(|| {
+            let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
+            stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+            let mut text = String::new();
+            stream.read_to_string(&mut text).ok()?;
+            let status = text.split_whitespace().nth(1)?.parse().ok()?;
+            let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+            Some((status, body))
+        })
+    }
+
+    /// One TCP connection to `address`: the first line the server sends, or the error.
+    pub fn tcp_probe(&self, address: &str) -> Result<String, String> {
+        let address: SocketAddr = address.parse().unwrap();
+        self.run(|| {
+            let stream = TcpStream::connect_timeout(&address, Duration::from_secs(1)).map_err(|e| e.to_string())?;
+            stream.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
+            let mut line = String::new();
+            BufReader::new(stream).read_line(&mut line).map_err(|e| e.to_string())?;
+            Ok(line.trim().to_owned())
+        })
+    }
+
+    /// A TCP connection kept open (see [`Conversation`]).
+    pub fn tcp_connect(&self, address: &str) -> Conversation {
+        let address: SocketAddr = address.parse().unwrap();
+        let stream = self.run(|| TcpStream::connect_timeout(&address, Duration::from_secs(2))).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut hello = String::new();
+        reader.read_line(&mut hello).expect("greeting");
+        Conversation { stream, reader, server: hello.trim().to_owned() }
+    }
+
+    /// A UDP socket inside the namespace, bound to a fixed source port and connected to `address`.
+    pub fn udp_client(&self, address: &str) -> UdpSocket {
+        let address: SocketAddr = address.parse().unwrap();
+        let socket = self.run(|| {
+            let socket = UdpSocket::bind(format!("{NODE_IP}:0")).expect("bind udp client");
+            socket.connect(address).expect("connect udp");
+            socket
+        });
+        socket.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        socket
+    }
+
+    /// Starts TCP and UDP echo servers named `name` on `ip:port` inside the namespace.
+    pub fn serve(&self, name: &str, ip: &str, port: u16) -> Servers {
+        let address: SocketAddr = format!("{ip}:{port}").parse().unwrap();
+        let (tcp, udp) =
+            self.run(|| (TcpListener::bind(address).expect("bind tcp"), UdpSocket::bind(address).expect("bind udp")));
+        let stop = Arc::new(AtomicBool::new(false));
+        tcp.set_nonblocking(true).unwrap();
+        udp.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let (name_tcp, stop_tcp) = (name.to_owned(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop_tcp.load(Ordering::Relaxed) {
+                match tcp.accept() {
+                    Ok((stream, _)) => {
+                        let name = name_tcp.clone();
+                        std::thread::spawn(move || echo(stream, &name));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        let (name_udp, stop_udp) = (name.to_owned(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 512];
+            while !stop_udp.load(Ordering::Relaxed) {
+                if let Ok((_, from)) = udp.recv_from(&mut buffer) {
+                    let _ = udp.send_to(name_udp.as_bytes(), from);
+                }
+            }
+        });
+        Servers { stop }
+    }
+}
+
+fn echo(stream: TcpStream, name: &str) {
+    let mut writer = stream.try_clone().unwrap();
+    if writeln!(writer, "{name}").is_err() {
+        return;
+    }
+    for line in BufReader::new(stream).lines().map_while(Result::ok) {
+        if writeln!(writer, "{name} {line}").is_err() {
+            return;
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// Echo servers; stopped on drop.
+pub struct Servers {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// An open TCP connection to an echo server.
+pub struct Conversation {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+    /// The server's greeting: its name.
+    pub server: String,
+}
+
+impl Conversation {
+    /// Sends a line and returns the answer.
+    pub fn say(&mut self, text: &str) -> std::io::Result<String> {
+        writeln!(self.stream, "{text}")?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        Ok(line.trim().to_owned())
+    }
+}
+
+/// Sends one datagram on `socket` and returns the answer, or the error (e.g. refused).
+pub fn udp_ask(socket: &UdpSocket) -> Result<String, String> {
+    socket.send(b"ping").map_err(|e| e.to_string())?;
+    let mut buffer = [0u8; 512];
+    let n = socket.recv(&mut buffer).map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&buffer[..n]).into_owned())
+}
+
+/// A running `proxier run`; killed on drop.
+pub struct Proxier {
+    child: Option<Child>,
+    pub log: Arc<std::sync::Mutex<String>>,
+}
+
+impl Proxier {
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        // `ip netns exec` execs proxier: the pid is proxier's.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "proxier did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+}
+
+impl Drop for Proxier {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Polls `check` until it returns true or `timeout` passes.
+pub fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for: {what}");
+}

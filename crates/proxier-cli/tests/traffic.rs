@@ -1,0 +1,242 @@
+//! Real traffic through rules applied by the real `proxier` binary, on a test bed of nodes, pods and
+//! an outside client in network namespaces (crates/proxier-testbed): what the Foundation and the
+//! multi-node test bed promise.
+
+mod support;
+
+use proxier_testbed::{
+    Proto, assert_dropped, assert_reaches, assert_refused, assert_source_seen, netns_available, sctp_available,
+};
+use support::{Scenario, at, ready, service, slice};
+
+const WEB_IP: &str = "10.96.0.10";
+
+/// Two nodes; web-a on node-a, web-b on node-b, and a client pod on each; `web` has both web pods on
+/// TCP 80 → 8080 and UDP 53 → 5353, and a NodePort.
+fn web_cluster() -> (Scenario, Vec<proxier_testbed::Server>) {
+    let mut scenario = Scenario::new(2);
+    for (node, pod) in [(1, "web-a"), (2, "web-b"), (1, "client-a"), (2, "client-b")] {
+        scenario.bed.add_pod(node, pod).expect("pod");
+    }
+    let mut servers = Vec::new();
+    for pod in ["web-a", "web-b"] {
+        servers.push(scenario.pod(pod).serve(Proto::Tcp, 8080).expect("tcp server"));
+        servers.push(scenario.pod(pod).serve(Proto::Udp, 5353).expect("udp server"));
+    }
+    (scenario, servers)
+}
+
+fn web_objects(scenario: &Scenario, pods: &[&str]) -> String {
+    let endpoints: Vec<_> = pods.iter().map(|p| ready(scenario.pod(p))).collect();
+    service(
+        "shop",
+        "web",
+        WEB_IP,
+        &[("http", "TCP", 80, Some(30080)), ("dns", "UDP", 53, Some(30053))],
+        &["  type: NodePort"],
+    ) + &slice("shop", "web", "IPv4", &endpoints, &[("http", "TCP", 8080), ("dns", "UDP", 5353)])
+        + &service("shop", "empty", "10.96.0.11", &[("http", "TCP", 80, Some(30081)), ("dns", "UDP", 53, None)], &["  type: NodePort"])
+}
+
+#[test]
+fn cluster_ip_reaches_every_pod_from_pods_and_nodes_keeping_pod_sources() {
+    if !netns_available("cluster_ip_reaches_every_pod_from_pods_and_nodes_keeping_pod_sources") {
+        return;
+    }
+    let (scenario, _servers) = web_cluster();
+    scenario.program(&web_objects(&scenario, &["web-a", "web-b"]));
+    let (tcp, udp) = (at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 80), at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 53));
+    for from in ["client-a", "client-b"] {
+        let pod = scenario.pod(from);
+        assert_reaches(pod, Proto::Tcp, tcp, 30, &["web-a", "web-b"]);
+        assert_reaches(pod, Proto::Udp, udp, 30, &["web-a", "web-b"]);
+        // Pod to ClusterIP is not masqueraded, on the same node and across nodes.
+        let seen = proxier_testbed::reached(pod, Proto::Tcp, tcp, 1);
+        assert_eq!(seen.len(), 1);
+    }
+    for node in [1, 2] {
+        assert_reaches(scenario.bed.node(node), Proto::Tcp, tcp, 30, &["web-a", "web-b"]);
+        assert_reaches(scenario.bed.node(node), Proto::Udp, udp, 30, &["web-a", "web-b"]);
+    }
+}
+
+#[test]
+fn pod_sources_are_kept_across_nodes_and_other_sources_are_masqueraded() {
+    if !netns_available("pod_sources_are_kept_across_nodes_and_other_sources_are_masqueraded") {
+        return;
+    }
+    let (scenario, _servers) = web_cluster();
+    // One endpoint on node-b: every probe lands there.
+    scenario.program(&web_objects(&scenario, &["web-b"]));
+    let tcp = at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 80);
+    let client_a = scenario.pod("client-a");
+    assert_source_seen(client_a, Proto::Tcp, tcp, client_a.ipv4().into());
+    assert_source_seen(client_a, Proto::Udp, at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 53), client_a.ipv4().into());
+    // The outside client reaches the ClusterIP through node-a, which masquerades it.
+    assert_source_seen(scenario.bed.client(), Proto::Tcp, tcp, scenario.bed.node(1).ipv4().into());
+}
+
+#[test]
+fn node_to_cluster_ip_is_masqueraded() {
+    if !netns_available("node_to_cluster_ip_is_masqueraded") {
+        return;
+    }
+    let (mut scenario, _servers) = web_cluster();
+    // web-a is on node-a: from node-a, unmasqueraded traffic would show the node IP, masqueraded traffic
+    // shows the address of the interface it leaves through, the pod gateway 10.244.1.1.
+    scenario.program(&web_objects(&scenario, &["web-a"]));
+    let tcp = at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 80);
+    assert_source_seen(scenario.bed.node(1), Proto::Tcp, tcp, "10.244.1.1".parse().unwrap());
+    // Without a local-traffic detector nothing is masqueraded by source.
+    scenario.flags(&[]);
+    scenario.program(&web_objects(&scenario, &["web-a"]));
+    assert_source_seen(scenario.bed.node(1), Proto::Tcp, tcp, scenario.bed.node(1).ipv4().into());
+}
+
+#[test]
+fn node_port_answers_on_every_node_even_without_a_local_endpoint() {
+    if !netns_available("node_port_answers_on_every_node_even_without_a_local_endpoint") {
+        return;
+    }
+    let (scenario, _servers) = web_cluster();
+    scenario.program(&web_objects(&scenario, &["web-a"]));
+    for node in [1, 2] {
+        let ip = scenario.bed.node(node).ipv4();
+        assert_reaches(scenario.bed.client(), Proto::Tcp, at(ip, 30080), 10, &["web-a"]);
+        assert_reaches(scenario.bed.client(), Proto::Udp, at(ip, 30053), 10, &["web-a"]);
+    }
+    // External traffic with the Cluster policy is masqueraded by the node it entered: web-a sees the
+    // address node-a reaches it from (its pod gateway), or node-b's address when it came through node-b.
+    let client = scenario.bed.client();
+    assert_source_seen(client, Proto::Tcp, at(scenario.bed.node(1).ipv4(), 30080), "10.244.1.1".parse().unwrap());
+    let node_b = scenario.bed.node(2).ipv4();
+    assert_source_seen(client, Proto::Tcp, at(node_b, 30080), node_b.into());
+    scenario.program(&web_objects(&scenario, &["web-a", "web-b"]));
+    for node in [1, 2] {
+        let ip = scenario.bed.node(node).ipv4();
+        assert_reaches(scenario.bed.client(), Proto::Tcp, at(ip, 30080), 30, &["web-a", "web-b"]);
+    }
+}
+
+#[test]
+fn a_service_without_endpoints_is_refused_at_once() {
+    if !netns_available("a_service_without_endpoints_is_refused_at_once") {
+        return;
+    }
+    let (scenario, _servers) = web_cluster();
+    scenario.program(&web_objects(&scenario, &["web-a"]));
+    let empty: std::net::IpAddr = "10.96.0.11".parse().unwrap();
+    for from in [scenario.pod("client-a").netns(), scenario.pod("client-b").netns(), scenario.bed.node(1).netns()] {
+        assert_refused(from, Proto::Tcp, at(empty, 80));
+    }
+    for from in [scenario.pod("client-a").netns(), scenario.pod("client-b").netns()] {
+        assert_refused(from, Proto::Udp, at(empty, 53));
+    }
+    // The node's own UDP datagram is rejected in the output hook: the sender gets EPERM at once.
+    let outcome = proxier_testbed::probe(scenario.bed.node(1), Proto::Udp, at(empty, 53), std::time::Duration::from_millis(500));
+    assert!(
+        matches!(&outcome, proxier_testbed::Outcome::Error(e) if e.contains("Operation not permitted")) || outcome.is_refused(),
+        "{outcome:?}"
+    );
+    assert_refused(scenario.bed.client(), Proto::Tcp, at(empty, 80));
+    assert_refused(scenario.bed.client(), Proto::Tcp, at(scenario.bed.node(2).ipv4(), 30081));
+}
+
+#[test]
+fn a_pod_reaching_its_own_service_is_hairpinned() {
+    if !netns_available("a_pod_reaching_its_own_service_is_hairpinned") {
+        return;
+    }
+    let (scenario, _servers) = web_cluster();
+    scenario.program(&web_objects(&scenario, &["web-a"]));
+    let tcp = at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 80);
+    // web-a reaches itself; masqueraded to its node's address so the reply comes back through the node.
+    assert_reaches(scenario.pod("web-a"), Proto::Tcp, tcp, 5, &["web-a"]);
+    assert_source_seen(scenario.pod("web-a"), Proto::Tcp, tcp, "10.244.1.1".parse().unwrap());
+    assert_source_seen(scenario.pod("web-a"), Proto::Udp, at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 53), "10.244.1.1".parse().unwrap());
+}
+
+#[test]
+fn a_changed_snapshot_moves_traffic_to_the_new_endpoints() {
+    if !netns_available("a_changed_snapshot_moves_traffic_to_the_new_endpoints") {
+        return;
+    }
+    let (scenario, _servers) = web_cluster();
+    let tcp = at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 80);
+    scenario.program(&web_objects(&scenario, &["web-a", "web-b"]));
+    assert_reaches(scenario.pod("client-a"), Proto::Tcp, tcp, 30, &["web-a", "web-b"]);
+    scenario.program(&web_objects(&scenario, &["web-b"]));
+    assert_reaches(scenario.pod("client-a"), Proto::Tcp, tcp, 20, &["web-b"]);
+    scenario.program(&web_objects(&scenario, &[]));
+    assert_refused(scenario.pod("client-a"), Proto::Tcp, tcp);
+}
+
+#[test]
+fn ipv6_cluster_ip_and_node_port_work() {
+    if !netns_available("ipv6_cluster_ip_and_node_port_work") {
+        return;
+    }
+    let (scenario, _servers) = web_cluster();
+    let endpoints = [ready(scenario.pod("web-a")), ready(scenario.pod("web-b"))];
+    let objects = service(
+        "shop",
+        "web6",
+        "fd00:10:96::10",
+        &[("http", "TCP", 80, Some(30080)), ("dns", "UDP", 53, None)],
+        &["  type: NodePort", "  ipFamilies: [IPv6]"],
+    ) + &slice("shop", "web6", "IPv6", &endpoints, &[("http", "TCP", 8080), ("dns", "UDP", 5353)]);
+    scenario.program(&objects);
+    let vip: std::net::IpAddr = "fd00:10:96::10".parse().unwrap();
+    let client = scenario.pod("client-b");
+    assert_reaches(client, Proto::Tcp, at(vip, 80), 30, &["web-a", "web-b"]);
+    assert_reaches(client, Proto::Udp, at(vip, 53), 30, &["web-a", "web-b"]);
+    assert_source_seen(scenario.pod("client-a"), Proto::Tcp, at(vip, 80), client_ip(&scenario, "client-a"));
+    assert_reaches(scenario.bed.client(), Proto::Tcp, at(scenario.bed.node(2).ipv6(), 30080), 30, &["web-a", "web-b"]);
+    // The IPv4 family has no service here: its table holds no destination for the port.
+    assert_dropped(scenario.pod("client-a"), Proto::Tcp, at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 80));
+}
+
+fn client_ip(scenario: &Scenario, pod: &str) -> std::net::IpAddr {
+    scenario.pod(pod).ipv6().into()
+}
+
+#[test]
+fn sctp_services_are_balanced() {
+    if !netns_available("sctp_services_are_balanced") || !sctp_available("sctp_services_are_balanced") {
+        return;
+    }
+    let mut scenario = Scenario::new(2);
+    scenario.bed.add_pod(1, "sig-a").unwrap();
+    scenario.bed.add_pod(2, "sig-b").unwrap();
+    scenario.bed.add_pod(1, "client").unwrap();
+    let _servers = [
+        scenario.pod("sig-a").serve(Proto::Sctp, 2905).unwrap(),
+        scenario.pod("sig-b").serve(Proto::Sctp, 2905).unwrap(),
+    ];
+    let endpoints = [ready(scenario.pod("sig-a")), ready(scenario.pod("sig-b"))];
+    scenario.program(
+        &(service("telecom", "sigtran", "10.96.77.5", &[("m3ua", "SCTP", 2905, None)], &[])
+            + &slice("telecom", "sigtran", "IPv4", &endpoints, &[("m3ua", "SCTP", 2905)])),
+    );
+    assert_reaches(scenario.pod("client"), Proto::Sctp, at("10.96.77.5".parse::<std::net::IpAddr>().unwrap(), 2905), 30, &["sig-a", "sig-b"]);
+}
+
+#[test]
+fn delete_removes_proxier_tables_and_traffic_is_no_longer_intercepted() {
+    if !netns_available("delete_removes_proxier_tables_and_traffic_is_no_longer_intercepted") {
+        return;
+    }
+    let (scenario, _servers) = web_cluster();
+    scenario.program(&web_objects(&scenario, &["web-a"]));
+    let node = scenario.bed.node(1).netns();
+    node.nft("table inet other {\n chain c {\n type filter hook input priority 10;\n }\n}\n").unwrap();
+    for n in [1, 2] {
+        let output = scenario.proxier(n, &["delete".to_owned()]);
+        assert!(output.status.success());
+    }
+    let ruleset = String::from_utf8(node.exec("nft", ["list", "ruleset"]).unwrap().stdout).unwrap();
+    assert!(!ruleset.contains("proxier"), "{ruleset}");
+    assert!(ruleset.contains("table inet other"), "{ruleset}");
+    // With the rules gone, the ClusterIP is just an address nobody answers.
+    assert_dropped(scenario.pod("client-a"), Proto::Tcp, at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 80));
+}

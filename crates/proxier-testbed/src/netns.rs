@@ -1,0 +1,245 @@
+//! Named network namespaces (`ip netns`) with unique, sweepable names.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::Once;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Every namespace this crate creates is named `pxt-<pid>-<n>-<role>`.
+pub const NAME_PREFIX: &str = "pxt-";
+
+/// Where `ip netns` keeps its namespace handles.
+const NETNS_RUN_DIR: &str = "/run/netns";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+static SWEEP: Once = Once::new();
+
+/// A named network namespace, created with `ip netns add` and deleted on drop.
+///
+/// The loopback interface is up. Nothing else is configured: no interfaces, no routes, an empty
+/// nftables ruleset, kernel-default sysctls.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates `pxt-<pid>-<n>-<role>`; `role` is only a readable hint (sanitised to `[a-z0-9-]`).
+    ///
+    /// The first call in a process also runs [`sweep_stale`].
+    pub fn new(role: &str) -> io::Result<Netns> {
+        SWEEP.call_once(|| {
+            sweep_stale();
+        });
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{NAME_PREFIX}{}-{n}-{}", std::process::id(), sanitize(role));
+        run_checked(Command::new("ip").args(["netns", "add", &name]), None)
+            .map_err(|e| context(e, &format!("ip netns add {name}")))?;
+        // From here on, Drop removes the namespace even if the rest fails.
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// The namespace name, as `ip netns list` shows it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `/run/netns/<name>`: the handle `setns(2)` opens.
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(NETNS_RUN_DIR).join(&self.name)
+    }
+
+    /// Runs `program args…` inside the namespace (`ip netns exec`). Like [`Command::output`], a
+    /// non-zero exit status is not an error: look at `Output::status`.
+    pub fn exec<I, S>(&self, program: &str, args: I) -> io::Result<Output>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        Command::new("ip").args(["netns", "exec", &self.name, program]).args(args).stdin(Stdio::null()).output()
+    }
+
+    /// `ip -n <name> <args…>`; a non-zero exit is an error carrying ip's stderr. Returns stdout.
+    pub fn ip(&self, args: &[&str]) -> io::Result<String> {
+        let out = run_checked(Command::new("ip").args(["-n", &self.name]).args(args), None)
+            .map_err(|e| context(e, &format!("ip -n {} {}", self.name, args.join(" "))))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs several `ip` commands (one per line, without the leading `ip`) in one `ip -batch`.
+    pub fn ip_batch(&self, commands: &str) -> io::Result<()> {
+        run_checked(Command::new("ip").args(["-n", &self.name, "-batch", "-"]), Some(commands))
+            .map(drop)
+            .map_err(|e| context(e, &format!("ip -n {} -batch:\n{commands}", self.name)))
+    }
+
+    /// Feeds `script` to `nft -f -` inside the namespace and returns nft's stdout; a non-zero
+    /// exit is an error carrying nft's stderr. Example: `ns.nft("list ruleset")` lists,
+    /// `ns.nft("add table inet t")` changes.
+    pub fn nft(&self, script: &str) -> io::Result<String> {
+        let out = run_checked(Command::new("ip").args(["netns", "exec", &self.name, "nft", "-f", "-"]), Some(script))
+            .map_err(|e| context(e, &format!("nft -f - in {}:\n{script}", self.name)))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Sets sysctls of this namespace, e.g. `[("net.ipv4.ip_forward", "1")]`, by writing
+    /// `/proc/sys/…` from a thread inside the namespace (networking sysctls are per namespace).
+    pub fn sysctl(&self, settings: &[(&str, &str)]) -> io::Result<()> {
+        self.run(|| {
+            for (key, value) in settings {
+                let path = format!("/proc/sys/{}", key.replace('.', "/"));
+                std::fs::write(&path, value)
+                    .map_err(|e| context(e, &format!("sysctl {key}={value} in {}", self.name)))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs `f` on a fresh thread that has entered this namespace (`setns(CLONE_NEWNET)`), and
+    /// returns its result. Sockets created inside `f` belong to this namespace for their whole
+    /// life, whichever thread uses them later. A panic inside `f` is propagated.
+    ///
+    /// Panics if the namespace cannot be entered (it was deleted, or we lack privileges).
+    pub fn run<F, R>(&self, f: F) -> R
+    where
+        F: FnOnce() -> R + Send,
+        R: Send,
+    {
+        let handle = File::open(self.path()).unwrap_or_else(|e| panic!("cannot open {}: {e}", self.path().display()));
+        std::thread::scope(|scope| {
+            let thread = scope.spawn(move || {
+                // SAFETY: plain syscall on a valid fd; it only changes this thread's namespace.
+                let rc = unsafe { libc::setns(handle.as_raw_fd(), libc::CLONE_NEWNET) };
+                if rc != 0 {
+                    panic!("setns into {} failed: {}", self.name, io::Error::last_os_error());
+                }
+                drop(handle);
+                f()
+            });
+            match thread.join() {
+                Ok(r) => r,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
+    }
+}
+
+impl AsRef<Netns> for Netns {
+    fn as_ref(&self) -> &Netns {
+        self
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Never panic here: this also runs while a failing test unwinds.
+        match Command::new("ip").args(["netns", "del", &self.name]).stdin(Stdio::null()).output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!(
+                "proxier-testbed: ip netns del {} failed: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            Err(e) => eprintln!("proxier-testbed: ip netns del {} failed: {e}", self.name),
+        }
+    }
+}
+
+/// Deletes namespaces named `pxt-<pid>-…` whose process no longer exists (left behind by a test
+/// process that was killed before its destructors ran). Returns the names it deleted.
+///
+/// Runs automatically once per process, on the first [`Netns::new`]. Namespaces of live
+/// processes (including this one) are never touched. Liveness is checked with `kill(pid, 0)`,
+/// so this assumes every user of `/run/netns` shares our PID namespace.
+pub fn sweep_stale() -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(NETNS_RUN_DIR) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| owner_pid(name).is_some_and(|pid| !process_alive(pid)))
+        .collect();
+    names.sort();
+    names.retain(|name| {
+        Command::new("ip")
+            .args(["netns", "del", name])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    names
+}
+
+/// The pid encoded in a `pxt-<pid>-…` namespace name.
+fn owner_pid(name: &str) -> Option<libc::pid_t> {
+    let rest = name.strip_prefix(NAME_PREFIX)?;
+    let (pid, _) = rest.split_once('-')?;
+    pid.parse().ok().filter(|&p: &libc::pid_t| p > 0)
+}
+
+fn process_alive(pid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+fn sanitize(role: &str) -> String {
+    let s: String = role
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' | '-' => c,
+            'A'..='Z' => c.to_ascii_lowercase(),
+            _ => '-',
+        })
+        .take(40)
+        .collect();
+    if s.is_empty() { "ns".to_string() } else { s }
+}
+
+/// Runs a command (optionally feeding stdin); a non-zero exit becomes an error with its stderr.
+pub(crate) fn run_checked(cmd: &mut Command, stdin: Option<&str>) -> io::Result<Output> {
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        pipe.write_all(input.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if out.status.success() {
+        Ok(out)
+    } else {
+        Err(io::Error::other(format!("exited with {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim())))
+    }
+}
+
+pub(crate) fn context(e: io::Error, what: &str) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_encode_the_pid() {
+        assert_eq!(owner_pid("pxt-123-4-node-a"), Some(123));
+        assert_eq!(owner_pid("pxt-x-4-node-a"), None);
+        assert_eq!(owner_pid("other-123-4"), None);
+        assert_eq!(owner_pid("pxt-0-1-a"), None);
+    }
+
+    #[test]
+    fn roles_are_sanitised() {
+        assert_eq!(sanitize("Pod a_1"), "pod-a-1");
+        assert_eq!(sanitize(""), "ns");
+    }
+}
