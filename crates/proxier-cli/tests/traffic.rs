@@ -35,7 +35,13 @@ fn web_objects(scenario: &Scenario, pods: &[&str]) -> String {
         &[("http", "TCP", 80, Some(30080)), ("dns", "UDP", 53, Some(30053))],
         &["  type: NodePort"],
     ) + &slice("shop", "web", "IPv4", &endpoints, &[("http", "TCP", 8080), ("dns", "UDP", 5353)])
-        + &service("shop", "empty", "10.96.0.11", &[("http", "TCP", 80, Some(30081)), ("dns", "UDP", 53, None)], &["  type: NodePort"])
+        + &service(
+            "shop",
+            "empty",
+            "10.96.0.11",
+            &[("http", "TCP", 80, Some(30081)), ("dns", "UDP", 53, None)],
+            &["  type: NodePort"],
+        )
 }
 
 #[test]
@@ -45,7 +51,8 @@ fn cluster_ip_reaches_every_pod_from_pods_and_nodes_keeping_pod_sources() {
     }
     let (scenario, _servers) = web_cluster();
     scenario.program(&web_objects(&scenario, &["web-a", "web-b"]));
-    let (tcp, udp) = (at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 80), at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 53));
+    let (tcp, udp) =
+        (at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 80), at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 53));
     for from in ["client-a", "client-b"] {
         let pod = scenario.pod(from);
         assert_reaches(pod, Proto::Tcp, tcp, 30, &["web-a", "web-b"]);
@@ -71,7 +78,12 @@ fn pod_sources_are_kept_across_nodes_and_other_sources_are_masqueraded() {
     let tcp = at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 80);
     let client_a = scenario.pod("client-a");
     assert_source_seen(client_a, Proto::Tcp, tcp, client_a.ipv4().into());
-    assert_source_seen(client_a, Proto::Udp, at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 53), client_a.ipv4().into());
+    assert_source_seen(
+        client_a,
+        Proto::Udp,
+        at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 53),
+        client_a.ipv4().into(),
+    );
     // The outside client reaches the ClusterIP through node-a, which masquerades it.
     assert_source_seen(scenario.bed.client(), Proto::Tcp, tcp, scenario.bed.node(1).ipv4().into());
 }
@@ -133,9 +145,11 @@ fn a_service_without_endpoints_is_refused_at_once() {
         assert_refused(from, Proto::Udp, at(empty, 53));
     }
     // The node's own UDP datagram is rejected in the output hook: the sender gets EPERM at once.
-    let outcome = proxier_testbed::probe(scenario.bed.node(1), Proto::Udp, at(empty, 53), std::time::Duration::from_millis(500));
+    let outcome =
+        proxier_testbed::probe(scenario.bed.node(1), Proto::Udp, at(empty, 53), std::time::Duration::from_millis(500));
     assert!(
-        matches!(&outcome, proxier_testbed::Outcome::Error(e) if e.contains("Operation not permitted")) || outcome.is_refused(),
+        matches!(&outcome, proxier_testbed::Outcome::Error(e) if e.contains("Operation not permitted"))
+            || outcome.is_refused(),
         "{outcome:?}"
     );
     assert_refused(scenario.bed.client(), Proto::Tcp, at(empty, 80));
@@ -153,7 +167,12 @@ fn a_pod_reaching_its_own_service_is_hairpinned() {
     // web-a reaches itself; masqueraded to its node's address so the reply comes back through the node.
     assert_reaches(scenario.pod("web-a"), Proto::Tcp, tcp, 5, &["web-a"]);
     assert_source_seen(scenario.pod("web-a"), Proto::Tcp, tcp, "10.244.1.1".parse().unwrap());
-    assert_source_seen(scenario.pod("web-a"), Proto::Udp, at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 53), "10.244.1.1".parse().unwrap());
+    assert_source_seen(
+        scenario.pod("web-a"),
+        Proto::Udp,
+        at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 53),
+        "10.244.1.1".parse().unwrap(),
+    );
 }
 
 #[test]
@@ -218,7 +237,13 @@ fn sctp_services_are_balanced() {
         &(service("telecom", "sigtran", "10.96.77.5", &[("m3ua", "SCTP", 2905, None)], &[])
             + &slice("telecom", "sigtran", "IPv4", &endpoints, &[("m3ua", "SCTP", 2905)])),
     );
-    assert_reaches(scenario.pod("client"), Proto::Sctp, at("10.96.77.5".parse::<std::net::IpAddr>().unwrap(), 2905), 30, &["sig-a", "sig-b"]);
+    assert_reaches(
+        scenario.pod("client"),
+        Proto::Sctp,
+        at("10.96.77.5".parse::<std::net::IpAddr>().unwrap(), 2905),
+        30,
+        &["sig-a", "sig-b"],
+    );
 }
 
 #[test]
@@ -239,4 +264,36 @@ fn delete_removes_proxier_tables_and_traffic_is_no_longer_intercepted() {
     assert!(ruleset.contains("table inet other"), "{ruleset}");
     // With the rules gone, the ClusterIP is just an address nobody answers.
     assert_dropped(scenario.pod("client-a"), Proto::Tcp, at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 80));
+}
+
+#[test]
+fn the_assertions_catch_a_removed_rule() {
+    if !netns_available("the_assertions_catch_a_removed_rule") {
+        return;
+    }
+    let (scenario, _servers) = web_cluster();
+    scenario.program(&web_objects(&scenario, &["web-a", "web-b"]));
+    let tcp = at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 80);
+    let node_a = scenario.bed.node(1).netns();
+    let break_rules = |script: &str| node_a.nft(script).expect("change the rules");
+
+    // Without the hairpin rule a pod reaching itself through the service is not masqueraded.
+    scenario.program(&web_objects(&scenario, &["web-a"]));
+    proxier_testbed::check_source_seen(scenario.pod("web-a"), Proto::Tcp, tcp, "10.244.1.1".parse().unwrap()).unwrap();
+    break_rules("flush chain ip proxier masquerading\n");
+    let err = proxier_testbed::check_source_seen(scenario.pod("web-a"), Proto::Tcp, tcp, "10.244.1.1".parse().unwrap());
+    assert!(err.is_err(), "hairpin still masqueraded without its rule");
+
+    // Without the service's map element, the ClusterIP reaches nothing: the port looks unknown.
+    scenario.program(&web_objects(&scenario, &["web-a", "web-b"]));
+    proxier_testbed::check_reaches(scenario.pod("client-a"), Proto::Tcp, tcp, 20, &["web-a", "web-b"]).unwrap();
+    break_rules("delete element ip proxier service-ips { 10.96.0.10 . tcp . 80 }\n");
+    assert!(proxier_testbed::check_reaches(scenario.pod("client-a"), Proto::Tcp, tcp, 5, &["web-a", "web-b"]).is_err());
+    proxier_testbed::check_refused(scenario.pod("client-a"), Proto::Tcp, tcp).unwrap();
+
+    // Without the reject chain, a service without endpoints is dropped instead of refused.
+    let empty = at("10.96.0.11".parse::<std::net::IpAddr>().unwrap(), 80);
+    proxier_testbed::check_refused(scenario.pod("client-a"), Proto::Tcp, empty).unwrap();
+    break_rules("flush chain ip proxier reject-chain\n");
+    assert!(proxier_testbed::check_refused(scenario.pod("client-a"), Proto::Tcp, empty).is_err());
 }
