@@ -41,7 +41,12 @@ fn run_in(ns: &Netns, program: &str, args: &[&str], stdin: Option<&str>) -> Outp
 }
 
 fn ok(output: Output) -> String {
-    assert!(output.status.success(), "failed: {}\n{}", String::from_utf8_lossy(&output.stderr), String::from_utf8_lossy(&output.stdout));
+    assert!(
+        output.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
+    );
     String::from_utf8(output.stdout).unwrap()
 }
 

@@ -102,3 +102,24 @@ fn help_documents_the_exit_codes() {
         assert!(help.contains(line), "{line:?} missing from --help:\n{help}");
     }
 }
+
+fn single_stack_text() -> String {
+    String::from_utf8(render("single-stack.yaml", "node-a", "nft", &["--cluster-cidr", "10.244.0.0/16"]).stdout)
+        .unwrap()
+}
+
+#[test]
+fn rule_28_no_conntrack_invalid_drop_is_installed() {
+    let text = single_stack_text();
+    assert!(!text.contains("ct state invalid"), "{text}");
+}
+
+#[test]
+fn rule_32_sctp_services_use_no_sctp_specific_expression() {
+    // `meta l4proto` and `th dport` match SCTP without loading the sctp module; `sctp dport` would load it.
+    let text = single_stack_text();
+    assert!(text.contains(". sctp . 2905"), "the SCTP service is programmed");
+    for line in text.lines().filter(|l| l.contains("sctp")) {
+        assert!(!line.contains("sctp dport") && !line.contains("sctp sport") && !line.contains("sctp chunk"), "{line}");
+    }
+}

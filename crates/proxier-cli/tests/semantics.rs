@@ -330,3 +330,22 @@ fn rule_26_session_affinity_sticks_expires_and_switches() {
     scenario.program(&web(&scenario, &sticky, &endpoints, ""));
     assert_sticky(scenario.bed.client(), Proto::Tcp, node_port, 15);
 }
+
+#[test]
+fn rule_03_tcp_and_udp_on_one_port_are_independent_and_target_ports_come_from_the_slice() {
+    if !netns_available("rule_03") {
+        return;
+    }
+    let (scenario, _servers) = cluster();
+    // One port number, two protocols, each with its own endpoints; the Service's targetPort is
+    // deliberately wrong: the slice's port of the same name decides.
+    let mut objects =
+        service("demo", "dns", "10.96.0.53", &[("dns-tcp", "TCP", 53, None), ("dns", "UDP", 53, None)], &[]);
+    objects = objects.replace("    port: 53\n", "    port: 53\n    targetPort: 9999\n");
+    objects += &slice("demo", "dns", "IPv4", &[ready(scenario.pod("web-a"))], &[("dns-tcp", "TCP", 8080)]);
+    objects += &slice("demo", "dns", "IPv4", &[ready(scenario.pod("web-b"))], &[("dns", "UDP", 5353)])
+        .replace("name: dns-ipv4", "name: dns-udp");
+    scenario.program(&objects);
+    assert_reaches(scenario.pod("client-a"), Proto::Tcp, vip("10.96.0.53", 53), 10, &["web-a"]);
+    assert_reaches(scenario.pod("client-a"), Proto::Udp, vip("10.96.0.53", 53), 10, &["web-b"]);
+}

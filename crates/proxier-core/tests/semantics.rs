@@ -278,3 +278,42 @@ fn rule_13_service_cidrs_are_carried_per_family() {
     assert_eq!(v4(&model).service_cidrs, vec!["10.96.0.0/16".parse().unwrap()]);
     assert!(v4(&model).cluster_ips.contains(&ip("10.96.10.1")));
 }
+
+#[test]
+fn rule_06_slices_are_merged_and_unusable_ports_and_endpoints_skipped() {
+    let yaml = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: s, namespace: n}
+spec: {clusterIP: 10.96.0.1, ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: s-1, namespace: n, labels: {kubernetes.io/service-name: s}}
+addressType: IPv4
+endpoints:
+- {addresses: [10.244.1.1, 10.244.1.99]}
+- {addresses: []}
+ports: [{name: http, port: 8080}, {name: http, port: 0}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: s-2, namespace: n, labels: {kubernetes.io/service-name: s}}
+addressType: IPv4
+endpoints: [{addresses: [10.244.2.1]}]
+ports: [{name: http, port: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: unrelated, namespace: n, labels: {kubernetes.io/service-name: other}}
+addressType: IPv4
+endpoints: [{addresses: [10.244.3.1]}]
+ports: [{name: http, port: 8080}]
+"#;
+    let (snapshot, _) = Snapshot::from_text("inline", yaml);
+    let model = compute(&snapshot, &config("node-a"));
+    // Both slices merged; only the first address; the empty endpoint and port 0 skipped; the slice
+    // of another Service ignored.
+    assert_eq!(backends(&destination(&model, "10.96.0.1", 80).action), ["10.244.1.1:8080", "10.244.2.1:8080"]);
+    assert!(model.diagnostics.iter().any(|d| d.object.name == "s-1" && d.message.contains("port 0")));
+}

@@ -306,10 +306,10 @@ fn matches(object: &Value, params: &BTreeMap<String, String>) -> bool {
     }
     if let Some(selector) = params.get("fieldSelector").filter(|s| !s.is_empty()) {
         for term in selector.split(',') {
-            if let Some(("metadata.name", name)) = term.split_once('=') {
-                if object["metadata"]["name"].as_str() != Some(name) {
-                    return false;
-                }
+            if let Some(("metadata.name", name)) = term.split_once('=')
+                && object["metadata"]["name"].as_str() != Some(name)
+            {
+                return false;
             }
         }
     }

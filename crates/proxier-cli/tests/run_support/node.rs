@@ -2,49 +2,38 @@
 //! the local pods' addresses, servers on those addresses, and clients that connect from inside.
 //! Everything stays inside the namespace; it is deleted on drop (also when a test fails).
 
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use proxier_testbed::Netns;
 
 pub const NODE_IP: &str = "192.168.50.1";
 
-/// Whether namespace tests can run here; prints SKIP (or fails under PROXIER_REQUIRE_NETNS) if not.
-pub fn netns_available() -> bool {
-    let ok = unsafe { libc::geteuid() } == 0
-        && Command::new("ip").arg("-V").output().is_ok_and(|o| o.status.success())
-        && Command::new("nft").arg("-v").output().is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("PROXIER_REQUIRE_NETNS").is_none(),
-            "PROXIER_REQUIRE_NETNS set but root, ip or nft missing"
-        );
-        eprintln!("SKIP: needs root, ip and nft");
-    }
-    ok
+/// Whether namespace tests can run here (the test bed's check: SKIP, or a failure under
+/// PROXIER_REQUIRE_NETNS=1).
+pub fn netns_available(test: &str) -> bool {
+    proxier_testbed::netns_available(test)
 }
 
-/// A node namespace; deleted on drop.
+/// A node namespace (a test-bed [`Netns`], so it is swept even if the test process is killed);
+/// deleted on drop.
 pub struct Node {
+    pub netns: Netns,
     pub name: String,
 }
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 impl Node {
     /// A namespace with `lo` up and `dummy0` holding the node address and `pod_ips` (as /32s).
     pub fn new(pod_ips: &[&str]) -> Node {
-        let name = format!("pxr-run-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
-        let _ = Command::new("ip").args(["netns", "del", &name]).stderr(Stdio::null()).status();
-        let node = Node { name };
-        node.ip(&["netns", "add", &node.name]);
+        let netns = Netns::new("run-node").expect("create namespace");
+        let node = Node { name: netns.name().to_owned(), netns };
         node.exec_ok("ip", &["link", "set", "lo", "up"]);
-        // A veth pair whose peer stays down-to-nowhere inside the namespace: a plain interface to hold
-        // addresses and routes (the dummy module may be missing).
+        // A veth pair inside the namespace: a plain interface to hold addresses and routes (the dummy
+        // module may be missing).
         node.exec_ok("ip", &["link", "add", "dummy0", "type", "veth", "peer", "name", "dummy1"]);
         node.exec_ok("ip", &["link", "set", "dummy1", "up"]);
         node.exec_ok("ip", &["link", "set", "dummy0", "up"]);
@@ -52,14 +41,9 @@ impl Node {
         for ip in pod_ips {
             node.exec_ok("ip", &["addr", "add", &format!("{ip}/32"), "dev", "dummy0"]);
         }
-        // Service addresses are routed to the dummy interface, as a default route would.
+        // Service addresses are routed to the interface, as a default route would.
         node.exec_ok("ip", &["route", "add", "10.96.0.0/16", "dev", "dummy0"]);
         node
-    }
-
-    fn ip(&self, args: &[&str]) {
-        let out = Command::new("ip").args(args).output().expect("run ip");
-        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// Runs a program inside the namespace and returns its output.
@@ -81,17 +65,7 @@ impl Node {
 
     /// Runs `f` on a thread inside the namespace (sockets made there stay in it).
     pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        let handle = File::open(format!("/run/netns/{}", self.name)).expect("open netns");
-        std::thread::scope(|scope| {
-            scope
-                .spawn(move || {
-                    // SAFETY: setns on a valid fd changes only this thread's network namespace.
-                    assert_eq!(unsafe { libc::setns(handle.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
-                    f()
-                })
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p))
-        })
+        self.netns.run(f)
     }
 
     /// Starts `proxier run` in the namespace with the test's usual flags plus `extra`.
@@ -139,25 +113,12 @@ impl Node {
 
     /// One TCP connection to `address`: the first line the server sends, or the error.
     pub fn tcp_probe(&self, address: &str) -> Result<String, String> {
-        let address: SocketAddr = address.parse().unwrap();
-        self.run(|| {
-            let stream = TcpStream::connect_timeout(&address, Duration::from_secs(1)).map_err(|e| e.to_string())?;
-            stream.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
-            let mut line = String::new();
-            BufReader::new(stream).read_line(&mut line).map_err(|e| e.to_string())?;
-            Ok(line.trim().to_owned())
-        })
+        tcp_probe_in(&self.netns, address)
     }
 
     /// A TCP connection kept open (see [`Conversation`]).
     pub fn tcp_connect(&self, address: &str) -> Conversation {
-        let address: SocketAddr = address.parse().unwrap();
-        let stream = self.run(|| TcpStream::connect_timeout(&address, Duration::from_secs(2))).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
-        let mut hello = String::new();
-        reader.read_line(&mut hello).expect("greeting");
-        Conversation { stream, reader, server: hello.trim().to_owned() }
+        tcp_connect_in(&self.netns, address)
     }
 
     /// A UDP socket inside the namespace, bound to a fixed source port and connected to `address`.
@@ -174,35 +135,63 @@ impl Node {
 
     /// Starts TCP and UDP echo servers named `name` on `ip:port` inside the namespace.
     pub fn serve(&self, name: &str, ip: &str, port: u16) -> Servers {
-        let address: SocketAddr = format!("{ip}:{port}").parse().unwrap();
-        let (tcp, udp) =
-            self.run(|| (TcpListener::bind(address).expect("bind tcp"), UdpSocket::bind(address).expect("bind udp")));
-        let stop = Arc::new(AtomicBool::new(false));
-        tcp.set_nonblocking(true).unwrap();
-        udp.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-        let (name_tcp, stop_tcp) = (name.to_owned(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop_tcp.load(Ordering::Relaxed) {
-                match tcp.accept() {
-                    Ok((stream, _)) => {
-                        let name = name_tcp.clone();
-                        std::thread::spawn(move || echo(stream, &name));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
-        });
-        let (name_udp, stop_udp) = (name.to_owned(), stop.clone());
-        std::thread::spawn(move || {
-            let mut buffer = [0u8; 512];
-            while !stop_udp.load(Ordering::Relaxed) {
-                if let Ok((_, from)) = udp.recv_from(&mut buffer) {
-                    let _ = udp.send_to(name_udp.as_bytes(), from);
-                }
-            }
-        });
-        Servers { stop }
+        serve_in(&self.netns, name, ip, port)
     }
+}
+
+/// One TCP connection from inside `netns` to `address`: the first line the server sends, or the error.
+pub fn tcp_probe_in(netns: &Netns, address: &str) -> Result<String, String> {
+    let address: SocketAddr = address.parse().unwrap();
+    netns.run(|| {
+        let stream = TcpStream::connect_timeout(&address, Duration::from_secs(1)).map_err(|e| e.to_string())?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).map_err(|e| e.to_string())?;
+        Ok(line.trim().to_owned())
+    })
+}
+
+/// A TCP connection from inside `netns`, kept open (see [`Conversation`]).
+pub fn tcp_connect_in(netns: &Netns, address: &str) -> Conversation {
+    let address: SocketAddr = address.parse().unwrap();
+    let stream = netns.run(|| TcpStream::connect_timeout(&address, Duration::from_secs(2))).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut hello = String::new();
+    reader.read_line(&mut hello).expect("greeting");
+    Conversation { stream, reader, server: hello.trim().to_owned() }
+}
+
+/// Starts TCP and UDP echo servers named `name` on `ip:port` inside `netns`.
+pub fn serve_in(netns: &Netns, name: &str, ip: &str, port: u16) -> Servers {
+    let address: SocketAddr = format!("{ip}:{port}").parse().unwrap();
+    let (tcp, udp) =
+        netns.run(|| (TcpListener::bind(address).expect("bind tcp"), UdpSocket::bind(address).expect("bind udp")));
+    let stop = Arc::new(AtomicBool::new(false));
+    tcp.set_nonblocking(true).unwrap();
+    udp.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let (name_tcp, stop_tcp) = (name.to_owned(), stop.clone());
+    std::thread::spawn(move || {
+        while !stop_tcp.load(Ordering::Relaxed) {
+            match tcp.accept() {
+                Ok((stream, _)) => {
+                    let name = name_tcp.clone();
+                    std::thread::spawn(move || echo(stream, &name));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+    let (name_udp, stop_udp) = (name.to_owned(), stop.clone());
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 512];
+        while !stop_udp.load(Ordering::Relaxed) {
+            if let Ok((_, from)) = udp.recv_from(&mut buffer) {
+                let _ = udp.send_to(name_udp.as_bytes(), from);
+            }
+        }
+    });
+    Servers { stop }
 }
 
 fn echo(stream: TcpStream, name: &str) {
@@ -214,12 +203,6 @@ fn echo(stream: TcpStream, name: &str) {
         if writeln!(writer, "{name} {line}").is_err() {
             return;
         }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
 

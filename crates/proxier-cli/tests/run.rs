@@ -1,0 +1,300 @@
+//! `proxier run` end to end: the real binary in a node's network namespace, watching a fake API server
+//! (tests/run_support/apiserver.rs) that runs inside the same namespace, with traffic checked by probes.
+
+mod run_support;
+
+use std::time::Duration;
+
+use run_support::apiserver::{ApiServer, Kind};
+use run_support::node::{self, NODE_IP, Node, eventually, udp_ask};
+use serde_json::{Value, json};
+use std::time::Instant;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn service(name: &str, ip: &str, protocol: &str) -> Value {
+    json!({"kind": "Service", "apiVersion": "v1",
+           "metadata": {"namespace": "default", "name": name},
+           "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip],
+                    "ports": [{"name": "p", "port": 80, "protocol": protocol}]}})
+}
+
+fn slice(service: &str, endpoints: &[&str], protocol: &str) -> Value {
+    let endpoints: Vec<Value> = endpoints
+        .iter()
+        .map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}, "nodeName": "node-a"}))
+        .collect();
+    json!({"kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1",
+           "metadata": {"namespace": "default", "name": format!("{service}-x"),
+                        "labels": {"kubernetes.io/service-name": service},
+                        "annotations": {"endpoints.kubernetes.io/last-change-trigger-time": "2026-01-01T00:00:00Z"}},
+           "addressType": "IPv4", "endpoints": endpoints,
+           "ports": [{"name": "p", "port": 8080, "protocol": protocol}]})
+}
+
+fn node_object() -> Value {
+    json!({"kind": "Node", "apiVersion": "v1", "metadata": {"name": "node-a"},
+           "status": {"addresses": [{"type": "InternalIP", "address": NODE_IP}]}})
+}
+
+/// A node namespace with pods 10.244.1.{5,6,7}, echo servers a, b, c on them, and a fake API server
+/// on 127.0.0.1:6443 inside it.
+struct Setup {
+    api: ApiServer,
+    kubeconfig: std::path::PathBuf,
+    _servers: Vec<node::Servers>,
+    // Dropped last: the namespace.
+    node: Node,
+}
+
+fn setup() -> Option<Setup> {
+    if !node::netns_available("proxier run") {
+        return None;
+    }
+    let node = Node::new(&["10.244.1.5", "10.244.1.6", "10.244.1.7"]);
+    let servers = vec![
+        node.serve("a", "10.244.1.5", 8080),
+        node.serve("b", "10.244.1.6", 8080),
+        node.serve("c", "10.244.1.7", 8080),
+    ];
+    let listener = node.run(|| std::net::TcpListener::bind("127.0.0.1:6443").expect("bind fake API server"));
+    let api = ApiServer::start(listener);
+    let kubeconfig = std::env::temp_dir().join(format!("{}.kubeconfig", node.name));
+    api.write_kubeconfig(&kubeconfig);
+    api.apply(node_object());
+    Some(Setup { api, kubeconfig, _servers: servers, node })
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.kubeconfig);
+    }
+}
+
+const WEB: &str = "10.96.0.20:80";
+
+#[test]
+fn traffic_follows_services_and_endpoints() {
+    let Some(s) = setup() else { return };
+    s.api.apply(service("web", "10.96.0.20", "TCP"));
+    s.api.apply(slice("web", &["10.244.1.5"], "TCP"));
+    let proxier = s.node.proxier_run(&s.kubeconfig, &[]);
+
+    eventually("web answers from a", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("a"));
+    // Endpoint change: traffic follows.
+    s.api.apply(slice("web", &["10.244.1.6"], "TCP"));
+    eventually("web answers from b", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("b"));
+    // No endpoints: rejected at once.
+    s.api.delete(Kind::EndpointSlice, "default", "web-x");
+    eventually("web is refused", WAIT, || s.node.tcp_probe(WEB).is_err_and(|e| e.contains("refused")));
+    // A second Service appears; deleting the first removes its rules.
+    s.api.apply(service("api", "10.96.0.30", "TCP"));
+    s.api.apply(slice("api", &["10.244.1.7"], "TCP"));
+    eventually("api answers from c", WAIT, || s.node.tcp_probe("10.96.0.30:80").as_deref() == Ok("c"));
+    s.api.delete(Kind::Service, "default", "web");
+    eventually("web's rules are gone", WAIT, || s.node.table().is_some_and(|t| !t.contains("10.96.0.20")));
+
+    // Health and metrics.
+    let (status, body) = s.node.http_get("127.0.0.1:10256", "/healthz").expect("healthz answers");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("nodeEligible"), "{body}");
+    assert_eq!(s.node.http_get("127.0.0.1:10256", "/livez").map(|r| r.0), Some(200));
+    let (status, metrics) = s.node.http_get("127.0.0.1:10249", "/metrics").expect("metrics answer");
+    assert_eq!(status, 200);
+    for name in [
+        "kubeproxy_sync_proxy_rules_duration_seconds_bucket",
+        "kubeproxy_sync_full_proxy_rules_duration_seconds_count 1",
+        "kubeproxy_sync_partial_proxy_rules_duration_seconds_count",
+        "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+        "kubeproxy_network_programming_duration_seconds_count",
+        "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"internal\"} 0",
+        "kubeproxy_sync_proxy_rules_nftables_sync_failures_total 0",
+        "kubeproxy_proxy_healthz_total{code=\"200\"}",
+    ] {
+        assert!(metrics.contains(name), "missing {name} in\n{metrics}");
+    }
+    drop(proxier);
+}
+
+#[test]
+fn health_check_node_port_for_local_services() {
+    let Some(s) = setup() else { return };
+    let mut local = service("local", "10.96.0.40", "TCP");
+    local["spec"]["type"] = json!("NodePort");
+    local["spec"]["externalTrafficPolicy"] = json!("Local");
+    local["spec"]["healthCheckNodePort"] = json!(30999);
+    local["spec"]["ports"][0]["nodePort"] = json!(30080);
+    s.api.apply(local);
+    s.api.apply(slice("local", &["10.244.1.5"], "TCP"));
+    let _proxier = s.node.proxier_run(&s.kubeconfig, &[]);
+    let check = || s.node.http_get("127.0.0.1:30999", "/");
+    eventually("health check answers 200", WAIT, || check().is_some_and(|(status, _)| status == 200));
+    let (_, body) = check().unwrap();
+    let body: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(body["localEndpoints"], 1);
+    assert_eq!(body["service"], json!({"namespace": "default", "name": "local"}));
+    // The NodePort itself is served with the local endpoint.
+    eventually("the NodePort answers", WAIT, || s.node.tcp_probe(&format!("{NODE_IP}:30080")).as_deref() == Ok("a"));
+
+    // The endpoint moves to another node: 503 with no local endpoint.
+    let mut remote = slice("local", &["10.244.1.6"], "TCP");
+    remote["endpoints"][0]["nodeName"] = json!("node-b");
+    s.api.apply(remote);
+    eventually("health check answers 503", WAIT, || {
+        check().is_some_and(|(status, b)| status == 503 && b.contains("\"localEndpoints\":0"))
+    });
+    // Policy back to Cluster: the listener closes.
+    let mut cluster = service("local", "10.96.0.40", "TCP");
+    cluster["spec"]["type"] = json!("NodePort");
+    cluster["spec"]["ports"][0]["nodePort"] = json!(30080);
+    s.api.apply(cluster);
+    eventually("health check listener closed", WAIT, || check().is_none());
+}
+
+#[test]
+fn watches_survive_drops_outages_and_410_gone() {
+    let Some(s) = setup() else { return };
+    s.api.apply(service("web", "10.96.0.20", "TCP"));
+    s.api.apply(slice("web", &["10.244.1.5"], "TCP"));
+    s.api.apply(service("old", "10.96.0.50", "TCP"));
+    s.api.apply(slice("old", &["10.244.1.7"], "TCP"));
+    s.api.apply(service("third", "10.96.0.60", "TCP"));
+    // Lists are paged (the fake server returns at most 2 items per page); the first continue expires.
+    s.api.expire_next_continue();
+    let proxier = s.node.proxier_run(&s.kubeconfig, &[]);
+    eventually("web answers", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("a"));
+    assert!(s.node.tcp_probe("10.96.0.50:80").as_deref() == Ok("c"));
+    let requests = s.api.requests();
+    assert!(requests.iter().any(|r| r.contains("continue=")), "paged lists: {requests:#?}");
+    assert!(
+        requests.iter().any(|r| r.contains("watch=true") && r.contains("allowWatchBookmarks=true")),
+        "{requests:#?}"
+    );
+
+    // Dropped watch connections: resumed from the last resourceVersion, changes still arrive.
+    s.api.drop_watches();
+    s.api.apply(slice("web", &["10.244.1.6"], "TCP"));
+    eventually("web moves to b after dropped watches", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("b"));
+
+    // The API server goes away: rules stay and keep working.
+    s.api.set_down(true);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(s.node.tcp_probe(WEB).as_deref(), Ok("b"), "rules must stay while the API server is down");
+    // While it is down, things change and its history is compacted: resuming watches get 410 Gone
+    // and must relist; the relist shows `old` deleted and web's endpoints changed.
+    s.api.delete(Kind::Service, "default", "old");
+    s.api.delete(Kind::EndpointSlice, "default", "old-x");
+    s.api.apply(slice("web", &["10.244.1.7"], "TCP"));
+    s.api.compact();
+    let lists_before = s.api.requests().iter().filter(|r| !r.contains("watch=true")).count();
+    s.api.set_down(false);
+    let converged = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        s.node.tcp_probe(WEB).as_deref() == Ok("c")
+    });
+    assert!(converged, "web did not move to c after the relist; requests: {:#?}", s.api.requests());
+    eventually("old's rules are gone", WAIT, || s.node.table().is_some_and(|t| !t.contains("10.96.0.50")));
+    let lists_after = s.api.requests().iter().filter(|r| !r.contains("watch=true")).count();
+    assert!(lists_after > lists_before, "410 Gone must lead to a new list");
+    let (status, _) = s.node.http_get("127.0.0.1:10256", "/healthz").unwrap();
+    assert_eq!(status, 200);
+    drop(proxier);
+}
+
+#[test]
+fn sigterm_leaves_rules_and_a_restart_keeps_connections() {
+    let Some(s) = setup() else { return };
+    s.api.apply(service("web", "10.96.0.20", "TCP"));
+    s.api.apply(slice("web", &["10.244.1.5"], "TCP"));
+    let first = s.node.proxier_run(&s.kubeconfig, &[]);
+    eventually("web answers", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("a"));
+    let mut long_lived = s.node.tcp_connect(WEB);
+    assert_eq!(long_lived.server, "a");
+
+    let status = first.terminate();
+    assert!(status.success(), "SIGTERM is a clean stop: {status}");
+    assert!(s.node.table().is_some_and(|t| t.contains("10.96.0.20")), "rules stay after SIGTERM");
+    assert_eq!(s.node.tcp_probe(WEB).as_deref(), Ok("a"));
+    assert_eq!(long_lived.say("one").unwrap(), "a one");
+
+    // Restart while the endpoint set changes: the new run takes the table over in one transaction.
+    s.api.apply(slice("web", &["10.244.1.5", "10.244.1.6"], "TCP"));
+    let second = s.node.proxier_run(&s.kubeconfig, &[]);
+    // Probe continuously across the takeover: every new connection is answered.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut seen_b = false;
+    while Instant::now() < deadline && !seen_b {
+        let answer = s.node.tcp_probe(WEB);
+        assert!(matches!(answer.as_deref(), Ok("a") | Ok("b")), "a new connection failed during takeover: {answer:?}");
+        seen_b |= answer.as_deref() == Ok("b");
+    }
+    assert!(seen_b, "the restarted proxier programmed the new endpoint");
+    assert_eq!(long_lived.say("two").unwrap(), "a two", "the established connection survived the restart");
+    assert!(second.log().contains("kind=Full") || second.log().contains("Full"), "{}", second.log());
+}
+
+#[test]
+fn udp_flows_move_after_conntrack_cleanup() {
+    let Some(s) = setup() else { return };
+    if s.node.exec("conntrack", &["-V"]).status.code().is_none_or(|c| c != 0) {
+        assert!(std::env::var_os("PROXIER_REQUIRE_NETNS").is_none(), "conntrack is not installed");
+        eprintln!("SKIP: conntrack is not installed");
+        return;
+    }
+    s.api.apply(service("dns", "10.96.0.10", "UDP"));
+    let _proxier = s.node.proxier_run(&s.kubeconfig, &[]);
+    eventually("dns is programmed", WAIT, || s.node.table().is_some_and(|t| t.contains("10.96.0.10")));
+    // No endpoint: the datagram is rejected, leaving a conntrack entry for this 5-tuple.
+    let client = s.node.udp_client("10.96.0.10:80");
+    assert!(udp_ask(&client).is_err());
+    // An endpoint appears: without cleanup the old entry would keep this flow from being DNATed.
+    s.api.apply(slice("dns", &["10.244.1.5"], "UDP"));
+    eventually("the same UDP flow reaches a", WAIT, || udp_ask(&client).as_deref() == Ok("a"));
+    // The endpoint is replaced: the flow's entry (DNATed to a) is deleted and it moves to b.
+    s.api.apply(slice("dns", &["10.244.1.6"], "UDP"));
+    eventually("the same UDP flow moves to b", WAIT, || udp_ask(&client).as_deref() == Ok("b"));
+}
+
+#[test]
+fn nft_failures_keep_the_rules_and_drift_is_repaired() {
+    let Some(s) = setup() else { return };
+    // An nft that fails while the flag file exists.
+    let flag = std::env::temp_dir().join(format!("{}.nft-fails", s.node.name));
+    let wrapper = std::env::temp_dir().join(format!("{}.nft", s.node.name));
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ -e {} ]; then echo 'injected failure' >&2; exit 1; fi\nexec nft \"$@\"\n",
+            flag.display()
+        ),
+    )
+    .unwrap();
+    std::process::Command::new("chmod").arg("+x").arg(&wrapper).status().unwrap();
+    struct Cleanup(Vec<std::path::PathBuf>);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            self.0.iter().for_each(|p| drop(std::fs::remove_file(p)));
+        }
+    }
+    let _cleanup = Cleanup(vec![flag.clone(), wrapper.clone()]);
+
+    s.api.apply(service("web", "10.96.0.20", "TCP"));
+    s.api.apply(slice("web", &["10.244.1.5"], "TCP"));
+    let proxier = s.node.proxier_run(&s.kubeconfig, &["--nft", wrapper.to_str().unwrap()]);
+    eventually("web answers", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("a"));
+
+    std::fs::write(&flag, "").unwrap();
+    s.api.apply(slice("web", &["10.244.1.6"], "TCP"));
+    eventually("the failure is logged", WAIT, || proxier.log().contains("injected failure"));
+    assert_eq!(s.node.tcp_probe(WEB).as_deref(), Ok("a"), "the previous rules are intact");
+    let (_, metrics) = s.node.http_get("127.0.0.1:10249", "/metrics").unwrap();
+    assert!(!metrics.contains("kubeproxy_sync_proxy_rules_nftables_sync_failures_total 0\n"), "{metrics}");
+    std::fs::remove_file(&flag).unwrap();
+    eventually("the retried full sync programs b", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("b"));
+
+    // Someone empties proxier's service map behind its back: the periodic resync (3s) repairs it.
+    s.node.exec_ok("nft", &["flush", "map", "ip", "proxier", "service-ips"]);
+    assert!(s.node.tcp_probe(WEB).is_err());
+    eventually("the resync repairs the table", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("b"));
+    assert!(proxier.log().contains("changed behind its back"), "{}", proxier.log());
+}
