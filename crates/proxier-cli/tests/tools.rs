@@ -7,8 +7,10 @@ use std::process::{Command, Output};
 
 const CLUSTERS: &[&str] = &["single-stack.yaml", "dual-stack.json", "malformed.yaml", "semantics.yaml"];
 
-/// (snapshot name, cluster, node, --from, --to, extra flags)
-const TRACES: &[(&str, &str, &str, &str, &str, &[&str])] = &[
+/// One pinned trace: (snapshot name, cluster, node, --from, --to, extra flags).
+type TraceCase = (&'static str, &'static str, &'static str, &'static str, &'static str, &'static [&'static str]);
+
+const TRACES: &[TraceCase] = &[
     (
         "clusterip-from-pod-hairpin",
         "single-stack.yaml",

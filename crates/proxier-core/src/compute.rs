@@ -316,7 +316,10 @@ fn report_orphan_slices(endpoints: &EndpointIndex, services: &[ServiceSummary], 
                 source: None,
                 object: slice.clone(),
                 field: None,
-                message: format!("its Service {namespace}/{service} is not in the snapshot; ignored"),
+                message: format!(
+                    "its {} is not in the snapshot; ignored",
+                    ObjectRef::new("Service", namespace, service)
+                ),
             });
         }
     }

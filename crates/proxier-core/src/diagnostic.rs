@@ -5,13 +5,16 @@ use std::fmt;
 /// A Kubernetes object, as named in messages: `Service default/web`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct ObjectRef {
+    /// The object's kind: `Service`, `EndpointSlice`, `Node`, or [`crate::snapshot::DOCUMENT_KIND`] for a whole document.
     pub kind: String,
     /// Empty for cluster-scoped objects such as Nodes.
     pub namespace: String,
+    /// The object's name (`metadata.name`).
     pub name: String,
 }
 
 impl ObjectRef {
+    /// An object of `kind` named `namespace/name`.
     pub fn new(kind: &str, namespace: &str, name: &str) -> Self {
         ObjectRef { kind: kind.to_owned(), namespace: namespace.to_owned(), name: name.to_owned() }
     }
@@ -20,11 +23,38 @@ impl ObjectRef {
 impl fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = if self.name.is_empty() { "<unnamed>" } else { &self.name };
+        let (kind, name) = (printable(&self.kind), printable(name));
         if self.namespace.is_empty() {
-            write!(f, "{} {}", self.kind, name)
+            write!(f, "{kind} {name}")
         } else {
-            write!(f, "{} {}/{}", self.kind, self.namespace, name)
+            write!(f, "{kind} {}/{name}", printable(&self.namespace))
         }
+    }
+}
+
+/// The longest name a message quotes whole: Kubernetes names are at most 253 characters.
+const MAX_NAME: usize = 253;
+
+/// A name from the input as a message shows it: control characters escaped (`\n`), so that a hostile
+/// name cannot forge message lines, and cut after [`MAX_NAME`] characters.
+pub(crate) fn printable(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == MAX_NAME {
+            out.push_str(&format!("…({} characters)", text.chars().count()));
+            break;
+        }
+        if c.is_control() { out.extend(c.escape_default()) } else { out.push(c) }
+    }
+    out
+}
+
+/// Control characters escaped, so that a message stays on its line.
+fn escaped(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+    } else {
+        text.into()
     }
 }
 
@@ -41,12 +71,15 @@ pub enum Severity {
 /// One problem with the input. The rest of the input is still programmed.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct Diagnostic {
+    /// Whether the object was (partly) lost.
     pub severity: Severity,
     /// The file (or other source) the object came from, when known.
     pub source: Option<String>,
+    /// The object at fault.
     pub object: ObjectRef,
     /// The field at fault, as a JSON path such as `spec.ports[1].protocol`.
     pub field: Option<String>,
+    /// What is wrong, and what was done about it.
     pub message: String,
 }
 
@@ -58,12 +91,12 @@ impl fmt::Display for Diagnostic {
         };
         write!(f, "{level}: ")?;
         if let Some(source) = &self.source {
-            write!(f, "{source}: ")?;
+            write!(f, "{}: ", escaped(source))?;
         }
         write!(f, "{}", self.object)?;
         if let Some(field) = &self.field {
-            write!(f, ": {field}")?;
+            write!(f, ": {}", escaped(field))?;
         }
-        write!(f, ": {}", self.message)
+        write!(f, ": {}", escaped(&self.message))
     }
 }

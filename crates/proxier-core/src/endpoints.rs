@@ -15,8 +15,11 @@ pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
 /// One endpoint of one service port, with the conditions that decide whether it is used.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct EndpointInfo {
+    /// The endpoint's address and the target port of its slice.
     pub backend: Backend,
+    /// `nodeName`: the node it runs on.
     pub node_name: Option<String>,
+    /// `zone`: the zone it runs in.
     pub zone: Option<String>,
     /// `ready` (nil ⇒ true).
     pub ready: bool,
@@ -26,6 +29,7 @@ pub struct EndpointInfo {
     pub terminating: bool,
     /// Topology hints: the zones and nodes this endpoint is meant for. `None` when the slice has none.
     pub zone_hints: Option<Vec<String>>,
+    /// `hints.forNodes`. `None` when the slice has none.
     pub node_hints: Option<Vec<String>>,
 }
 
@@ -65,6 +69,17 @@ impl EndpointIndex {
     fn add_slice(&mut self, slice: &EndpointSlice, diagnostics: &mut Vec<Diagnostic>) {
         let namespace = slice.metadata.namespace.clone().unwrap_or_default();
         let object = ObjectRef::new("EndpointSlice", &namespace, slice.metadata.name.as_deref().unwrap_or_default());
+        let endpoint_count = slice.endpoints.as_ref().map_or(0, Vec::len);
+        let addressed = matches!(slice.address_type.as_str(), "IPv4" | "IPv6");
+        if addressed && slice.ports.as_ref().is_none_or(Vec::is_empty) && endpoint_count > 0 {
+            diagnostics.push(Diagnostic {
+                severity: Severity::Warning,
+                source: None,
+                object: object.clone(),
+                field: Some("ports".into()),
+                message: format!("no ports: its {endpoint_count} endpoint(s) serve no Service port"),
+            });
+        }
         let mut problem = |field: String, message: String| {
             diagnostics.push(Diagnostic {
                 severity: Severity::Error,
@@ -151,7 +166,9 @@ fn dedup_endpoints(endpoints: &mut Vec<EndpointInfo>) {
 /// Where this node is, for topology-aware routing.
 #[derive(Debug, Clone, Copy)]
 pub struct Locality<'a> {
+    /// This node's name.
     pub node: &'a str,
+    /// This node's zone (its `topology.kubernetes.io/zone` label).
     pub zone: Option<&'a str>,
 }
 
@@ -187,28 +204,54 @@ impl EndpointSets {
 /// stays, so traffic is never dropped for lack of a close endpoint. Unready endpoints are ignored
 /// when deciding, and kept for the terminating fallback.
 fn topology_filter<'a>(endpoints: &[&'a EndpointInfo], here: Locality<'_>) -> Vec<&'a EndpointInfo> {
+    match hints_in_use(endpoints, here) {
+        Some(scope) => endpoints.iter().copied().filter(|e| !e.ready || scope.admits(e)).collect(),
+        None => endpoints.to_vec(),
+    }
+}
+
+/// The topology hints that narrow a Cluster-policy endpoint set on this node, if any (see
+/// [`EndpointSets::categorize`]): node hints when they cover this node, else zone hints when they cover
+/// its zone. `None` when hints are absent, incomplete, or meant for other nodes and zones only.
+pub fn hints_in_use(endpoints: &[&EndpointInfo], here: Locality<'_>) -> Option<HintScope> {
     let ready: Vec<&EndpointInfo> = endpoints.iter().copied().filter(|e| e.ready).collect();
-    let applies = |hints: fn(&EndpointInfo) -> Option<&Vec<String>>, wanted: Option<&str>| {
-        let Some(wanted) = wanted else { return false };
+    let applies = |scope: &HintScope| {
         !ready.is_empty()
-            && ready.iter().all(|e| hints(e).is_some_and(|h| !h.is_empty()))
-            && ready.iter().any(|e| hints(e).is_some_and(|h| h.iter().any(|n| n == wanted)))
+            && ready.iter().all(|e| scope.hints(e).is_some_and(|h| !h.is_empty()))
+            && ready.iter().any(|e| scope.admits(e))
     };
-    let by_hint = |hints: fn(&EndpointInfo) -> Option<&Vec<String>>, wanted: &str| -> Vec<&'a EndpointInfo> {
-        endpoints
-            .iter()
-            .copied()
-            .filter(|e| !e.ready || hints(e).is_some_and(|h| h.iter().any(|n| n == wanted)))
-            .collect()
-    };
-    let node_hints: fn(&EndpointInfo) -> Option<&Vec<String>> = |e| e.node_hints.as_ref();
-    let zone_hints: fn(&EndpointInfo) -> Option<&Vec<String>> = |e| e.zone_hints.as_ref();
-    if applies(node_hints, Some(here.node)) {
-        by_hint(node_hints, here.node)
-    } else if let Some(zone) = here.zone.filter(|z| applies(zone_hints, Some(z))) {
-        by_hint(zone_hints, zone)
-    } else {
-        endpoints.to_vec()
+    let node = HintScope::Node(here.node.to_owned());
+    if applies(&node) {
+        return Some(node);
+    }
+    let zone = HintScope::Zone(here.zone?.to_owned());
+    applies(&zone).then_some(zone)
+}
+
+/// Which topology hints are in force for a node: those for its name, or those for its zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HintScope {
+    /// `hints.forNodes` naming this node (trafficDistribution `PreferSameNode`).
+    Node(String),
+    /// `hints.forZones` naming this node's zone (trafficDistribution `PreferClose`/`PreferSameZone`).
+    Zone(String),
+}
+
+impl HintScope {
+    /// The hints of this kind an endpoint carries.
+    pub fn hints<'e>(&self, endpoint: &'e EndpointInfo) -> Option<&'e Vec<String>> {
+        match self {
+            HintScope::Node(_) => endpoint.node_hints.as_ref(),
+            HintScope::Zone(_) => endpoint.zone_hints.as_ref(),
+        }
+    }
+
+    /// Whether an endpoint's hints name this node (or zone).
+    pub fn admits(&self, endpoint: &EndpointInfo) -> bool {
+        let wanted = match self {
+            HintScope::Node(name) | HintScope::Zone(name) => name,
+        };
+        self.hints(endpoint).is_some_and(|h| h.iter().any(|n| n == wanted))
     }
 }
 

@@ -7,7 +7,9 @@ use ipnet::IpNet;
 /// A parsed address, and whether it was written sloppily (IPv4 with leading zeros).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParsedIp {
+    /// The address read.
     pub ip: IpAddr,
+    /// Whether the text needed tolerance (leading zeros) to be read.
     pub sloppy: bool,
 }
 

@@ -7,23 +7,30 @@
 //! 2. [`service`] and [`endpoints`]: objects checked and reduced to service ports and their endpoints;
 //! 3. [`compute()`]: the [`RuleModel`] for one node — destinations and the action for each, per family.
 //!
-//! `proxier-nft` turns the model into nft transactions.
+//! `proxier-nft` turns the model into nft transactions. Two read-only tools sit beside the stages: [`trace()`]
+//! walks one connection through a node's model, and [`explain()`] tells how each Service is reached.
+
+#![warn(missing_docs)]
 
 pub mod compute;
 pub mod config;
 pub mod diagnostic;
 pub mod endpoints;
+pub mod explain;
 pub mod ip;
 pub mod model;
 pub mod node;
 pub mod service;
 pub mod snapshot;
+pub mod trace;
 
 pub use compute::compute;
 pub use config::{DetectLocal, NodeConfig};
 pub use diagnostic::{Diagnostic, ObjectRef, Severity};
+pub use explain::{ExplainOptions, Explanation, explain};
 pub use model::{
     Action, Backend, Destination, DestinationKind, FamilyRules, HealthCheck, IpFamily, LocalTraffic, Masquerade,
     Protocol, RuleModel, ServicePortName, ServiceSummary, Treatment,
 };
 pub use snapshot::{LoadReport, Snapshot};
+pub use trace::{Source, Target, Trace, TraceError, trace};

@@ -15,14 +15,18 @@ use crate::diagnostic::{Diagnostic, ObjectRef};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum IpFamily {
     #[serde(rename = "IPv4")]
+    /// IPv4.
     V4,
     #[serde(rename = "IPv6")]
+    /// IPv6.
     V6,
 }
 
 impl IpFamily {
+    /// Both families, IPv4 first.
     pub const ALL: [IpFamily; 2] = [IpFamily::V4, IpFamily::V6];
 
+    /// The family of an address.
     pub fn of(ip: &IpAddr) -> IpFamily {
         match ip {
             IpAddr::V4(_) => IpFamily::V4,
@@ -30,6 +34,7 @@ impl IpFamily {
         }
     }
 
+    /// The family of a range.
     pub fn of_net(net: &IpNet) -> IpFamily {
         IpFamily::of(&net.addr())
     }
@@ -48,8 +53,11 @@ impl fmt::Display for IpFamily {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
+    /// TCP.
     Tcp,
+    /// UDP.
     Udp,
+    /// SCTP.
     Sctp,
 }
 
@@ -85,16 +93,28 @@ impl fmt::Display for Protocol {
 /// Displayed as `namespace/name:port-name/protocol`, e.g. `kube-system/kube-dns:dns/udp`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct ServicePortName {
+    /// The Service's namespace.
     pub namespace: String,
+    /// The Service's name.
     pub name: String,
     /// The port's name; empty for a Service's single unnamed port.
     pub port: String,
+    /// The port's protocol.
     pub protocol: Protocol,
 }
 
 impl fmt::Display for ServicePortName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}:{}/{}", self.namespace, self.name, self.port, self.protocol)
+        // Names from the input: control characters escaped, cut after 253 characters.
+        use crate::diagnostic::printable;
+        write!(
+            f,
+            "{}/{}:{}/{}",
+            printable(&self.namespace),
+            printable(&self.name),
+            printable(&self.port),
+            self.protocol
+        )
     }
 }
 
@@ -102,9 +122,13 @@ impl fmt::Display for ServicePortName {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DestinationKind {
+    /// The Service's ClusterIP (internalTrafficPolicy applies).
     ClusterIp,
+    /// One of `spec.externalIPs`.
     ExternalIp,
+    /// One of `status.loadBalancer.ingress[].ip` (not `ipMode: Proxy`).
     LoadBalancerIp,
+    /// A node address with the port's `nodePort`.
     NodePort,
 }
 
@@ -129,7 +153,9 @@ impl fmt::Display for DestinationKind {
 /// An address and port an endpoint listens on: the DNAT target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Backend {
+    /// The endpoint's address.
     pub ip: IpAddr,
+    /// The endpoint's port (from the EndpointSlice port of the Service port's name and protocol).
     pub port: u16,
 }
 
@@ -162,6 +188,7 @@ pub enum Action {
     Balance {
         /// Never empty; sorted.
         backends: Vec<Backend>,
+        /// Whether the source is rewritten to the node's address.
         masquerade: Masquerade,
         /// Session affinity `ClientIP`: a client keeps its backend for this many seconds of inactivity.
         affinity: Option<u32>,
@@ -173,17 +200,30 @@ pub enum Action {
     /// externalTrafficPolicy `Local`: where the connection comes from decides. Pods and the node
     /// itself are short-circuited to every endpoint (the node masqueraded, so replies return); other
     /// clients go to local endpoints only, keeping their source address.
-    BySource { pods: Box<Action>, node: Box<Action>, others: Box<Action> },
+    BySource {
+        /// For sources the local-traffic detector recognises as pods.
+        pods: Box<Action>,
+        /// For sources that are this node's own addresses.
+        node: Box<Action>,
+        /// For everything else.
+        others: Box<Action>,
+    },
 }
 
 /// An address, protocol and port that new connections are intercepted on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Destination {
+    /// The destination address.
     pub ip: IpAddr,
+    /// The destination protocol.
     pub protocol: Protocol,
+    /// The destination port (the Service port, or the nodePort for [`DestinationKind::NodePort`]).
     pub port: u16,
+    /// How it was reached.
     pub kind: DestinationKind,
+    /// The service port it belongs to.
     pub service_port: ServicePortName,
+    /// What happens to new connections.
     pub action: Action,
     /// `loadBalancerSourceRanges`: when set, new connections from other sources are dropped.
     pub allowed_sources: Option<Vec<IpNet>>,
@@ -207,7 +247,9 @@ pub enum LocalTraffic {
 /// The answer of a health-check nodePort for an externalTrafficPolicy `Local` Service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HealthCheck {
+    /// The Service.
     pub service: ObjectRef,
+    /// The `healthCheckNodePort` it answers on.
     pub node_port: u16,
     /// Ready endpoints on this node (terminating ones do not count, even while they still serve).
     pub local_endpoints: usize,
@@ -223,6 +265,7 @@ impl HealthCheck {
 /// Everything one IP family's data plane must do on this node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FamilyRules {
+    /// The family these rules are for.
     pub family: IpFamily,
     /// Node addresses on which NodePorts are served.
     pub node_port_ips: Vec<IpAddr>,
@@ -270,13 +313,24 @@ impl FamilyRules {
 #[serde(rename_all = "kebab-case", tag = "treatment")]
 pub enum Treatment {
     /// Programmed: this many service ports, over these families.
-    Proxied { ports: usize, families: Vec<IpFamily> },
+    Proxied {
+        /// Service ports programmed.
+        ports: usize,
+        /// Families programmed.
+        families: Vec<IpFamily>,
+    },
     /// `clusterIP: None`: DNS returns the pod IPs; there is nothing to proxy.
     Headless,
     /// `type: ExternalName`: DNS returns a CNAME; there is nothing to proxy.
-    ExternalName { target: String },
+    ExternalName {
+        /// `spec.externalName`.
+        target: String,
+    },
     /// Deliberately left to another proxy or controller.
-    NotProxied { reason: String },
+    NotProxied {
+        /// Why.
+        reason: String,
+    },
     /// Nothing could be programmed; the diagnostics say why.
     Invalid,
 }
@@ -284,14 +338,17 @@ pub enum Treatment {
 /// One Service and what proxier does with it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServiceSummary {
+    /// The Service.
     pub service: ObjectRef,
     #[serde(flatten)]
+    /// What proxier does with it.
     pub treatment: Treatment,
 }
 
-/// The complete, deterministic result of [`crate::compute`] for one node.
+/// The complete, deterministic result of [`crate::compute()`] for one node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RuleModel {
+    /// The node the model is for.
     pub node: String,
     /// One entry per family this node programs, IPv4 first.
     pub families: Vec<FamilyRules>,
@@ -302,6 +359,7 @@ pub struct RuleModel {
 }
 
 impl RuleModel {
+    /// The rules of one family, if this node programs it.
     pub fn family(&self, family: IpFamily) -> Option<&FamilyRules> {
         self.families.iter().find(|f| f.family == family)
     }

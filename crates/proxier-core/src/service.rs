@@ -17,6 +17,8 @@ pub const LABEL_HEADLESS: &str = "service.kubernetes.io/headless";
 pub const ANNOTATION_SOURCE_RANGES: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
 /// kube-proxy's default for `sessionAffinityConfig.clientIP.timeoutSeconds`: three hours.
 pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10800;
+/// The API server's default `--service-node-port-range`.
+pub const DEFAULT_NODE_PORT_RANGE: std::ops::RangeInclusive<u16> = 30000..=32767;
 /// The API server's upper bound for the affinity timeout: one day.
 const MAX_AFFINITY_TIMEOUT: u32 = 86400;
 
@@ -26,18 +28,24 @@ pub struct ServicePort {
     /// Empty for an unnamed port. Together with `protocol`, it finds the EndpointSlice port (and so the
     /// DNAT target port): the Service's own `targetPort` is not used.
     pub name: String,
+    /// The port's protocol.
     pub protocol: Protocol,
+    /// The Service port (`port`).
     pub port: u16,
+    /// `nodePort`, for NodePort and LoadBalancer Services.
     pub node_port: Option<u16>,
 }
 
 /// A Service that proxier programs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxiedService {
+    /// The Service.
     pub object: ObjectRef,
     /// At most one per family.
     pub cluster_ips: Vec<IpAddr>,
+    /// The ports that could be programmed.
     pub ports: Vec<ServicePort>,
+    /// `spec.externalIPs`, parsed.
     pub external_ips: Vec<IpAddr>,
     /// `status.loadBalancer.ingress[].ip`, except entries with `ipMode: Proxy`.
     pub load_balancer_ips: Vec<IpAddr>,
@@ -51,10 +59,12 @@ pub struct ProxiedService {
     /// `loadBalancerSourceRanges` (or the legacy annotation), parsed; `None` when not set. Set but
     /// with no valid range means nothing is allowed: a typo must not open a firewall.
     pub source_ranges: Option<Vec<ipnet::IpNet>>,
+    /// `healthCheckNodePort`, kept only with externalTrafficPolicy `Local`.
     pub health_check_node_port: Option<u16>,
 }
 
 impl ProxiedService {
+    /// The ClusterIP of one family, if the Service has one.
     pub fn cluster_ip(&self, family: IpFamily) -> Option<IpAddr> {
         self.cluster_ips.iter().copied().find(|ip| IpFamily::of(ip) == family)
     }
@@ -63,9 +73,13 @@ impl ProxiedService {
 /// What a Service is to proxier.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServiceClass {
+    /// Programmed.
     Proxied(ProxiedService),
+    /// `clusterIP: None` or the `service.kubernetes.io/headless` label: nothing to proxy.
     Headless,
+    /// `type: ExternalName`, with its target: nothing to proxy.
     ExternalName(String),
+    /// Left to another proxy, for the reason given.
     NotProxied(String),
     /// Nothing usable; diagnostics were recorded.
     Invalid,
@@ -169,7 +183,22 @@ pub fn read_service(service: &Service, diagnostics: &mut Vec<Diagnostic>) -> Ser
         let node_port = match port.node_port.filter(|_| exposes_node_ports) {
             None => None,
             Some(n) => match port_number(n) {
-                Some(n) => Some(n),
+                Some(n) => {
+                    // The API server allocates from --service-node-port-range, which proxier cannot see: a
+                    // value outside the default range is most likely a custom range, so it is programmed.
+                    if !DEFAULT_NODE_PORT_RANGE.contains(&n) {
+                        problem(
+                            Severity::Warning,
+                            format!("{field}.nodePort"),
+                            format!(
+                                "nodePort {n} is outside the default range {}-{}; programmed anyway",
+                                DEFAULT_NODE_PORT_RANGE.start(),
+                                DEFAULT_NODE_PORT_RANGE.end()
+                            ),
+                        );
+                    }
+                    Some(n)
+                }
                 None => {
                     problem(
                         Severity::Error,

@@ -13,6 +13,9 @@
 //!   kind is counted in [`LoadReport::skipped_kinds`]. A known kind name from an API group proxier does not
 //!   read (a Knative `serving.knative.dev/v1` Service) is another kind and is counted as `Service
 //!   (serving.knative.dev/v1)`. A known group with the wrong version (`discovery.k8s.io/v1beta1`) is an error.
+//! - Ingresses (`networking.k8s.io/v1`) are kept in [`Snapshot::ingresses`] for `proxier explain`, and still
+//!   counted in [`LoadReport::skipped_kinds`]: no rule comes from them. An Ingress that does not deserialize is
+//!   only counted, never an error.
 //! - A namespaced object without `metadata.namespace` is placed in `default`, as `kubectl apply` would.
 //! - Every problem becomes a [`Diagnostic`] and the rest of the text still loads.
 //!
@@ -31,6 +34,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::{EndpointAddress, Endpoints, Node, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::{Metadata, Resource};
 use serde::Deserialize;
@@ -66,11 +70,16 @@ const KNOWN_GROUPS: [&str; 2] = ["", "discovery.k8s.io"];
 /// The objects proxier reads, as the API server returns them.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
+    /// Services (`v1`).
     pub services: Vec<Service>,
+    /// EndpointSlices (`discovery.k8s.io/v1`).
     pub endpoint_slices: Vec<EndpointSlice>,
     /// Legacy v1 Endpoints; used only for Services that have no EndpointSlice.
     pub endpoints: Vec<Endpoints>,
+    /// Nodes (`v1`).
     pub nodes: Vec<Node>,
+    /// Ingresses (`networking.k8s.io/v1`): read only by `explain`, which shows the routes to each Service.
+    pub ingresses: Vec<Ingress>,
     /// Where each object came from (usually a file path), so that messages about it can say so.
     /// Embedders that build a Snapshot themselves may leave it empty.
     pub sources: BTreeMap<ObjectRef, String>,
@@ -126,6 +135,8 @@ impl Snapshot {
         loaded.endpoints.into_iter().for_each(|o| endpoints.put(o, source, sources, report));
         let mut nodes = Merger::new(&mut self.nodes);
         loaded.nodes.into_iter().for_each(|o| nodes.put(o, source, sources, report));
+        let mut ingresses = Merger::new(&mut self.ingresses);
+        loaded.ingresses.into_iter().for_each(|o| ingresses.put(o, source, sources, report));
         self.sort();
     }
 
@@ -173,6 +184,7 @@ impl Snapshot {
         sort_by_name(&mut self.endpoint_slices);
         sort_by_name(&mut self.endpoints);
         sort_by_name(&mut self.nodes);
+        sort_by_name(&mut self.ingresses);
     }
 }
 
@@ -490,6 +502,9 @@ impl Reader<'_> {
             return self.list(kind, api_version, map, depth);
         }
         let Some(&(_, expected)) = KNOWN_KINDS.iter().find(|(known, _)| *known == kind) else {
+            if kind == "Ingress" && api_version.as_deref() == Some("networking.k8s.io/v1") && !name.is_empty() {
+                self.ingress(map, namespace);
+            }
             return self.skip(kind);
         };
 
@@ -570,6 +585,15 @@ impl Reader<'_> {
                     self.error(object(), Some(&format!("items[{i}]")), message);
                 }
             }
+        }
+    }
+
+    /// Keeps an Ingress for `explain`; one that does not deserialize is left out silently (it is counted as
+    /// skipped either way, as no rule depends on it).
+    fn ingress(&mut self, map: Map<String, Value>, namespace: String) {
+        if let Ok(mut ingress) = serde_json::from_value::<Ingress>(Value::Object(map)) {
+            ingress.metadata.namespace = Some(if namespace.is_empty() { "default".to_owned() } else { namespace });
+            self.loaded.ingresses.push(ingress);
         }
     }
 
