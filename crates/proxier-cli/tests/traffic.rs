@@ -297,3 +297,36 @@ fn the_assertions_catch_a_removed_rule() {
     break_rules("flush chain ip proxier reject-chain\n");
     assert!(proxier_testbed::check_refused(scenario.pod("client-a"), Proto::Tcp, empty).is_err());
 }
+
+#[test]
+fn the_bundled_single_stack_cluster_behaves_as_its_snapshot_says() {
+    if !netns_available("the_bundled_single_stack_cluster_behaves_as_its_snapshot_says") {
+        return;
+    }
+    let (mut scenario, _servers, path) = Scenario::from_testdata("single-stack.yaml");
+    scenario.bed.add_pod(1, "client").unwrap();
+    scenario.program_file(&path);
+    let client = scenario.pod("client");
+    let ip = |text: &str| text.parse::<std::net::IpAddr>().unwrap();
+    let coredns = ["coredns-674b8bbfcf-8kq2m", "coredns-674b8bbfcf-x7vwd"];
+    assert_reaches(client, Proto::Udp, at(ip("10.96.0.10"), 53), 30, &coredns);
+    assert_reaches(client, Proto::Tcp, at(ip("10.96.0.10"), 53), 30, &coredns);
+    assert_reaches(client, Proto::Tcp, at(ip("10.96.0.1"), 443), 5, &["node-a"]);
+    assert_refused(client, Proto::Tcp, at(ip("10.96.50.50"), 80));
+    // shop/web: two ready pods, one unready that is never used; the NodePort on both nodes.
+    let web: Vec<String> =
+        proxier_testbed::reached(scenario.bed.client(), Proto::Tcp, at(scenario.bed.node(2).ipv4(), 30080), 30)
+            .into_iter()
+            .collect();
+    assert_eq!(web.len(), 2, "{web:?}");
+    assert_reaches(
+        scenario.bed.client(),
+        Proto::Tcp,
+        at(scenario.bed.node(1).ipv4(), 30080),
+        30,
+        &web.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    // The ingress controller behind its LoadBalancer IP, and legacy-db behind its externalIP.
+    assert_eq!(proxier_testbed::reached(scenario.bed.client(), Proto::Tcp, at(ip("203.0.113.10"), 80), 30).len(), 2);
+    assert_eq!(proxier_testbed::reached(scenario.bed.client(), Proto::Tcp, at(ip("198.51.100.20"), 5432), 5).len(), 1);
+}

@@ -345,6 +345,17 @@ impl TestBed {
     /// Adds pod `name` (a DNS label: `[a-z0-9-]`, ≤ 63) on node `node` (1-based). It gets the
     /// next free addresses of the node's pod CIDRs, starting at `10.244.i.2` / `fd00:10:244:i::2`.
     pub fn add_pod(&mut self, node: usize, name: &str) -> io::Result<&Pod> {
+        self.add_pod_with_host(node, name, None)
+    }
+
+    /// Adds pod `name` on node `node` with host number `host` in the node's pod CIDRs
+    /// (`10.244.i.host` / `fd00:10:244:i::host`, `host` ≥ 2), so that a scenario can reproduce the
+    /// addresses of a cluster snapshot.
+    pub fn add_pod_at(&mut self, node: usize, name: &str, host: u8) -> io::Result<&Pod> {
+        self.add_pod_with_host(node, name, Some(host))
+    }
+
+    fn add_pod_with_host(&mut self, node: usize, name: &str, host: Option<u8>) -> io::Result<&Pod> {
         let valid = !name.is_empty()
             && name.len() <= 63
             && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
@@ -360,12 +371,35 @@ impl TestBed {
                 format!("node index {node} out of 1..={}", self.nodes.len()),
             ));
         }
+        let taken: Vec<Ipv4Addr> = self.pods.iter().map(|p| p.ipv4).collect();
         let n = &mut self.nodes[node - 1];
-        let k = n.next_pod;
+        let k = match host {
+            Some(k) if k < 2 || k == 255 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("pod host number {k} is not in 2..=254"),
+                ));
+            }
+            Some(k) => k,
+            None => {
+                while n.next_pod < 255 && taken.contains(&pod_ips(node, n.next_pod).0) {
+                    n.next_pod += 1;
+                }
+                n.next_pod
+            }
+        };
         if k == 255 {
             return Err(io::Error::other(format!("node {} is full", n.name)));
         }
-        n.next_pod += 1;
+        if taken.contains(&pod_ips(node, k).0) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("pod address .{k} on {} is taken", n.name),
+            ));
+        }
+        if host.is_none() {
+            n.next_pod += 1;
+        }
         let (ipv4, ipv6) = pod_ips(node, k);
         let (gw4, gw6) = pod_ips(node, 1);
         let netns = new_ns(&format!("pod-{name}"), &[])?;

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Output;
 
-use proxier_testbed::{Pod, TestBed};
+use proxier_testbed::{Pod, Proto, Server, TestBed};
 
 /// Where scenario snapshots go; removed when the test bed is dropped.
 pub struct Scenario {
@@ -74,6 +74,79 @@ impl Scenario {
 
     pub fn pod(&self, name: &str) -> &Pod {
         self.bed.pod(name)
+    }
+
+    /// A bed for a cluster snapshot from testdata/: a node for each Node, a pod at each endpoint's
+    /// address (named after its targetRef), and a server for each TCP and UDP slice port. Endpoints on
+    /// a node's own address (the API server's) are served by that node. Nodes and pods must use the
+    /// bed's addressing plan (node i at 192.168.49.(10+i), its pods in 10.244.i.0/24), as
+    /// testdata/clusters/single-stack.yaml does. Programming uses the snapshot file as it is.
+    pub fn from_testdata(file: &str) -> (Scenario, Vec<Server>, PathBuf) {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/clusters").join(file);
+        let text = std::fs::read_to_string(&path).expect("read testdata");
+        let (snapshot, _) = proxier_core::Snapshot::from_text(file, &text);
+        let mut scenario = Scenario::new(snapshot.nodes.len());
+        let mut servers = Vec::new();
+        let mut served = std::collections::BTreeSet::new();
+        for slice in &snapshot.endpoint_slices {
+            let ports: Vec<(Proto, u16)> = slice
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| {
+                    let proto = match p.protocol.as_deref().unwrap_or("TCP") {
+                        "TCP" => Proto::Tcp,
+                        "UDP" => Proto::Udp,
+                        _ => return None,
+                    };
+                    Some((proto, u16::try_from(p.port?).ok()?))
+                })
+                .collect();
+            for endpoint in slice.endpoints.iter().flatten() {
+                let Some(Ok(IpAddr::V4(address))) = endpoint.addresses.first().map(|a| a.parse::<IpAddr>()) else {
+                    continue;
+                };
+                let [_, _, node, host] = address.octets();
+                let on_node = (1..=scenario.bed.nodes().len()).find(|&i| scenario.bed.node(i).ipv4() == address);
+                let name = match on_node {
+                    Some(i) => scenario.bed.node(i).name().to_owned(),
+                    None => endpoint
+                        .target_ref
+                        .as_ref()
+                        .and_then(|r| r.name.clone())
+                        .unwrap_or_else(|| format!("pod-{host}")),
+                };
+                if on_node.is_none() && !scenario.bed.pods().iter().any(|p| p.name() == name) {
+                    scenario.bed.add_pod_at(usize::from(node), &name, host).expect("pod at its snapshot address");
+                }
+                for &(proto, port) in &ports {
+                    if served.insert((name.clone(), proto, port)) {
+                        let server = match on_node {
+                            Some(i) => scenario.bed.node(i).serve(proto, port),
+                            None => scenario.pod(&name).serve(proto, port),
+                        };
+                        servers.push(server.expect("server"));
+                    }
+                }
+            }
+        }
+        (scenario, servers, path)
+    }
+
+    /// Applies a snapshot file as it is on every node.
+    pub fn program_file(&self, path: &std::path::Path) {
+        for node in 1..=self.bed.nodes().len() {
+            let name = self.bed.node(node).name().to_owned();
+            let mut args =
+                vec!["apply".to_owned(), "--snapshot".into(), path.display().to_string(), "--node".into(), name];
+            args.extend(self.flags.iter().cloned());
+            let output = self.proxier(node, &args);
+            assert!(
+                output.status.success(),
+                "proxier apply on node {node}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
     }
 }
 
