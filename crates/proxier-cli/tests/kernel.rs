@@ -87,9 +87,15 @@ fn every_testdata_render_loads_and_its_json_and_text_forms_are_the_same_ruleset(
             ok(run_in(&text_ns, "nft", &["-f", "-"], Some(&text)));
             assert_eq!(from_json, ruleset(&text_ns), "{cluster} {node}: JSON and text forms differ in the kernel");
 
-            // `nft -c` accepts the JSON form as well, and the applied ruleset has nothing to change.
-            let json = ok(proxier_in(&json_ns, "render", &args));
-            ok(run_in(&json_ns, "nft", &["-c", "-j", "-f", "-"], Some(&json)));
+            // `apply --check` (nft -c) accepts it without changing anything, and the applied
+            // ruleset has nothing left to change.
+            let before = ruleset(&text_ns);
+            ok(proxier_in(
+                &text_ns,
+                "apply",
+                &[args.clone(), vec!["--check".into(), "--table".into(), "checked".into()]].concat(),
+            ));
+            assert_eq!(before, ruleset(&text_ns), "apply --check changed the kernel");
             let diff = proxier_in(&json_ns, "diff", &args);
             assert_eq!(diff.status.code(), Some(0), "{cluster} {node}: {}", String::from_utf8_lossy(&diff.stdout));
         }
