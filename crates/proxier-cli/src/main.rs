@@ -1,7 +1,10 @@
 //! `proxier`: render, apply, diff and delete nftables rules for Kubernetes Services.
 
 mod cli;
+mod generator;
 mod input;
+mod run;
+mod tools;
 
 use std::process::ExitCode;
 
@@ -21,6 +24,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match run(cli.command) {
@@ -47,11 +51,17 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             print!("{output}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Apply { input } => {
+        Command::Apply { input, check } => {
             let transaction = transaction(&input)?;
-            Nft::new(&input.node.nft.nft).apply_json(&transaction.to_json()).map_err(|e| {
-                Failure::Nft(anyhow::Error::new(e).context("rules not applied; the previous ruleset is unchanged"))
-            })?;
+            let nft = Nft::new(&input.node.nft.nft);
+            if check {
+                nft.check_json(&transaction.to_json())
+                    .map_err(|e| Failure::Nft(anyhow::Error::new(e).context("the kernel would refuse these rules")))?;
+            } else {
+                nft.apply_json(&transaction.to_json()).map_err(|e| {
+                    Failure::Nft(anyhow::Error::new(e).context("rules not applied; the previous ruleset is unchanged"))
+                })?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Diff { input } => {
@@ -63,6 +73,10 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             print!("{}", difference.unified);
             Ok(ExitCode::from(1))
         }
+        Command::Gen(args) => generate(&args),
+        Command::Run(args) => Ok(run::main(&args)),
+        Command::Trace(args) => tools::run_trace(&args),
+        Command::Explain(args) => tools::run_explain(&args),
         Command::Delete { nft } => {
             let removed = Nft::new(&nft.nft).delete_tables(&nft.table).map_err(|e| Failure::Nft(e.into()))?;
             if removed.is_empty() {
@@ -75,6 +89,42 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `proxier gen`: writes the snapshot and says on stderr what is in it.
+fn generate(args: &cli::GenArgs) -> Result<ExitCode, Failure> {
+    let options = generator::Options {
+        services: args.services,
+        endpoints: args.endpoints,
+        seed: args.seed,
+        nodes: args.nodes,
+        mix: args.mix,
+        ports: args.ports,
+        udp: args.udp,
+        local: args.local,
+        affinity: args.affinity,
+        node_port_range: args.node_port_range,
+    };
+    let yaml_file = args.out.as_ref().and_then(|p| p.extension()).is_some_and(|e| e == "yaml" || e == "yml");
+    let syntax = match args.format {
+        Some(cli::GenFormat::Yaml) => generator::Syntax::Yaml,
+        Some(cli::GenFormat::Json) => generator::Syntax::Json,
+        None if yaml_file => generator::Syntax::Yaml,
+        None => generator::Syntax::Json,
+    };
+    let (list, summary) = generator::generate(&options).map_err(|e| Failure::Input(e.into()))?;
+    let written = match &args.out {
+        Some(path) => std::fs::File::create(path).and_then(|file| {
+            let mut out = std::io::BufWriter::new(file);
+            generator::write(&list, syntax, &mut out)?;
+            std::io::Write::flush(&mut out)
+        }),
+        None => generator::write(&list, syntax, &mut std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let target = args.out.as_ref().map_or("stdout".into(), |p| p.display().to_string());
+    written.map_err(|e| Failure::Input(anyhow::Error::new(e).context(format!("cannot write {target}"))))?;
+    eprintln!("proxier: generated {summary}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Reads the snapshot, computes the node's model, reports what it found, and builds the transaction.

@@ -129,7 +129,7 @@ fn the_daemon_set_runs_on_every_node_with_only_net_admin() {
     assert_eq!(security["allowPrivilegeEscalation"], false);
     assert_eq!(security["readOnlyRootFilesystem"], true);
     assert_eq!(strings(&security["capabilities"]["drop"]), ["ALL"]);
-    assert_eq!(strings(&security["capabilities"]["add"]), ["NET_ADMIN"]);
+    assert_eq!(strings(&security["capabilities"]["add"]), ["NET_ADMIN", "SYS_ADMIN"]);
 
     // nftables needs no xtables lock; nothing from the host's filesystem is mounted.
     for volume in pod["volumes"].as_array().unwrap() {
@@ -215,8 +215,8 @@ fn the_containerfile_builds_proxier_and_ships_nft_and_conntrack() {
     assert_eq!(strings(&container(&manifests)["command"]), ["/usr/local/bin/proxier"]);
 }
 
-/// Runs `proxier apply` in a fresh network namespace with only `capabilities` (setpriv's bounding set).
-fn apply_with(capabilities: &[String]) -> std::process::Output {
+/// Runs `proxier COMMAND` in a fresh network namespace with only `capabilities` (setpriv's bounding set).
+fn proxier_with(command: &str, capabilities: &[String]) -> std::process::Output {
     let bounding = std::iter::once("-all".to_owned())
         .chain(capabilities.iter().map(|c| format!("+{}", c.to_ascii_lowercase())))
         .collect::<Vec<_>>()
@@ -225,7 +225,7 @@ fn apply_with(capabilities: &[String]) -> std::process::Output {
     Command::new("unshare")
         .args(["--net", "setpriv", &format!("--bounding-set={bounding}"), "--inh-caps=-all", "--"])
         .arg(env!("CARGO_BIN_EXE_proxier"))
-        .args(["apply", "--node", "node-a", "--cluster-cidr", "10.244.0.0/16", "--snapshot"])
+        .args([command, "--node", "node-a", "--cluster-cidr", "10.244.0.0/16", "--snapshot"])
         .arg(snapshot)
         .output()
         .expect("run unshare")
@@ -238,9 +238,14 @@ fn the_daemon_sets_capabilities_are_enough_and_needed() {
     }
     let manifests = manifests();
     let added = strings(&container(&manifests)["securityContext"]["capabilities"]["add"]);
-    let with = apply_with(&added);
+    let with = proxier_with("apply", &added);
     assert!(with.status.success(), "with {added:?}: {}", String::from_utf8_lossy(&with.stderr));
-    let without = apply_with(&[]);
+    let without = proxier_with("apply", &[]);
     assert_eq!(without.status.code(), Some(3), "{}", String::from_utf8_lossy(&without.stderr));
     assert!(String::from_utf8_lossy(&without.stderr).contains("Operation not permitted"));
+    // The drift check (as `diff`) compares in a scratch network namespace: SYS_ADMIN is needed for it.
+    let compared = proxier_with("diff", &added);
+    assert_eq!(compared.status.code(), Some(1), "with {added:?}: {}", String::from_utf8_lossy(&compared.stderr));
+    let net_admin_only = proxier_with("diff", &["NET_ADMIN".to_owned()]);
+    assert_eq!(net_admin_only.status.code(), Some(3), "{}", String::from_utf8_lossy(&net_admin_only.stderr));
 }

@@ -68,6 +68,7 @@ fn setup() -> Option<Setup> {
 impl Drop for Setup {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.kubeconfig);
+        let _ = std::fs::remove_file(self.kubeconfig.with_extension("config.yaml"));
     }
 }
 
@@ -78,7 +79,15 @@ fn traffic_follows_services_and_endpoints() {
     let Some(s) = setup() else { return };
     s.api.apply(service("web", "10.96.0.20", "TCP"));
     s.api.apply(slice("web", &["10.244.1.5"], "TCP"));
-    let proxier = s.node.proxier_run(&s.kubeconfig, &[]);
+    // A KubeProxyConfiguration file: supported fields are used, others warned about.
+    let config = s.kubeconfig.with_extension("config.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: nftables\n\
+         nftables: {minSyncPeriod: 100ms, syncPeriod: 5s}\nwinkernel: {enableDSR: true}\n",
+    )
+    .unwrap();
+    let proxier = s.node.proxier_run(&s.kubeconfig, &["--config", config.to_str().unwrap()]);
 
     eventually("web answers from a", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("a"));
     // Endpoint change: traffic follows.
@@ -113,6 +122,8 @@ fn traffic_follows_services_and_endpoints() {
     ] {
         assert!(metrics.contains(name), "missing {name} in\n{metrics}");
     }
+    assert!(proxier.log().contains("unknown or unsupported configuration field ignored"), "{}", proxier.log());
+    assert!(proxier.log().contains("winkernel"), "{}", proxier.log());
     drop(proxier);
 }
 
@@ -297,4 +308,104 @@ fn nft_failures_keep_the_rules_and_drift_is_repaired() {
     assert!(s.node.tcp_probe(WEB).is_err());
     eventually("the resync repairs the table", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("b"));
     assert!(proxier.log().contains("changed behind its back"), "{}", proxier.log());
+}
+
+/// `proxier run` on node-a of a two-node test bed: pods on both nodes, the outside client reaching
+/// the ClusterIP and the NodePort through node-a, a long-lived connection from the client kept
+/// across a restart, and endpoint changes followed.
+#[test]
+fn run_on_a_test_bed_node() {
+    use proxier_testbed::TestBed;
+    use run_support::node::{serve_in, tcp_connect_in, tcp_probe_in};
+    if !node::netns_available("run_on_a_test_bed_node") {
+        return;
+    }
+    let mut bed = TestBed::new(2).expect("test bed");
+    bed.add_pod(1, "web-a").expect("pod");
+    bed.add_pod(2, "web-b").expect("pod");
+    let (a, b) = (bed.pod("web-a"), bed.pod("web-b"));
+    let _servers = [serve_in(a.netns(), "web-a", "0.0.0.0", 8080), serve_in(b.netns(), "web-b", "0.0.0.0", 8080)];
+    let node_a = bed.node(1);
+    let listener = node_a.netns().run(|| std::net::TcpListener::bind("127.0.0.1:6443").expect("bind API server"));
+    let api = ApiServer::start(listener);
+    let kubeconfig = std::env::temp_dir().join(format!("{}.kubeconfig", node_a.netns().name()));
+    api.write_kubeconfig(&kubeconfig);
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _remove = Remove(kubeconfig.clone());
+    for node in bed.nodes() {
+        api.apply(json!({"kind": "Node", "apiVersion": "v1", "metadata": {"name": node.name()},
+                         "status": {"addresses": [{"type": "InternalIP", "address": node.ipv4().to_string()}]}}));
+    }
+    let mut web = service("web", "10.96.0.20", "TCP");
+    web["spec"]["type"] = json!("NodePort");
+    web["spec"]["ports"][0]["nodePort"] = json!(30080);
+    api.apply(web);
+    let endpoint = |pod: &proxier_testbed::Pod| json!({"addresses": [pod.ipv4().to_string()], "conditions": {"ready": true}, "nodeName": pod.node_name()});
+    let mut both = slice("web", &[], "TCP");
+    both["endpoints"] = json!([endpoint(a), endpoint(b)]);
+    api.apply(both);
+
+    let start = |extra: &[&str]| {
+        let mut command = std::process::Command::new("ip");
+        command
+            .args(["netns", "exec", node_a.netns().name(), env!("CARGO_BIN_EXE_proxier"), "run", "--node", "node-a"])
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--cluster-cidr", "10.244.0.0/16", "--min-sync-period", "100ms"])
+            .args(["--healthz-bind-address", "127.0.0.1:10256", "--metrics-bind-address", ""])
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        KillOnDrop(command.spawn().expect("proxier run"))
+    };
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let client = bed.client();
+    let node_port = format!("{}:30080", node_a.ipv4());
+    let mut first = start(&[]);
+    let reaches_both = |target: &str| {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..40 {
+            if let Ok(name) = tcp_probe_in(client, target) {
+                seen.insert(name);
+            }
+            if seen.len() == 2 {
+                break;
+            }
+        }
+        seen.len() == 2
+    };
+    eventually("the client reaches both pods through the ClusterIP", WAIT, || reaches_both(WEB));
+    assert!(reaches_both(&node_port), "the client reaches both pods through the NodePort");
+
+    // A long-lived connection through the NodePort, across a SIGTERM and a restart.
+    let mut long_lived = tcp_connect_in(client, &node_port);
+    let server = long_lived.server.clone();
+    // SAFETY: kill(2) on the pid of our own child.
+    unsafe { libc::kill(first.0.id() as i32, libc::SIGTERM) };
+    assert!(first.0.wait().expect("wait").success(), "a clean stop on SIGTERM");
+    assert_eq!(long_lived.say("during").unwrap(), format!("{server} during"));
+    let _second = start(&[]);
+    eventually("the restarted proxier is healthy", WAIT, || {
+        node_a.netns().run(|| std::net::TcpStream::connect("127.0.0.1:10256").is_ok())
+    });
+    assert_eq!(long_lived.say("after").unwrap(), format!("{server} after"), "survived the restart");
+
+    // web-b goes away: every new connection lands on web-a, from the client and from a pod.
+    let mut only_a = slice("web", &[], "TCP");
+    only_a["endpoints"] = json!([endpoint(a)]);
+    api.apply(only_a);
+    eventually("only web-a answers", WAIT, || (0..10).all(|_| tcp_probe_in(client, WEB).as_deref() == Ok("web-a")));
+    assert_eq!(tcp_probe_in(a.netns(), WEB).as_deref(), Ok("web-a"), "a pod on node-a reaches web-a (hairpin)");
 }

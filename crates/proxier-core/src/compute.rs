@@ -41,9 +41,7 @@ pub fn compute(snapshot: &Snapshot, config: &NodeConfig) -> RuleModel {
     let mut diagnostics = Vec::new();
     let node = node_facts(snapshot.node(&config.node_name), config, &mut diagnostics);
 
-    let mut slices = snapshot.endpoint_slices.clone();
-    slices.extend(snapshot.legacy_endpoint_slices());
-    let endpoints = EndpointIndex::build(&slices, &mut diagnostics);
+    let endpoints = EndpointIndex::of_snapshot(snapshot, &mut diagnostics);
 
     let mut services = Vec::new();
     let mut proxied = Vec::new();

@@ -8,6 +8,7 @@ use crate::diagnostic::{Diagnostic, ObjectRef, Severity};
 use crate::ip::parse_ip_sloppy;
 use crate::model::{Backend, IpFamily, Protocol};
 use crate::service::shorten;
+use crate::snapshot::Snapshot;
 
 /// The label that ties an EndpointSlice to its Service.
 pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
@@ -45,7 +46,10 @@ pub struct EndpointIndex {
 
 impl EndpointIndex {
     /// Merges `slices`, recording problems in `diagnostics`.
-    pub fn build(slices: &[EndpointSlice], diagnostics: &mut Vec<Diagnostic>) -> EndpointIndex {
+    pub fn build<'a>(
+        slices: impl IntoIterator<Item = &'a EndpointSlice>,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> EndpointIndex {
         let mut index = EndpointIndex::default();
         for slice in slices {
             index.add_slice(slice, diagnostics);
@@ -54,6 +58,12 @@ impl EndpointIndex {
             dedup_endpoints(endpoints);
         }
         index
+    }
+
+    /// Every slice of `snapshot`, and its legacy Endpoints converted for Services that have no slice.
+    pub fn of_snapshot(snapshot: &Snapshot, diagnostics: &mut Vec<Diagnostic>) -> EndpointIndex {
+        let legacy = snapshot.legacy_endpoint_slices();
+        EndpointIndex::build(snapshot.endpoint_slices.iter().chain(&legacy), diagnostics)
     }
 
     /// The endpoints of one service port, in one family. Empty when there are none.

@@ -735,9 +735,7 @@ impl Walk<'_> {
         let zone = self.snapshot.node(node).and_then(|n| n.metadata.labels.as_ref()).and_then(|l| l.get(LABEL_ZONE));
         let here = Locality { node, zone: zone.map(String::as_str) };
         let port = &destination.service_port;
-        let mut slices = self.snapshot.endpoint_slices.clone();
-        slices.extend(self.snapshot.legacy_endpoint_slices());
-        let index = EndpointIndex::build(&slices, &mut Vec::new());
+        let index = EndpointIndex::of_snapshot(self.snapshot, &mut Vec::new());
         let key = (port.namespace.clone(), port.name.clone(), port.port.clone(), port.protocol);
         let endpoints = index.endpoints(&key, rules.family);
         let sets = EndpointSets::categorize(&endpoints, here);

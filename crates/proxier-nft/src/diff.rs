@@ -16,6 +16,7 @@ pub struct TableDiff {
 }
 
 impl TableDiff {
+    /// Whether `apply` would change nothing.
     pub fn is_empty(&self) -> bool {
         self.unified.is_empty()
     }

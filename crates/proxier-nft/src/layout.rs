@@ -93,7 +93,8 @@ impl Layout<'_> {
         let comment = Some(element_comment(destination));
         if let Some(allowed) = &destination.allowed_sources {
             self.firewall_ips.push(Element { key: key.clone(), data: None, comment: comment.clone() });
-            for &net in allowed {
+            // Overlapping or repeated ranges would fail the whole transaction (EEXIST): merged first.
+            for net in ipnet::IpNet::aggregate(allowed) {
                 let mut allow = key.clone();
                 allow.push(Value::Prefix(net));
                 self.firewall_allow.push(Element { key: allow, data: None, comment: None });
@@ -220,7 +221,10 @@ impl Layout<'_> {
             Set { name: name.into(), key, data, interval, timeout: None, elements }
         };
         let addresses = |ips: &[std::net::IpAddr]| ips.iter().map(|&ip| element(vec![Value::Addr(ip)])).collect();
-        let prefixes = |nets: &[ipnet::IpNet]| nets.iter().map(|&net| element(vec![Value::Prefix(net)])).collect();
+        // An interval set refuses overlapping or repeated prefixes (EEXIST): they are merged first.
+        let prefixes = |nets: &[ipnet::IpNet]| {
+            ipnet::IpNet::aggregate(&nets.to_vec()).into_iter().map(|net| element(vec![Value::Prefix(net)])).collect()
+        };
         let mut sets = vec![
             // Allocated ClusterIPs: other ports on them are rejected.
             set(CLUSTER_IPS, vec![DataType::Addr(family)], None, false, addresses(&rules.cluster_ips)),

@@ -12,7 +12,9 @@ use proxier_core::{Backend, IpFamily, Protocol};
 /// One table of one family, with everything in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Table {
+    /// `ip` or `ip6`.
     pub family: IpFamily,
+    /// The table's name (`proxier` unless `--table` says otherwise).
     pub name: String,
     /// Sets and maps, in render order.
     pub sets: Vec<Set>,
@@ -23,9 +25,13 @@ pub struct Table {
 /// The type of a set key part or map value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DataType {
+    /// `ipv4_addr` / `ipv6_addr`.
     Addr(IpFamily),
+    /// `inet_proto`.
     Proto,
+    /// `inet_service` (a port).
     Service,
+    /// `verdict` (map values only).
     Verdict,
 }
 
@@ -33,87 +39,121 @@ pub enum DataType {
 /// set comments, and the JSON and text forms must load into the same kernel state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Set {
+    /// The set's name.
     pub name: String,
     /// More than one part makes a concatenation.
     pub key: Vec<DataType>,
+    /// The value type, for a map.
     pub data: Option<DataType>,
     /// Elements may be prefixes.
     pub interval: bool,
     /// Elements expire after this many seconds unless refreshed (filled by the data plane itself).
     pub timeout: Option<u32>,
+    /// The elements, in render order.
     pub elements: Vec<Element>,
 }
 
 /// A set or map element.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Element {
+    /// The key, one value per key part.
     pub key: Vec<Value>,
+    /// The value, in a map.
     pub data: Option<Value>,
+    /// A comment stored with the element (maps of destinations name the service port).
     pub comment: Option<String>,
 }
 
 /// A value in an element.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Value {
+    /// An address.
     Addr(IpAddr),
+    /// A range, in interval sets.
     Prefix(IpNet),
+    /// A transport protocol.
     Proto(Protocol),
+    /// A port.
     Port(u16),
+    /// A verdict, in verdict maps.
     Verdict(Verdict),
 }
 
 /// Where a rule or map element sends a packet.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Verdict {
+    /// `drop`.
     Drop,
+    /// `return`.
     Return,
+    /// `jump CHAIN`: continue there, then come back.
     Jump(String),
+    /// `goto CHAIN`: continue there, never come back.
     Goto(String),
 }
 
 /// A chain; a base chain when `hook` is set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chain {
+    /// The chain's name.
     pub name: String,
+    /// Where a base chain is attached; `None` for a regular chain.
     pub hook: Option<Hook>,
+    /// The rules, in order.
     pub rules: Vec<Rule>,
 }
 
 /// Where a base chain is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hook {
+    /// `nat` or `filter`.
     pub chain_type: ChainType,
+    /// The netfilter hook.
     pub point: HookPoint,
+    /// The priority (`dstnat` is -100, `filter` 0, `srcnat` 100).
     pub priority: i32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A base chain's type.
 pub enum ChainType {
+    /// `type nat`: may DNAT, SNAT and masquerade.
     Nat,
+    /// `type filter`: may accept, drop and reject.
     Filter,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A netfilter hook.
 pub enum HookPoint {
+    /// `prerouting`: packets arriving, before routing.
     Prerouting,
+    /// `input`: packets for this host.
     Input,
+    /// `forward`: packets routed through this host.
     Forward,
+    /// `output`: packets this host sends.
     Output,
+    /// `postrouting`: packets leaving, after routing.
     Postrouting,
 }
 
 /// A rule: statements evaluated left to right.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
+    /// The statements, evaluated left to right.
     pub statements: Vec<Statement>,
+    /// A comment stored with the rule.
     pub comment: Option<String>,
 }
 
 impl Rule {
+    /// A rule without a comment.
     pub fn new(statements: Vec<Statement>) -> Rule {
         Rule { statements, comment: None }
     }
 
+    /// The same rule with a comment.
     pub fn with_comment(mut self, comment: &str) -> Rule {
         self.comment = Some(comment.to_owned());
         self
@@ -135,7 +175,9 @@ pub enum Statement {
     SaddrNotIn(String),
     /// `iifname NAME` / `iifname != NAME`; a trailing `*` matches a prefix.
     Iifname {
+        /// The interface name (or prefix with a trailing `*`).
         name: String,
+        /// Match every other interface instead.
         negate: bool,
     },
     /// `fib saddr type local`: the packet comes from this node.
@@ -164,7 +206,9 @@ pub enum Statement {
     RandomGoto(Vec<String>),
     /// `dnat ip to ip daddr . meta l4proto . th dport map @ADDR : ip daddr . meta l4proto . th dport map @PORT`
     DnatFromMaps {
+        /// The map from destination to backend address.
         addr_map: String,
+        /// The map from destination to backend port.
         port_map: String,
     },
     /// `masquerade fully-random`
@@ -173,5 +217,6 @@ pub enum Statement {
     RejectTcpReset,
     /// `reject` (ICMP port unreachable)
     Reject,
+    /// A verdict ends the rule.
     Verdict(Verdict),
 }

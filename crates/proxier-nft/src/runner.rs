@@ -12,14 +12,25 @@ use crate::layout::family_name;
 /// A failed `nft` run.
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
-    #[error("cannot run {program}: {source}")]
+    // The reason is in the message and not a `source`: printed as a chain (`{:#}`), it would show twice.
+    #[error("cannot run {program}: {error}")]
+    /// The program could not be started.
     Spawn {
+        /// The program's path.
         program: String,
-        #[source]
-        source: std::io::Error,
+        /// Why it could not be started.
+        error: std::io::Error,
     },
     #[error("{program} {action} failed: {message}")]
-    Failed { program: String, action: &'static str, message: String },
+    /// The program ran and failed; `message` is its own error output.
+    Failed {
+        /// The program's path.
+        program: String,
+        /// What it was asked to do, as the message names it.
+        action: &'static str,
+        /// Its error output.
+        message: String,
+    },
 }
 
 /// The `nft` program, by path (default: `nft` from `PATH`).
@@ -35,10 +46,12 @@ impl Default for Nft {
 }
 
 impl Nft {
+    /// An `nft` at `program` (a path, or a name looked up in `PATH`).
     pub fn new(program: impl Into<PathBuf>) -> Nft {
         Nft { program: program.into() }
     }
 
+    /// The program run.
     pub fn program(&self) -> &Path {
         &self.program
     }
@@ -88,7 +101,7 @@ impl Nft {
                     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
                         return Err(NftError::Spawn {
                             program: "unshare(CLONE_NEWNET)".into(),
-                            source: std::io::Error::last_os_error(),
+                            error: std::io::Error::last_os_error(),
                         });
                     }
                     work(self)
@@ -112,14 +125,23 @@ impl Nft {
             .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let spawn_error = |source| NftError::Spawn { program: program.clone(), source };
+        let spawn_error = |error| NftError::Spawn { program: program.clone(), error };
         let mut child = command.spawn().map_err(spawn_error)?;
+        let mut written = Ok(());
         if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            // A write error means nft exited early; its status and stderr say why.
-            let _ = pipe.write_all(input.as_bytes());
+            // A write error means nft exited early; its status and stderr usually say why.
+            written = pipe.write_all(input.as_bytes());
         }
         let output = child.wait_with_output().map_err(spawn_error)?;
-        check_output(&program, action, output)
+        let stdout = check_output(&program, action, output)?;
+        // nft 1.0.6 exits 0 on a truncated JSON document, having applied nothing: a transaction it did not
+        // read whole must not pass for applied.
+        written.map_err(|error| NftError::Failed {
+            program: program.clone(),
+            action,
+            message: format!("exited before reading the whole transaction ({error})"),
+        })?;
+        Ok(stdout)
     }
 }
 

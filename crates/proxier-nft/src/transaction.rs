@@ -18,42 +18,68 @@ pub enum Change {
     CreateTable(Table),
     /// Adds an empty chain (a base chain when `hook` is set).
     AddChain {
+        /// The table's family.
         family: IpFamily,
+        /// The chain's name.
         name: String,
+        /// Where it is attached, for a base chain.
         hook: Option<Hook>,
     },
     /// Adds an empty set or map.
     AddSet {
+        /// The table's family.
         family: IpFamily,
+        /// The set or map.
         set: Set,
     },
+    /// Adds elements to a set or map.
     AddElements {
+        /// The table's family.
         family: IpFamily,
+        /// The set's name.
         set: String,
+        /// The elements.
         elements: Vec<Element>,
     },
     /// Deletes elements by key.
     DeleteElements {
+        /// The table's family.
         family: IpFamily,
+        /// The set's name.
         set: String,
+        /// The elements (only their keys matter).
         elements: Vec<Element>,
     },
+    /// Removes every rule of a chain.
     FlushChain {
+        /// The table's family.
         family: IpFamily,
+        /// The chain's name.
         chain: String,
     },
+    /// Appends rules to a chain.
     AddRules {
+        /// The table's family.
         family: IpFamily,
+        /// The chain's name.
         chain: String,
+        /// The rules, in order.
         rules: Vec<Rule>,
     },
+    /// Deletes a chain.
     DeleteChain {
+        /// The table's family.
         family: IpFamily,
+        /// The chain's name.
         chain: String,
     },
+    /// Deletes a set or map.
     DeleteSet {
+        /// The table's family.
         family: IpFamily,
+        /// The set's name.
         set: String,
+        /// Whether it is a map (nft deletes sets and maps with different commands).
         map: bool,
     },
 }
@@ -128,10 +154,12 @@ impl Transaction {
         (Transaction { table_name: table_name.to_owned(), changes }, after)
     }
 
+    /// The table name used in both families.
     pub fn table_name(&self) -> &str {
         &self.table_name
     }
 
+    /// The steps, in order.
     pub fn changes(&self) -> &[Change] {
         &self.changes
     }

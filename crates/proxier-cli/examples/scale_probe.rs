@@ -1,0 +1,452 @@
+//! Scale probe: the measurements `scripts/perf.sh` makes that the `proxier` binary cannot make itself.
+//!
+//! ```text
+//! scale_probe sync   --snapshot FILE --node NAME [--cluster-cidr CIDR] [--changes K] [--table NAME]
+//!     cold load through the library, phase by phase, then K one-endpoint changes applied with
+//!     Transaction::between, each phase timed; prints key=value lines.
+//! scale_probe live   --snapshot FILE --node NAME [--cluster-cidr CIDR] [--changes K] [--table NAME]
+//!     the same through the embeddable `Proxier` (what `proxier run` holds), then its RSS.
+//! scale_probe formats --snapshot FILE --node NAME [--cluster-cidr CIDR]
+//!     the full transaction rendered as pretty JSON (what `apply` sends), compact JSON and nft text,
+//!     each timed and loaded into a fresh scratch namespace, timed.
+//! scale_probe count  [--table NAME]            kernel objects in `table ip NAME`.
+//! scale_probe serve  --listen ADDR:PORT        a TCP server answering one byte per connection.
+//! scale_probe connect --to ADDR:PORT --seconds S
+//!     new connections one at a time (connect, send a byte, read a byte, close with a reset).
+//! ```
+//!
+//! Every `sync` and `live` run changes the kernel of the network namespace it runs in: run it in a
+//! namespace of its own (`ip netns exec …`), as `scripts/perf.sh` does.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use proxier_core::{NodeConfig, Snapshot, compute};
+use proxier_nft::{Nft, Proxier, Transaction};
+
+type Args = BTreeMap<String, String>;
+
+fn main() {
+    let mut argv = std::env::args().skip(1);
+    let command = argv.next().unwrap_or_default();
+    let mut args = Args::new();
+    while let Some(flag) = argv.next() {
+        let Some(name) = flag.strip_prefix("--") else { fail(&format!("unexpected argument {flag:?}")) };
+        args.insert(name.to_owned(), argv.next().unwrap_or_else(|| fail(&format!("--{name} needs a value"))));
+    }
+    match command.as_str() {
+        "sync" => sync(&args),
+        "live" => live(&args),
+        "count" => count(&args),
+        "formats" => formats(&args),
+        "serve" => serve(&args),
+        "connect" => connect(&args),
+        _ => fail("usage: scale_probe sync|live|count|serve|connect [--flag value]..."),
+    }
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("scale_probe: {message}");
+    std::process::exit(2)
+}
+
+fn arg<'a>(args: &'a Args, name: &str) -> &'a str {
+    args.get(name).map_or_else(|| fail(&format!("--{name} is required")), String::as_str)
+}
+
+fn arg_or<'a>(args: &'a Args, name: &str, default: &'a str) -> &'a str {
+    args.get(name).map_or(default, String::as_str)
+}
+
+fn number<T: std::str::FromStr>(args: &Args, name: &str, default: &str) -> T {
+    arg_or(args, name, default).parse().unwrap_or_else(|_| fail(&format!("--{name} is not a number")))
+}
+
+fn config(args: &Args) -> NodeConfig {
+    let cluster_cidrs = args
+        .get("cluster-cidr")
+        .map(|c| c.split(',').map(|n| n.parse().unwrap_or_else(|_| fail(&format!("bad CIDR {n:?}")))).collect())
+        .unwrap_or_default();
+    NodeConfig { node_name: arg(args, "node").to_owned(), cluster_cidrs, ..NodeConfig::default() }
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// Runs `work`, returning its result and how long it took.
+fn timed<R>(work: impl FnOnce() -> R) -> (R, Duration) {
+    let start = Instant::now();
+    let result = work();
+    (result, start.elapsed())
+}
+
+fn load(args: &Args) -> Snapshot {
+    let path = arg(args, "snapshot");
+    let (text, read) = timed(|| std::fs::read_to_string(path).unwrap_or_else(|e| fail(&format!("{path}: {e}"))));
+    let ((snapshot, report), parse) = timed(|| Snapshot::from_text(path, &text));
+    if report.has_errors() {
+        fail(&format!("{path}: {} problems, first: {}", report.diagnostics.len(), report.diagnostics[0]));
+    }
+    println!("cold.bytes={}", text.len());
+    println!("cold.read_ms={:.1}", ms(read));
+    println!("cold.parse_ms={:.1}", ms(parse));
+    println!("services={}", snapshot.services.len());
+    println!("endpoint_slices={}", snapshot.endpoint_slices.len());
+    snapshot
+}
+
+/// The number of commands (add, delete, flush…) in a JSON transaction: its size as nft sees it.
+fn commands(document: &str) -> usize {
+    let value: serde_json::Value = serde_json::from_str(document).unwrap_or_default();
+    value["nftables"].as_array().map_or(0, |objects| objects.iter().filter(|o| o.get("metainfo").is_none()).count())
+}
+
+/// Slices whose change must reach the kernel: those of proxied (not headless) Services with endpoints.
+fn changeable_slices(slices: &[EndpointSlice]) -> Vec<usize> {
+    let headless = |s: &EndpointSlice| {
+        s.metadata.labels.as_ref().is_some_and(|l| l.contains_key("service.kubernetes.io/headless"))
+    };
+    (0..slices.len())
+        .filter(|&i| !headless(&slices[i]) && slices[i].endpoints.as_ref().is_some_and(|e| !e.is_empty()))
+        .collect()
+}
+
+/// Change `k`: the first endpoint of one slice (a different slice each time) gets a new address, as
+/// when a pod is replaced.
+fn change_endpoint(slice: &mut EndpointSlice, k: usize) {
+    let address = format!("10.254.{}.{}", k / 250, k % 250 + 1);
+    if let Some(endpoint) = slice.endpoints.as_mut().and_then(|e| e.first_mut()) {
+        endpoint.addresses = vec![address];
+    }
+}
+
+fn pick(candidates: &[usize], k: usize) -> usize {
+    candidates[(k.wrapping_mul(7919) + candidates.len() / 2) % candidates.len()]
+}
+
+/// Median and maximum of each named series, printed as `prefix.name_ms=median` and `…_max_ms=max`.
+fn report_series(prefix: &str, series: &BTreeMap<&str, Vec<f64>>) {
+    for (name, values) in series {
+        let mut sorted = values.clone();
+        sorted.sort_by(f64::total_cmp);
+        if sorted.is_empty() {
+            continue;
+        }
+        println!("{prefix}.{name}={:.2}", sorted[sorted.len() / 2]);
+        println!("{prefix}.{name}_max={:.2}", sorted[sorted.len() - 1]);
+    }
+}
+
+fn sync(args: &Args) {
+    let config = config(args);
+    let table = arg_or(args, "table", "proxier");
+    let changes: usize = number(args, "changes", "20");
+    let nft = Nft::default();
+    let mut snapshot = load(args);
+
+    let (model, compute_time) = timed(|| compute(&snapshot, &config));
+    let (tables, layout_time) = timed(|| Transaction::tables(&model, table));
+    let (document, render_time) = timed(|| Transaction::replacing(tables.clone(), table).to_json());
+    let (applied, nft_time) = timed(|| nft.apply_json(&document));
+    applied.unwrap_or_else(|e| fail(&format!("cold apply: {e}")));
+    let elements: usize = tables.iter().flat_map(|t| &t.sets).map(|s| s.elements.len()).sum();
+    println!("cold.compute_ms={:.1}", ms(compute_time));
+    println!("cold.layout_ms={:.1}", ms(layout_time));
+    println!("cold.render_ms={:.1}", ms(render_time));
+    println!("cold.compute_render_ms={:.1}", ms(compute_time + layout_time + render_time));
+    println!("cold.json_bytes={}", document.len());
+    println!("cold.nft_ms={:.1}", ms(nft_time));
+    println!("cold.commands={}", commands(&document));
+    println!("cold.elements={elements}");
+    drop(document);
+
+    let candidates = changeable_slices(&snapshot.endpoint_slices);
+    if candidates.is_empty() || changes == 0 {
+        return;
+    }
+    let mut committed = tables;
+    let mut series: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut sizes = Vec::new();
+    for k in 0..changes {
+        let started = Instant::now();
+        change_endpoint(&mut snapshot.endpoint_slices[pick(&candidates, k)], k);
+        let (model, compute_time) = timed(|| compute(&snapshot, &config));
+        let (desired, layout_time) = timed(|| Transaction::tables(&model, table));
+        let ((transaction, after), between_time) = timed(|| Transaction::between(&committed, &desired, table));
+        let (document, render_time) = timed(|| transaction.to_json());
+        let (applied, nft_time) = timed(|| nft.apply_json(&document));
+        applied.unwrap_or_else(|e| fail(&format!("change {k}: {e}")));
+        let total = started.elapsed();
+        committed = after;
+        sizes.push((commands(&document), document.len()));
+        for (name, time) in [
+            ("compute_ms", compute_time),
+            ("layout_ms", layout_time),
+            ("between_ms", between_time),
+            ("render_ms", render_time),
+            ("userspace_ms", compute_time + layout_time + between_time + render_time),
+            ("nft_ms", nft_time),
+            ("total_ms", total),
+        ] {
+            series.entry(name).or_default().push(ms(time));
+        }
+    }
+    report_series("change", &series);
+    sizes.sort_unstable();
+    println!("change.commands_min={}", sizes[0].0);
+    println!("change.commands_max={}", sizes[sizes.len() - 1].0);
+    println!("change.json_bytes_max={}", sizes.iter().map(|s| s.1).max().unwrap_or(0));
+}
+
+/// Resident and peak memory of this process, in KiB, from /proc/self/status.
+fn memory() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn live(args: &Args) {
+    let config = config(args);
+    let table = arg_or(args, "table", "proxier");
+    let changes: usize = number(args, "changes", "20");
+    let snapshot = load(args);
+    let mut proxier = Proxier::new(config, table, Nft::default());
+    let Snapshot { services, endpoint_slices, nodes, .. } = snapshot;
+    let candidates = changeable_slices(&endpoint_slices);
+    let mut changed: Vec<EndpointSlice> =
+        (0..changes.min(candidates.len())).map(|k| endpoint_slices[pick(&candidates, k)].clone()).collect();
+    services.into_iter().for_each(|s| {
+        proxier.apply_service(s);
+    });
+    endpoint_slices.into_iter().for_each(|s| {
+        proxier.apply_endpoint_slice(s);
+    });
+    nodes.into_iter().for_each(|n| {
+        proxier.apply_node(n);
+    });
+    let outcome = proxier.sync().unwrap_or_else(|e| fail(&format!("full sync: {e}")));
+    println!("live.full_sync_ms={:.1}", ms(outcome.duration));
+    let mut series: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut sizes = Vec::new();
+    for (k, slice) in changed.iter_mut().enumerate() {
+        change_endpoint(slice, k);
+        let started = Instant::now();
+        proxier.apply_endpoint_slice(slice.clone());
+        let outcome = proxier.sync().unwrap_or_else(|e| fail(&format!("change {k}: {e}")));
+        series.entry("total_ms").or_default().push(ms(started.elapsed()));
+        sizes.push((outcome.changes, outcome.elements));
+    }
+    report_series("live.change", &series);
+    if let (Some(min), Some(max)) = (sizes.iter().min(), sizes.iter().max()) {
+        println!("live.change.steps_min={} live.change.elements_min={}", min.0, min.1);
+        println!("live.change.steps_max={} live.change.elements_max={}", max.0, max.1);
+    }
+    // Hand freed heap back to the kernel so that RSS shows what is held, not what parsing once used.
+    // SAFETY: malloc_trim takes no pointers and only releases free memory.
+    unsafe { libc::malloc_trim(0) };
+    let (rss, peak) = memory();
+    println!("live.rss_kib={rss}");
+    println!("live.peak_rss_kib={peak}");
+    // Still holding everything here: keep `proxier` alive until after the measurement.
+    drop(proxier);
+}
+
+fn formats(args: &Args) {
+    let config = config(args);
+    let table = arg_or(args, "table", "proxier");
+    let snapshot = load(args);
+    let model = compute(&snapshot, &config);
+    let transaction = Transaction::full(&model, table);
+    let (value, value_time) = timed(|| transaction.to_json_value());
+    let (pretty, pretty_time) = timed(|| serde_json::to_string_pretty(&value).unwrap_or_default());
+    let (compact, compact_time) = timed(|| serde_json::to_string(&value).unwrap_or_default());
+    let (text, text_time) = timed(|| transaction.to_text());
+    println!("formats.json_value_ms={:.1}", ms(value_time));
+    // What writing the elements straight to text (no intermediate nftables-crate objects, no
+    // serde_json::Value tree, no mending pass) would cost: the bound for a streaming JSON renderer.
+    let tables = Transaction::tables(&model, table);
+    let (direct, direct_time) = timed(|| direct_elements(&tables));
+    println!("formats.direct_elements_ms={:.1}", ms(direct_time));
+    println!("formats.direct_elements_bytes={}", direct.len());
+    let nft = Nft::default();
+    for (name, render, document, apply) in [
+        ("json_pretty", value_time + pretty_time, &pretty, Nft::apply_json as fn(&Nft, &str) -> _),
+        ("json_compact", value_time + compact_time, &compact, Nft::apply_json),
+        ("text", text_time, &text, Nft::apply_text),
+    ] {
+        let (applied, nft_time) = timed(|| nft.in_scratch_namespace(|nft| apply(nft, document)));
+        applied.unwrap_or_else(|e| fail(&format!("{name}: {e}")));
+        println!("formats.{name}.render_ms={:.1}", ms(render));
+        println!("formats.{name}.bytes={}", document.len());
+        println!("formats.{name}.nft_ms={:.1}", ms(nft_time));
+    }
+}
+
+/// Every set element of `tables` as compact nft JSON, written directly into one string.
+fn direct_elements(tables: &[proxier_nft::ruleset::Table]) -> String {
+    use proxier_nft::ruleset::{Value, Verdict};
+    use std::fmt::Write as _;
+    fn value(out: &mut String, value: &Value) {
+        let _ = match value {
+            Value::Addr(ip) => write!(out, "\"{ip}\""),
+            Value::Prefix(net) => {
+                write!(out, "{{\"prefix\":{{\"addr\":\"{}\",\"len\":{}}}}}", net.network(), net.prefix_len())
+            }
+            Value::Proto(protocol) => write!(out, "\"{}\"", protocol.name()),
+            Value::Port(port) => write!(out, "{port}"),
+            Value::Verdict(Verdict::Goto(target)) => write!(out, "{{\"goto\":{{\"target\":\"{target}\"}}}}"),
+            Value::Verdict(Verdict::Jump(target)) => write!(out, "{{\"jump\":{{\"target\":\"{target}\"}}}}"),
+            Value::Verdict(Verdict::Drop) => write!(out, "{{\"drop\":null}}"),
+            Value::Verdict(Verdict::Return) => write!(out, "{{\"return\":null}}"),
+        };
+    }
+    let mut out = String::with_capacity(1 << 20);
+    for table in tables {
+        for set in &table.sets {
+            let _ = write!(
+                out,
+                "{{\"add\":{{\"element\":{{\"family\":\"ip\",\"table\":\"{}\",\"name\":\"{}\",\"elem\":[",
+                table.name, set.name
+            );
+            for (i, element) in set.elements.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                if element.data.is_some() {
+                    out.push('[');
+                }
+                if let Some(comment) = &element.comment {
+                    let _ = write!(out, "{{\"elem\":{{\"comment\":\"{comment}\",\"val\":");
+                }
+                if let [single] = element.key.as_slice() {
+                    value(&mut out, single);
+                } else {
+                    out.push_str("{\"concat\":[");
+                    for (j, part) in element.key.iter().enumerate() {
+                        if j > 0 {
+                            out.push(',');
+                        }
+                        value(&mut out, part);
+                    }
+                    out.push_str("]}");
+                }
+                if element.comment.is_some() {
+                    out.push_str("}}");
+                }
+                if let Some(data) = &element.data {
+                    out.push(',');
+                    value(&mut out, data);
+                    out.push(']');
+                }
+            }
+            out.push_str("]}}},\n");
+        }
+    }
+    out
+}
+
+fn count(args: &Args) {
+    let table = arg_or(args, "table", "proxier");
+    let output = std::process::Command::new("nft")
+        .args(["-j", "list", "table", "ip", table])
+        .output()
+        .unwrap_or_else(|e| fail(&format!("nft: {e}")));
+    if !output.status.success() {
+        fail(&format!("nft list table ip {table}: {}", String::from_utf8_lossy(&output.stderr).trim()));
+    }
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    let (mut chains, mut rules, mut sets, mut maps, mut elements) = (0, 0, 0, 0, 0);
+    for object in value["nftables"].as_array().into_iter().flatten() {
+        if object.get("chain").is_some() {
+            chains += 1;
+        } else if object.get("rule").is_some() {
+            rules += 1;
+        } else if let Some(set) = object.get("set") {
+            sets += 1;
+            elements += set["elem"].as_array().map_or(0, Vec::len);
+        } else if let Some(map) = object.get("map") {
+            maps += 1;
+            elements += map["elem"].as_array().map_or(0, Vec::len);
+        }
+    }
+    println!("kernel.chains={chains}");
+    println!("kernel.rules={rules}");
+    println!("kernel.sets={sets}");
+    println!("kernel.maps={maps}");
+    println!("kernel.elements={elements}");
+}
+
+fn serve(args: &Args) {
+    let listen: SocketAddr = arg(args, "listen").parse().unwrap_or_else(|_| fail("bad --listen"));
+    let listener = TcpListener::bind(listen).unwrap_or_else(|e| fail(&format!("bind {listen}: {e}")));
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let mut byte = [0u8; 1];
+        if stream.read_exact(&mut byte).is_ok() && stream.write_all(&byte).is_ok() {
+            // Wait for the client's reset (or close), so the client always closes first.
+            let _ = stream.read(&mut byte);
+        }
+    }
+}
+
+/// Closes with a reset: SO_LINGER with a zero timeout, so no TIME_WAIT is left behind.
+fn set_linger_zero(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: a valid socket and a pointer to a linger struct that outlives the call.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+fn connect(args: &Args) {
+    let to: SocketAddr = arg(args, "to").parse().unwrap_or_else(|_| fail("bad --to"));
+    let seconds: f64 = number(args, "seconds", "5");
+    let deadline = Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let (mut ok, mut failed) = (0u64, 0u64);
+    let mut latencies = Vec::new();
+    while start.elapsed() < deadline {
+        let began = Instant::now();
+        let done = TcpStream::connect_timeout(&to, Duration::from_secs(1)).and_then(|mut stream| {
+            stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+            set_linger_zero(&stream);
+            stream.write_all(b"x")?;
+            let mut byte = [0u8; 1];
+            stream.read_exact(&mut byte)
+        });
+        match done {
+            Ok(()) => {
+                ok += 1;
+                latencies.push(began.elapsed().as_secs_f64() * 1e6);
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    let percentile = |p: f64| latencies.get(((latencies.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0.0);
+    println!(
+        "rate={:.0} ok={ok} failed={failed} p50_us={:.1} p99_us={:.1}",
+        ok as f64 / elapsed,
+        percentile(0.5),
+        percentile(0.99)
+    );
+}

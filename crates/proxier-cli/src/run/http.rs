@@ -1,0 +1,249 @@
+//! The small HTTP servers of `proxier run`: /healthz and /livez, /metrics, and one health-check
+//! nodePort listener per externalTrafficPolicy-Local Service. hyper's HTTP/1 server, one task per
+//! connection.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use proxier_core::RuleModel;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use super::metrics::{CodeLabel, Metrics};
+
+/// A reply: status, content type, body.
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+type Handler = Arc<dyn Fn(&str) -> Reply + Send + Sync>;
+
+/// Serves `handler` (given the request path) on `listener` until the task is aborted.
+pub fn serve(listener: TcpListener, handler: Handler) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    let reply = handler(request.uri().path());
+                    async move {
+                        let mut response = Response::new(Full::new(Bytes::from(reply.body)));
+                        *response.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+                        if let Ok(value) = reply.content_type.parse() {
+                            response.headers_mut().insert(hyper::header::CONTENT_TYPE, value);
+                        }
+                        if let Ok(value) = "nosniff".parse() {
+                            response.headers_mut().insert("X-Content-Type-Options", value);
+                        }
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    })
+}
+
+/// What /healthz and /livez report on, updated by the sync loop.
+#[derive(Debug)]
+pub struct Health {
+    /// kube-proxy's healthTimeout: twice the sync period.
+    pub timeout: Duration,
+    state: Mutex<HealthState>,
+}
+
+#[derive(Debug, Default)]
+struct HealthState {
+    /// The oldest change not yet programmed.
+    queued_since: Option<Instant>,
+    last_updated: Option<SystemTime>,
+    node_deleting: bool,
+}
+
+impl Health {
+    pub fn new(sync_period: Duration) -> Health {
+        Health { timeout: sync_period.saturating_mul(2), state: Mutex::new(HealthState::default()) }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, HealthState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn set_queued(&self, since: Option<Instant>) {
+        self.state().queued_since = since;
+    }
+
+    pub fn updated(&self) {
+        let mut state = self.state();
+        state.last_updated = Some(SystemTime::now());
+        state.queued_since = None;
+    }
+
+    pub fn set_node_deleting(&self, deleting: bool) {
+        self.state().node_deleting = deleting;
+    }
+
+    /// kube-proxy's rule: healthy unless an update was queued and not applied within the timeout.
+    pub fn healthy(&self) -> bool {
+        self.state().queued_since.is_none_or(|since| since.elapsed() < self.timeout)
+    }
+
+    fn reply(&self, healthy: bool, node_eligible: Option<bool>) -> Reply {
+        let state = self.state();
+        let last = state.last_updated.map(rfc3339).unwrap_or_default();
+        let mut body = format!(r#"{{"lastUpdated": "{last}","currentTime": "{}""#, rfc3339(SystemTime::now()));
+        if let Some(eligible) = node_eligible {
+            body.push_str(&format!(r#", "nodeEligible": {eligible}"#));
+        }
+        body.push('}');
+        Reply { status: if healthy { 200 } else { 503 }, content_type: "application/json", body }
+    }
+
+    /// /healthz: also unhealthy while the Node is being deleted. /livez: staleness only.
+    pub fn handler(self: &Arc<Self>, metrics: Arc<Metrics>) -> Handler {
+        let health = self.clone();
+        Arc::new(move |path| {
+            let healthy = health.healthy();
+            match path {
+                "/healthz" => {
+                    let eligible = !health.state().node_deleting;
+                    let reply = health.reply(healthy && eligible, Some(eligible));
+                    metrics.healthz.get_or_create(&CodeLabel { code: reply.status.to_string() }).inc();
+                    reply
+                }
+                "/livez" => {
+                    let reply = health.reply(healthy, None);
+                    metrics.livez.get_or_create(&CodeLabel { code: reply.status.to_string() }).inc();
+                    reply
+                }
+                _ => Reply { status: 404, content_type: "text/plain", body: "404 page not found\n".into() },
+            }
+        })
+    }
+}
+
+pub fn metrics_handler(metrics: Arc<Metrics>) -> Handler {
+    Arc::new(move |path| match path {
+        "/metrics" => Reply {
+            status: 200,
+            content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            body: metrics.encode(),
+        },
+        _ => Reply { status: 404, content_type: "text/plain", body: "404 page not found\n".into() },
+    })
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    k8s_openapi::jiff::Timestamp::try_from(time).map(|t| t.to_string()).unwrap_or_default()
+}
+
+/// One Service's health-check answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CheckState {
+    namespace: String,
+    name: String,
+    local_endpoints: usize,
+}
+
+/// The health-check nodePort listeners, reconciled with the model after each sync.
+pub struct HealthChecks {
+    health: Arc<Health>,
+    listeners: BTreeMap<u16, (Arc<Mutex<CheckState>>, JoinHandle<()>)>,
+}
+
+impl HealthChecks {
+    pub fn new(health: Arc<Health>) -> HealthChecks {
+        HealthChecks { health, listeners: BTreeMap::new() }
+    }
+
+    /// Opens listeners for new health-check nodePorts, updates counts, closes those no longer wanted.
+    pub async fn reconcile(&mut self, model: &RuleModel) {
+        let mut wanted: BTreeMap<u16, CheckState> = BTreeMap::new();
+        for check in model.families.iter().flat_map(|f| &f.health_checks) {
+            let entry = wanted.entry(check.node_port).or_insert_with(|| CheckState {
+                namespace: check.service.namespace.clone(),
+                name: check.service.name.clone(),
+                local_endpoints: 0,
+            });
+            entry.local_endpoints = entry.local_endpoints.max(check.local_endpoints);
+        }
+        self.listeners.retain(|port, (_, task)| {
+            let keep = wanted.contains_key(port);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (port, state) in wanted {
+            if let Some((current, _)) = self.listeners.get(&port) {
+                *current.lock().unwrap_or_else(|p| p.into_inner()) = state;
+                continue;
+            }
+            let listener = match TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port))).await {
+                Ok(listener) => listener,
+                Err(error) => {
+                    tracing::warn!(port, service = %format!("{}/{}", state.namespace, state.name), %error, "cannot open health-check nodePort");
+                    continue;
+                }
+            };
+            let shared = Arc::new(Mutex::new(state));
+            let (check, health) = (shared.clone(), self.health.clone());
+            let task = serve(
+                listener,
+                Arc::new(move |_path| {
+                    let state = check.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    let healthy = health.healthy();
+                    Reply {
+                        status: if state.local_endpoints > 0 && healthy { 200 } else { 503 },
+                        content_type: "application/json",
+                        body: serde_json::json!({
+                            "service": {"namespace": state.namespace, "name": state.name},
+                            "localEndpoints": state.local_endpoints,
+                            "serviceProxyHealthy": healthy,
+                        })
+                        .to_string(),
+                    }
+                }),
+            );
+            self.listeners.insert(port, (shared, task));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_when_a_queued_change_waits_longer_than_twice_the_sync_period() {
+        let health = Arc::new(Health::new(Duration::from_millis(20)));
+        assert!(health.healthy(), "nothing queued");
+        health.set_queued(Some(Instant::now()));
+        assert!(health.healthy(), "queued, not yet late");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!health.healthy(), "queued for more than 2x the sync period");
+        let handler = health.handler(Arc::new(Metrics::new()));
+        assert_eq!(handler("/livez").status, 503);
+        health.updated();
+        assert_eq!(handler("/livez").status, 200);
+        assert_eq!(handler("/healthz").status, 200);
+        health.set_node_deleting(true);
+        let reply = handler("/healthz");
+        assert_eq!(reply.status, 503);
+        assert!(reply.body.contains(r#""nodeEligible": false"#), "{}", reply.body);
+        assert_eq!(handler("/livez").status, 200, "livez ignores the Node's deletion");
+        assert_eq!(handler("/other").status, 404);
+    }
+}

@@ -1,0 +1,319 @@
+//! `proxier run`: keeps this node's rules in step with the cluster.
+//!
+//! Watches feed a [`Proxier`]; a sync loop programs the kernel: at most once per `--min-sync-period`
+//! (bursts of changes become one transaction), a full check against the kernel every `--sync-period`,
+//! retries with backoff after an `nft` failure. The first sync waits until every watch has listed,
+//! so a restart never programs a partial cluster; until then an earlier run's rules stay in force.
+//! SIGTERM or SIGINT stops it and leaves the rules in place, as kube-proxy does (`proxier delete`
+//! removes them).
+
+pub mod config;
+mod http;
+mod metrics;
+mod watch;
+
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::watcher::Event;
+use proxier_nft::{Conntrack, Nft, Proxier, SyncOutcome};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+pub use config::RunArgs;
+use config::Settings;
+use http::{Health, HealthChecks};
+use metrics::Metrics;
+use watch::Update;
+
+/// Runs until SIGTERM or SIGINT. Exit status 0 on a signal, 2 for bad settings, 1 when it cannot start.
+pub fn main(args: &RunArgs) -> ExitCode {
+    let settings = match args.settings() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("proxier: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("proxier: cannot start: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("proxier: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn client(settings: &Settings) -> anyhow::Result<kube::Client> {
+    let config = match &settings.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let client = client(&settings).await.context("cannot configure the Kubernetes client")?;
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::new(settings.sync_period));
+    if let Some(address) = settings.healthz {
+        let listener = TcpListener::bind(address).await.with_context(|| format!("healthz on {address}"))?;
+        http::serve(listener, health.handler(metrics.clone()));
+    }
+    if let Some(address) = settings.metrics {
+        let listener = TcpListener::bind(address).await.with_context(|| format!("metrics on {address}"))?;
+        http::serve(listener, http::metrics_handler(metrics.clone()));
+    }
+
+    let mut proxier = Proxier::new(settings.node.clone(), settings.table.clone(), Nft::new(&settings.nft));
+    if let Some(program) = &settings.conntrack {
+        proxier = proxier.with_conntrack(Conntrack::new(program));
+    }
+    let (sender, mut updates) = mpsc::channel(1024);
+    watch::start(client, &settings.node.node_name, sender);
+    tracing::info!(node = %settings.node.node_name, table = %settings.table, "watching the cluster");
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut state = Loop::new(settings, metrics, health.clone());
+    loop {
+        let deadline = state.deadline(&proxier);
+        let far = Instant::now() + Duration::from_secs(3600);
+        tokio::select! {
+            update = updates.recv() => match update {
+                Some(update) => state.handle(&mut proxier, update),
+                None => break,
+            },
+            () = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => state.sync(&mut proxier).await,
+            _ = sigterm.recv() => {
+                tracing::info!("SIGTERM: stopping; proxier's rules stay in place (`proxier delete` removes them)");
+                break;
+            }
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("SIGINT: stopping; proxier's rules stay in place (`proxier delete` removes them)");
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Per-kind list bookkeeping: objects of a relist are buffered until it completes, then replace the
+/// held ones (objects deleted while the watch was down go then).
+#[derive(Default)]
+struct Relist<K> {
+    buffer: Option<Vec<K>>,
+    listed: bool,
+}
+
+struct Loop {
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    checks: HealthChecks,
+    services: Relist<k8s_openapi::api::core::v1::Service>,
+    slices: Relist<k8s_openapi::api::discovery::v1::EndpointSlice>,
+    nodes: Relist<k8s_openapi::api::core::v1::Node>,
+    last_attempt: Option<Instant>,
+    last_check: Instant,
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+fn key(meta: &ObjectMeta) -> (String, String) {
+    (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
+}
+
+impl Loop {
+    fn new(settings: Settings, metrics: Arc<Metrics>, health: Arc<Health>) -> Loop {
+        Loop {
+            settings,
+            metrics,
+            checks: HealthChecks::new(health.clone()),
+            health,
+            services: Relist { buffer: None, listed: false },
+            slices: Relist { buffer: None, listed: false },
+            nodes: Relist { buffer: None, listed: false },
+            last_attempt: None,
+            last_check: Instant::now(),
+            failures: 0,
+            retry_at: None,
+        }
+    }
+
+    /// When the next sync is due; `None` until every watch has listed once.
+    fn deadline(&self, proxier: &Proxier) -> Option<Instant> {
+        if !(self.services.listed && self.slices.listed && self.nodes.listed) {
+            return None;
+        }
+        let now = Instant::now();
+        let earliest = self.last_attempt.map_or(now, |t| t + self.settings.min_sync_period);
+        if let Some(retry) = self.retry_at {
+            return Some(retry.max(earliest));
+        }
+        let mut due = self.last_check + self.settings.sync_period;
+        if proxier.has_pending_changes() {
+            due = due.min(earliest);
+        }
+        if let Some(cleanup) = proxier.next_cleanup() {
+            due = due.min(Instant::from_std(cleanup).max(earliest));
+        }
+        Some(due)
+    }
+
+    fn handle(&mut self, proxier: &mut Proxier, update: Update) {
+        let changed = match update {
+            Update::Service(event) => {
+                let n = apply_event(
+                    &mut self.services,
+                    *event,
+                    proxier,
+                    |p| p.services().map(|s| key(&s.metadata)).collect(),
+                    |p, s| p.apply_service(s),
+                    |p, (ns, name)| p.delete_service(ns, name),
+                );
+                (0..n).for_each(|_| self.metrics.service_changed());
+                n
+            }
+            Update::Slice(event) => {
+                let n = apply_event(
+                    &mut self.slices,
+                    *event,
+                    proxier,
+                    |p| p.endpoint_slices().map(|s| key(&s.metadata)).collect(),
+                    |p, s| p.apply_endpoint_slice(s),
+                    |p, (ns, name)| p.delete_endpoint_slice(ns, name),
+                );
+                (0..n).for_each(|_| self.metrics.endpoints_changed());
+                n
+            }
+            Update::Node(event) => {
+                match &*event {
+                    Event::Apply(node) | Event::InitApply(node) => {
+                        self.health.set_node_deleting(node.metadata.deletion_timestamp.is_some());
+                    }
+                    Event::Delete(_) => self.health.set_node_deleting(true),
+                    Event::Init | Event::InitDone => {}
+                }
+                apply_event(
+                    &mut self.nodes,
+                    *event,
+                    proxier,
+                    |p| p.nodes().map(|n| key(&n.metadata)).collect(),
+                    |p, n| p.apply_node(n),
+                    |p, (_, name)| p.delete_node(name),
+                )
+            }
+        };
+        if changed > 0 {
+            self.metrics.queued();
+        }
+        self.health.set_queued(proxier.queued_since());
+    }
+
+    async fn sync(&mut self, proxier: &mut Proxier) {
+        let now = Instant::now();
+        self.last_attempt = Some(now);
+        let periodic = now >= self.last_check + self.settings.sync_period && self.retry_at.is_none();
+        let result = tokio::task::block_in_place(|| if periodic { proxier.resync() } else { proxier.sync() });
+        if periodic {
+            self.last_check = now;
+        }
+        match result {
+            Ok(outcome) => {
+                self.failures = 0;
+                self.retry_at = None;
+                self.report(&outcome);
+                self.metrics.synced(&outcome, proxier.model());
+                self.health.updated();
+                if let Some(model) = proxier.model() {
+                    self.checks.reconcile(model).await;
+                }
+            }
+            Err(error) => {
+                self.failures = self.failures.saturating_add(1);
+                let backoff = Duration::from_secs(1u64 << self.failures.clamp(1, 6).saturating_sub(1))
+                    .min(self.settings.sync_period);
+                self.retry_at = Some(Instant::now() + backoff);
+                self.metrics.sync_failed();
+                self.health.set_queued(proxier.queued_since());
+                tracing::error!(%error, retry_in = ?backoff, "sync failed; the previous rules are intact, a full sync follows");
+            }
+        }
+    }
+
+    fn report(&self, outcome: &SyncOutcome) {
+        if outcome.drifted {
+            tracing::warn!("proxier's tables were changed behind its back: replaced them");
+        }
+        for error in &outcome.conntrack.errors {
+            tracing::warn!(%error, "conntrack cleanup failed");
+        }
+        if outcome.changes > 0 {
+            tracing::info!(
+                kind = ?outcome.kind,
+                changes = outcome.changes,
+                elements = outcome.elements,
+                duration = ?outcome.duration,
+                conntrack_deleted = outcome.conntrack.deleted,
+                "synced"
+            );
+        } else {
+            tracing::debug!(kind = ?outcome.kind, duration = ?outcome.duration, "nothing to change");
+        }
+    }
+}
+
+/// Applies one watch event to `proxier`; returns how many objects changed.
+fn apply_event<K: kube::Resource<DynamicType = ()> + Clone>(
+    relist: &mut Relist<K>,
+    event: Event<K>,
+    proxier: &mut Proxier,
+    held: impl Fn(&Proxier) -> BTreeSet<(String, String)>,
+    apply: impl Fn(&mut Proxier, K) -> bool,
+    delete: impl Fn(&mut Proxier, (&str, &str)) -> bool,
+) -> usize {
+    match event {
+        Event::Apply(object) => usize::from(apply(proxier, object)),
+        Event::Delete(object) => {
+            let (namespace, name) = key(object.meta());
+            usize::from(delete(proxier, (&namespace, &name)))
+        }
+        Event::Init => {
+            relist.buffer = Some(Vec::new());
+            0
+        }
+        Event::InitApply(object) => {
+            relist.buffer.get_or_insert_with(Vec::new).push(object);
+            0
+        }
+        Event::InitDone => {
+            let listed = relist.buffer.take().unwrap_or_default();
+            relist.listed = true;
+            let keep: BTreeSet<(String, String)> = listed.iter().map(|o| key(o.meta())).collect();
+            let mut changed = 0;
+            for (namespace, name) in held(proxier).difference(&keep) {
+                changed += usize::from(delete(proxier, (namespace, name)));
+            }
+            for object in listed {
+                changed += usize::from(apply(proxier, object));
+            }
+            changed
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! `Proxier` without a kernel: `nft` is replaced by `true` (accepts everything) or `false` (refuses
+//! everything), so these tests see exactly which transactions a sequence of object changes produces.
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use proxier_core::NodeConfig;
+use proxier_nft::transaction::Change;
+use proxier_nft::{Nft, Proxier, SyncKind};
+
+fn service(name: &str, ip: &str, protocol: &str) -> Service {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"namespace": "ns", "name": name},
+        "spec": {"clusterIP": ip, "clusterIPs": [ip], "ports": [{"name": "p", "port": 80, "protocol": protocol}]}
+    }))
+    .unwrap()
+}
+
+fn slice(service: &str, addresses: &[&str], protocol: &str) -> EndpointSlice {
+    let endpoints: Vec<_> = addresses
+        .iter()
+        .map(|a| serde_json::json!({"addresses": [a], "conditions": {"ready": true}, "nodeName": "node-b"}))
+        .collect();
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"namespace": "ns", "name": format!("{service}-abc"),
+                     "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{"name": "p", "port": 8080, "protocol": protocol}]
+    }))
+    .unwrap()
+}
+
+fn config() -> NodeConfig {
+    NodeConfig {
+        node_name: "node-a".into(),
+        node_ips: vec!["192.168.50.1".parse().unwrap()],
+        cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
+        ..Default::default()
+    }
+}
+
+/// A proxier holding `n` unrelated Services with two endpoints each, already synced.
+fn proxier_with(n: u32) -> Proxier {
+    let mut proxier = Proxier::new(config(), "proxier", Nft::new("true"));
+    for i in 0..n {
+        let name = format!("unrelated-{i}");
+        let ip = format!("10.96.{}.{}", 100 + i / 250, 1 + i % 250);
+        let a = format!("10.244.{}.{}", 100 + i / 250, 1 + i % 250);
+        let b = format!("10.245.{}.{}", 100 + i / 250, 1 + i % 250);
+        proxier.apply_service(service(&name, &ip, "TCP"));
+        proxier.apply_endpoint_slice(slice(&name, &[&a, &b], "TCP"));
+    }
+    let first = proxier.sync().unwrap();
+    assert_eq!(first.kind, SyncKind::Full);
+    proxier
+}
+
+/// The changes of one sequence of edits on a proxier with `n` unrelated Services.
+fn edits_on(n: u32) -> Vec<Vec<Change>> {
+    let mut proxier = proxier_with(n);
+    let mut transactions = Vec::new();
+    let mut step = |proxier: &mut Proxier| {
+        let outcome = proxier.sync().unwrap();
+        assert_eq!(outcome.kind, SyncKind::Partial);
+        transactions.push(outcome.transaction.changes().to_vec());
+    };
+    proxier.apply_service(service("web", "10.96.0.20", "TCP"));
+    step(&mut proxier);
+    proxier.apply_endpoint_slice(slice("web", &["10.244.1.1"], "TCP"));
+    step(&mut proxier);
+    proxier.apply_endpoint_slice(slice("web", &["10.244.1.1", "10.244.2.2", "10.244.3.3"], "TCP"));
+    step(&mut proxier);
+    proxier.delete_endpoint_slice("ns", "web-abc");
+    step(&mut proxier);
+    proxier.delete_service("ns", "web");
+    step(&mut proxier);
+    transactions
+}
+
+#[test]
+fn an_incremental_transaction_does_not_grow_with_unrelated_services() {
+    let small = edits_on(10);
+    let large = edits_on(1000);
+    assert_eq!(small, large, "the same edits must give the same transactions whatever else the cluster holds");
+    assert!(small.iter().all(|changes| !changes.is_empty()), "{small:#?}");
+    let elements: usize = small
+        .iter()
+        .flatten()
+        .map(|c| match c {
+            Change::AddElements { elements, .. } | Change::DeleteElements { elements, .. } => elements.len(),
+            _ => 0,
+        })
+        .sum();
+    assert!(elements < 40, "{elements} elements changed for one Service's edits: {small:#?}");
+}
+
+#[test]
+fn nothing_changed_runs_no_nft() {
+    // `false` refuses every transaction: a sync that ran nft would fail.
+    let mut proxier = proxier_with(3);
+    let mut refusing = Proxier::new(config(), "proxier", Nft::new("false"));
+    std::mem::swap(&mut proxier, &mut refusing);
+    // Re-feed the same objects into a proxier that has committed state.
+    let mut proxier = proxier_with(3);
+    let outcome = proxier.sync().unwrap();
+    assert_eq!((outcome.kind, outcome.changes), (SyncKind::Partial, 0));
+    // Re-applying an identical object is no change either.
+    proxier.apply_service(service("unrelated-0", "10.96.100.1", "TCP"));
+    assert!(!proxier.has_pending_changes());
+    assert_eq!(proxier.sync().unwrap().changes, 0);
+}
+
+#[test]
+fn a_failed_sync_keeps_committed_state_and_the_next_is_full() {
+    let mut proxier = Proxier::new(config(), "proxier", Nft::new("false"));
+    proxier.apply_service(service("web", "10.96.0.20", "TCP"));
+    let error = proxier.sync().unwrap_err();
+    assert!(error.to_string().contains("Full sync failed"), "{error}");
+    assert!(proxier.committed().is_none());
+    assert!(proxier.has_pending_changes());
+    assert!(proxier.queued_since().is_some(), "the change is still queued");
+}
+
+#[test]
+fn emptied_chains_are_deleted_by_a_later_sync_after_the_grace_period() {
+    let mut proxier = proxier_with(0);
+    // Session affinity gives the Service chains and sets of its own in the layout.
+    let mut web = service("web", "10.96.0.20", "UDP");
+    web.spec.as_mut().unwrap().session_affinity = Some("ClientIP".into());
+    proxier.apply_service(web);
+    proxier.apply_endpoint_slice(slice("web", &["10.244.1.1", "10.244.2.2"], "UDP"));
+    proxier.sync().unwrap();
+    proxier.delete_service("ns", "web");
+    proxier.delete_endpoint_slice("ns", "web-abc");
+    let removal = proxier.sync().unwrap();
+    // Chains are only flushed by the transaction that stops using them (affinity sets, which no map
+    // element points at, may go at once, as in kube-proxy).
+    let deletes = |changes: &[Change]| changes.iter().filter(|c| matches!(c, Change::DeleteChain { .. })).count();
+    assert_eq!(deletes(removal.transaction.changes()), 0, "{:#?}", removal.transaction.changes());
+    let Some(due) = proxier.next_cleanup() else {
+        // The layout gave the Service no objects of its own: nothing to clean up.
+        return;
+    };
+    let early = proxier.sync().unwrap();
+    assert_eq!(early.changes, 0, "too early: {:?}", early.transaction);
+    std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+    let cleanup = proxier.sync().unwrap();
+    assert!(deletes(cleanup.transaction.changes()) > 0, "{:?}", cleanup.transaction);
+    assert_eq!(proxier.next_cleanup(), None);
+    assert_eq!(proxier.sync().unwrap().changes, 0);
+}
+
+#[test]
+fn udp_endpoint_changes_select_stale_conntrack_entries() {
+    use proxier_nft::proxier::conntrack_filters;
+    let mut proxier = proxier_with(0);
+    proxier.apply_service(service("dns", "10.96.0.10", "UDP"));
+    proxier.sync().unwrap();
+    let no_endpoints = proxier.model().unwrap().clone();
+    proxier.apply_endpoint_slice(slice("dns", &["10.244.1.1", "10.244.2.2"], "UDP"));
+    proxier.sync().unwrap();
+    let two = proxier.model().unwrap().clone();
+    proxier.apply_endpoint_slice(slice("dns", &["10.244.2.2"], "UDP"));
+    proxier.sync().unwrap();
+    let one = proxier.model().unwrap().clone();
+
+    let args =
+        |filters: Vec<proxier_nft::ConntrackFilter>| filters.iter().map(|f| f.args().join(" ")).collect::<Vec<_>>();
+    assert_eq!(
+        args(conntrack_filters(&no_endpoints, &two)),
+        ["-D -f ipv4 -p udp --orig-dst 10.96.0.10 --orig-port-dst 80"]
+    );
+    assert_eq!(
+        args(conntrack_filters(&two, &one)),
+        ["-D -f ipv4 -p udp --orig-dst 10.96.0.10 --orig-port-dst 80 --reply-src 10.244.1.1 --reply-port-src 8080"]
+    );
+    assert!(conntrack_filters(&one, &one).is_empty());
+    // TCP is never touched.
+    let mut tcp = proxier_with(0);
+    tcp.apply_service(service("web", "10.96.0.20", "TCP"));
+    tcp.sync().unwrap();
+    let before = tcp.model().unwrap().clone();
+    tcp.apply_endpoint_slice(slice("web", &["10.244.1.1"], "TCP"));
+    tcp.sync().unwrap();
+    assert!(conntrack_filters(&before, tcp.model().unwrap()).is_empty());
+}
+
+#[test]
+fn network_programming_latency_comes_from_the_trigger_annotation() {
+    let mut proxier = proxier_with(0);
+    let mut web = slice("web", &["10.244.1.1"], "TCP");
+    let trigger = "2020-01-01T00:00:00Z";
+    web.metadata.annotations =
+        Some([("endpoints.kubernetes.io/last-change-trigger-time".to_owned(), trigger.to_owned())].into());
+    proxier.apply_endpoint_slice(web.clone());
+    let outcome = proxier.sync().unwrap();
+    assert_eq!(outcome.network_programming.len(), 1);
+    assert!(outcome.network_programming[0].as_secs() > 365 * 24 * 3600);
+    // The same trigger again (a resync of the same object) is not observed twice.
+    web.metadata.labels.as_mut().unwrap().insert("x".into(), "y".into());
+    proxier.apply_endpoint_slice(web);
+    assert!(proxier.sync().unwrap().network_programming.is_empty());
+}

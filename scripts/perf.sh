@@ -1,0 +1,226 @@
+#!/usr/bin/env bash
+# Scale measurements for docs/performance.md, in fresh network namespaces. Run as root from anywhere in
+# the repository (needs cargo, ip, nft):
+#
+#   scripts/perf.sh                      # everything, about 10 minutes on 2 cores
+#   PERF_COLD_SIZES=1000 PERF_CHANGE_SIZES=1000 PERF_RSS_SIZE=1000 PERF_DP_SIZE=1000 scripts/perf.sh  # smoke run
+#
+# What it measures, in one run:
+#   1. cold apply: wall time of `proxier apply` of a generated N × 10 snapshot into an empty namespace
+#      (N = PERF_COLD_SIZES, default 1000 10000 44000; PERF_REPEAT runs each, median), the kernel
+#      objects it leaves, and the same load through the library phase by phase (scale_probe sync);
+#   2. one endpoint change end to end at N = PERF_CHANGE_SIZES (default 10000 44000): 20 changes, each
+#      recompute + Transaction::between + JSON + nft, timed by phase, with the transaction's size;
+#   3. RSS of the embeddable `Proxier` holding a PERF_RSS_SIZE × 10 cluster (default 10000);
+#   4. the data plane: new TCP connections per second client → ClusterIP → pod, through a node namespace
+#      doing the NAT, with 1 Service loaded, with PERF_DP_SIZE (default 30000) loaded, and straight to the
+#      pod IP with no rules at all; PERF_DP_ROUNDS rounds (default 3) of PERF_DP_SECONDS (default 5) each,
+#      interleaved, medians reported.
+#
+# Every namespace it creates is named pf<pid>-…, and all of them are deleted on exit, failure or ^C.
+# Traffic flows only between those namespaces. Raw key=value results go to target/perf/results.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+COLD_SIZES=${PERF_COLD_SIZES:-"1000 10000 44000"}
+CHANGE_SIZES=${PERF_CHANGE_SIZES:-"10000 44000"}
+RSS_SIZE=${PERF_RSS_SIZE:-10000}
+DP_SIZE=${PERF_DP_SIZE:-30000}
+REPEAT=${PERF_REPEAT:-3}
+DP_ROUNDS=${PERF_DP_ROUNDS:-3}
+DP_SECONDS=${PERF_DP_SECONDS:-5}
+ENDPOINTS=10
+CLUSTER_CIDR=10.128.0.0/9
+NODE=node-1
+
+PREFIX="pf$$-"
+WORK=$(mktemp -d /tmp/proxier-perf.XXXXXX)
+OUT_DIR=target/perf
+RESULTS=$OUT_DIR/results.txt
+NAMESPACES=()
+PIDS=()
+
+cleanup() {
+    local status=$?
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    for ns in "${NAMESPACES[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+    rm -rf "$WORK"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say() { echo "perf: $*" >&2; }
+record() { echo "$1" | tee -a "$RESULTS"; }
+# Creates namespace pf<pid>-NAME, remembered for cleanup, and sets NS to its name.
+new_ns() {
+    NS="$PREFIX$1"
+    ip netns add "$NS"
+    NAMESPACES+=("$NS")
+    ip -n "$NS" link set lo up
+}
+del_ns() {
+    ip netns del "$1"
+    local kept=()
+    for ns in "${NAMESPACES[@]}"; do [[ $ns == "$1" ]] || kept+=("$ns"); done
+    NAMESPACES=("${kept[@]}")
+}
+now_ns() { date +%s%N; }
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+value() { grep -m1 "^$1=" | cut -d= -f2; }
+field() { tr ' ' '\n' <<<"$2" | value "$1"; }
+
+[[ $(id -u) == 0 ]] || { say "run as root (network namespaces and nft)"; exit 2; }
+command -v nft >/dev/null && command -v ip >/dev/null || { say "needs nft and ip"; exit 2; }
+
+mkdir -p "$OUT_DIR"
+: >"$RESULTS"
+say "building (release)"
+cargo build --release --locked -q -p proxier-cli --bin proxier --example scale_probe
+PROXIER=$PWD/target/release/proxier
+PROBE=$PWD/target/release/examples/scale_probe
+
+record "machine.nproc=$(nproc)"
+record "machine.kernel=$(uname -r)"
+record "machine.nft=$(nft --version)"
+record "machine.cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+
+snapshot() {
+    local n=$1 file="$WORK/s$1.json"
+    if [[ ! -f $file ]]; then
+        say "generating $n services × $ENDPOINTS endpoints"
+        "$PROXIER" gen --services "$n" --endpoints "$ENDPOINTS" --seed 1 --node-port-range 30000-65535 \
+            --out "$file" 2>>"$OUT_DIR/gen.log"
+    fi
+    echo "$file"
+}
+
+# 1. Cold apply, kernel objects, and the library's phases.
+for n in $COLD_SIZES; do
+    file=$(snapshot "$n")
+    times=()
+    for ((i = 1; i <= REPEAT; i++)); do
+        new_ns cold
+    ns=$NS
+        start=$(now_ns)
+        ip netns exec "$ns" "$PROXIER" apply --snapshot "$file" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" 2>/dev/null
+        times+=($((($(now_ns) - start) / 1000000)))
+        if ((i == REPEAT)); then
+            ip netns exec "$ns" "$PROBE" count | sed "s/^/cold.$n./" | tee -a "$RESULTS"
+        fi
+        del_ns "$ns"
+    done
+    record "cold.$n.apply_ms=$(printf '%s\n' "${times[@]}" | median)"
+    record "cold.$n.apply_ms_all=${times[*]}"
+
+    new_ns sync
+    ns=$NS
+    ip netns exec "$ns" "$PROBE" sync --snapshot "$file" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" --changes 0 \
+        | sed "s/^/sync.$n./" | tee -a "$RESULTS"
+    del_ns "$ns"
+done
+
+# 2. One endpoint change, end to end.
+for n in $CHANGE_SIZES; do
+    file=$(snapshot "$n")
+    new_ns change
+    ns=$NS
+    ip netns exec "$ns" "$PROBE" sync --snapshot "$file" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" --changes 20 \
+        | grep '^change\.' | sed "s/^/change.$n./" | tee -a "$RESULTS"
+    del_ns "$ns"
+done
+
+# 3. Live mode: the embeddable Proxier holding the cluster; its sync times and RSS.
+file=$(snapshot "$RSS_SIZE")
+new_ns live
+ns=$NS
+ip netns exec "$ns" "$PROBE" live --snapshot "$file" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" --changes 20 \
+    | grep '^live\.' | tr ' ' '\n' | sed "s/^/live.$RSS_SIZE./" | tee -a "$RESULTS"
+del_ns "$ns"
+
+# 4. Data plane: client → node (NAT) → pod.
+file=$(snapshot "$DP_SIZE")
+new_ns client
+client=$NS
+new_ns node
+node=$NS
+new_ns pod
+pod=$NS
+ip link add c0 netns "$client" type veth peer name n0 netns "$node"
+ip link add p0 netns "$pod" type veth peer name n1 netns "$node"
+ip -n "$client" addr add 10.255.1.2/24 dev c0
+ip -n "$node" addr add 10.255.1.1/24 dev n0
+ip -n "$node" addr add 10.255.2.1/24 dev n1
+for i in $(seq 2 11); do ip -n "$pod" addr add "10.255.2.$i/24" dev p0; done
+for link in "$client c0" "$node n0" "$node n1" "$pod p0"; do read -r ns dev <<<"$link"; ip -n "$ns" link set "$dev" up; done
+ip -n "$client" route add default via 10.255.1.1
+ip -n "$pod" route add default via 10.255.2.1
+ip netns exec "$node" sysctl -qw net.ipv4.ip_forward=1
+
+# One Service, default/echo, ClusterIP 10.96.0.10:80 (the generator never allocates 10.96.0.0-15),
+# with ten endpoints: the pod's ten addresses, port 8080.
+endpoints=$(for i in $(seq 2 11); do
+    printf '{"addresses":["10.255.2.%s"],"conditions":{"ready":true},"nodeName":"%s"},' "$i" "$NODE"
+done)
+cat >"$WORK/echo.json" <<EOF
+{"apiVersion":"v1","kind":"List","items":[
+ {"apiVersion":"v1","kind":"Service","metadata":{"name":"echo","namespace":"default"},
+  "spec":{"clusterIP":"10.96.0.10","clusterIPs":["10.96.0.10"],"type":"ClusterIP",
+          "ports":[{"name":"http","port":80,"protocol":"TCP","targetPort":8080}]}},
+ {"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","addressType":"IPv4",
+  "metadata":{"name":"echo-abcde","namespace":"default","labels":{"kubernetes.io/service-name":"echo"}},
+  "ports":[{"name":"http","port":8080,"protocol":"TCP"}],
+  "endpoints":[${endpoints%,}]}]}
+EOF
+
+ip netns exec "$pod" "$PROBE" serve --listen 0.0.0.0:8080 &
+PIDS+=($!)
+sleep 0.5
+
+load_rules() {
+    local apply=(ip netns exec "$node" "$PROXIER")
+    case $1 in
+        direct) "${apply[@]}" delete >/dev/null 2>&1 ;;
+        one) "${apply[@]}" apply --snapshot "$WORK/echo.json" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" 2>/dev/null ;;
+        full) "${apply[@]}" apply --snapshot "$file" "$WORK/echo.json" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" 2>/dev/null ;;
+    esac
+}
+target() { [[ $1 == direct ]] && echo 10.255.2.2:8080 || echo 10.96.0.10:80; }
+
+# Check every path works before timing anything.
+for mode in direct one full; do
+    load_rules "$mode"
+    check=$(ip netns exec "$client" "$PROBE" connect --to "$(target "$mode")" --seconds 0.5)
+    if [[ $(field ok "$check") == 0 || $(field failed "$check") != 0 ]]; then
+        say "data plane check failed for $mode: $check"
+        exit 1
+    fi
+done
+record "dataplane.services_loaded_full=$(ip netns exec "$node" "$PROBE" count | value kernel.elements) elements"
+
+declare -A rates p50s
+modes=(direct one full)
+for ((r = 0; r < DP_ROUNDS; r++)); do
+    for ((m = 0; m < 3; m++)); do
+        mode=${modes[$(((m + r) % 3))]}
+        load_rules "$mode"
+        out=$(ip netns exec "$client" "$PROBE" connect --to "$(target "$mode")" --seconds "$DP_SECONDS")
+        say "round $((r + 1)) $mode: $out"
+        rates[$mode]+="$(field rate "$out") "
+        p50s[$mode]+="$(field p50_us "$out") "
+    done
+done
+for mode in direct one full; do
+    record "dataplane.$mode.rate=$(tr ' ' '\n' <<<"${rates[$mode]}" | grep . | median)"
+    record "dataplane.$mode.rate_all=${rates[$mode]% }"
+    record "dataplane.$mode.p50_us=$(tr ' ' '\n' <<<"${p50s[$mode]}" | grep . | median)"
+done
+direct=$(grep '^dataplane.direct.rate=' "$RESULTS" | cut -d= -f2)
+one=$(grep '^dataplane.one.rate=' "$RESULTS" | cut -d= -f2)
+full=$(grep '^dataplane.full.rate=' "$RESULTS" | cut -d= -f2)
+record "dataplane.full_over_one=$(awk -v a="$full" -v b="$one" 'BEGIN { printf "%.3f", a / b }')"
+record "dataplane.full_over_direct=$(awk -v a="$full" -v b="$direct" 'BEGIN { printf "%.3f", a / b }')"
+record "dataplane.one_over_direct=$(awk -v a="$one" -v b="$direct" 'BEGIN { printf "%.3f", a / b }')"
+
+say "done; raw results in $RESULTS"
