@@ -31,6 +31,16 @@ use http::{Health, HealthChecks};
 use metrics::Metrics;
 use watch::Update;
 
+/// The taint the cluster autoscaler puts on a Node it is about to delete.
+const TAINT_TO_BE_DELETED: &str = "ToBeDeletedByClusterAutoscaler";
+
+/// Whether `/healthz` should tell load balancers to stop sending new connections here, as kube-proxy
+/// does: the Node is being deleted, or the cluster autoscaler is about to delete it.
+fn node_is_leaving(node: &k8s_openapi::api::core::v1::Node) -> bool {
+    let tainted = node.spec.iter().flat_map(|s| s.taints.iter().flatten()).any(|t| t.key == TAINT_TO_BE_DELETED);
+    node.metadata.deletion_timestamp.is_some() || tainted
+}
+
 /// Runs until SIGTERM or SIGINT. Exit status 0 on a signal, 2 for bad settings, 1 when it cannot start.
 pub fn main(args: &RunArgs) -> ExitCode {
     let settings = match args.settings() {
@@ -205,7 +215,14 @@ impl Loop {
             Update::Node(event) => {
                 match &*event {
                     Event::Apply(node) | Event::InitApply(node) => {
-                        self.health.set_node_deleting(node.metadata.deletion_timestamp.is_some());
+                        // As kube-proxy: a Node being deleted, or drained by the cluster autoscaler,
+                        // tells load balancers to stop sending new connections here.
+                        let drained = node
+                            .spec
+                            .iter()
+                            .flat_map(|s| s.taints.iter().flatten())
+                            .any(|t| t.key == TAINT_TO_BE_DELETED);
+                        self.health.set_node_deleting(node.metadata.deletion_timestamp.is_some() || drained);
                     }
                     Event::Delete(_) => self.health.set_node_deleting(true),
                     Event::Init | Event::InitDone => {}
@@ -315,5 +332,31 @@ fn apply_event<K: kube::Resource<DynamicType = ()> + Clone>(
             }
             changed
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{Node, NodeSpec, Taint};
+
+    use super::node_is_leaving;
+
+    #[test]
+    fn a_node_is_leaving_when_deleted_or_tainted_by_the_autoscaler() {
+        let mut node = Node::default();
+        assert!(!node_is_leaving(&node));
+        node.spec = Some(NodeSpec {
+            taints: Some(vec![Taint {
+                key: "ToBeDeletedByClusterAutoscaler".into(),
+                effect: "NoSchedule".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        assert!(node_is_leaving(&node));
+        let mut deleted = Node::default();
+        deleted.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()));
+        assert!(node_is_leaving(&deleted));
     }
 }
