@@ -215,14 +215,7 @@ impl Loop {
             Update::Node(event) => {
                 match &*event {
                     Event::Apply(node) | Event::InitApply(node) => {
-                        // As kube-proxy: a Node being deleted, or drained by the cluster autoscaler,
-                        // tells load balancers to stop sending new connections here.
-                        let drained = node
-                            .spec
-                            .iter()
-                            .flat_map(|s| s.taints.iter().flatten())
-                            .any(|t| t.key == TAINT_TO_BE_DELETED);
-                        self.health.set_node_deleting(node.metadata.deletion_timestamp.is_some() || drained);
+                        self.health.set_node_deleting(node_is_leaving(node));
                     }
                     Event::Delete(_) => self.health.set_node_deleting(true),
                     Event::Init | Event::InitDone => {}
