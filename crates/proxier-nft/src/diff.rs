@@ -33,9 +33,9 @@ pub fn diff(nft: &Nft, transaction: &Transaction) -> Result<TableDiff, NftError>
 
     let mut unified = String::new();
     for (family, wanted) in IpFamily::ALL.into_iter().zip(desired) {
-        let live = nft.list_table(family, name)?.map(|t| normalize(&t)).unwrap_or_default();
+        let live = nft.list_table(family, name)?.map(|t| canonical(&t)).unwrap_or_default();
         let header = format!("table {} {}", family_name(family), name);
-        let wanted = wanted.as_deref().map(normalize).unwrap_or_default();
+        let wanted = wanted.as_deref().map(canonical).unwrap_or_default();
         if live == wanted {
             continue;
         }
@@ -49,11 +49,49 @@ pub fn diff(nft: &Nft, transaction: &Transaction) -> Result<TableDiff, NftError>
     Ok(TableDiff { unified })
 }
 
-/// One set element per line, sorted: the kernel lists elements in hash order.
-fn normalize(table: &str) -> String {
+/// An nft table listing in comparable form: sets, maps and chains sorted (the kernel lists them in
+/// creation order, which incremental syncs change), set elements one per line and sorted (the kernel
+/// lists them in hash order), and the elements of timeout sets dropped (the data plane fills those).
+pub fn canonical(listing: &str) -> String {
+    let flat = canonical_elements(listing);
+    let mut head = String::new();
+    let mut blocks: Vec<String> = Vec::new();
+    let mut current: Option<String> = None;
+    for line in flat.lines() {
+        let top_level = line.starts_with('\t') && !line.starts_with("\t\t");
+        match current.as_mut() {
+            Some(block) => {
+                block.push_str(line);
+                block.push('\n');
+                if line == "\t}" {
+                    blocks.extend(current.take());
+                }
+            }
+            None if top_level && line.ends_with('{') => current = Some(format!("{line}\n")),
+            None if line.trim().is_empty() => {}
+            None => {
+                head.push_str(line);
+                head.push('\n');
+            }
+        }
+    }
+    blocks.extend(current);
+    blocks.sort();
+    head + &blocks.join("")
+}
+
+fn canonical_elements(listing: &str) -> String {
     let mut out = String::new();
-    let mut lines = table.lines();
+    let mut timeout_set = false;
+    let mut lines = listing.lines();
     while let Some(line) = lines.next() {
+        let trimmed = line.trim();
+        if (trimmed.starts_with("set ") || trimmed.starts_with("map ")) && trimmed.ends_with('{') {
+            timeout_set = false;
+        }
+        if (trimmed.starts_with("flags ") && trimmed.contains("timeout")) || trimmed.starts_with("timeout ") {
+            timeout_set = true;
+        }
         let Some((indent, first)) = line.split_once("elements = { ") else {
             out.push_str(line);
             out.push('\n');
@@ -65,6 +103,9 @@ fn normalize(table: &str) -> String {
                 Some(next) => body.push_str(next.trim()),
                 None => break,
             }
+        }
+        if timeout_set {
+            continue;
         }
         let body = body.trim_end().trim_end_matches('}');
         let mut elements: Vec<&str> = body.split(',').map(str::trim).filter(|e| !e.is_empty()).collect();
@@ -88,11 +129,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn elements_are_one_per_line_and_sorted() {
-        let listing = "table ip t {\n\tset s {\n\t\ttype ipv4_addr\n\t\telements = { 10.0.0.2, 10.0.0.1,\n\t\t\t     10.0.0.3 }\n\t}\n}\n";
-        assert_eq!(
-            normalize(listing),
-            "table ip t {\n\tset s {\n\t\ttype ipv4_addr\n\t\telements = {\n\t\t\t10.0.0.1,\n\t\t\t10.0.0.2,\n\t\t\t10.0.0.3,\n\t\t}\n\t}\n}\n"
-        );
+    fn timeout_set_elements_are_not_compared() {
+        let a = "table ip t {\n\tset aff {\n\t\ttype ipv4_addr\n\t\tflags timeout\n\t\ttimeout 3h\n\t\telements = { 10.0.0.1 timeout 3h expires 2h }\n\t}\n\tset s {\n\t\ttype ipv4_addr\n\t\telements = { 10.0.0.2, 10.0.0.1 }\n\t}\n}\n";
+        let b = "table ip t {\n\tset aff {\n\t\ttype ipv4_addr\n\t\tflags timeout\n\t\ttimeout 3h\n\t}\n\tset s {\n\t\ttype ipv4_addr\n\t\telements = { 10.0.0.1,\n\t\t\t10.0.0.2 }\n\t}\n}\n";
+        assert_eq!(canonical(a), canonical(b));
+        assert!(canonical(a).contains("\t\t\t10.0.0.1,\n\t\t\t10.0.0.2,\n"));
+        let c = "table ip t {\n\tset s {\n\t\ttype ipv4_addr\n\t}\n\n\tchain x {\n\t\tdrop\n\t}\n}\n";
+        let d = "table ip t {\n\tchain x {\n\t\tdrop\n\t}\n\n\tset s {\n\t\ttype ipv4_addr\n\t}\n}\n";
+        assert_eq!(canonical(c), canonical(d));
+        assert_ne!(canonical(c), canonical(&d.replace("drop", "accept")));
     }
 }

@@ -42,6 +42,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use proxier_core::{DestinationKind, IpFamily, NodeConfig, Protocol, RuleModel, Snapshot, compute};
 
 use crate::conntrack::{Conntrack, ConntrackFilter, ConntrackOutcome};
+use crate::diff::canonical;
 use crate::ruleset::Table;
 use crate::runner::{Nft, NftError};
 use crate::transaction::{Change, Committed, Transaction};
@@ -540,96 +541,4 @@ pub fn conntrack_filters(old: &RuleModel, new: &RuleModel) -> Vec<ConntrackFilte
         }
     }
     filters.into_iter().collect()
-}
-
-/// An nft table listing in comparable form: sets, maps and chains sorted (the kernel lists them in
-/// creation order, which incremental syncs change), set elements one per line and sorted (the kernel
-/// lists them in hash order), and the elements of timeout sets dropped (the data plane fills those).
-pub fn canonical(listing: &str) -> String {
-    let flat = canonical_elements(listing);
-    let mut head = String::new();
-    let mut blocks: Vec<String> = Vec::new();
-    let mut current: Option<String> = None;
-    for line in flat.lines() {
-        let top_level = line.starts_with('\t') && !line.starts_with("\t\t");
-        match current.as_mut() {
-            Some(block) => {
-                block.push_str(line);
-                block.push('\n');
-                if line == "\t}" {
-                    blocks.extend(current.take());
-                }
-            }
-            None if top_level && line.ends_with('{') => current = Some(format!("{line}\n")),
-            None if line.trim().is_empty() => {}
-            None => {
-                head.push_str(line);
-                head.push('\n');
-            }
-        }
-    }
-    blocks.extend(current);
-    blocks.sort();
-    head + &blocks.join("")
-}
-
-fn canonical_elements(listing: &str) -> String {
-    let mut out = String::new();
-    let mut timeout_set = false;
-    let mut lines = listing.lines();
-    while let Some(line) = lines.next() {
-        let trimmed = line.trim();
-        if (trimmed.starts_with("set ") || trimmed.starts_with("map ")) && trimmed.ends_with('{') {
-            timeout_set = false;
-        }
-        if (trimmed.starts_with("flags ") && trimmed.contains("timeout")) || trimmed.starts_with("timeout ") {
-            timeout_set = true;
-        }
-        let Some((indent, first)) = line.split_once("elements = { ") else {
-            out.push_str(line);
-            out.push('\n');
-            continue;
-        };
-        let mut body = first.to_owned();
-        while !body.trim_end().ends_with('}') {
-            match lines.next() {
-                Some(next) => body.push_str(next.trim()),
-                None => break,
-            }
-        }
-        if timeout_set {
-            continue;
-        }
-        let body = body.trim_end().trim_end_matches('}');
-        let mut elements: Vec<&str> = body.split(',').map(str::trim).filter(|e| !e.is_empty()).collect();
-        elements.sort_unstable();
-        out.push_str(indent);
-        out.push_str("elements = {\n");
-        for element in elements {
-            out.push_str(indent);
-            out.push('\t');
-            out.push_str(element);
-            out.push_str(",\n");
-        }
-        out.push_str(indent);
-        out.push_str("}\n");
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timeout_set_elements_are_not_compared() {
-        let a = "table ip t {\n\tset aff {\n\t\ttype ipv4_addr\n\t\tflags timeout\n\t\ttimeout 3h\n\t\telements = { 10.0.0.1 timeout 3h expires 2h }\n\t}\n\tset s {\n\t\ttype ipv4_addr\n\t\telements = { 10.0.0.2, 10.0.0.1 }\n\t}\n}\n";
-        let b = "table ip t {\n\tset aff {\n\t\ttype ipv4_addr\n\t\tflags timeout\n\t\ttimeout 3h\n\t}\n\tset s {\n\t\ttype ipv4_addr\n\t\telements = { 10.0.0.1,\n\t\t\t10.0.0.2 }\n\t}\n}\n";
-        assert_eq!(canonical(a), canonical(b));
-        assert!(canonical(a).contains("\t\t\t10.0.0.1,\n\t\t\t10.0.0.2,\n"));
-        let c = "table ip t {\n\tset s {\n\t\ttype ipv4_addr\n\t}\n\n\tchain x {\n\t\tdrop\n\t}\n}\n";
-        let d = "table ip t {\n\tchain x {\n\t\tdrop\n\t}\n\n\tset s {\n\t\ttype ipv4_addr\n\t}\n}\n";
-        assert_eq!(canonical(c), canonical(d));
-        assert_ne!(canonical(c), canonical(&d.replace("drop", "accept")));
-    }
 }
