@@ -11,21 +11,6 @@ use support::{Scenario, at, ready, service, slice};
 
 const WEB_IP: &str = "10.96.0.10";
 
-/// Two nodes; web-a on node-a, web-b on node-b, and a client pod on each; `web` has both web pods on
-/// TCP 80 → 8080 and UDP 53 → 5353, and a NodePort.
-fn web_cluster() -> (Scenario, Vec<proxier_testbed::Server>) {
-    let mut scenario = Scenario::new(2);
-    for (node, pod) in [(1, "web-a"), (2, "web-b"), (1, "client-a"), (2, "client-b")] {
-        scenario.bed.add_pod(node, pod).expect("pod");
-    }
-    let mut servers = Vec::new();
-    for pod in ["web-a", "web-b"] {
-        servers.push(scenario.pod(pod).serve(Proto::Tcp, 8080).expect("tcp server"));
-        servers.push(scenario.pod(pod).serve(Proto::Udp, 5353).expect("udp server"));
-    }
-    (scenario, servers)
-}
-
 fn web_objects(scenario: &Scenario, pods: &[&str]) -> String {
     let endpoints: Vec<_> = pods.iter().map(|p| ready(scenario.pod(p))).collect();
     service(
@@ -49,7 +34,7 @@ fn cluster_ip_reaches_every_pod_from_pods_and_nodes_keeping_pod_sources() {
     if !netns_available("cluster_ip_reaches_every_pod_from_pods_and_nodes_keeping_pod_sources") {
         return;
     }
-    let (scenario, _servers) = web_cluster();
+    let (scenario, _servers) = Scenario::web_pods();
     scenario.program(&web_objects(&scenario, &["web-a", "web-b"]));
     let (tcp, udp) =
         (at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 80), at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 53));
@@ -72,7 +57,7 @@ fn pod_sources_are_kept_across_nodes_and_other_sources_are_masqueraded() {
     if !netns_available("pod_sources_are_kept_across_nodes_and_other_sources_are_masqueraded") {
         return;
     }
-    let (scenario, _servers) = web_cluster();
+    let (scenario, _servers) = Scenario::web_pods();
     // One endpoint on node-b: every probe lands there.
     scenario.program(&web_objects(&scenario, &["web-b"]));
     let tcp = at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 80);
@@ -93,7 +78,7 @@ fn node_to_cluster_ip_is_masqueraded() {
     if !netns_available("node_to_cluster_ip_is_masqueraded") {
         return;
     }
-    let (mut scenario, _servers) = web_cluster();
+    let (mut scenario, _servers) = Scenario::web_pods();
     // web-a is on node-a: from node-a, unmasqueraded traffic would show the node IP, masqueraded traffic
     // shows the address of the interface it leaves through, the pod gateway 10.244.1.1.
     scenario.program(&web_objects(&scenario, &["web-a"]));
@@ -110,7 +95,7 @@ fn node_port_answers_on_every_node_even_without_a_local_endpoint() {
     if !netns_available("node_port_answers_on_every_node_even_without_a_local_endpoint") {
         return;
     }
-    let (scenario, _servers) = web_cluster();
+    let (scenario, _servers) = Scenario::web_pods();
     scenario.program(&web_objects(&scenario, &["web-a"]));
     for node in [1, 2] {
         let ip = scenario.bed.node(node).ipv4();
@@ -135,7 +120,7 @@ fn a_service_without_endpoints_is_refused_at_once() {
     if !netns_available("a_service_without_endpoints_is_refused_at_once") {
         return;
     }
-    let (scenario, _servers) = web_cluster();
+    let (scenario, _servers) = Scenario::web_pods();
     scenario.program(&web_objects(&scenario, &["web-a"]));
     let empty: std::net::IpAddr = "10.96.0.11".parse().unwrap();
     for from in [scenario.pod("client-a").netns(), scenario.pod("client-b").netns(), scenario.bed.node(1).netns()] {
@@ -161,7 +146,7 @@ fn a_pod_reaching_its_own_service_is_hairpinned() {
     if !netns_available("a_pod_reaching_its_own_service_is_hairpinned") {
         return;
     }
-    let (scenario, _servers) = web_cluster();
+    let (scenario, _servers) = Scenario::web_pods();
     scenario.program(&web_objects(&scenario, &["web-a"]));
     let tcp = at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 80);
     // web-a reaches itself; masqueraded to its node's address so the reply comes back through the node.
@@ -180,7 +165,7 @@ fn a_changed_snapshot_moves_traffic_to_the_new_endpoints() {
     if !netns_available("a_changed_snapshot_moves_traffic_to_the_new_endpoints") {
         return;
     }
-    let (scenario, _servers) = web_cluster();
+    let (scenario, _servers) = Scenario::web_pods();
     let tcp = at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 80);
     scenario.program(&web_objects(&scenario, &["web-a", "web-b"]));
     assert_reaches(scenario.pod("client-a"), Proto::Tcp, tcp, 30, &["web-a", "web-b"]);
@@ -195,7 +180,7 @@ fn ipv6_cluster_ip_and_node_port_work() {
     if !netns_available("ipv6_cluster_ip_and_node_port_work") {
         return;
     }
-    let (scenario, _servers) = web_cluster();
+    let (scenario, _servers) = Scenario::web_pods();
     let endpoints = [ready(scenario.pod("web-a")), ready(scenario.pod("web-b"))];
     let objects = service(
         "shop",
@@ -251,7 +236,7 @@ fn delete_removes_proxier_tables_and_traffic_is_no_longer_intercepted() {
     if !netns_available("delete_removes_proxier_tables_and_traffic_is_no_longer_intercepted") {
         return;
     }
-    let (scenario, _servers) = web_cluster();
+    let (scenario, _servers) = Scenario::web_pods();
     scenario.program(&web_objects(&scenario, &["web-a"]));
     let node = scenario.bed.node(1).netns();
     node.nft("table inet other {\n chain c {\n type filter hook input priority 10;\n }\n}\n").unwrap();
@@ -271,7 +256,7 @@ fn the_assertions_catch_a_removed_rule() {
     if !netns_available("the_assertions_catch_a_removed_rule") {
         return;
     }
-    let (scenario, _servers) = web_cluster();
+    let (scenario, _servers) = Scenario::web_pods();
     scenario.program(&web_objects(&scenario, &["web-a", "web-b"]));
     let tcp = at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 80);
     let node_a = scenario.bed.node(1).netns();

@@ -33,6 +33,21 @@ impl Scenario {
         Scenario { bed, dir, flags }
     }
 
+    /// Two nodes in zones zone-a and zone-b; pods web-a (node-a) and web-b (node-b) serving TCP 8080
+    /// and UDP 5353, and client pods client-a and client-b. The servers stop when dropped.
+    pub fn web_pods() -> (Scenario, Vec<Server>) {
+        let mut scenario = Scenario::new(2);
+        for (node, pod) in [(1, "web-a"), (2, "web-b"), (1, "client-a"), (2, "client-b")] {
+            scenario.bed.add_pod(node, pod).expect("pod");
+        }
+        let mut servers = Vec::new();
+        for pod in ["web-a", "web-b"] {
+            servers.push(scenario.pod(pod).serve(Proto::Tcp, 8080).expect("tcp server"));
+            servers.push(scenario.pod(pod).serve(Proto::Udp, 5353).expect("udp server"));
+        }
+        (scenario, servers)
+    }
+
     /// Replaces the flags after `--snapshot` and `--node`.
     pub fn flags(&mut self, flags: &[&str]) -> &mut Self {
         self.flags = flags.iter().map(|f| f.to_string()).collect();
