@@ -90,8 +90,24 @@ pub fn compat_mend(data: &[u8]) {
 }
 
 const KEYS: &[&str] = &[
-    "add", "delete", "map", "set", "element", "rule", "elem", "flags", "expr", "map", "mark", "val", "comment",
-    "timeout", "nftables", "masquerade", "verdict", "drop",
+    "add",
+    "delete",
+    "map",
+    "set",
+    "element",
+    "rule",
+    "elem",
+    "flags",
+    "expr",
+    "map",
+    "mark",
+    "val",
+    "comment",
+    "timeout",
+    "nftables",
+    "masquerade",
+    "verdict",
+    "drop",
 ];
 const STRINGS: &[&str] = &["mark", "drop", "accept", "return", "continue", "interval", "timeout", "verdict", "x"];
 
@@ -102,9 +118,9 @@ fn value(bytes: &mut Bytes<'_>, depth: usize) -> serde_json::Value {
         1 => Value::from(bytes.byte()),
         2 => Value::from(bytes.pick(STRINGS)),
         3 => Value::from(bytes.raw()),
-        4 | 5 => Value::Object(
-            (0..bytes.below(4)).map(|_| (bytes.pick(KEYS).to_owned(), value(bytes, depth + 1))).collect(),
-        ),
+        4 | 5 => {
+            Value::Object((0..bytes.below(4)).map(|_| (bytes.pick(KEYS).to_owned(), value(bytes, depth + 1))).collect())
+        }
         _ => Value::Array((0..bytes.below(4)).map(|_| value(bytes, depth + 1)).collect()),
     }
 }
