@@ -77,23 +77,50 @@ fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
-/// Runs `work`, returning its result and how long it took.
+/// Runs `work`, returning its result and how long it took (wall clock). The CPU time it used, this
+/// thread's plus that of the child processes (nft) it waited for, is then in [`last_cpu`]: on a shared
+/// machine that is the steadier number.
 fn timed<R>(work: impl FnOnce() -> R) -> (R, Duration) {
+    let cpu = cpu_time();
     let start = Instant::now();
     let result = work();
-    (result, start.elapsed())
+    let wall = start.elapsed();
+    LAST_CPU.set(cpu_time().saturating_sub(cpu));
+    (result, wall)
+}
+
+thread_local! {
+    static LAST_CPU: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
+}
+
+fn last_cpu() -> Duration {
+    LAST_CPU.get()
+}
+
+/// User and system time of this thread and of the children waited for so far.
+fn cpu_time() -> Duration {
+    let usage = |who| {
+        // SAFETY: getrusage writes one rusage struct into the zeroed one given.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(who, &raw mut usage) };
+        let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+        time(usage.ru_utime) + time(usage.ru_stime)
+    };
+    usage(libc::RUSAGE_THREAD) + usage(libc::RUSAGE_CHILDREN)
 }
 
 fn load(args: &Args) -> Snapshot {
     let path = arg(args, "snapshot");
     let (text, read) = timed(|| std::fs::read_to_string(path).unwrap_or_else(|e| fail(&format!("{path}: {e}"))));
     let ((snapshot, report), parse) = timed(|| Snapshot::from_text(path, &text));
+    let parse_cpu = last_cpu();
     if report.has_errors() {
         fail(&format!("{path}: {} problems, first: {}", report.diagnostics.len(), report.diagnostics[0]));
     }
     println!("cold.bytes={}", text.len());
     println!("cold.read_ms={:.1}", ms(read));
     println!("cold.parse_ms={:.1}", ms(parse));
+    println!("cold.parse_cpu_ms={:.1}", ms(parse_cpu));
     println!("services={}", snapshot.services.len());
     println!("endpoint_slices={}", snapshot.endpoint_slices.len());
     snapshot
@@ -129,7 +156,7 @@ fn pick(candidates: &[usize], k: usize) -> usize {
 }
 
 /// Median and maximum of each named series, printed as `prefix.name_ms=median` and `…_max_ms=max`.
-fn report_series(prefix: &str, series: &BTreeMap<&str, Vec<f64>>) {
+fn report_series(prefix: &str, series: &BTreeMap<String, Vec<f64>>) {
     for (name, values) in series {
         let mut sorted = values.clone();
         sorted.sort_by(f64::total_cmp);
@@ -147,52 +174,97 @@ fn sync(args: &Args) {
     let changes: usize = number(args, "changes", "20");
     let nft = Nft::default();
     let mut snapshot = load(args);
+    let baseline = resident();
+    println!("mem.snapshot_kib={}", baseline);
 
     let (model, compute_time) = timed(|| compute(&snapshot, &config));
+    let compute_cpu = last_cpu();
     let (tables, layout_time) = timed(|| Transaction::tables(&model, table));
+    let layout_cpu = last_cpu();
     let (document, render_time) = timed(|| Transaction::replacing(tables.clone(), table).to_json());
+    let render_cpu = last_cpu();
     let (applied, nft_time) = timed(|| nft.apply_json(&document));
+    let nft_cpu = last_cpu();
     applied.unwrap_or_else(|e| fail(&format!("cold apply: {e}")));
     let elements: usize = tables.iter().flat_map(|t| &t.sets).map(|s| s.elements.len()).sum();
-    println!("cold.compute_ms={:.1}", ms(compute_time));
-    println!("cold.layout_ms={:.1}", ms(layout_time));
-    println!("cold.render_ms={:.1}", ms(render_time));
-    println!("cold.compute_render_ms={:.1}", ms(compute_time + layout_time + render_time));
-    println!("cold.json_bytes={}", document.len());
-    println!("cold.nft_ms={:.1}", ms(nft_time));
-    println!("cold.commands={}", commands(&document));
-    println!("cold.elements={elements}");
+    let (json_bytes, json_commands) = (document.len(), commands(&document));
     drop(document);
+    let with_tables = resident();
+    let model_alone = {
+        let copy = model.clone();
+        let before = resident();
+        drop(copy);
+        before - resident()
+    };
+    println!("mem.model_kib={model_alone}");
+    println!("mem.snapshot_model_tables_kib={with_tables}");
+    for (name, wall, cpu) in [
+        ("compute", compute_time, compute_cpu),
+        ("layout", layout_time, layout_cpu),
+        ("render", render_time, render_cpu),
+        ("compute_render", compute_time + layout_time + render_time, compute_cpu + layout_cpu + render_cpu),
+        ("nft", nft_time, nft_cpu),
+    ] {
+        println!("cold.{name}_ms={:.1}", ms(wall));
+        println!("cold.{name}_cpu_ms={:.1}", ms(cpu));
+    }
+    // compute() starts by cloning every EndpointSlice; what that alone costs:
+    let (slices, clone_time) = timed(|| snapshot.endpoint_slices.clone());
+    drop(slices);
+    println!("cold.slices_clone_ms={:.1}", ms(clone_time));
+    println!("cold.json_bytes={json_bytes}");
+    println!("cold.commands={json_commands}");
+    println!("cold.elements={elements}");
 
     let candidates = changeable_slices(&snapshot.endpoint_slices);
     if candidates.is_empty() || changes == 0 {
         return;
     }
     let mut committed = tables;
-    let mut series: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut series: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut sizes = Vec::new();
     for k in 0..changes {
         let started = Instant::now();
         change_endpoint(&mut snapshot.endpoint_slices[pick(&candidates, k)], k);
-        let (model, compute_time) = timed(|| compute(&snapshot, &config));
-        let (desired, layout_time) = timed(|| Transaction::tables(&model, table));
-        let ((transaction, after), between_time) = timed(|| Transaction::between(&committed, &desired, table));
-        let (document, render_time) = timed(|| transaction.to_json());
-        let (applied, nft_time) = timed(|| nft.apply_json(&document));
+        let mut phases = Vec::new();
+        let (model, time) = timed(|| compute(&snapshot, &config));
+        phases.push(("compute", time, last_cpu()));
+        let (desired, time) = timed(|| Transaction::tables(&model, table));
+        phases.push(("layout", time, last_cpu()));
+        let ((transaction, after), time) = timed(|| Transaction::between(&committed, &desired, table));
+        phases.push(("between", time, last_cpu()));
+        let (document, time) = timed(|| transaction.to_json());
+        phases.push(("render", time, last_cpu()));
+        let userspace = phases.iter().fold((Duration::ZERO, Duration::ZERO), |(w, c), p| (w + p.1, c + p.2));
+        phases.push(("userspace", userspace.0, userspace.1));
+        let (applied, time) = timed(|| nft.apply_json(&document));
+        phases.push(("nft", time, last_cpu()));
         applied.unwrap_or_else(|e| fail(&format!("change {k}: {e}")));
-        let total = started.elapsed();
+        phases.push(("total", started.elapsed(), userspace.1 + last_cpu()));
         committed = after;
         sizes.push((commands(&document), document.len()));
-        for (name, time) in [
-            ("compute_ms", compute_time),
-            ("layout_ms", layout_time),
-            ("between_ms", between_time),
-            ("render_ms", render_time),
-            ("userspace_ms", compute_time + layout_time + between_time + render_time),
-            ("nft_ms", nft_time),
-            ("total_ms", total),
-        ] {
-            series.entry(name).or_default().push(ms(time));
+        // The same change computed for the changed Service alone: what an incremental compute and layout
+        // (only the Services whose objects changed) would cost.
+        let (_, time) = timed(|| {
+            let slice = &snapshot.endpoint_slices[pick(&candidates, k)];
+            let service = slice.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name"));
+            let alone = Snapshot {
+                services: snapshot
+                    .services
+                    .iter()
+                    .filter(|s| s.metadata.name.as_ref() == service && s.metadata.namespace == slice.metadata.namespace)
+                    .cloned()
+                    .collect(),
+                endpoint_slices: vec![slice.clone()],
+                nodes: snapshot.node(&config.node_name).cloned().into_iter().collect(),
+                ..Snapshot::default()
+            };
+            Transaction::tables(&compute(&alone, &config), table)
+        });
+        phases.push(("one_service_compute_layout", time, last_cpu()));
+        for (name, wall, cpu) in phases {
+            series.entry(format!("{name}_ms")).or_default().push(ms(wall));
+            series.entry(format!("{name}_cpu_ms")).or_default().push(ms(cpu));
         }
     }
     report_series("change", &series);
@@ -200,6 +272,13 @@ fn sync(args: &Args) {
     println!("change.commands_min={}", sizes[0].0);
     println!("change.commands_max={}", sizes[sizes.len() - 1].0);
     println!("change.json_bytes_max={}", sizes.iter().map(|s| s.1).max().unwrap_or(0));
+}
+
+/// Resident memory after handing freed heap back to the kernel, in KiB.
+fn resident() -> u64 {
+    // SAFETY: malloc_trim takes no pointers and only releases free memory.
+    unsafe { libc::malloc_trim(0) };
+    memory().0
 }
 
 /// Resident and peak memory of this process, in KiB, from /proc/self/status.
@@ -235,16 +314,18 @@ fn live(args: &Args) {
     nodes.into_iter().for_each(|n| {
         proxier.apply_node(n);
     });
-    let outcome = proxier.sync().unwrap_or_else(|e| fail(&format!("full sync: {e}")));
+    let (outcome, _) = timed(|| proxier.sync().unwrap_or_else(|e| fail(&format!("full sync: {e}"))));
     println!("live.full_sync_ms={:.1}", ms(outcome.duration));
-    let mut series: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    println!("live.full_sync_cpu_ms={:.1}", ms(last_cpu()));
+    let mut series: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut sizes = Vec::new();
     for (k, slice) in changed.iter_mut().enumerate() {
         change_endpoint(slice, k);
         let started = Instant::now();
         proxier.apply_endpoint_slice(slice.clone());
-        let outcome = proxier.sync().unwrap_or_else(|e| fail(&format!("change {k}: {e}")));
-        series.entry("total_ms").or_default().push(ms(started.elapsed()));
+        let (outcome, _) = timed(|| proxier.sync().unwrap_or_else(|e| fail(&format!("change {k}: {e}"))));
+        series.entry("total_ms".into()).or_default().push(ms(started.elapsed()));
+        series.entry("total_cpu_ms".into()).or_default().push(ms(last_cpu()));
         sizes.push((outcome.changes, outcome.elements));
     }
     report_series("live.change", &series);
@@ -290,6 +371,38 @@ fn formats(args: &Args) {
         println!("formats.{name}.render_ms={:.1}", ms(render));
         println!("formats.{name}.bytes={}", document.len());
         println!("formats.{name}.nft_ms={:.1}", ms(nft_time));
+        println!("formats.{name}.nft_cpu_ms={:.1}", ms(last_cpu()));
+    }
+
+    // Layout experiments: fewer elements, same chains. These tables are measured for load time only;
+    // they are not a working ruleset.
+    let local: std::collections::HashSet<String> = snapshot
+        .endpoint_slices
+        .iter()
+        .flat_map(|s| s.endpoints.iter().flatten())
+        .filter(|e| e.node_name.as_deref() == Some(config.node_name.as_str()))
+        .flat_map(|e| e.addresses.first().cloned())
+        .collect();
+    let mut local_hairpin = Transaction::tables(&model, table);
+    for set in local_hairpin.iter_mut().flat_map(|t| &mut t.sets).filter(|s| s.name == "hairpin") {
+        set.elements
+            .retain(|e| matches!(&e.key[0], proxier_nft::ruleset::Value::Addr(ip) if local.contains(&ip.to_string())));
+    }
+    let mut one_port_map = local_hairpin.clone();
+    for set in one_port_map.iter_mut().flat_map(|t| &mut t.sets) {
+        if set.name.starts_with("backend-") && set.name.ends_with("-port") && set.name != "backend-0-port" {
+            set.elements.clear();
+        }
+    }
+    for (name, tables) in [("local_hairpin", local_hairpin), ("local_hairpin_one_port_map", one_port_map)] {
+        let elements: usize = tables.iter().flat_map(|t| &t.sets).map(|s| s.elements.len()).sum();
+        let document =
+            serde_json::to_string(&Transaction::replacing(tables, table).to_json_value()).unwrap_or_default();
+        let (applied, nft_time) = timed(|| nft.in_scratch_namespace(|nft| nft.apply_json(&document)));
+        applied.unwrap_or_else(|e| fail(&format!("{name}: {e}")));
+        println!("formats.experiment.{name}.elements={elements}");
+        println!("formats.experiment.{name}.nft_ms={:.1}", ms(nft_time));
+        println!("formats.experiment.{name}.nft_cpu_ms={:.1}", ms(last_cpu()));
     }
 }
 
