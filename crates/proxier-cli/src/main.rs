@@ -9,8 +9,8 @@ mod tools;
 use std::process::ExitCode;
 
 use clap::Parser;
-use proxier_core::{RuleModel, Treatment, compute};
-use proxier_nft::{Nft, Transaction, diff};
+use proxier_core::{Diagnostic, RuleModel, Severity, Treatment, compute};
+use proxier_nft::{Nft, Transaction, diff, refusal};
 
 use crate::cli::{Cli, Command, Format, Input};
 
@@ -52,17 +52,28 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Apply { input, check } => {
-            let transaction = transaction(&input)?;
+            let model = model(&input)?;
             let nft = Nft::new(&input.node.nft.nft);
             if check {
+                let transaction = Transaction::full(&model, &input.node.nft.table);
                 nft.check_json(&transaction.to_json())
                     .map_err(|e| Failure::Nft(anyhow::Error::new(e).context("the kernel would refuse these rules")))?;
-            } else {
-                nft.apply_json(&transaction.to_json()).map_err(|e| {
-                    Failure::Nft(anyhow::Error::new(e).context("rules not applied; the previous ruleset is unchanged"))
-                })?;
+                return Ok(ExitCode::SUCCESS);
             }
-            Ok(ExitCode::SUCCESS)
+            let refused = refusal::apply_full(&nft, &model, &input.node.nft.table).map_err(|e| {
+                Failure::Nft(anyhow::Error::new(e).context("rules not applied; the previous ruleset is unchanged"))
+            })?;
+            if refused.is_empty() {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let count = refused.len();
+            for (service, why) in refused {
+                let diagnostic =
+                    Diagnostic { severity: Severity::Error, source: None, object: service, field: None, message: why };
+                eprintln!("proxier: {diagnostic}");
+            }
+            eprintln!("proxier: applied, except {count} Service(s) whose rules the kernel refused");
+            Ok(ExitCode::from(4))
         }
         Command::Diff { input } => {
             let transaction = transaction(&input)?;
@@ -129,6 +140,11 @@ fn generate(args: &cli::GenArgs) -> Result<ExitCode, Failure> {
 
 /// Reads the snapshot, computes the node's model, reports what it found, and builds the transaction.
 fn transaction(input: &Input) -> Result<Transaction, Failure> {
+    Ok(Transaction::full(&model(input)?, &input.node.nft.table))
+}
+
+/// Reads the snapshot, computes the node's model and reports what it found.
+fn model(input: &Input) -> Result<RuleModel, Failure> {
     let (snapshot, report) = input::load_snapshot(&input.snapshot).map_err(|e| Failure::Input(e.into()))?;
     if let Some(note) = report.skipped_note() {
         eprintln!("proxier: note: {note}");
@@ -139,7 +155,7 @@ fn transaction(input: &Input) -> Result<Transaction, Failure> {
     let config = input.node.config().map_err(|e| Failure::Input(anyhow::anyhow!(e)))?;
     let model = compute(&snapshot, &config);
     report_model(&model);
-    Ok(Transaction::full(&model, &input.node.nft.table))
+    Ok(model)
 }
 
 fn report_model(model: &RuleModel) {

@@ -231,6 +231,49 @@ fn sctp_services_are_balanced() {
     );
 }
 
+/// A kernel that lacks a feature one Service needs (here: an `nft` that refuses any rule matching
+/// SCTP, as a kernel built without SCTP support does) costs that Service only: the others are
+/// programmed and answer, the refused one is named, and its ClusterIP rejects rather than hangs.
+#[test]
+fn a_service_the_kernel_refuses_is_left_out_and_the_rest_answers() {
+    if !netns_available("a_service_the_kernel_refuses_is_left_out_and_the_rest_answers") {
+        return;
+    }
+    let (mut scenario, _servers) = Scenario::web_pods();
+    let nft = scenario.write_program(
+        "nft-without-sctp",
+        "#!/bin/sh\n# A kernel without SCTP: every ruleset that matches SCTP is refused, the rest goes to nft.\n\
+         input=$(cat)\ncase \"$input\" in *'\"sctp\"'*) echo 'Error: Could not process rule: Protocol not supported' >&2; exit 1;; esac\n\
+         printf '%s' \"$input\" | exec nft \"$@\"\n",
+    );
+    let mut flags = scenario.flags.clone();
+    flags.extend(["--nft".to_owned(), nft.display().to_string()]);
+    scenario.flags = flags;
+    let endpoints = [ready(scenario.pod("web-a")), ready(scenario.pod("web-b"))];
+    let objects = web_objects(&scenario, &["web-a", "web-b"])
+        + &service("telecom", "sigtran", "10.96.77.5", &[("m3ua", "SCTP", 2905, None)], &[])
+        + &slice("telecom", "sigtran", "IPv4", &endpoints, &[("m3ua", "SCTP", 2905)]);
+
+    let output = scenario.apply_on(1, &objects);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains(
+            "proxier: error: Service telecom/sigtran: the kernel refused this Service's rules, so they are not \
+             programmed: Error: Could not process rule: Protocol not supported"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("applied, except 1 Service(s) whose rules the kernel refused"), "{stderr}");
+    assert!(!stderr.contains("shop/web"), "{stderr}");
+
+    let client = scenario.pod("client-a");
+    let web: std::net::IpAddr = WEB_IP.parse().unwrap();
+    assert_reaches(client, Proto::Tcp, at(web, 80), 20, &["web-a", "web-b"]);
+    assert_reaches(client, Proto::Udp, at(web, 53), 20, &["web-a", "web-b"]);
+    assert_refused(client, Proto::Tcp, at("10.96.77.5".parse::<std::net::IpAddr>().unwrap(), 2905));
+}
+
 #[test]
 fn delete_removes_proxier_tables_and_traffic_is_no_longer_intercepted() {
     if !netns_available("delete_removes_proxier_tables_and_traffic_is_no_longer_intercepted") {

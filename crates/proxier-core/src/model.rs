@@ -3,13 +3,14 @@
 //! The model names destinations (address, protocol, port) and the action taken for new connections to
 //! each. It says nothing about nft syntax or chain layout: `proxier-nft` decides how to express it.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::diagnostic::{Diagnostic, ObjectRef};
+use crate::diagnostic::{Diagnostic, ObjectRef, Severity};
 
 /// An IP family. Each family is programmed on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -362,5 +363,52 @@ impl RuleModel {
     /// The rules of one family, if this node programs it.
     pub fn family(&self, family: IpFamily) -> Option<&FamilyRules> {
         self.families.iter().find(|f| f.family == family)
+    }
+
+    /// The Services (kind `Service`) with at least one destination, in order.
+    pub fn programmed_services(&self) -> Vec<ObjectRef> {
+        let mut services: Vec<ObjectRef> = self
+            .families
+            .iter()
+            .flat_map(|f| &f.destinations)
+            .map(|d| ObjectRef::new("Service", &d.service_port.namespace, &d.service_port.name))
+            .collect();
+        services.sort();
+        services.dedup();
+        services
+    }
+
+    /// This model without the rules of `left_out` (their destinations and health checks, in every
+    /// family), each named in an error diagnostic saying why. For when the kernel refuses some
+    /// Services' rules: the others are still programmed. Their ClusterIPs stay in
+    /// [`FamilyRules::cluster_ips`], so new connections to them are rejected rather than left to time out.
+    ///
+    /// ```
+    /// # use std::collections::BTreeMap;
+    /// use proxier_core::{NodeConfig, ObjectRef, Snapshot, compute};
+    /// let yaml = "kind: Service\nmetadata: {name: web, namespace: shop}\nspec: {clusterIP: 10.96.0.20, ports: [{port: 80}]}";
+    /// let model = compute(&Snapshot::from_text("inline", yaml).0, &NodeConfig::default());
+    /// let web = ObjectRef::new("Service", "shop", "web");
+    /// let rest = model.without_services(&BTreeMap::from([(web, "the kernel refused its rules".to_owned())]));
+    /// assert!(rest.families[0].destinations.is_empty());
+    /// assert_eq!(rest.families[0].cluster_ips, model.families[0].cluster_ips);
+    /// assert!(rest.diagnostics[0].to_string().contains("Service shop/web: the kernel refused its rules"));
+    /// ```
+    pub fn without_services(&self, left_out: &BTreeMap<ObjectRef, String>) -> RuleModel {
+        let kept = |namespace: &str, name: &str| !left_out.contains_key(&ObjectRef::new("Service", namespace, name));
+        let mut model = self.clone();
+        for family in &mut model.families {
+            family.destinations.retain(|d| kept(&d.service_port.namespace, &d.service_port.name));
+            family.health_checks.retain(|h| kept(&h.service.namespace, &h.service.name));
+        }
+        model.diagnostics.extend(left_out.iter().map(|(service, why)| Diagnostic {
+            severity: Severity::Error,
+            source: None,
+            object: service.clone(),
+            field: None,
+            message: why.clone(),
+        }));
+        model.diagnostics.sort();
+        model
     }
 }

@@ -87,6 +87,15 @@ impl Scenario {
         path
     }
 
+    /// Writes an executable `name` (e.g. a wrapper around `nft`) into the scenario's directory.
+    pub fn write_program(&self, name: &str, script: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir.join(name);
+        std::fs::write(&path, script).expect("write program");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("make it executable");
+        path
+    }
+
     pub fn pod(&self, name: &str) -> &Pod {
         self.bed.pod(name)
     }
