@@ -141,9 +141,9 @@ pub struct NodeArgs {
     /// The pod network; non-pod sources reaching a ClusterIP are masqueraded. Comma-separated or repeated.
     #[arg(long, value_delimiter = ',', value_name = "CIDR")]
     pub cluster_cidr: Vec<IpNet>,
-    /// How pod sources are recognised.
-    #[arg(long, value_enum, default_value_t = DetectLocalMode::ClusterCIDR)]
-    pub detect_local_mode: DetectLocalMode,
+    /// How pod sources are recognised [default: ClusterCIDR].
+    #[arg(long, value_enum)]
+    pub detect_local_mode: Option<DetectLocalMode>,
     /// The pods' bridge, with --detect-local-mode BridgeInterface.
     #[arg(long, value_name = "NAME", value_parser = interface_name)]
     pub pod_bridge_interface: Option<String>,
@@ -181,23 +181,30 @@ pub enum DetectLocalMode {
     InterfaceNamePrefix,
 }
 
-impl NodeArgs {
-    /// The node configuration these flags describe.
-    pub fn config(&self) -> Result<NodeConfig, String> {
-        let detect_local = match self.detect_local_mode {
+impl DetectLocalMode {
+    /// The detector of this mode, given the bridge or interface prefix it may need.
+    pub fn detector(self, bridge: Option<String>, prefix: Option<String>) -> Result<DetectLocal, String> {
+        Ok(match self {
             DetectLocalMode::ClusterCIDR => DetectLocal::ClusterCidr,
             DetectLocalMode::NodeCIDR => DetectLocal::NodeCidr,
             DetectLocalMode::BridgeInterface => DetectLocal::BridgeInterface(
-                self.pod_bridge_interface
-                    .clone()
-                    .ok_or("--detect-local-mode BridgeInterface needs --pod-bridge-interface")?,
+                bridge
+                    .ok_or("detect-local-mode BridgeInterface needs a pod bridge interface (--pod-bridge-interface)")?,
             ),
-            DetectLocalMode::InterfaceNamePrefix => DetectLocal::InterfaceNamePrefix(
-                self.pod_interface_name_prefix
-                    .clone()
-                    .ok_or("--detect-local-mode InterfaceNamePrefix needs --pod-interface-name-prefix")?,
-            ),
-        };
+            DetectLocalMode::InterfaceNamePrefix => DetectLocal::InterfaceNamePrefix(prefix.ok_or(
+                "detect-local-mode InterfaceNamePrefix needs an interface name prefix (--pod-interface-name-prefix)",
+            )?),
+        })
+    }
+}
+
+impl NodeArgs {
+    /// The node configuration these flags describe.
+    pub fn config(&self) -> Result<NodeConfig, String> {
+        let detect_local = self
+            .detect_local_mode
+            .unwrap_or(DetectLocalMode::ClusterCIDR)
+            .detector(self.pod_bridge_interface.clone(), self.pod_interface_name_prefix.clone())?;
         Ok(NodeConfig {
             node_name: self.node.clone(),
             node_ips: self.node_ip.clone(),
@@ -219,7 +226,7 @@ fn nodeport_address(text: &str) -> Result<Option<IpNet>, String> {
 }
 
 /// Interface names reach nft rules: allow only what the kernel allows in one (at most 15 bytes).
-fn interface_name(name: &str) -> Result<String, String> {
+pub fn interface_name(name: &str) -> Result<String, String> {
     let valid =
         !name.is_empty() && name.len() <= 15 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
     if valid {

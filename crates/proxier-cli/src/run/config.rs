@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use proxier_core::NodeConfig;
 use serde_json::Value;
 
-use crate::cli::NodeArgs;
+use crate::cli::{DetectLocalMode, NodeArgs, interface_name};
 
 pub const DEFAULT_SYNC_PERIOD: Duration = Duration::from_secs(30);
 pub const DEFAULT_MIN_SYNC_PERIOD: Duration = Duration::from_secs(1);
@@ -75,6 +75,11 @@ pub struct FileConfig {
     pub healthz: Option<String>,
     pub metrics: Option<String>,
     pub kubeconfig: Option<PathBuf>,
+    pub detect_local_mode: Option<DetectLocalMode>,
+    /// `detectLocal.bridgeInterface`.
+    pub bridge_interface: Option<String>,
+    /// `detectLocal.interfaceNamePrefix`.
+    pub interface_name_prefix: Option<String>,
     /// Fields proxier does not know or support, as dotted paths.
     pub ignored: Vec<String>,
 }
@@ -100,6 +105,13 @@ impl RunArgs {
             node.nodeport_addresses = file.nodeport_addresses.clone();
         }
         node.masquerade_all |= file.masquerade_all;
+        if self.node.detect_local_mode.is_none()
+            && let Some(mode) = file.detect_local_mode
+        {
+            let bridge = self.node.pod_bridge_interface.clone().or(file.bridge_interface.clone());
+            let prefix = self.node.pod_interface_name_prefix.clone().or(file.interface_name_prefix.clone());
+            node.detect_local = mode.detector(bridge, prefix)?;
+        }
         let address = |flag: &Option<String>, file: &Option<String>, default: &str| {
             let text = flag.clone().or(file.clone()).unwrap_or_else(|| default.to_owned());
             bind_address(&text)
@@ -227,6 +239,28 @@ pub fn parse_config(text: &str) -> Result<FileConfig, String> {
                 }
                 _ => config.ignored.push(key.clone()),
             },
+            "detectLocalMode" => {
+                let mode = string(v, key)?;
+                if !mode.is_empty() {
+                    let mode = clap::ValueEnum::from_str(&mode, false).map_err(|_| {
+                        format!("{key}: {mode:?} is not ClusterCIDR, NodeCIDR, BridgeInterface or InterfaceNamePrefix")
+                    })?;
+                    config.detect_local_mode = Some(mode);
+                }
+            }
+            "detectLocal" => {
+                let Value::Object(inner) = v else { return Err(format!("{key}: expected an object")) };
+                for (field, v) in inner {
+                    let name = format!("{key}.{field}");
+                    let interface =
+                        |v| string(v, &name).and_then(|s| interface_name(&s).map_err(|e| format!("{name}: {e}")));
+                    match field.as_str() {
+                        "bridgeInterface" => config.bridge_interface = Some(interface(v)?),
+                        "interfaceNamePrefix" => config.interface_name_prefix = Some(interface(v)?),
+                        _ => config.ignored.push(name),
+                    }
+                }
+            }
             "clientConnection" => match v.get("kubeconfig").and_then(Value::as_str) {
                 Some(path) if !path.is_empty() => config.kubeconfig = Some(PathBuf::from(path)),
                 _ => {}
@@ -239,6 +273,8 @@ pub fn parse_config(text: &str) -> Result<FileConfig, String> {
 
 #[cfg(test)]
 mod tests {
+    use proxier_core::DetectLocal;
+
     use super::*;
 
     #[test]
@@ -274,5 +310,48 @@ mod tests {
         // Another mode is not ours to honour: warned.
         assert_eq!(parse_config("mode: iptables\n").unwrap().ignored, vec!["mode".to_owned()]);
         assert!(parse_config("syncPeriod: soon\n").is_err());
+    }
+
+    #[test]
+    fn detect_local_mode_from_the_file_unless_a_flag_says_otherwise() {
+        let file =
+            "detectLocalMode: BridgeInterface\ndetectLocal: {bridgeInterface: cbr0, interfaceNamePrefix: veth}\n";
+        let config = parse_config(file).unwrap();
+        assert_eq!(config.detect_local_mode, Some(DetectLocalMode::BridgeInterface));
+        assert_eq!(config.bridge_interface.as_deref(), Some("cbr0"));
+        assert_eq!(config.interface_name_prefix.as_deref(), Some("veth"));
+        assert!(config.ignored.is_empty());
+        let err = parse_config("detectLocalMode: Pods\n").unwrap_err();
+        assert_eq!(
+            err,
+            "detectLocalMode: \"Pods\" is not ClusterCIDR, NodeCIDR, BridgeInterface or InterfaceNamePrefix"
+        );
+        assert!(
+            parse_config("detectLocal: {bridgeInterface: \"br0; drop\"}\n")
+                .unwrap_err()
+                .starts_with("detectLocal.bridgeInterface: ")
+        );
+
+        let dir = std::env::temp_dir().join(format!("proxier-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.yaml");
+        std::fs::write(&path, file).unwrap();
+        let settings = |flags: &[&str]| {
+            use clap::Parser;
+            #[derive(Parser)]
+            struct Run {
+                #[command(flatten)]
+                args: RunArgs,
+            }
+            let mut argv = vec!["run", "--node", "n", "--config", path.to_str().unwrap()];
+            argv.extend_from_slice(flags);
+            Run::parse_from(argv).args.settings().map(|s| s.node.detect_local)
+        };
+        assert_eq!(settings(&[]), Ok(DetectLocal::BridgeInterface("cbr0".into())));
+        assert_eq!(settings(&["--pod-bridge-interface", "br1"]), Ok(DetectLocal::BridgeInterface("br1".into())));
+        assert_eq!(settings(&["--detect-local-mode", "NodeCIDR"]), Ok(DetectLocal::NodeCidr));
+        std::fs::write(&path, "detectLocalMode: InterfaceNamePrefix\n").unwrap();
+        assert!(settings(&[]).unwrap_err().contains("needs an interface name prefix"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
