@@ -138,8 +138,10 @@ fn health_check_node_port_for_local_services() {
     s.api.apply(local);
     s.api.apply(slice("local", &["10.244.1.5"], "TCP"));
     let _proxier = s.node.proxier_run(&s.kubeconfig, &[]);
-    let check = || s.node.http_get("127.0.0.1:30999", "/");
+    // Served where NodePorts are (the node's primary address), not on every address.
+    let check = || s.node.http_get(&format!("{NODE_IP}:30999"), "/");
     eventually("health check answers 200", WAIT, || check().is_some_and(|(status, _)| status == 200));
+    assert!(s.node.http_get("127.0.0.1:30999", "/").is_none(), "health check served on loopback");
     let (_, body) = check().unwrap();
     let body: Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(body["localEndpoints"], 1);

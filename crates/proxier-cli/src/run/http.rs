@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -157,10 +157,12 @@ struct CheckState {
     local_endpoints: usize,
 }
 
-/// The health-check nodePort listeners, reconciled with the model after each sync.
+/// The health-check nodePort listeners, reconciled with the model after each sync. Like kube-proxy, they
+/// listen on the addresses NodePorts are served on (`--nodeport-addresses`, by default the node's
+/// primary addresses), or on every address when the node's addresses are unknown.
 pub struct HealthChecks {
     health: Arc<Health>,
-    listeners: BTreeMap<u16, (Arc<Mutex<CheckState>>, JoinHandle<()>)>,
+    listeners: BTreeMap<SocketAddr, (Arc<Mutex<CheckState>>, JoinHandle<()>)>,
 }
 
 impl HealthChecks {
@@ -170,31 +172,37 @@ impl HealthChecks {
 
     /// Opens listeners for new health-check nodePorts, updates counts, closes those no longer wanted.
     pub async fn reconcile(&mut self, model: &RuleModel) {
-        let mut wanted: BTreeMap<u16, CheckState> = BTreeMap::new();
-        for check in model.families.iter().flat_map(|f| &f.health_checks) {
-            let entry = wanted.entry(check.node_port).or_insert_with(|| CheckState {
-                namespace: check.service.namespace.clone(),
-                name: check.service.name.clone(),
-                local_endpoints: 0,
-            });
-            entry.local_endpoints = entry.local_endpoints.max(check.local_endpoints);
+        let mut addresses: Vec<IpAddr> = model.families.iter().flat_map(|f| f.node_port_ips.iter().copied()).collect();
+        if addresses.is_empty() {
+            addresses.push(IpAddr::from([0, 0, 0, 0]));
         }
-        self.listeners.retain(|port, (_, task)| {
-            let keep = wanted.contains_key(port);
+        let mut wanted: BTreeMap<SocketAddr, CheckState> = BTreeMap::new();
+        for check in model.families.iter().flat_map(|f| &f.health_checks) {
+            for &ip in &addresses {
+                let entry = wanted.entry(SocketAddr::new(ip, check.node_port)).or_insert_with(|| CheckState {
+                    namespace: check.service.namespace.clone(),
+                    name: check.service.name.clone(),
+                    local_endpoints: 0,
+                });
+                entry.local_endpoints = entry.local_endpoints.max(check.local_endpoints);
+            }
+        }
+        self.listeners.retain(|address, (_, task)| {
+            let keep = wanted.contains_key(address);
             if !keep {
                 task.abort();
             }
             keep
         });
-        for (port, state) in wanted {
-            if let Some((current, _)) = self.listeners.get(&port) {
+        for (address, state) in wanted {
+            if let Some((current, _)) = self.listeners.get(&address) {
                 *current.lock().unwrap_or_else(|p| p.into_inner()) = state;
                 continue;
             }
-            let listener = match TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port))).await {
+            let listener = match TcpListener::bind(address).await {
                 Ok(listener) => listener,
                 Err(error) => {
-                    tracing::warn!(port, service = %format!("{}/{}", state.namespace, state.name), %error, "cannot open health-check nodePort");
+                    tracing::warn!(%address, service = %format!("{}/{}", state.namespace, state.name), %error, "cannot open health-check nodePort");
                     continue;
                 }
             };
@@ -217,7 +225,7 @@ impl HealthChecks {
                     }
                 }),
             );
-            self.listeners.insert(port, (shared, task));
+            self.listeners.insert(address, (shared, task));
         }
     }
 }
