@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Service};
 
 use crate::config::{DetectLocal, NodeConfig};
 use crate::diagnostic::{Diagnostic, ObjectRef, Severity};
@@ -38,224 +38,380 @@ use crate::snapshot::Snapshot;
 /// assert_eq!(v4.destinations[0].service_port.to_string(), "shop/web:http/tcp");
 /// ```
 pub fn compute(snapshot: &Snapshot, config: &NodeConfig) -> RuleModel {
+    let node = NodeContext::new(snapshot.node(&config.node_name), config);
     let mut diagnostics = Vec::new();
-    let node = node_facts(snapshot.node(&config.node_name), config, &mut diagnostics);
-
     let endpoints = EndpointIndex::of_snapshot(snapshot, &mut diagnostics);
+    let services: Vec<ServiceRules> = snapshot
+        .services
+        .iter()
+        .map(|service| service_rules(&ParsedService::read(service), &endpoints, &node))
+        .collect();
+    let mut model = assemble(&node, &services);
+    model.diagnostics.extend(diagnostics);
+    model.diagnostics.extend(orphan_slices(&endpoints, &model.services));
+    for diagnostic in &mut model.diagnostics {
+        if diagnostic.source.is_none() {
+            diagnostic.source = snapshot.sources.get(&diagnostic.object).cloned();
+        }
+    }
+    model.diagnostics.sort();
+    model.diagnostics.dedup();
+    model
+}
 
-    let mut services = Vec::new();
-    let mut proxied = Vec::new();
-    for service in &snapshot.services {
+/// A Service as read from the API: what kind of Service it is and the problems found reading it.
+/// Reading is the costly, object-sized part of a Service's rules; keep this instead of the Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedService {
+    /// The Service.
+    pub object: ObjectRef,
+    /// Whether and how it is proxied.
+    pub class: ServiceClass,
+    /// Problems found in it.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl ParsedService {
+    /// Reads a Service.
+    pub fn read(service: &Service) -> ParsedService {
+        let mut diagnostics = Vec::new();
         let class = read_service(service, &mut diagnostics);
         let object = ObjectRef::new(
             "Service",
             service.metadata.namespace.as_deref().unwrap_or_default(),
             service.metadata.name.as_deref().unwrap_or_default(),
         );
-        let treatment = match class {
-            ServiceClass::Proxied(service) => {
-                let mut families: Vec<IpFamily> = service.cluster_ips.iter().map(IpFamily::of).collect();
-                families.sort();
-                let treatment = Treatment::Proxied { ports: service.ports.len(), families };
-                proxied.push(service);
-                treatment
-            }
-            ServiceClass::Headless => Treatment::Headless,
-            ServiceClass::ExternalName(target) => Treatment::ExternalName { target },
-            ServiceClass::NotProxied(reason) => Treatment::NotProxied { reason },
-            ServiceClass::Invalid => Treatment::Invalid,
-        };
-        services.push(ServiceSummary { service: object, treatment });
+        ParsedService { object, class, diagnostics }
     }
-    services.sort_by(|a, b| a.service.cmp(&b.service));
-    report_orphan_slices(&endpoints, &services, &mut diagnostics);
+}
 
-    let families = IpFamily::ALL
-        .into_iter()
-        .filter(|&family| {
-            node.ips.iter().any(|ip| IpFamily::of(ip) == family)
-                || config.cluster_cidrs.iter().any(|net| IpFamily::of_net(net) == family)
-                || proxied.iter().any(|s| s.cluster_ip(family).is_some())
-        })
-        .map(|family| family_rules(family, &proxied, &endpoints, &node, config, &mut diagnostics))
-        .collect();
+/// What every Service's rules on one node depend on besides the Service and its endpoints: the node's
+/// addresses, zone and pod ranges, and its settings. Two equal contexts give equal rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeContext {
+    node_name: String,
+    ips: Vec<IpAddr>,
+    zone: Option<String>,
+    /// Families programmed whatever the Services: those of the node's addresses and pod ranges.
+    node_families: Vec<IpFamily>,
+    /// Both families, IPv4 first.
+    families: [FamilyContext; 2],
+    diagnostics: Vec<Diagnostic>,
+}
 
-    for diagnostic in &mut diagnostics {
-        if diagnostic.source.is_none() {
-            diagnostic.source = snapshot.sources.get(&diagnostic.object).cloned();
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FamilyContext {
+    node_port_ips: Vec<IpAddr>,
+    local_traffic: LocalTraffic,
+    /// How ClusterIP traffic is masqueraded.
+    cluster_masquerade: Masquerade,
+    service_cidrs: Vec<IpNet>,
+}
+
+impl NodeContext {
+    /// The context of `config.node_name`, whose Node object (if known) is `node`.
+    pub fn new(node: Option<&Node>, config: &NodeConfig) -> NodeContext {
+        let mut diagnostics = Vec::new();
+        let labels = node.and_then(|n| n.metadata.labels.as_ref());
+        let pod_cidrs: Vec<IpNet> = node
+            .and_then(|n| n.spec.as_ref())
+            .and_then(|s| s.pod_cidrs.clone().or_else(|| s.pod_cidr.clone().map(|c| vec![c])))
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|text| crate::ip::parse_cidr_sloppy(text))
+            .collect();
+        let ips = node_ips(node, config, &mut diagnostics);
+        let family = |family| {
+            let local_traffic = local_traffic(family, config, &pod_cidrs);
+            let cluster_masquerade = if config.masquerade_all {
+                Masquerade::Always
+            } else if local_traffic == LocalTraffic::None {
+                Masquerade::Never
+            } else {
+                Masquerade::OutsidePodNetwork
+            };
+            FamilyContext {
+                node_port_ips: node_port_ips(&ips, config, family),
+                local_traffic,
+                cluster_masquerade,
+                service_cidrs: config.service_cidrs.iter().copied().filter(|n| IpFamily::of_net(n) == family).collect(),
+            }
+        };
+        let families = [family(IpFamily::V4), family(IpFamily::V6)];
+        let node_families = IpFamily::ALL
+            .into_iter()
+            .filter(|&family| {
+                ips.iter().any(|ip| IpFamily::of(ip) == family)
+                    || config.cluster_cidrs.iter().any(|net| IpFamily::of_net(net) == family)
+            })
+            .collect();
+        NodeContext {
+            node_name: config.node_name.clone(),
+            zone: labels.and_then(|l| l.get(LABEL_ZONE)).cloned(),
+            ips,
+            node_families,
+            families,
+            diagnostics,
         }
     }
-    diagnostics.sort();
-    diagnostics.dedup();
-    RuleModel { node: config.node_name.clone(), families, services, diagnostics }
-}
 
-/// What this node knows about itself, shared by both families.
-struct NodeFacts<'a> {
-    ips: Vec<IpAddr>,
-    zone: Option<&'a str>,
-    pod_cidrs: Vec<IpNet>,
-}
+    /// Families this node programs even without Services: those of its addresses and pod ranges.
+    pub fn node_families(&self) -> &[IpFamily] {
+        &self.node_families
+    }
 
-fn node_facts<'a>(node: Option<&'a Node>, config: &NodeConfig, diagnostics: &mut Vec<Diagnostic>) -> NodeFacts<'a> {
-    let labels = node.and_then(|n| n.metadata.labels.as_ref());
-    let pod_cidrs = node
-        .and_then(|n| n.spec.as_ref())
-        .and_then(|s| s.pod_cidrs.clone().or_else(|| s.pod_cidr.clone().map(|c| vec![c])))
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|text| crate::ip::parse_cidr_sloppy(text))
-        .collect();
-    NodeFacts {
-        ips: node_ips(node, config, diagnostics),
-        zone: labels.and_then(|l| l.get(LABEL_ZONE)).map(String::as_str),
-        pod_cidrs,
+    /// Problems found in the node's own object.
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        &self.diagnostics
+    }
+
+    /// One family's rules with no Service in them: the node's side only.
+    pub fn empty_rules(&self, family: IpFamily) -> FamilyRules {
+        let context = self.family(family);
+        FamilyRules {
+            family,
+            node_port_ips: context.node_port_ips.clone(),
+            local_traffic: context.local_traffic.clone(),
+            cluster_ips: Vec::new(),
+            service_cidrs: context.service_cidrs.clone(),
+            destinations: Vec::new(),
+            health_checks: Vec::new(),
+        }
+    }
+
+    fn family(&self, family: IpFamily) -> &FamilyContext {
+        match family {
+            IpFamily::V4 => &self.families[0],
+            IpFamily::V6 => &self.families[1],
+        }
     }
 }
 
 /// The Node label that names its zone.
 pub const LABEL_ZONE: &str = "topology.kubernetes.io/zone";
 
-fn local_traffic(family: IpFamily, config: &NodeConfig, node: &NodeFacts<'_>) -> LocalTraffic {
+fn local_traffic(family: IpFamily, config: &NodeConfig, pod_cidrs: &[IpNet]) -> LocalTraffic {
     let of_family =
         |nets: &[IpNet]| -> Vec<IpNet> { nets.iter().copied().filter(|n| IpFamily::of_net(n) == family).collect() };
     let cidrs = match &config.detect_local {
         DetectLocal::ClusterCidr => of_family(&config.cluster_cidrs),
-        DetectLocal::NodeCidr => of_family(&node.pod_cidrs),
+        DetectLocal::NodeCidr => of_family(pod_cidrs),
         DetectLocal::BridgeInterface(name) => return LocalTraffic::Interface(name.clone()),
         DetectLocal::InterfaceNamePrefix(prefix) => return LocalTraffic::InterfacePrefix(prefix.clone()),
     };
     if cidrs.is_empty() { LocalTraffic::None } else { LocalTraffic::Cidrs(cidrs) }
 }
 
-fn family_rules(
-    family: IpFamily,
-    services: &[ProxiedService],
-    endpoints: &EndpointIndex,
-    node: &NodeFacts<'_>,
-    config: &NodeConfig,
-    diagnostics: &mut Vec<Diagnostic>,
-) -> FamilyRules {
-    let node_port_ips = node_port_ips(&node.ips, config, family);
-    let local_traffic = local_traffic(family, config, node);
-    let cluster_masquerade = if config.masquerade_all {
-        Masquerade::Always
-    } else if local_traffic == LocalTraffic::None {
-        Masquerade::Never
-    } else {
-        Masquerade::OutsidePodNetwork
+/// One Service's share of a node's rules, computed on its own: a change to one Service or its
+/// endpoints recomputes only its share, and [`assemble`] merges the shares into a [`RuleModel`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRules {
+    /// What proxier does with the Service.
+    pub summary: ServiceSummary,
+    /// One entry per family the Service has a ClusterIP in, IPv4 first.
+    pub families: Vec<ServiceFamilyRules>,
+    /// Problems found in the Service, and destinations it repeats.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// A Service's rules in one family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceFamilyRules {
+    /// The family.
+    pub family: IpFamily,
+    /// The Service's ClusterIP in this family.
+    pub cluster_ip: IpAddr,
+    /// Sorted by (ip, protocol, port); each key appears once.
+    pub destinations: Vec<Destination>,
+    /// The health-check nodePort, for an externalTrafficPolicy `Local` Service.
+    pub health_check: Option<HealthCheck>,
+}
+
+/// One Service's rules on the node `node` describes, given the endpoints of its ports.
+///
+/// ```
+/// use proxier_core::compute::{NodeContext, ParsedService, service_rules};
+/// use proxier_core::endpoints::EndpointIndex;
+/// use proxier_core::NodeConfig;
+/// let service = serde_json::from_str(r#"{"metadata":{"namespace":"shop","name":"web"},
+///     "spec":{"clusterIP":"10.96.0.20","ports":[{"port":80,"protocol":"TCP"}]}}"#).unwrap();
+/// let node = NodeContext::new(None, &NodeConfig { node_name: "node-a".into(), ..Default::default() });
+/// let rules = service_rules(&ParsedService::read(&service), &EndpointIndex::default(), &node);
+/// assert_eq!(rules.families[0].destinations.len(), 1); // 10.96.0.20:80, rejected: no endpoints
+/// ```
+pub fn service_rules(service: &ParsedService, endpoints: &EndpointIndex, node: &NodeContext) -> ServiceRules {
+    let mut diagnostics = service.diagnostics.clone();
+    let treatment = match &service.class {
+        ServiceClass::Proxied(proxied) => {
+            let mut families: Vec<IpFamily> = proxied.cluster_ips.iter().map(IpFamily::of).collect();
+            families.sort();
+            Treatment::Proxied { ports: proxied.ports.len(), families }
+        }
+        ServiceClass::Headless => Treatment::Headless,
+        ServiceClass::ExternalName(target) => Treatment::ExternalName { target: target.clone() },
+        ServiceClass::NotProxied(reason) => Treatment::NotProxied { reason: reason.clone() },
+        ServiceClass::Invalid => Treatment::Invalid,
     };
-    let here = Locality { node: &config.node_name, zone: node.zone };
+    let families = match &service.class {
+        ServiceClass::Proxied(proxied) => IpFamily::ALL
+            .into_iter()
+            .filter_map(|family| service_family_rules(family, proxied, endpoints, node, &mut diagnostics))
+            .collect(),
+        _ => Vec::new(),
+    };
+    ServiceRules { summary: ServiceSummary { service: service.object.clone(), treatment }, families, diagnostics }
+}
+
+/// Merges the rules of every Service into the node's model. A destination two Services claim goes to
+/// the first in namespace/name order, whatever the order given; the other is named in a diagnostic.
+pub fn assemble<'a>(node: &NodeContext, services: impl IntoIterator<Item = &'a ServiceRules>) -> RuleModel {
+    let mut services: Vec<&ServiceRules> = services.into_iter().collect();
+    services.sort_by(|a, b| a.summary.service.cmp(&b.summary.service));
+    let mut diagnostics = node.diagnostics.clone();
+    let mut families: Vec<IpFamily> = node.node_families.clone();
+    families.extend(services.iter().flat_map(|s| s.families.iter().map(|f| f.family)));
+    families.sort();
+    families.dedup();
+
+    let families = families
+        .into_iter()
+        .map(|family| {
+            let mut rules = node.empty_rules(family);
+            let mut cluster_ips = BTreeSet::new();
+            let mut destinations = BTreeMap::new();
+            for service in &services {
+                let Some(own) = service.families.iter().find(|f| f.family == family) else { continue };
+                cluster_ips.insert(own.cluster_ip);
+                for destination in &own.destinations {
+                    insert_destination(
+                        &mut destinations,
+                        destination.clone(),
+                        &service.summary.service,
+                        &mut diagnostics,
+                    );
+                }
+                rules.health_checks.extend(own.health_check.clone());
+            }
+            rules.cluster_ips = cluster_ips.into_iter().collect();
+            rules.destinations = destinations.into_values().collect();
+            rules
+        })
+        .collect();
+    for service in &services {
+        diagnostics.extend(service.diagnostics.iter().cloned());
+    }
+    diagnostics.sort();
+    diagnostics.dedup();
+    RuleModel {
+        node: node.node_name.clone(),
+        families,
+        services: services.iter().map(|s| s.summary.clone()).collect(),
+        diagnostics,
+    }
+}
+
+fn service_family_rules(
+    family: IpFamily,
+    service: &ProxiedService,
+    endpoints: &EndpointIndex,
+    node: &NodeContext,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<ServiceFamilyRules> {
+    let cluster_ip = service.cluster_ip(family)?;
+    let context = node.family(family);
+    let here = Locality { node: &node.node_name, zone: node.zone.as_deref() };
     let of_family =
         |ips: &[IpAddr]| -> Vec<IpAddr> { ips.iter().copied().filter(|ip| IpFamily::of(ip) == family).collect() };
-
-    let mut cluster_ips = BTreeSet::new();
-    let mut health_checks = Vec::new();
+    let namespace = &service.object.namespace;
+    let name = &service.object.name;
+    let mut local_ready = BTreeSet::new();
     let mut destinations: BTreeMap<(IpAddr, crate::Protocol, u16), Destination> = BTreeMap::new();
-    for service in services {
-        let Some(cluster_ip) = service.cluster_ip(family) else { continue };
-        cluster_ips.insert(cluster_ip);
-        let namespace = &service.object.namespace;
-        let name = &service.object.name;
-        let mut local_ready = BTreeSet::new();
-        for port in &service.ports {
-            let service_port = ServicePortName {
-                namespace: namespace.clone(),
-                name: name.clone(),
-                port: port.name.clone(),
-                protocol: port.protocol,
-            };
-            let key = (namespace.clone(), name.clone(), port.name.clone(), port.protocol);
-            let port_endpoints = endpoints.endpoints(&key, family);
-            local_ready.extend(
-                port_endpoints
-                    .iter()
-                    .filter(|e| e.ready && e.node_name.as_deref() == Some(here.node))
-                    .map(|e| e.backend.ip),
-            );
-            let sets = EndpointSets::categorize(&port_endpoints, here);
-            let balance = |backends: &[Backend], masquerade| {
-                if backends.is_empty() {
-                    Action::Drop
-                } else {
-                    Action::Balance { backends: backends.to_vec(), masquerade, affinity: service.affinity }
-                }
-            };
-            let (internal, external) = if !sets.any {
-                (Action::Reject, Action::Reject)
+    for port in &service.ports {
+        let service_port = ServicePortName {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            port: port.name.clone(),
+            protocol: port.protocol,
+        };
+        let key = (namespace.clone(), name.clone(), port.name.clone(), port.protocol);
+        let port_endpoints = endpoints.endpoints(&key, family);
+        local_ready.extend(
+            port_endpoints
+                .iter()
+                .filter(|e| e.ready && e.node_name.as_deref() == Some(here.node))
+                .map(|e| e.backend.ip),
+        );
+        let sets = EndpointSets::categorize(&port_endpoints, here);
+        let balance = |backends: &[Backend], masquerade| {
+            if backends.is_empty() {
+                Action::Drop
             } else {
-                let internal_set = if service.internal_local { &sets.local } else { &sets.cluster };
-                let internal = balance(internal_set, cluster_masquerade);
-                let external = if service.external_local {
-                    let pods_and_node = |masquerade| balance(&sets.cluster, masquerade);
-                    let others = balance(&sets.local, Masquerade::Never);
-                    Action::BySource {
-                        // Without a detector pods cannot be told apart: they are treated as others.
-                        pods: Box::new(if local_traffic == LocalTraffic::None {
-                            others.clone()
-                        } else {
-                            pods_and_node(Masquerade::Never)
-                        }),
-                        node: Box::new(pods_and_node(Masquerade::Always)),
-                        others: Box::new(others),
-                    }
-                } else {
-                    // External traffic with the Cluster policy may land on any node: always masquerade
-                    // so that replies come back through this node.
-                    balance(&sets.cluster, Masquerade::Always)
-                };
-                (internal, external)
-            };
-            let mut targets = vec![(cluster_ip, port.port, DestinationKind::ClusterIp, internal)];
-            for ip in of_family(&service.external_ips) {
-                targets.push((ip, port.port, DestinationKind::ExternalIp, external.clone()));
+                Action::Balance { backends: backends.to_vec(), masquerade, affinity: service.affinity }
             }
-            for ip in of_family(&service.load_balancer_ips) {
-                targets.push((ip, port.port, DestinationKind::LoadBalancerIp, external.clone()));
-            }
-            if let Some(node_port) = port.node_port {
-                for &ip in &node_port_ips {
-                    targets.push((ip, node_port, DestinationKind::NodePort, external.clone()));
+        };
+        let (internal, external) = if !sets.any {
+            (Action::Reject, Action::Reject)
+        } else {
+            let internal_set = if service.internal_local { &sets.local } else { &sets.cluster };
+            let internal = balance(internal_set, context.cluster_masquerade);
+            let external = if service.external_local {
+                let pods_and_node = |masquerade| balance(&sets.cluster, masquerade);
+                let others = balance(&sets.local, Masquerade::Never);
+                Action::BySource {
+                    // Without a detector pods cannot be told apart: they are treated as others.
+                    pods: Box::new(if context.local_traffic == LocalTraffic::None {
+                        others.clone()
+                    } else {
+                        pods_and_node(Masquerade::Never)
+                    }),
+                    node: Box::new(pods_and_node(Masquerade::Always)),
+                    others: Box::new(others),
                 }
-            }
-            let lb_ips = of_family(&service.load_balancer_ips);
-            for (ip, number, kind, action) in targets {
-                let allowed_sources = match (&service.source_ranges, kind) {
-                    (Some(ranges), DestinationKind::LoadBalancerIp) => {
-                        source_allow_list(ranges, &node.ips, &lb_ips, family)
-                    }
-                    _ => None,
-                };
-                let destination = Destination {
-                    ip,
-                    protocol: port.protocol,
-                    port: number,
-                    kind,
-                    service_port: service_port.clone(),
-                    action,
-                    allowed_sources,
-                };
-                insert_destination(&mut destinations, destination, &service.object, diagnostics);
+            } else {
+                // External traffic with the Cluster policy may land on any node: always masquerade
+                // so that replies come back through this node.
+                balance(&sets.cluster, Masquerade::Always)
+            };
+            (internal, external)
+        };
+        let mut targets = vec![(cluster_ip, port.port, DestinationKind::ClusterIp, internal)];
+        for ip in of_family(&service.external_ips) {
+            targets.push((ip, port.port, DestinationKind::ExternalIp, external.clone()));
+        }
+        for ip in of_family(&service.load_balancer_ips) {
+            targets.push((ip, port.port, DestinationKind::LoadBalancerIp, external.clone()));
+        }
+        if let Some(node_port) = port.node_port {
+            for &ip in &context.node_port_ips {
+                targets.push((ip, node_port, DestinationKind::NodePort, external.clone()));
             }
         }
-        if let Some(node_port) = service.health_check_node_port {
-            health_checks.push(HealthCheck {
-                service: service.object.clone(),
-                node_port,
-                local_endpoints: local_ready.len(),
-            });
+        let lb_ips = of_family(&service.load_balancer_ips);
+        for (ip, number, kind, action) in targets {
+            let allowed_sources = match (&service.source_ranges, kind) {
+                (Some(ranges), DestinationKind::LoadBalancerIp) => {
+                    source_allow_list(ranges, &node.ips, &lb_ips, family)
+                }
+                _ => None,
+            };
+            let destination = Destination {
+                ip,
+                protocol: port.protocol,
+                port: number,
+                kind,
+                service_port: service_port.clone(),
+                action,
+                allowed_sources,
+            };
+            insert_destination(&mut destinations, destination, &service.object, diagnostics);
         }
     }
-
-    FamilyRules {
-        family,
-        node_port_ips,
-        local_traffic,
-        cluster_ips: cluster_ips.into_iter().collect(),
-        service_cidrs: config.service_cidrs.iter().copied().filter(|n| IpFamily::of_net(n) == family).collect(),
-        destinations: destinations.into_values().collect(),
-        health_checks,
-    }
+    let health_check = service.health_check_node_port.map(|node_port| HealthCheck {
+        service: service.object.clone(),
+        node_port,
+        local_endpoints: local_ready.len(),
+    });
+    Some(ServiceFamilyRules { family, cluster_ip, destinations: destinations.into_values().collect(), health_check })
 }
 
 /// The sources allowed to reach a LoadBalancer IP. When a range holds one of the node's addresses,
@@ -301,7 +457,9 @@ fn insert_destination(
     destinations.insert(key, destination);
 }
 
-fn report_orphan_slices(endpoints: &EndpointIndex, services: &[ServiceSummary], diagnostics: &mut Vec<Diagnostic>) {
+/// A warning for each slice in `endpoints` whose Service is not among `services`.
+pub fn orphan_slices(endpoints: &EndpointIndex, services: &[ServiceSummary]) -> Vec<Diagnostic> {
+    let mut diagnostics = Vec::new();
     let known: BTreeSet<(&str, &str)> =
         services.iter().map(|s| (s.service.namespace.as_str(), s.service.name.as_str())).collect();
     for ((namespace, service), slices) in endpoints.slices_by_service() {
@@ -321,4 +479,5 @@ fn report_orphan_slices(endpoints: &EndpointIndex, services: &[ServiceSummary], 
             });
         }
     }
+    diagnostics
 }

@@ -38,7 +38,7 @@ pub struct EndpointInfo {
 pub type PortKey = (String, String, String, Protocol);
 
 /// All endpoints of every service port, from every slice.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EndpointIndex {
     ports: BTreeMap<PortKey, Vec<EndpointInfo>>,
     services: BTreeMap<(String, String), Vec<ObjectRef>>,
@@ -56,6 +56,28 @@ impl EndpointIndex {
         }
         for endpoints in index.ports.values_mut() {
             dedup_endpoints(endpoints);
+        }
+        index
+    }
+
+    /// One index of the endpoints of several, as if built from all their slices at once: a
+    /// Service's endpoints can be kept per slice and merged when the Service is recomputed.
+    pub fn merge<'a>(parts: impl IntoIterator<Item = &'a EndpointIndex>) -> EndpointIndex {
+        let mut index = EndpointIndex::default();
+        for part in parts {
+            for (key, endpoints) in &part.ports {
+                index.ports.entry(key.clone()).or_default().extend(endpoints.iter().cloned());
+            }
+            for (service, slices) in &part.services {
+                index.services.entry(service.clone()).or_default().extend(slices.iter().cloned());
+            }
+        }
+        // Each part is deduplicated already; the best copy of the best copies is the best copy.
+        for endpoints in index.ports.values_mut() {
+            dedup_endpoints(endpoints);
+        }
+        for slices in index.services.values_mut() {
+            slices.sort();
         }
         index
     }

@@ -24,7 +24,7 @@ pub mod service;
 pub mod snapshot;
 pub mod trace;
 
-pub use compute::compute;
+pub use compute::{NodeContext, ParsedService, ServiceFamilyRules, ServiceRules, assemble, compute, service_rules};
 pub use config::{DetectLocal, NodeConfig};
 pub use diagnostic::{Diagnostic, ObjectRef, Severity};
 pub use explain::{ExplainOptions, Explanation, explain};

@@ -75,6 +75,7 @@ pub mod conntrack;
 pub mod diff;
 pub mod json;
 pub mod layout;
+mod ledger;
 pub mod proxier;
 pub mod refusal;
 pub mod ruleset;

@@ -1,13 +1,20 @@
-//! [`Proxier`]: the long-lived object a node agent embeds. It holds the cluster objects it was fed, the
-//! node's settings and the tables it last committed to the kernel, and keeps the kernel in step with
-//! one atomic transaction per [`Proxier::sync`].
+//! [`Proxier`]: the long-lived object a node agent embeds. It holds what it was fed of the cluster,
+//! reduced to what the rules depend on, and keeps the kernel in step with one atomic transaction per
+//! [`Proxier::sync`] whose cost follows the size of the change, not of the cluster.
 //!
-//! - The first sync, the first after a failure, and one after [`Proxier::force_full_sync`] replace
-//!   proxier's tables whole ([`Transaction::replacing`]): an existing table of an earlier run is taken
-//!   over in that one transaction, so Services never stop answering.
-//! - Every other sync writes only what changed since the committed state ([`Transaction::between`]);
-//!   the kernel is not read. Nothing changed ⇒ `nft` is not run at all.
-//! - A failed `nft` run leaves the kernel and the committed state as they were; the next sync is full.
+//! - Each Service's rules are computed on their own ([`proxier_core::service_rules`]) when it or one
+//!   of its EndpointSlices changes, and laid out as a small table of its own; proxier's tables are the
+//!   union of these (see the `ledger` module). A sync replaces the changed Services' shares and writes
+//!   exactly the objects that appear or disappear: the kernel is not read, nothing else is touched.
+//!   Nothing changed ⇒ `nft` is not run at all.
+//! - A destination two Services claim belongs to the first in namespace/name order, as in
+//!   [`proxier_core::compute()`]; when it goes, the next one takes it over.
+//! - The first sync, the first after a failure, one after [`Proxier::force_full_sync`], and one after
+//!   a change of the node's settings or of its own Node object (its addresses, zone, podCIDRs: every
+//!   Service depends on them) replace proxier's tables whole ([`Transaction::replacing`]): an
+//!   existing table of an earlier run is taken over in that one transaction, so Services never stop
+//!   answering.
+//! - A failed `nft` run leaves the kernel as it was; the next sync is full.
 //! - Chains and sets no longer used are emptied at once and deleted by a later sync at least
 //!   [`STALE_GRACE`] later: kernels before 6.2 release a chain late after the last map element
 //!   pointing at it goes ([`Proxier::next_cleanup`] says when).
@@ -37,18 +44,24 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use proxier_core::{DestinationKind, IpFamily, NodeConfig, Protocol, RuleModel, Snapshot, compute};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use proxier_core::endpoints::{EndpointIndex, LABEL_SERVICE_NAME};
+use proxier_core::{
+    Action, Destination, DestinationKind, Diagnostic, FamilyRules, HealthCheck, IpFamily, NodeConfig, NodeContext,
+    ParsedService, Protocol, RuleModel, ServiceRules, assemble, service_rules,
+};
 
 use crate::conntrack::{Conntrack, ConntrackFilter, ConntrackOutcome};
 use crate::diff::canonical;
+use crate::layout::family_table;
+use crate::ledger::{Journal, Ledger};
 use crate::ruleset::Table;
 use crate::runner::{Nft, NftError};
-use crate::transaction::{Change, Committed, Transaction};
+use crate::transaction::{Change, Transaction};
 
-/// How long an emptied chain or set is kept before it is deleted (kube-proxy waits 1 s too).
-pub const STALE_GRACE: Duration = Duration::from_secs(1);
+pub use crate::ledger::STALE_GRACE;
 
 /// The EndpointSlice annotation the EndpointSlice controller sets to the time of the change (a pod
 /// or Service update) that caused the slice's last update.
@@ -104,6 +117,9 @@ pub enum SyncError {
 
 type Key = (String, String);
 
+/// A destination's identity: two Services cannot both own one.
+type DestinationKey = (IpAddr, Protocol, u16);
+
 /// A node's service proxy: cluster objects in, kernel rules out. See the module documentation.
 #[derive(Debug)]
 pub struct Proxier {
@@ -111,20 +127,34 @@ pub struct Proxier {
     table: String,
     nft: Nft,
     conntrack: Option<Conntrack>,
-    services: BTreeMap<Key, Service>,
-    slices: BTreeMap<Key, EndpointSlice>,
+    /// Node objects, reduced to what the rules depend on: only this node's own matters, but the
+    /// settings may name another node.
     nodes: BTreeMap<String, Node>,
-    /// The objects changed since the last successful sync.
-    dirty: bool,
+    context: NodeContext,
+    services: BTreeMap<Key, ServiceEntry>,
+    slices: BTreeMap<Key, SliceEntry>,
+    /// Each Service's slices, by the slices' service-name label.
+    slices_of: BTreeMap<Key, BTreeSet<Key>>,
+    /// The Services whose laid-out rules hold each destination; the first in namespace/name order owns it.
+    claims: BTreeMap<DestinationKey, BTreeSet<Key>>,
+    /// Services whose objects changed since their rules were last computed.
+    dirty: BTreeSet<Key>,
     /// When the oldest change not yet programmed arrived.
     queued_at: Option<Instant>,
     force_full: bool,
-    /// What the kernel holds; `None` before the first successful sync and after a failure.
-    committed: Option<Committed>,
-    /// Emptied objects not yet deleted, with when they were emptied.
-    stale: BTreeMap<(IpFamily, ObjectName), Instant>,
-    /// The model of the last successful sync.
-    model: Option<RuleModel>,
+    /// What every laid-out Service and the node contribute to the tables.
+    ledger: Ledger,
+    /// Whether the kernel holds what the ledger says: false before the first successful sync and
+    /// after a failure.
+    committed: bool,
+    /// Whether rules were ever computed (conntrack entries predating proxier are not touched).
+    computed: bool,
+    /// Conntrack cleanups of changes whose sync failed: run after the next successful one.
+    pending_filters: BTreeSet<ConntrackFilter>,
+    /// Service ports with a Local policy and no local endpoint, per Service: (internal, external).
+    no_local: BTreeMap<Key, (usize, usize)>,
+    /// Health-check nodePorts, per Service.
+    health_checks: BTreeMap<Key, Vec<HealthCheck>>,
     /// Trigger times of EndpointSlice changes not yet programmed.
     triggers: Vec<SystemTime>,
     /// The kernel's canonical listing of the committed tables, by `generation`.
@@ -132,30 +162,60 @@ pub struct Proxier {
     generation: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum ObjectName {
-    Chain(String),
-    Set(String),
+#[derive(Debug, Default)]
+struct ServiceEntry {
+    /// The Service as last fed; `None` once deleted, until a sync takes its rules away.
+    parsed: Option<ParsedService>,
+    /// The rules in the ledger.
+    laid_out: Option<LaidOut>,
+}
+
+/// A Service's rules as programmed: all it computed, less the destinations an earlier Service owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LaidOut {
+    rules: ServiceRules,
+    claimed_by_others: BTreeSet<DestinationKey>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct SliceEntry {
+    service: Option<Key>,
+    endpoints: EndpointIndex,
+    diagnostics: Vec<Diagnostic>,
+    trigger: Option<SystemTime>,
+}
+
+/// A Service whose laid-out rules a sync replaces.
+struct Replaced {
+    old: Option<LaidOut>,
+    new: Option<LaidOut>,
 }
 
 impl Proxier {
     /// A proxier for the node `config` describes, owning table `table` in the ip and ip6 families.
     /// Conntrack cleanup is off until [`Proxier::with_conntrack`].
     pub fn new(config: NodeConfig, table: impl Into<String>, nft: Nft) -> Proxier {
+        let table = table.into();
         Proxier {
+            context: NodeContext::new(None, &config),
             config,
-            table: table.into(),
+            ledger: Ledger::new(&table),
+            table,
             nft,
             conntrack: None,
+            nodes: BTreeMap::new(),
             services: BTreeMap::new(),
             slices: BTreeMap::new(),
-            nodes: BTreeMap::new(),
-            dirty: true,
+            slices_of: BTreeMap::new(),
+            claims: BTreeMap::new(),
+            dirty: BTreeSet::new(),
             queued_at: None,
             force_full: false,
-            committed: None,
-            stale: BTreeMap::new(),
-            model: None,
+            committed: false,
+            computed: false,
+            pending_filters: BTreeSet::new(),
+            no_local: BTreeMap::new(),
+            health_checks: BTreeMap::new(),
             triggers: Vec::new(),
             listing: None,
             generation: 0,
@@ -178,97 +238,110 @@ impl Proxier {
         &self.table
     }
 
-    /// Replaces the node settings; the next sync programs them.
+    /// Replaces the node settings; the next sync recomputes every Service and replaces the tables.
     pub fn set_config(&mut self, config: NodeConfig) {
         if config != self.config {
             self.config = config;
-            self.mark_dirty();
+            self.node_changed();
         }
     }
 
-    /// Adds or replaces a Service. Returns whether anything changed.
+    /// Adds or replaces a Service. Returns whether anything that matters to its rules changed.
     pub fn apply_service(&mut self, service: Service) -> bool {
         let key = key_of(&service.metadata);
-        if self.services.get(&key) == Some(&service) {
+        let parsed = ParsedService::read(&service);
+        let entry = self.services.entry(key.clone()).or_default();
+        if entry.parsed.as_ref() == Some(&parsed) {
             return false;
         }
-        self.services.insert(key, service);
-        self.mark_dirty();
+        entry.parsed = Some(parsed);
+        self.mark_dirty(key);
         true
     }
 
     /// Removes a Service. Returns whether it was there.
     pub fn delete_service(&mut self, namespace: &str, name: &str) -> bool {
-        let removed = self.services.remove(&(namespace.to_owned(), name.to_owned())).is_some();
+        let key = (namespace.to_owned(), name.to_owned());
+        let removed = self.services.get_mut(&key).and_then(|entry| entry.parsed.take()).is_some();
         if removed {
-            self.mark_dirty();
+            self.mark_dirty(key);
         }
         removed
     }
 
-    /// Adds or replaces an EndpointSlice. Returns whether anything changed.
+    /// Adds or replaces an EndpointSlice. Returns whether anything that matters to the rules changed.
     pub fn apply_endpoint_slice(&mut self, slice: EndpointSlice) -> bool {
         let key = key_of(&slice.metadata);
+        let mut diagnostics = Vec::new();
+        let endpoints = EndpointIndex::build([&slice], &mut diagnostics);
+        let service = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(LABEL_SERVICE_NAME))
+            .map(|name| (key.0.clone(), name.clone()));
+        let trigger = trigger_time(&slice);
+        let entry = SliceEntry { service, endpoints, diagnostics, trigger };
         let previous = self.slices.get(&key);
-        if previous == Some(&slice) {
+        if previous.is_some_and(|p| p.service == entry.service && p.endpoints == entry.endpoints) {
             return false;
         }
-        let trigger = trigger_time(&slice);
-        if trigger.is_some() && trigger != previous.and_then(trigger_time) {
-            self.triggers.extend(trigger);
+        if entry.trigger.is_some() && entry.trigger != previous.and_then(|p| p.trigger) {
+            self.triggers.extend(entry.trigger);
         }
-        self.slices.insert(key, slice);
-        self.mark_dirty();
+        self.remove_slice(&key);
+        if let Some(service) = &entry.service {
+            self.slices_of.entry(service.clone()).or_default().insert(key.clone());
+            self.mark_dirty(service.clone());
+        }
+        self.slices.insert(key, entry);
         true
     }
 
     /// Removes an EndpointSlice. Returns whether it was there.
     pub fn delete_endpoint_slice(&mut self, namespace: &str, name: &str) -> bool {
-        let removed = self.slices.remove(&(namespace.to_owned(), name.to_owned())).is_some();
-        if removed {
-            self.mark_dirty();
-        }
-        removed
+        self.remove_slice(&(namespace.to_owned(), name.to_owned()))
     }
 
-    /// Adds or replaces a Node. Only this node's own Node object matters (its addresses, podCIDRs).
+    /// Adds or replaces a Node. Only this node's own Node object matters (its addresses, zone and
+    /// podCIDRs), and only those fields of it are kept. Returns whether the rules may change.
     pub fn apply_node(&mut self, node: Node) -> bool {
+        let node = reduced_node(node);
         let name = node.metadata.name.clone().unwrap_or_default();
         if self.nodes.get(&name) == Some(&node) {
             return false;
         }
         self.nodes.insert(name, node);
-        self.mark_dirty();
-        true
+        self.node_changed()
     }
 
-    /// Removes a Node. Returns whether it was there.
+    /// Removes a Node. Returns whether it was held.
     pub fn delete_node(&mut self, name: &str) -> bool {
         let removed = self.nodes.remove(name).is_some();
         if removed {
-            self.mark_dirty();
+            self.node_changed();
         }
         removed
     }
 
     /// The Services held, by namespace and name.
-    pub fn services(&self) -> impl Iterator<Item = &Service> {
-        self.services.values()
+    pub fn services(&self) -> impl Iterator<Item = &ParsedService> {
+        self.services.values().filter_map(|entry| entry.parsed.as_ref())
     }
 
-    /// The EndpointSlices held, by namespace and name.
-    pub fn endpoint_slices(&self) -> impl Iterator<Item = &EndpointSlice> {
-        self.slices.values()
+    /// The namespace and name of every EndpointSlice held.
+    pub fn endpoint_slices(&self) -> impl Iterator<Item = &(String, String)> {
+        self.slices.keys()
     }
 
-    /// The Nodes held, by name.
+    /// The Nodes held, by name, reduced to what the rules depend on.
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
         self.nodes.values()
     }
 
     /// Whether objects changed since the last successful sync (or none succeeded yet).
     pub fn has_pending_changes(&self) -> bool {
-        self.dirty || self.committed.is_none()
+        !self.dirty.is_empty() || !self.committed || self.force_full
     }
 
     /// When the oldest change not yet programmed arrived (kube-proxy's "queued update").
@@ -283,88 +356,134 @@ impl Proxier {
 
     /// When a sync is due to delete emptied chains and sets, if any are waiting.
     pub fn next_cleanup(&self) -> Option<Instant> {
-        self.stale.values().min().map(|since| *since + STALE_GRACE)
+        self.ledger.next_cleanup()
     }
 
-    /// The model of the last successful sync.
-    pub fn model(&self) -> Option<&RuleModel> {
-        self.model.as_ref()
+    /// Whether the kernel holds the rules of the last sync (false before the first successful sync
+    /// and after a failed one).
+    pub fn is_committed(&self) -> bool {
+        self.committed
     }
 
-    /// The tables the kernel holds after the last successful sync.
-    pub fn committed(&self) -> Option<&[Table]> {
-        self.committed.as_deref()
-    }
-
-    /// The objects held, as a [`Snapshot`] for [`compute()`].
-    pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            services: self.services.values().cloned().collect(),
-            endpoint_slices: self.slices.values().cloned().collect(),
-            endpoints: Vec::new(),
-            nodes: self.nodes.values().cloned().collect(),
-            ingresses: Vec::new(),
-            sources: BTreeMap::new(),
+    /// The model of the rules the last sync computed, assembled on demand: costs a pass over the
+    /// whole cluster, so meant for reports and tests, not for every sync. `None` before a sync.
+    pub fn model(&self) -> Option<RuleModel> {
+        if !self.computed {
+            return None;
         }
+        let mut model = assemble(
+            &self.context,
+            self.services.values().filter_map(|entry| entry.laid_out.as_ref()).map(|laid| &laid.rules),
+        );
+        let endpoints = EndpointIndex::merge(self.slices.values().map(|slice| &slice.endpoints));
+        model.diagnostics.extend(self.slices.values().flat_map(|slice| slice.diagnostics.iter().cloned()));
+        model.diagnostics.extend(proxier_core::compute::orphan_slices(&endpoints, &model.services));
+        model.diagnostics.sort();
+        model.diagnostics.dedup();
+        Some(model)
+    }
+
+    /// Health-check nodePorts of the externalTrafficPolicy `Local` Services as of the last sync.
+    pub fn health_checks(&self) -> impl Iterator<Item = &HealthCheck> {
+        self.health_checks.values().flatten()
+    }
+
+    /// The node addresses NodePorts (and health-check nodePorts) are served on.
+    pub fn node_port_ips(&self) -> Vec<IpAddr> {
+        IpFamily::ALL.into_iter().flat_map(|family| self.context.empty_rules(family).node_port_ips).collect()
+    }
+
+    /// Service ports whose Local policy leaves this node without an endpoint, as of the last sync:
+    /// (internalTrafficPolicy, externalTrafficPolicy). Their traffic is dropped.
+    pub fn no_local_endpoints(&self) -> (usize, usize) {
+        self.no_local.values().fold((0, 0), |(i, e), (di, de)| (i + di, e + de))
+    }
+
+    /// The tables the kernel holds after the last successful sync, built on demand (a pass over
+    /// the whole cluster). `None` when no sync succeeded since the last failure.
+    pub fn committed(&self) -> Option<Vec<Table>> {
+        if !self.committed {
+            return None;
+        }
+        let mut everything = Ledger::new(&self.table);
+        let mut journal = Journal::default();
+        for table in self.contributions() {
+            everything.add(table, &mut journal);
+        }
+        Some(self.ledger.tables(journal))
     }
 
     /// Brings the kernel in step with the objects held: a full replacement the first time (and after a
     /// failure or [`Proxier::force_full_sync`]), otherwise only the changes. See the module docs.
     pub fn sync(&mut self) -> Result<SyncOutcome, SyncError> {
         let start = Instant::now();
-        let full = self.committed.is_none() || self.force_full;
-        let kind = if full { SyncKind::Full } else { SyncKind::Partial };
+        let full = !self.committed || self.force_full;
         let cleanup_due = self.next_cleanup().is_some_and(|at| at <= start);
-        if !full && !self.dirty && !cleanup_due {
-            return Ok(self.outcome(kind, Transaction::between(&[], &[], &self.table).0, start));
+        if !full && self.dirty.is_empty() && !cleanup_due {
+            return Ok(self.outcome(SyncKind::Partial, Transaction::from_changes(Vec::new(), &self.table), start));
         }
 
-        let model = if self.dirty || self.model.is_none() {
-            compute(&self.snapshot(), &self.config)
-        } else {
-            // Only a cleanup is due: the model cannot have changed.
-            self.model.clone().unwrap_or_else(|| compute(&self.snapshot(), &self.config))
-        };
-        let desired = Transaction::tables(&model, &self.table);
-        let (transaction, after) = match (&self.committed, full) {
-            (Some(committed), false) => {
-                let kept = self.keep_young_stale(committed, desired.clone(), start);
-                Transaction::between(committed, &kept, &self.table)
+        let replaced = self.recompute();
+        let first = !self.computed;
+        self.computed = true;
+        if !first {
+            let old = replaced.iter().filter_map(|r| r.old.as_ref()).flat_map(effective_destinations);
+            let new = replaced.iter().filter_map(|r| r.new.as_ref()).flat_map(effective_destinations);
+            self.pending_filters.extend(conntrack_filters_between(old, new));
+        }
+
+        let mut partial = None;
+        if !full {
+            let mut journal = Journal::default();
+            let (context, table) = (&self.context, &self.table);
+            for replaced in &replaced {
+                for old in replaced.old.iter().flat_map(|laid| service_tables(context, table, laid)) {
+                    self.ledger.remove(&old, &mut journal);
+                }
             }
-            _ => (Transaction::replacing(desired.clone(), &self.table), desired.clone()),
+            for replaced in &replaced {
+                for new in replaced.new.iter().flat_map(|laid| service_tables(context, table, laid)) {
+                    self.ledger.add(new, &mut journal);
+                }
+            }
+            // A set whose type or timeout changed (an affinity timeout) is replaced with the tables.
+            if !journal.redefined {
+                partial = Some(Transaction::from_changes(self.ledger.finish(journal, start), &self.table));
+            }
+        }
+        let kind = if partial.is_some() { SyncKind::Partial } else { SyncKind::Full };
+        let transaction = match partial {
+            Some(transaction) => transaction,
+            None => {
+                let mut ledger = Ledger::new(&self.table);
+                let mut journal = Journal::default();
+                for table in self.contributions() {
+                    ledger.add(table, &mut journal);
+                }
+                let tables = ledger.tables(journal);
+                self.ledger = ledger;
+                Transaction::replacing(tables, &self.table)
+            }
         };
 
         if !transaction.is_empty()
             && let Err(source) = self.nft.apply_json(&transaction.to_json())
         {
             // The kernel refused the whole transaction: it holds what it held. Start over next time.
-            self.committed = None;
-            self.stale.clear();
+            self.committed = false;
+            self.ledger = Ledger::new(&self.table);
             self.listing = None;
             return Err(SyncError::Apply { kind, source });
         }
 
-        // Track emptied objects: in `after` but not wanted.
-        let wanted = object_names(&desired);
-        let present = object_names(&after);
-        self.stale.retain(|name, _| present.contains(name) && !wanted.contains(name));
-        for name in present.difference(&wanted) {
-            self.stale.entry(name.clone()).or_insert(start);
-        }
         if !transaction.is_empty() {
             self.generation = self.generation.wrapping_add(1);
         }
-        self.committed = Some(after);
+        self.committed = true;
         self.force_full = false;
-        self.dirty = false;
         self.queued_at = None;
-
-        let filters = match &self.model {
-            Some(old) => conntrack_filters(old, &model),
-            None => Vec::new(),
-        };
-        self.model = Some(model);
         let mut outcome = self.outcome(kind, transaction, start);
+        let filters: Vec<ConntrackFilter> = std::mem::take(&mut self.pending_filters).into_iter().collect();
         if let Some(conntrack) = &self.conntrack
             && !filters.is_empty()
         {
@@ -386,10 +505,7 @@ impl Proxier {
     /// (session-affinity sets) are not compared.
     pub fn resync(&mut self) -> Result<SyncOutcome, SyncError> {
         let start = Instant::now();
-        let drifted = match &self.committed {
-            None => false,
-            Some(_) => self.drifted().map_err(SyncError::Read)?,
-        };
+        let drifted = self.committed && self.drifted().map_err(SyncError::Read)?;
         if drifted {
             self.force_full = true;
         }
@@ -401,11 +517,11 @@ impl Proxier {
 
     /// Whether the kernel's tables differ from the committed state.
     fn drifted(&mut self) -> Result<bool, NftError> {
-        let Some(committed) = &self.committed else { return Ok(true) };
         let expected = match &self.listing {
             Some((generation, listing)) if *generation == self.generation => listing.clone(),
             _ => {
-                let transaction = Transaction::replacing(committed.clone(), &self.table);
+                let Some(committed) = self.committed() else { return Ok(true) };
+                let transaction = Transaction::replacing(committed, &self.table);
                 let table = self.table.clone();
                 let listing: Vec<Option<String>> = self.nft.in_scratch_namespace(|scratch| {
                     scratch.apply_json(&transaction.to_json())?;
@@ -428,35 +544,138 @@ impl Proxier {
         Ok(false)
     }
 
-    fn mark_dirty(&mut self) {
-        self.dirty = true;
+    fn mark_dirty(&mut self, service: Key) {
+        self.dirty.insert(service);
         self.queued_at.get_or_insert_with(Instant::now);
     }
 
-    /// `desired` plus the emptied objects of `committed` that are too young to delete.
-    fn keep_young_stale(&self, committed: &[Table], mut desired: Vec<Table>, now: Instant) -> Vec<Table> {
-        for table in &mut desired {
-            let Some(old) = committed.iter().find(|t| t.family == table.family) else { continue };
-            let young = |name: ObjectName| {
-                self.stale.get(&(table.family, name)).is_some_and(|since| now.duration_since(*since) < STALE_GRACE)
-            };
-            let chains: BTreeSet<String> = table.chains.iter().map(|c| c.name.clone()).collect();
-            let sets: BTreeSet<String> = table.sets.iter().map(|s| s.name.clone()).collect();
-            for chain in &old.chains {
-                if !chains.contains(&chain.name)
-                    && chain.rules.is_empty()
-                    && young(ObjectName::Chain(chain.name.clone()))
-                {
-                    table.chains.push(chain.clone());
-                }
-            }
-            for set in &old.sets {
-                if !sets.contains(&set.name) && set.elements.is_empty() && young(ObjectName::Set(set.name.clone())) {
-                    table.sets.push(set.clone());
-                }
-            }
+    /// The node's object or settings changed: if that changes its context, every Service is
+    /// recomputed and the tables replaced. Returns whether it did.
+    fn node_changed(&mut self) -> bool {
+        let context = NodeContext::new(self.nodes.get(&self.config.node_name), &self.config);
+        if context == self.context {
+            return false;
         }
-        desired
+        self.context = context;
+        self.force_full = true;
+        let keys: Vec<Key> = self.services.keys().cloned().collect();
+        self.dirty.extend(keys);
+        self.queued_at.get_or_insert_with(Instant::now);
+        true
+    }
+
+    fn remove_slice(&mut self, key: &Key) -> bool {
+        let Some(previous) = self.slices.remove(key) else { return false };
+        if let Some(service) = previous.service {
+            if let Some(slices) = self.slices_of.get_mut(&service) {
+                slices.remove(key);
+                if slices.is_empty() {
+                    self.slices_of.remove(&service);
+                }
+            }
+            self.mark_dirty(service);
+        }
+        true
+    }
+
+    /// Recomputes the dirty Services and the Services sharing a destination with them; lays out the
+    /// new rules (claims, health checks, counts) and returns those whose laid-out rules changed.
+    fn recompute(&mut self) -> Vec<Replaced> {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut computed: BTreeMap<Key, Option<ServiceRules>> = BTreeMap::new();
+        let mut contested = BTreeSet::new();
+        for key in dirty {
+            let rules = self.services.get(&key).and_then(|entry| entry.parsed.as_ref()).map(|parsed| {
+                let slices = self.slices_of.get(&key).into_iter().flatten();
+                let endpoints = EndpointIndex::merge(slices.filter_map(|s| self.slices.get(s)).map(|s| &s.endpoints));
+                service_rules(parsed, &endpoints, &self.context)
+            });
+            let old = self.laid_out(&key).map(|laid| destination_keys(&laid.rules)).unwrap_or_default();
+            let new = rules.as_ref().map(destination_keys).unwrap_or_default();
+            for gone in old.difference(&new) {
+                if let Some(claimants) = self.claims.get_mut(gone) {
+                    claimants.remove(&key);
+                    if claimants.is_empty() {
+                        self.claims.remove(gone);
+                    }
+                }
+            }
+            for added in new.difference(&old) {
+                self.claims.entry(*added).or_default().insert(key.clone());
+            }
+            contested.extend(old.symmetric_difference(&new).copied());
+            computed.insert(key, rules);
+        }
+        // A Service gaining or losing a destination another also claims may change what the other owns.
+        let mut affected: BTreeSet<Key> = computed.keys().cloned().collect();
+        for destination in &contested {
+            affected.extend(self.claims.get(destination).into_iter().flatten().cloned());
+        }
+
+        let mut replaced = Vec::new();
+        for key in affected {
+            let rules = match computed.remove(&key) {
+                Some(rules) => rules,
+                None => self.laid_out(&key).map(|laid| laid.rules.clone()),
+            };
+            let new = rules.map(|rules| {
+                let claimed_by_others = destination_keys(&rules)
+                    .into_iter()
+                    .filter(|d| self.claims.get(d).and_then(|c| c.first()).is_some_and(|owner| *owner < key))
+                    .collect();
+                LaidOut { rules, claimed_by_others }
+            });
+            let entry = self.services.entry(key.clone()).or_default();
+            if entry.laid_out == new {
+                if entry.parsed.is_none() && entry.laid_out.is_none() {
+                    self.services.remove(&key);
+                }
+                continue;
+            }
+            let old = std::mem::replace(&mut entry.laid_out, new.clone());
+            if entry.parsed.is_none() && entry.laid_out.is_none() {
+                self.services.remove(&key);
+            }
+            self.record(&key, new.as_ref());
+            replaced.push(Replaced { old, new });
+        }
+        replaced
+    }
+
+    fn laid_out(&self, key: &Key) -> Option<&LaidOut> {
+        self.services.get(key).and_then(|entry| entry.laid_out.as_ref())
+    }
+
+    /// Keeps the per-Service summaries (health checks, Local-policy counts) in step.
+    fn record(&mut self, key: &Key, laid: Option<&LaidOut>) {
+        let checks: Vec<HealthCheck> =
+            laid.into_iter().flat_map(|l| l.rules.families.iter().filter_map(|f| f.health_check.clone())).collect();
+        if checks.is_empty() {
+            self.health_checks.remove(key);
+        } else {
+            self.health_checks.insert(key.clone(), checks);
+        }
+        let counts = laid.map(|l| no_local_endpoints(effective_destinations(l))).unwrap_or_default();
+        if counts == (0, 0) {
+            self.no_local.remove(key);
+        } else {
+            self.no_local.insert(key.clone(), counts);
+        }
+    }
+
+    /// The tables every laid-out Service and the node itself contribute.
+    fn contributions(&self) -> impl Iterator<Item = Table> + '_ {
+        let node = self
+            .context
+            .node_families()
+            .iter()
+            .map(|&family| family_table(&self.context.empty_rules(family), &self.table));
+        let services = self
+            .services
+            .values()
+            .filter_map(|entry| entry.laid_out.as_ref())
+            .flat_map(|laid| service_tables(&self.context, &self.table, laid));
+        node.chain(services)
     }
 
     fn outcome(&self, kind: SyncKind, transaction: Transaction, start: Instant) -> SyncOutcome {
@@ -482,6 +701,72 @@ impl Proxier {
     }
 }
 
+/// One Service's share of the tables: each of its families laid out alone.
+fn service_tables(context: &NodeContext, table: &str, laid: &LaidOut) -> Vec<Table> {
+    laid.rules
+        .families
+        .iter()
+        .map(|own| {
+            let rules = FamilyRules {
+                cluster_ips: vec![own.cluster_ip],
+                destinations: own
+                    .destinations
+                    .iter()
+                    .filter(|d| !laid.claimed_by_others.contains(&(d.ip, d.protocol, d.port)))
+                    .cloned()
+                    .collect(),
+                ..context.empty_rules(own.family)
+            };
+            family_table(&rules, table)
+        })
+        .collect()
+}
+
+fn destination_keys(rules: &ServiceRules) -> BTreeSet<DestinationKey> {
+    rules.families.iter().flat_map(|f| &f.destinations).map(|d| (d.ip, d.protocol, d.port)).collect()
+}
+
+/// The destinations a laid-out Service programs.
+fn effective_destinations(laid: &LaidOut) -> impl Iterator<Item = &Destination> {
+    laid.rules
+        .families
+        .iter()
+        .flat_map(|f| &f.destinations)
+        .filter(|d| !laid.claimed_by_others.contains(&(d.ip, d.protocol, d.port)))
+}
+
+/// Service ports whose Local policy leaves this node without an endpoint to use, for ClusterIP
+/// traffic (internal) and external traffic: the destinations that are dropped.
+fn no_local_endpoints<'a>(destinations: impl Iterator<Item = &'a Destination>) -> (usize, usize) {
+    let mut internal = BTreeSet::new();
+    let mut external = BTreeSet::new();
+    for destination in destinations {
+        let dropped = match &destination.action {
+            Action::Drop => true,
+            Action::BySource { others, .. } => matches!(**others, Action::Drop),
+            _ => false,
+        };
+        if dropped {
+            let set = if destination.kind.is_external() { &mut external } else { &mut internal };
+            set.insert(&destination.service_port);
+        }
+    }
+    (internal.len(), external.len())
+}
+
+/// The Node object reduced to what a node's rules depend on: its name and labels, podCIDRs and addresses.
+fn reduced_node(node: Node) -> Node {
+    Node {
+        metadata: ObjectMeta { name: node.metadata.name, labels: node.metadata.labels, ..ObjectMeta::default() },
+        spec: node.spec.map(|spec| NodeSpec {
+            pod_cidr: spec.pod_cidr,
+            pod_cidrs: spec.pod_cidrs,
+            ..NodeSpec::default()
+        }),
+        status: node.status.map(|status| NodeStatus { addresses: status.addresses, ..NodeStatus::default() }),
+    }
+}
+
 fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {
     (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
 }
@@ -493,32 +778,33 @@ fn trigger_time(slice: &EndpointSlice) -> Option<SystemTime> {
     UNIX_EPOCH.checked_add(Duration::from_nanos(nanos))
 }
 
-fn object_names(tables: &[Table]) -> BTreeSet<(IpFamily, ObjectName)> {
-    let mut names = BTreeSet::new();
-    for table in tables {
-        names.extend(table.chains.iter().map(|c| (table.family, ObjectName::Chain(c.name.clone()))));
-        names.extend(table.sets.iter().map(|s| (table.family, ObjectName::Set(s.name.clone()))));
-    }
-    names
-}
-
 /// The conntrack entries made stale by going from `old` to `new` (UDP only, as kube-proxy):
 /// - a destination that had no endpoint and now has some: every entry to it (the rejected flows'
 ///   entries would otherwise keep new packets from being DNATed);
 /// - a destination that lost endpoints: the entries DNATed to each lost endpoint;
 /// - a destination that is gone: every entry to it.
 pub fn conntrack_filters(old: &RuleModel, new: &RuleModel) -> Vec<ConntrackFilter> {
+    fn destinations(model: &RuleModel) -> impl Iterator<Item = &Destination> {
+        model.families.iter().flat_map(|f| &f.destinations)
+    }
+    conntrack_filters_between(destinations(old), destinations(new)).into_iter().collect()
+}
+
+/// [`conntrack_filters`] of destinations: those of the Services a sync replaced, before and after.
+fn conntrack_filters_between<'a>(
+    old: impl Iterator<Item = &'a Destination>,
+    new: impl Iterator<Item = &'a Destination>,
+) -> BTreeSet<ConntrackFilter> {
     type DestKey = (IpAddr, u16, DestinationKind);
-    let udp = |model: &RuleModel| -> BTreeMap<DestKey, Vec<proxier_core::Backend>> {
-        model
-            .families
-            .iter()
-            .flat_map(|f| f.destinations.iter())
-            .filter(|d| d.protocol == Protocol::Udp)
-            .map(|d| ((d.ip, d.port, d.kind), d.action.backends()))
-            .collect()
-    };
-    let (before, after) = (udp(old), udp(new));
+    let udp =
+        |destinations: &mut dyn Iterator<Item = &'a Destination>| -> BTreeMap<DestKey, Vec<proxier_core::Backend>> {
+            destinations
+                .filter(|d| d.protocol == Protocol::Udp)
+                .map(|d| ((d.ip, d.port, d.kind), d.action.backends()))
+                .collect()
+        };
+    let (mut old, mut new) = (old, new);
+    let (before, after) = (udp(&mut old), udp(&mut new));
     let mut filters = BTreeSet::new();
     let all =
         |ip: IpAddr, port: u16| ConntrackFilter { protocol: Protocol::Udp, destination: ip, port, endpoint: None };
@@ -540,5 +826,5 @@ pub fn conntrack_filters(old: &RuleModel, new: &RuleModel) -> Vec<ConntrackFilte
             filters.insert(all(*ip, *port));
         }
     }
-    filters.into_iter().collect()
+    filters
 }

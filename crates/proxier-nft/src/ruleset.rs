@@ -65,7 +65,7 @@ pub struct Element {
 }
 
 /// A value in an element.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Value {
     /// An address.
     Addr(IpAddr),
@@ -80,7 +80,7 @@ pub enum Value {
 }
 
 /// Where a rule or map element sends a packet.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Verdict {
     /// `drop`.
     Drop,

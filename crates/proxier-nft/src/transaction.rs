@@ -154,6 +154,11 @@ impl Transaction {
         (Transaction { table_name: table_name.to_owned(), changes }, after)
     }
 
+    /// A transaction of the given steps, in order, on tables named `table_name`.
+    pub fn from_changes(changes: Vec<Change>, table_name: &str) -> Transaction {
+        Transaction { table_name: table_name.to_owned(), changes }
+    }
+
     /// The table name used in both families.
     pub fn table_name(&self) -> &str {
         &self.table_name

@@ -116,6 +116,7 @@ fn a_failed_sync_keeps_committed_state_and_the_next_is_full() {
     proxier.apply_service(service("web", "10.96.0.20", "TCP"));
     let error = proxier.sync().unwrap_err();
     assert!(error.to_string().contains("Full sync failed"), "{error}");
+    assert!(!proxier.is_committed());
     assert!(proxier.committed().is_none());
     assert!(proxier.has_pending_changes());
     assert!(proxier.queued_since().is_some(), "the change is still queued");
@@ -156,13 +157,13 @@ fn udp_endpoint_changes_select_stale_conntrack_entries() {
     let mut proxier = proxier_with(0);
     proxier.apply_service(service("dns", "10.96.0.10", "UDP"));
     proxier.sync().unwrap();
-    let no_endpoints = proxier.model().unwrap().clone();
+    let no_endpoints = proxier.model().unwrap();
     proxier.apply_endpoint_slice(slice("dns", &["10.244.1.1", "10.244.2.2"], "UDP"));
     proxier.sync().unwrap();
-    let two = proxier.model().unwrap().clone();
+    let two = proxier.model().unwrap();
     proxier.apply_endpoint_slice(slice("dns", &["10.244.2.2"], "UDP"));
     proxier.sync().unwrap();
-    let one = proxier.model().unwrap().clone();
+    let one = proxier.model().unwrap();
 
     let args =
         |filters: Vec<proxier_nft::ConntrackFilter>| filters.iter().map(|f| f.args().join(" ")).collect::<Vec<_>>();
@@ -179,10 +180,10 @@ fn udp_endpoint_changes_select_stale_conntrack_entries() {
     let mut tcp = proxier_with(0);
     tcp.apply_service(service("web", "10.96.0.20", "TCP"));
     tcp.sync().unwrap();
-    let before = tcp.model().unwrap().clone();
+    let before = tcp.model().unwrap();
     tcp.apply_endpoint_slice(slice("web", &["10.244.1.1"], "TCP"));
     tcp.sync().unwrap();
-    assert!(conntrack_filters(&before, tcp.model().unwrap()).is_empty());
+    assert!(conntrack_filters(&before, &tcp.model().unwrap()).is_empty());
 }
 
 #[test]

@@ -13,7 +13,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use proxier_core::RuleModel;
+use proxier_core::HealthCheck;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -171,13 +171,13 @@ impl HealthChecks {
     }
 
     /// Opens listeners for new health-check nodePorts, updates counts, closes those no longer wanted.
-    pub async fn reconcile(&mut self, model: &RuleModel) {
-        let mut addresses: Vec<IpAddr> = model.families.iter().flat_map(|f| f.node_port_ips.iter().copied()).collect();
+    pub async fn reconcile<'a>(&mut self, node_port_ips: &[IpAddr], checks: impl Iterator<Item = &'a HealthCheck>) {
+        let mut addresses = node_port_ips.to_vec();
         if addresses.is_empty() {
             addresses.push(IpAddr::from([0, 0, 0, 0]));
         }
         let mut wanted: BTreeMap<SocketAddr, CheckState> = BTreeMap::new();
-        for check in model.families.iter().flat_map(|f| &f.health_checks) {
+        for check in checks {
             for &ip in &addresses {
                 let entry = wanted.entry(SocketAddr::new(ip, check.node_port)).or_insert_with(|| CheckState {
                     namespace: check.service.namespace.clone(),

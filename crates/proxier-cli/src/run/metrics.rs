@@ -13,7 +13,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use proxier_core::{Action, RuleModel};
 use proxier_nft::{SyncKind, SyncOutcome};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -188,7 +187,8 @@ impl Metrics {
     }
 
     /// Records a successful sync.
-    pub fn synced(&self, outcome: &SyncOutcome, model: Option<&RuleModel>) {
+    /// `no_local_endpoints`: [`proxier_nft::Proxier::no_local_endpoints`] after the sync.
+    pub fn synced(&self, outcome: &SyncOutcome, no_local_endpoints: (usize, usize)) {
         let seconds = outcome.duration.as_secs_f64();
         self.sync_duration.observe(seconds);
         match outcome.kind {
@@ -204,31 +204,11 @@ impl Metrics {
         if outcome.drifted {
             self.resync_repairs.inc();
         }
-        if let Some(model) = model {
-            let (internal, external) = no_local_endpoints(model);
-            self.no_local_endpoints.get_or_create(&PolicyLabel { traffic_policy: "internal".into() }).set(internal);
-            self.no_local_endpoints.get_or_create(&PolicyLabel { traffic_policy: "external".into() }).set(external);
-        }
+        let (internal, external) = no_local_endpoints;
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.no_local_endpoints.get_or_create(&PolicyLabel { traffic_policy: "internal".into() }).set(gauge(internal));
+        self.no_local_endpoints.get_or_create(&PolicyLabel { traffic_policy: "external".into() }).set(gauge(external));
     }
-}
-
-/// Service ports whose Local policy leaves this node without an endpoint to use, for ClusterIP
-/// traffic (internal) and external traffic: the destinations that are dropped.
-fn no_local_endpoints(model: &RuleModel) -> (i64, i64) {
-    let mut internal = std::collections::BTreeSet::new();
-    let mut external = std::collections::BTreeSet::new();
-    for destination in model.families.iter().flat_map(|f| &f.destinations) {
-        let dropped = match &destination.action {
-            Action::Drop => true,
-            Action::BySource { others, .. } => matches!(**others, Action::Drop),
-            _ => false,
-        };
-        if dropped {
-            let set = if destination.kind.is_external() { &mut external } else { &mut internal };
-            set.insert(destination.service_port.clone());
-        }
-    }
-    (i64::try_from(internal.len()).unwrap_or(i64::MAX), i64::try_from(external.len()).unwrap_or(i64::MAX))
 }
 
 fn unix_now() -> f64 {

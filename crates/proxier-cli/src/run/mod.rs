@@ -193,7 +193,7 @@ impl Loop {
                     &mut self.services,
                     *event,
                     proxier,
-                    |p| p.services().map(|s| key(&s.metadata)).collect(),
+                    |p| p.services().map(|s| (s.object.namespace.clone(), s.object.name.clone())).collect(),
                     |p, s| p.apply_service(s),
                     |p, (ns, name)| p.delete_service(ns, name),
                 );
@@ -205,7 +205,7 @@ impl Loop {
                     &mut self.slices,
                     *event,
                     proxier,
-                    |p| p.endpoint_slices().map(|s| key(&s.metadata)).collect(),
+                    |p| p.endpoint_slices().cloned().collect(),
                     |p, s| p.apply_endpoint_slice(s),
                     |p, (ns, name)| p.delete_endpoint_slice(ns, name),
                 );
@@ -249,11 +249,9 @@ impl Loop {
                 self.failures = 0;
                 self.retry_at = None;
                 self.report(&outcome);
-                self.metrics.synced(&outcome, proxier.model());
+                self.metrics.synced(&outcome, proxier.no_local_endpoints());
                 self.health.updated();
-                if let Some(model) = proxier.model() {
-                    self.checks.reconcile(model).await;
-                }
+                self.checks.reconcile(&proxier.node_port_ips(), proxier.health_checks()).await;
             }
             Err(error) => {
                 self.failures = self.failures.saturating_add(1);

@@ -1,0 +1,215 @@
+//! `Proxier`'s incremental syncs against the definition of what the kernel must hold: for generated
+//! sequences of cluster states (objects appearing, changing and going; Services contesting one
+//! destination; the node's settings changing), every transaction a sync writes is simulated on the
+//! kernel's tables, and after each sync they must equal `Transaction::tables(compute(state))` — the
+//! rules `proxier render` prints for that state — apart from emptied objects awaiting deletion.
+//! `nft` is replaced by `true`: this is about which transactions are written, not about the kernel
+//! (the kernel and traffic tests run the same code against a real one).
+
+#[path = "support/invariants.rs"]
+mod invariants;
+#[path = "../../proxier-core/tests/support/objects.rs"]
+mod objects;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+use proxier_core::{Snapshot, compute};
+use proxier_nft::ruleset::Table;
+use proxier_nft::{Nft, Proxier, SyncKind, Transaction};
+use serde_json::Value;
+
+use objects::{as_json, cases, config, objects};
+
+const POOL: usize = 24;
+
+fn key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (String, String) {
+    (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
+}
+
+/// Each Service's affinity timeout.
+fn affinity_timeouts(snapshot: &Snapshot) -> BTreeMap<(String, String), Option<i32>> {
+    let timeout = |s: &k8s_openapi::api::core::v1::Service| {
+        s.spec.as_ref()?.session_affinity_config.as_ref()?.client_ip.as_ref()?.timeout_seconds
+    };
+    snapshot.services.iter().map(|s| (key(&s.metadata), timeout(s))).collect()
+}
+
+/// Feeds `proxier` the difference between the state it holds (`held`) and `next`, as watches would.
+fn feed(proxier: &mut Proxier, held: &Snapshot, next: &Snapshot) {
+    let keys = |items: Vec<(String, String)>| items.into_iter().collect::<BTreeSet<_>>();
+    let services = keys(next.services.iter().map(|s| key(&s.metadata)).collect());
+    let slices = keys(next.endpoint_slices.iter().map(|s| key(&s.metadata)).collect());
+    let nodes = keys(next.nodes.iter().map(|n| key(&n.metadata)).collect());
+    for (namespace, name) in held.services.iter().map(|s| key(&s.metadata)).filter(|k| !services.contains(k)) {
+        proxier.delete_service(&namespace, &name);
+    }
+    for (namespace, name) in held.endpoint_slices.iter().map(|s| key(&s.metadata)).filter(|k| !slices.contains(k)) {
+        proxier.delete_endpoint_slice(&namespace, &name);
+    }
+    for (_, name) in held.nodes.iter().map(|n| key(&n.metadata)).filter(|k| !nodes.contains(k)) {
+        proxier.delete_node(&name);
+    }
+    next.services.iter().cloned().for_each(|s| {
+        proxier.apply_service(s);
+    });
+    next.endpoint_slices.iter().cloned().for_each(|s| {
+        proxier.apply_endpoint_slice(s);
+    });
+    next.nodes.iter().cloned().for_each(|n| {
+        proxier.apply_node(n);
+    });
+}
+
+/// A coherent cluster: Services and the slices that serve them, drawn from small pools of names,
+/// addresses and ports, so that endpoints match, destinations are contested and policies bite.
+fn coherent(max: usize) -> impl Strategy<Value = Vec<Value>> {
+    let names = || prop::sample::select(&["a", "b", "c", "d"][..]);
+    let service = (
+        names(),
+        prop::sample::select(&["10.96.0.1", "10.96.0.2", "10.96.0.3", "fd00:96::1"][..]),
+        prop::sample::select(&["ClusterIP", "NodePort", "LoadBalancer"][..]),
+        prop::collection::vec(prop::sample::select(&["192.168.50.100", "192.168.50.101"][..]), 0..2),
+        prop::sample::select(&["Cluster", "Local"][..]),
+        prop::sample::select(&["None", "ClientIP"][..]),
+        prop::sample::select(&[80u16, 53][..]),
+        prop::sample::select(&["TCP", "UDP"][..]),
+        (prop::sample::select(&[30080u16, 30081][..]), prop::option::of(prop::sample::select(&[60, 120][..]))),
+    )
+        .prop_map(|(name, ip, kind, external, policy, affinity, port, protocol, (node_port, timeout))| {
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"namespace": "ns", "name": name},
+                "spec": {"clusterIP": ip, "type": kind, "externalIPs": external,
+                         "externalTrafficPolicy": policy, "sessionAffinity": affinity,
+                         "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": timeout}},
+                         "healthCheckNodePort": if policy == "Local" && kind == "LoadBalancer" { Some(32000) } else { None },
+                         "ports": [{"name": "p", "port": port, "protocol": protocol,
+                                    "nodePort": if kind == "ClusterIP" { None } else { Some(node_port) }}]},
+                "status": {"loadBalancer": {"ingress": if kind == "LoadBalancer" { vec![serde_json::json!({"ip": "192.168.60.1"})] } else { vec![] }}}
+            })
+        });
+    let endpoint = (
+        prop::sample::select(&["10.244.1.1", "10.244.1.2", "10.244.2.1", "10.244.2.2"][..]),
+        prop::sample::select(&["node-a", "node-b"][..]),
+        any::<bool>(),
+        prop::bool::weighted(0.2),
+    )
+        .prop_map(|(ip, node, ready, terminating)| {
+            serde_json::json!({"addresses": [ip], "nodeName": node,
+                               "conditions": {"ready": ready, "serving": ready || terminating, "terminating": terminating}})
+        });
+    let slice = (names(), 0..3u8, prop::collection::vec(endpoint, 0..4), prop::sample::select(&["TCP", "UDP"][..]))
+        .prop_map(|(service, n, endpoints, protocol)| {
+            serde_json::json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"namespace": "ns", "name": format!("{service}-{n}"),
+                             "labels": {"kubernetes.io/service-name": service}},
+                "addressType": "IPv4", "endpoints": endpoints,
+                "ports": [{"name": "p", "port": 8080, "protocol": protocol}]
+            })
+        });
+    let node = prop::sample::select(&["10.244.1.0/24", "10.244.3.0/24"][..]).prop_map(|cidr| {
+        serde_json::json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "node-a", "labels": {"topology.kubernetes.io/zone": "z"}},
+            "spec": {"podCIDRs": [cidr]},
+            "status": {"addresses": [{"type": "InternalIP", "address": "192.168.50.1"}]}})
+    });
+    prop::collection::vec(prop_oneof![3 => service, 4 => slice, 1 => node], 0..max)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(64), failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_sync_reaches_what_compute_renders(
+        pool in prop_oneof![objects(POOL), coherent(POOL)],
+        states in prop::collection::vec(prop::collection::vec(any::<bool>(), POOL), 2..7),
+        configs in (config(), config()),
+        switches in prop::collection::vec(prop::bool::weighted(0.2), 7),
+    ) {
+        let mut proxier = Proxier::new(configs.0.clone(), "proxier", Nft::new("true"));
+        let mut kernel: Vec<Table> = Vec::new();
+        let mut held = Snapshot::default();
+        // The last affinity timeout each Service had: its affinity sets may still exist, emptied.
+        let mut timeouts = BTreeMap::new();
+        for (step, present) in states.iter().enumerate() {
+            let config = if switches[step] { &configs.1 } else { &configs.0 };
+            proxier.set_config(config.clone());
+            let objects: Vec<Value> =
+                pool.iter().zip(present).filter(|(_, present)| **present).map(|(o, _)| o.clone()).collect();
+            let (snapshot, _) = Snapshot::from_text("prop.json", &as_json(&objects));
+            feed(&mut proxier, &held, &snapshot);
+
+            let outcome = proxier.sync().map_err(|e| TestCaseError::fail(e.to_string()))?;
+            if step == 0 {
+                prop_assert_eq!(outcome.kind, SyncKind::Full);
+            } else if switches[step] == switches[step - 1]
+                && held.node(&config.node_name) == snapshot.node(&config.node_name)
+            {
+                // Neither the settings nor this node changed: only the changes are written, unless an
+                // affinity timeout changed (a set cannot change its timeout in place).
+                let retimed =
+                    affinity_timeouts(&snapshot).iter().any(|(k, t)| timeouts.get(k).is_some_and(|old| old != t));
+                prop_assert!(outcome.kind == SyncKind::Partial || retimed, "{:?}", outcome.kind);
+            }
+            kernel = invariants::simulate(&kernel, &outcome.transaction).map_err(TestCaseError::fail)?;
+            let expected = compute(&snapshot, config);
+            let desired = Transaction::tables(&expected, "proxier");
+            invariants::same_tables(&invariants::without_stale(&kernel, &desired), &desired)
+                .map_err(|e| TestCaseError::fail(format!("step {step}: {e}")))?;
+            let committed = proxier.committed().expect("synced");
+            invariants::same_tables(&kernel, &committed).map_err(TestCaseError::fail)?;
+
+            let model = proxier.model().expect("synced");
+            prop_assert_eq!(&model.families, &expected.families);
+            prop_assert_eq!(&model.services, &expected.services);
+            let checks: Vec<_> = proxier.health_checks().cloned().collect();
+            let mut expected_checks: Vec<_> = expected.families.iter().flat_map(|f| f.health_checks.clone()).collect();
+            expected_checks.sort_by(|a, b| a.service.cmp(&b.service));
+            prop_assert_eq!(checks, expected_checks);
+            timeouts.extend(affinity_timeouts(&snapshot));
+            held = snapshot;
+        }
+    }
+}
+
+/// Two Services claiming one externalIP: the first in namespace/name order owns it; when it goes, the
+/// other takes it over in the same partial sync.
+#[test]
+fn a_contested_destination_passes_to_the_next_claimant() {
+    let service = |name: &str, cluster_ip: &str| -> k8s_openapi::api::core::v1::Service {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "ns", "name": name},
+            "spec": {"clusterIP": cluster_ip, "externalIPs": ["192.168.50.100"],
+                     "ports": [{"name": "p", "port": 80, "protocol": "TCP"}]}
+        }))
+        .unwrap()
+    };
+    let config = proxier_core::NodeConfig {
+        node_name: "node-a".into(),
+        node_ips: vec!["192.168.50.1".parse().unwrap()],
+        ..Default::default()
+    };
+    let mut proxier = Proxier::new(config, "proxier", Nft::new("true"));
+    proxier.apply_service(service("b", "10.96.0.2"));
+    proxier.apply_service(service("a", "10.96.0.1"));
+    let mut kernel = invariants::simulate(&[], &proxier.sync().unwrap().transaction).unwrap();
+    let owner = |kernel: &[Table]| -> Vec<String> {
+        kernel[0]
+            .sets
+            .iter()
+            .flat_map(|s| &s.elements)
+            .filter_map(|e| e.comment.clone())
+            .filter(|c| c.contains("ExternalIP") || c.contains("external"))
+            .collect()
+    };
+    assert_eq!(owner(&kernel), ["ns/a:p/tcp (externalIP)"], "{kernel:#?}");
+    assert!(proxier.model().unwrap().diagnostics.iter().any(|d| d.message.contains("already used by ns/a:p/tcp")));
+
+    proxier.delete_service("ns", "a");
+    let outcome = proxier.sync().unwrap();
+    assert_eq!(outcome.kind, SyncKind::Partial);
+    kernel = invariants::simulate(&kernel, &outcome.transaction).unwrap();
+    assert_eq!(owner(&kernel), ["ns/b:p/tcp (externalIP)"], "{kernel:#?}");
+}
