@@ -50,13 +50,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use proxier_core::endpoints::{EndpointIndex, LABEL_SERVICE_NAME};
 use proxier_core::{
     Action, Destination, DestinationKind, Diagnostic, FamilyRules, HealthCheck, IpFamily, NodeConfig, NodeContext,
-    ParsedService, Protocol, RuleModel, ServiceRules, assemble, service_rules,
+    ObjectRef, ParsedService, Protocol, RuleModel, ServiceRules, assemble, service_rules,
 };
 
 use crate::conntrack::{Conntrack, ConntrackFilter, ConntrackOutcome};
 use crate::diff::canonical;
 use crate::layout::family_table;
 use crate::ledger::{Journal, Ledger};
+use crate::refusal::{Refused, refused_services};
 use crate::ruleset::Table;
 use crate::runner::{Nft, NftError};
 use crate::transaction::{Change, Transaction};
@@ -96,6 +97,10 @@ pub struct SyncOutcome {
     pub network_programming: Vec<Duration>,
     /// Stale UDP conntrack entries deleted after the sync.
     pub conntrack: ConntrackOutcome,
+    /// Services newly left out because the kernel refused their rules (a full sync that failed
+    /// found them with `nft -c`, see [`crate::refusal`], and applied the rest), each with nft's
+    /// message. They stay out until they or their endpoints change; [`Proxier::refused`] lists them.
+    pub refused: Refused,
 }
 
 /// A failed sync. The kernel and the committed state are as before it; the next sync is full.
@@ -155,6 +160,8 @@ pub struct Proxier {
     no_local: BTreeMap<Key, (usize, usize)>,
     /// Health-check nodePorts, per Service.
     health_checks: BTreeMap<Key, Vec<HealthCheck>>,
+    /// Services left out because the kernel refused their rules, until they change.
+    refused: Refused,
     /// Trigger times of EndpointSlice changes not yet programmed.
     triggers: Vec<SystemTime>,
     /// The kernel's canonical listing of the committed tables, by `generation`.
@@ -216,6 +223,7 @@ impl Proxier {
             pending_filters: BTreeSet::new(),
             no_local: BTreeMap::new(),
             health_checks: BTreeMap::new(),
+            refused: Refused::new(),
             triggers: Vec::new(),
             listing: None,
             generation: 0,
@@ -378,6 +386,13 @@ impl Proxier {
         let endpoints = EndpointIndex::merge(self.slices.values().map(|slice| &slice.endpoints));
         model.diagnostics.extend(self.slices.values().flat_map(|slice| slice.diagnostics.iter().cloned()));
         model.diagnostics.extend(proxier_core::compute::orphan_slices(&endpoints, &model.services));
+        model.diagnostics.extend(self.refused.iter().map(|(service, why)| Diagnostic {
+            severity: proxier_core::Severity::Error,
+            source: None,
+            object: service.clone(),
+            field: None,
+            message: why.clone(),
+        }));
         model.diagnostics.sort();
         model.diagnostics.dedup();
         Some(model)
@@ -397,6 +412,12 @@ impl Proxier {
     /// (internalTrafficPolicy, externalTrafficPolicy). Their traffic is dropped.
     pub fn no_local_endpoints(&self) -> (usize, usize) {
         self.no_local.values().fold((0, 0), |(i, e), (di, de)| (i + di, e + de))
+    }
+
+    /// Services left out of the kernel because it refused their rules, each with nft's message. A
+    /// Service is tried again when it or one of its EndpointSlices changes.
+    pub fn refused(&self) -> &Refused {
+        &self.refused
     }
 
     /// The tables the kernel holds after the last successful sync, built on demand (a pass over
@@ -452,30 +473,85 @@ impl Proxier {
             }
         }
         let kind = if partial.is_some() { SyncKind::Partial } else { SyncKind::Full };
-        let transaction = match partial {
-            Some(transaction) => transaction,
-            None => {
-                let mut ledger = Ledger::new(&self.table);
-                let mut journal = Journal::default();
-                for table in self.contributions() {
-                    ledger.add(table, &mut journal);
-                }
-                let tables = ledger.tables(journal);
-                self.ledger = ledger;
-                Transaction::replacing(tables, &self.table)
-            }
-        };
+        let transaction = partial.unwrap_or_else(|| self.full_transaction());
 
         if !transaction.is_empty()
             && let Err(source) = self.nft.apply_json(&transaction.to_json())
         {
-            // The kernel refused the whole transaction: it holds what it held. Start over next time.
-            self.committed = false;
-            self.ledger = Ledger::new(&self.table);
+            // The kernel refused the whole transaction: it holds what it held. If some Services'
+            // rules are to blame, leave them out and apply the rest; else start over next time.
             self.listing = None;
-            return Err(SyncError::Apply { kind, source });
+            match self.without_refused(kind, &source) {
+                Some((transaction, refused)) if self.nft.apply_json(&transaction.to_json()).is_ok() => {
+                    return Ok(self.committed_now(SyncKind::Full, transaction, refused, start));
+                }
+                _ => {
+                    self.committed = false;
+                    self.ledger = Ledger::new(&self.table);
+                    return Err(SyncError::Apply { kind, source });
+                }
+            }
         }
+        Ok(self.committed_now(kind, transaction, Refused::new(), start))
+    }
 
+    /// The transaction that replaces the tables whole, with the ledger rebuilt to match.
+    fn full_transaction(&mut self) -> Transaction {
+        let mut ledger = Ledger::new(&self.table);
+        let mut journal = Journal::default();
+        for table in self.contributions() {
+            ledger.add(table, &mut journal);
+        }
+        let tables = ledger.tables(journal);
+        self.ledger = ledger;
+        Transaction::replacing(tables, &self.table)
+    }
+
+    /// After a full sync failed with `error`: the Services whose rules the kernel refuses, found
+    /// with `nft -c`, and the full transaction without their rules (only their ClusterIPs stay, rejecting). `None` when
+    /// the fault is not any one Service's, or a partial sync failed (the next, full, sync searches).
+    fn without_refused(&mut self, kind: SyncKind, error: &NftError) -> Option<(Transaction, Refused)> {
+        if kind != SyncKind::Full || matches!(error, NftError::Spawn { .. }) {
+            return None;
+        }
+        let refused = refused_services(&self.nft, &self.model()?, &self.table).ok().filter(|r| !r.is_empty())?;
+        for (service, why) in &refused {
+            let key = (service.namespace.clone(), service.name.clone());
+            tracing::error!(service = %format!("{}/{}", key.0, key.1), %why, "the kernel refuses this Service's rules; left out");
+            // Its ClusterIPs stay, so that new connections to them are rejected, not left to time out.
+            let Some(laid) = self.services.get_mut(&key).and_then(|entry| entry.laid_out.as_mut()) else { continue };
+            let destinations = destination_keys(&laid.rules);
+            for family in &mut laid.rules.families {
+                family.destinations.clear();
+                family.health_check = None;
+            }
+            laid.claimed_by_others.clear();
+            let stripped = laid.clone();
+            for destination in destinations {
+                if let Some(claimants) = self.claims.get_mut(&destination) {
+                    claimants.remove(&key);
+                    // Another Service claiming it may own it now.
+                    self.dirty.extend(claimants.iter().cloned());
+                    if claimants.is_empty() {
+                        self.claims.remove(&destination);
+                    }
+                }
+            }
+            self.record(&key, Some(&stripped));
+            self.refused.insert(service.clone(), why.clone());
+        }
+        self.recompute();
+        Some((self.full_transaction(), refused))
+    }
+
+    /// Records a successful sync of `transaction`.
+    fn committed_now(
+        &mut self,
+        kind: SyncKind,
+        transaction: Transaction,
+        refused: Refused,
+        start: Instant,
+    ) -> SyncOutcome {
         if !transaction.is_empty() {
             self.generation = self.generation.wrapping_add(1);
         }
@@ -483,6 +559,7 @@ impl Proxier {
         self.force_full = false;
         self.queued_at = None;
         let mut outcome = self.outcome(kind, transaction, start);
+        outcome.refused = refused;
         let filters: Vec<ConntrackFilter> = std::mem::take(&mut self.pending_filters).into_iter().collect();
         if let Some(conntrack) = &self.conntrack
             && !filters.is_empty()
@@ -493,7 +570,7 @@ impl Proxier {
         outcome.network_programming =
             self.triggers.drain(..).map(|t| now.duration_since(t).unwrap_or(Duration::ZERO)).collect();
         outcome.duration = start.elapsed();
-        Ok(outcome)
+        outcome
     }
 
     /// The periodic full check: reads proxier's tables (and only them) from the kernel and compares
@@ -604,6 +681,7 @@ impl Proxier {
                 self.claims.entry(*added).or_default().insert(key.clone());
             }
             contested.extend(old.symmetric_difference(&new).copied());
+            self.refused.remove(&ObjectRef::new("Service", &key.0, &key.1));
             computed.insert(key, rules);
         }
         // A Service gaining or losing a destination another also claims may change what the other owns.
@@ -697,6 +775,7 @@ impl Proxier {
             transaction,
             network_programming: Vec::new(),
             conntrack: ConntrackOutcome::default(),
+            refused: Refused::new(),
         }
     }
 }

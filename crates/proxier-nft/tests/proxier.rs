@@ -202,3 +202,75 @@ fn network_programming_latency_comes_from_the_trigger_annotation() {
     proxier.apply_endpoint_slice(web);
     assert!(proxier.sync().unwrap().network_programming.is_empty());
 }
+
+/// A directory of this test's own, removed on drop (also when the test fails).
+struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    fn new(name: &str) -> ScratchDir {
+        let path = std::env::temp_dir().join(format!("proxier-test-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap();
+        ScratchDir(path)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An `nft` that refuses any transaction holding SCTP, as a kernel without SCTP support does, and
+/// accepts everything else (checks included).
+fn nft_without_sctp(dir: &ScratchDir) -> Nft {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.0.join("nft");
+    std::fs::write(
+        &path,
+        "#!/bin/sh\ncase \"$(cat)\" in *'\"sctp\"'*) echo 'Error: Could not process rule: No such file or directory' >&2; exit 1;; esac\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Nft::new(path)
+}
+
+#[test]
+fn a_service_the_kernel_refuses_is_left_out_until_it_changes() {
+    let dir = ScratchDir::new("refused");
+    let mut proxier = Proxier::new(config(), "proxier", nft_without_sctp(&dir));
+    proxier.apply_service(service("web", "10.96.0.20", "TCP"));
+    proxier.apply_service(service("sig", "10.96.0.30", "SCTP"));
+    proxier.apply_endpoint_slice(slice("sig", &["10.244.1.1"], "SCTP"));
+
+    let first = proxier.sync().unwrap();
+    assert_eq!(first.kind, SyncKind::Full);
+    let refused: Vec<String> = first.refused.keys().map(ToString::to_string).collect();
+    assert_eq!(refused, ["Service ns/sig"]);
+    assert!(first.refused.values().all(|why| why.contains("Could not process rule")), "{:?}", first.refused);
+    let json = first.transaction.to_json();
+    assert!(json.contains("10.96.0.20") && !json.contains("\"sctp\""), "web is programmed, sig is not");
+    assert!(json.contains("10.96.0.30"), "sig's ClusterIP stays in cluster-ips, rejecting");
+    assert!(proxier.model().unwrap().diagnostics.iter().any(|d| d.to_string().contains("ns/sig: the kernel refused")));
+    assert_eq!(proxier.refused().len(), 1);
+
+    // Other changes are written as usual; the refused Service stays out.
+    proxier.apply_endpoint_slice(slice("web", &["10.244.1.2"], "TCP"));
+    let partial = proxier.sync().unwrap();
+    assert_eq!((partial.kind, partial.refused.len()), (SyncKind::Partial, 0));
+    assert_eq!(proxier.refused().len(), 1);
+
+    // A change to it is tried: refused again, found again, the rest kept.
+    proxier.apply_endpoint_slice(slice("sig", &["10.244.1.1", "10.244.2.2"], "SCTP"));
+    assert!(proxier.sync().is_err(), "the partial sync carrying SCTP fails");
+    let again = proxier.sync().unwrap();
+    assert_eq!((again.kind, again.refused.len()), (SyncKind::Full, 1));
+    assert!(again.transaction.to_json().contains("10.244.1.2"), "web's change survives");
+
+    // Fixed: programmed incrementally, no longer refused.
+    proxier.apply_service(service("sig", "10.96.0.30", "TCP"));
+    proxier.apply_endpoint_slice(slice("sig", &["10.244.1.1"], "TCP"));
+    let fixed = proxier.sync().unwrap();
+    assert_eq!(fixed.kind, SyncKind::Partial);
+    assert!(fixed.transaction.to_json().contains("10.96.0.30"));
+    assert!(proxier.refused().is_empty());
+}
