@@ -295,28 +295,57 @@ fn memory() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// KiB allocated (not resident) on the heap, by glibc's counters.
+fn heap_in_use() -> usize {
+    // SAFETY: mallinfo2 takes no arguments and only reads the allocator's counters.
+    let heap = unsafe { libc::mallinfo2() };
+    (heap.uordblks + heap.hblkhd) / 1024
+}
+
 fn live(args: &Args) {
     let config = config(args);
     let table = arg_or(args, "table", "proxier");
     let changes: usize = number(args, "changes", "20");
-    let snapshot = load(args);
+    let path = arg(args, "snapshot");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| fail(&format!("{path}: {e}")));
     let mut proxier = Proxier::new(config, table, Nft::default());
-    let Snapshot { services, endpoint_slices, nodes, .. } = snapshot;
-    let candidates = changeable_slices(&endpoint_slices);
+    // Objects are fed one at a time as they are parsed, as a watch's list pages arrive in `proxier
+    // run`, which keeps only their names until the list completes; the slices to change are kept.
+    let mut candidates = Vec::new();
+    let mut counts = (0, 0);
+    let (_, feed) = timed(|| {
+        for_each_item(&text, |item| match item.get("kind").and_then(|k| k.as_str()) {
+            Some("Service") => {
+                counts.0 += 1;
+                proxier.apply_service(serde_json::from_value(item).unwrap_or_else(|e| fail(&format!("Service: {e}"))));
+            }
+            Some("EndpointSlice") => {
+                counts.1 += 1;
+                let slice: EndpointSlice =
+                    serde_json::from_value(item).unwrap_or_else(|e| fail(&format!("EndpointSlice: {e}")));
+                if candidates.len() < 4 * changes && changeable_slices(std::slice::from_ref(&slice)) == [0] {
+                    candidates.push(slice.clone());
+                }
+                proxier.apply_endpoint_slice(slice);
+            }
+            Some("Node") => {
+                proxier.apply_node(serde_json::from_value(item).unwrap_or_else(|e| fail(&format!("Node: {e}"))));
+            }
+            _ => {}
+        })
+    });
+    drop(text);
+    println!("services={} endpoint_slices={}", counts.0, counts.1);
+    println!("live.feed_ms={:.1}", ms(feed));
+    let indices: Vec<usize> = (0..candidates.len()).collect();
     let mut changed: Vec<EndpointSlice> =
-        (0..changes.min(candidates.len())).map(|k| endpoint_slices[pick(&candidates, k)].clone()).collect();
-    services.into_iter().for_each(|s| {
-        proxier.apply_service(s);
-    });
-    endpoint_slices.into_iter().for_each(|s| {
-        proxier.apply_endpoint_slice(s);
-    });
-    nodes.into_iter().for_each(|n| {
-        proxier.apply_node(n);
-    });
+        (0..changes.min(candidates.len())).map(|k| candidates[pick(&indices, k)].clone()).collect();
+    drop(candidates);
     let (outcome, _) = timed(|| proxier.sync().unwrap_or_else(|e| fail(&format!("full sync: {e}"))));
     println!("live.full_sync_ms={:.1}", ms(outcome.duration));
     println!("live.full_sync_cpu_ms={:.1}", ms(last_cpu()));
+    // The full transaction is the caller's; a node agent drops it, and so does this one.
+    drop(outcome);
     let mut series: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut sizes = Vec::new();
     for (k, slice) in changed.iter_mut().enumerate() {
@@ -333,6 +362,7 @@ fn live(args: &Args) {
         println!("live.change.steps_min={} live.change.elements_min={}", min.0, min.1);
         println!("live.change.steps_max={} live.change.elements_max={}", max.0, max.1);
     }
+    drop(changed);
     // Hand freed heap back to the kernel so that RSS shows what is held, not what parsing once used.
     // SAFETY: malloc_trim takes no pointers and only releases free memory.
     unsafe { libc::malloc_trim(0) };
@@ -340,11 +370,52 @@ fn live(args: &Args) {
     println!("live.rss_kib={rss}");
     println!("live.peak_rss_kib={peak}");
     // What is allocated, as opposed to resident: the difference is heap fragmentation.
-    // SAFETY: mallinfo2 takes no arguments and only reads the allocator's counters.
-    let heap = unsafe { libc::mallinfo2() };
-    println!("live.heap_in_use_kib={}", (heap.uordblks + heap.hblkhd) / 1024);
+    println!("live.heap_in_use_kib={}", heap_in_use());
     // Still holding everything here: keep `proxier` alive until after the measurement.
     drop(proxier);
+}
+
+/// Calls `each` with every item of a kubectl `List` document, one at a time, without building the list.
+fn for_each_item(text: &str, each: impl FnMut(serde_json::Value)) {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    struct List<F>(F);
+    struct Items<'a, F>(&'a mut F);
+    impl<'de, F: FnMut(serde_json::Value)> Visitor<'de> for List<F> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a List")
+        }
+        fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<String>()? {
+                if key == "items" {
+                    map.next_value_seed(Items(&mut self.0))?;
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(())
+        }
+    }
+    impl<'de, F: FnMut(serde_json::Value)> DeserializeSeed<'de> for Items<'_, F> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+            deserializer.deserialize_seq(self)
+        }
+    }
+    impl<'de, F: FnMut(serde_json::Value)> Visitor<'de> for Items<'_, F> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("items")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while let Some(item) = seq.next_element::<serde_json::Value>()? {
+                (self.0)(item);
+            }
+            Ok(())
+        }
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    deserializer.deserialize_map(List(each)).unwrap_or_else(|e| fail(&format!("not a List: {e}")));
 }
 
 fn formats(args: &Args) {

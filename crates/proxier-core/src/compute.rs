@@ -459,25 +459,24 @@ fn insert_destination(
 
 /// A warning for each slice in `endpoints` whose Service is not among `services`.
 pub fn orphan_slices(endpoints: &EndpointIndex, services: &[ServiceSummary]) -> Vec<Diagnostic> {
-    let mut diagnostics = Vec::new();
     let known: BTreeSet<(&str, &str)> =
         services.iter().map(|s| (s.service.namespace.as_str(), s.service.name.as_str())).collect();
+    let mut diagnostics = Vec::new();
     for ((namespace, service), slices) in endpoints.slices_by_service() {
-        if known.contains(&(namespace.as_str(), service.as_str())) {
-            continue;
-        }
-        for slice in slices {
-            diagnostics.push(Diagnostic {
-                severity: Severity::Warning,
-                source: None,
-                object: slice.clone(),
-                field: None,
-                message: format!(
-                    "its {} is not in the snapshot; ignored",
-                    ObjectRef::new("Service", namespace, service)
-                ),
-            });
+        if !known.contains(&(namespace.as_str(), service.as_str())) {
+            diagnostics.extend(slices.iter().map(|slice| orphan_slice(slice, namespace, service)));
         }
     }
     diagnostics
+}
+
+/// The warning for an EndpointSlice whose Service (`namespace/service`) is unknown.
+pub fn orphan_slice(slice: &ObjectRef, namespace: &str, service: &str) -> Diagnostic {
+    Diagnostic {
+        severity: Severity::Warning,
+        source: None,
+        object: slice.clone(),
+        field: None,
+        message: format!("its {} is not in the snapshot; ignored", ObjectRef::new("Service", namespace, service)),
+    }
 }

@@ -60,24 +60,31 @@ impl EndpointIndex {
         index
     }
 
-    /// One index of the endpoints of several, as if built from all their slices at once: a
-    /// Service's endpoints can be kept per slice and merged when the Service is recomputed.
-    pub fn merge<'a>(parts: impl IntoIterator<Item = &'a EndpointIndex>) -> EndpointIndex {
+    /// The endpoints of each service port, by port: a compact form to keep an index in (a slice's
+    /// usually holds one port), made an index again by [`EndpointIndex::from_ports`].
+    pub fn into_ports(self) -> Vec<(PortKey, Vec<EndpointInfo>)> {
+        self.ports
+            .into_iter()
+            .map(|(key, mut endpoints)| {
+                (key, {
+                    endpoints.shrink_to_fit();
+                    endpoints
+                })
+            })
+            .collect()
+    }
+
+    /// An index of the endpoints of several [`EndpointIndex::into_ports`], as if built from all their
+    /// slices at once. It does not know which slices there were ([`EndpointIndex::slices_by_service`]
+    /// is empty).
+    pub fn from_ports<'a>(parts: impl IntoIterator<Item = &'a [(PortKey, Vec<EndpointInfo>)]>) -> EndpointIndex {
         let mut index = EndpointIndex::default();
-        for part in parts {
-            for (key, endpoints) in &part.ports {
-                index.ports.entry(key.clone()).or_default().extend(endpoints.iter().cloned());
-            }
-            for (service, slices) in &part.services {
-                index.services.entry(service.clone()).or_default().extend(slices.iter().cloned());
-            }
+        for (key, endpoints) in parts.into_iter().flatten() {
+            index.ports.entry(key.clone()).or_default().extend(endpoints.iter().cloned());
         }
         // Each part is deduplicated already; the best copy of the best copies is the best copy.
         for endpoints in index.ports.values_mut() {
             dedup_endpoints(endpoints);
-        }
-        for slices in index.services.values_mut() {
-            slices.sort();
         }
         index
     }

@@ -47,7 +47,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use proxier_core::endpoints::{EndpointIndex, LABEL_SERVICE_NAME};
+use proxier_core::compute::orphan_slice;
+use proxier_core::endpoints::{EndpointIndex, EndpointInfo, LABEL_SERVICE_NAME, PortKey};
 use proxier_core::{
     Action, Destination, DestinationKind, Diagnostic, FamilyRules, HealthCheck, IpFamily, NodeConfig, NodeContext,
     ObjectRef, ParsedService, Protocol, RuleModel, ServiceRules, assemble, service_rules,
@@ -139,9 +140,9 @@ pub struct Proxier {
     services: BTreeMap<Key, ServiceEntry>,
     slices: BTreeMap<Key, SliceEntry>,
     /// Each Service's slices, by the slices' service-name label.
-    slices_of: BTreeMap<Key, BTreeSet<Key>>,
+    slices_of: BTreeMap<Key, Keys>,
     /// The Services whose laid-out rules hold each destination; the first in namespace/name order owns it.
-    claims: BTreeMap<DestinationKey, BTreeSet<Key>>,
+    claims: BTreeMap<DestinationKey, Keys>,
     /// Services whose objects changed since their rules were last computed.
     dirty: BTreeSet<Key>,
     /// When the oldest change not yet programmed arrived.
@@ -187,9 +188,49 @@ struct LaidOut {
 #[derive(Debug, PartialEq, Eq)]
 struct SliceEntry {
     service: Option<Key>,
-    endpoints: EndpointIndex,
+    endpoints: Vec<(PortKey, Vec<EndpointInfo>)>,
     diagnostics: Vec<Diagnostic>,
     trigger: Option<SystemTime>,
+}
+
+/// A small sorted set of names: most Services have one slice and most destinations one claimant,
+/// and a `BTreeSet` allocates room for eleven.
+#[derive(Debug, Default)]
+struct Keys(Vec<Key>);
+
+impl Keys {
+    fn insert(&mut self, key: Key) {
+        if let Err(i) = self.0.binary_search(&key) {
+            self.0.insert(i, key);
+        }
+    }
+
+    fn remove(&mut self, key: &Key) {
+        if let Ok(i) = self.0.binary_search(key) {
+            self.0.remove(i);
+        }
+    }
+
+    fn first(&self) -> Option<&Key> {
+        self.0.first()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, Key> {
+        self.0.iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Keys {
+    type Item = &'a Key;
+    type IntoIter = std::slice::Iter<'a, Key>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
 }
 
 /// A Service whose laid-out rules a sync replaces.
@@ -281,7 +322,7 @@ impl Proxier {
     pub fn apply_endpoint_slice(&mut self, slice: EndpointSlice) -> bool {
         let key = key_of(&slice.metadata);
         let mut diagnostics = Vec::new();
-        let endpoints = EndpointIndex::build([&slice], &mut diagnostics);
+        let endpoints = EndpointIndex::build([&slice], &mut diagnostics).into_ports();
         let service = slice
             .metadata
             .labels
@@ -383,9 +424,14 @@ impl Proxier {
             &self.context,
             self.services.values().filter_map(|entry| entry.laid_out.as_ref()).map(|laid| &laid.rules),
         );
-        let endpoints = EndpointIndex::merge(self.slices.values().map(|slice| &slice.endpoints));
         model.diagnostics.extend(self.slices.values().flat_map(|slice| slice.diagnostics.iter().cloned()));
-        model.diagnostics.extend(proxier_core::compute::orphan_slices(&endpoints, &model.services));
+        for ((namespace, name), slice) in &self.slices {
+            let Some(service @ (service_namespace, service_name)) = &slice.service else { continue };
+            if self.services.get(service).is_none_or(|entry| entry.parsed.is_none()) {
+                let object = ObjectRef::new("EndpointSlice", namespace, name);
+                model.diagnostics.push(orphan_slice(&object, service_namespace, service_name));
+            }
+        }
         model.diagnostics.extend(self.refused.iter().map(|(service, why)| Diagnostic {
             severity: proxier_core::Severity::Error,
             source: None,
@@ -664,7 +710,9 @@ impl Proxier {
         for key in dirty {
             let rules = self.services.get(&key).and_then(|entry| entry.parsed.as_ref()).map(|parsed| {
                 let slices = self.slices_of.get(&key).into_iter().flatten();
-                let endpoints = EndpointIndex::merge(slices.filter_map(|s| self.slices.get(s)).map(|s| &s.endpoints));
+                let endpoints = EndpointIndex::from_ports(
+                    slices.filter_map(|s| self.slices.get(s)).map(|s| s.endpoints.as_slice()),
+                );
                 service_rules(parsed, &endpoints, &self.context)
             });
             let old = self.laid_out(&key).map(|laid| destination_keys(&laid.rules)).unwrap_or_default();

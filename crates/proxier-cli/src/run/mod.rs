@@ -123,11 +123,13 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Per-kind list bookkeeping: objects of a relist are buffered until it completes, then replace the
-/// held ones (objects deleted while the watch was down go then).
+/// Per-kind list bookkeeping. Objects of a (re)list are applied as they arrive — each is the current
+/// truth, and holding a whole list of API objects would cost more memory than the proxier itself —
+/// and only their names are kept until the list completes; then the held objects it did not name
+/// (deleted while the watch was down) go.
 #[derive(Default)]
-struct Relist<K> {
-    buffer: Option<Vec<K>>,
+struct Relist {
+    seen: Option<BTreeSet<(String, String)>>,
     listed: bool,
 }
 
@@ -136,9 +138,9 @@ struct Loop {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     checks: HealthChecks,
-    services: Relist<k8s_openapi::api::core::v1::Service>,
-    slices: Relist<k8s_openapi::api::discovery::v1::EndpointSlice>,
-    nodes: Relist<k8s_openapi::api::core::v1::Node>,
+    services: Relist,
+    slices: Relist,
+    nodes: Relist,
     last_attempt: Option<Instant>,
     last_check: Instant,
     failures: u32,
@@ -156,9 +158,9 @@ impl Loop {
             metrics,
             checks: HealthChecks::new(health.clone()),
             health,
-            services: Relist { buffer: None, listed: false },
-            slices: Relist { buffer: None, listed: false },
-            nodes: Relist { buffer: None, listed: false },
+            services: Relist::default(),
+            slices: Relist::default(),
+            nodes: Relist::default(),
             last_attempt: None,
             last_check: Instant::now(),
             failures: 0,
@@ -289,7 +291,7 @@ impl Loop {
 
 /// Applies one watch event to `proxier`; returns how many objects changed.
 fn apply_event<K: kube::Resource<DynamicType = ()> + Clone>(
-    relist: &mut Relist<K>,
+    relist: &mut Relist,
     event: Event<K>,
     proxier: &mut Proxier,
     held: impl Fn(&Proxier) -> BTreeSet<(String, String)>,
@@ -303,23 +305,19 @@ fn apply_event<K: kube::Resource<DynamicType = ()> + Clone>(
             usize::from(delete(proxier, (&namespace, &name)))
         }
         Event::Init => {
-            relist.buffer = Some(Vec::new());
+            relist.seen = Some(BTreeSet::new());
             0
         }
         Event::InitApply(object) => {
-            relist.buffer.get_or_insert_with(Vec::new).push(object);
-            0
+            relist.seen.get_or_insert_with(BTreeSet::new).insert(key(object.meta()));
+            usize::from(apply(proxier, object))
         }
         Event::InitDone => {
-            let listed = relist.buffer.take().unwrap_or_default();
+            let seen = relist.seen.take().unwrap_or_default();
             relist.listed = true;
-            let keep: BTreeSet<(String, String)> = listed.iter().map(|o| key(o.meta())).collect();
             let mut changed = 0;
-            for (namespace, name) in held(proxier).difference(&keep) {
+            for (namespace, name) in held(proxier).difference(&seen) {
                 changed += usize::from(delete(proxier, (namespace, name)));
-            }
-            for object in listed {
-                changed += usize::from(apply(proxier, object));
             }
             changed
         }
