@@ -1,7 +1,7 @@
 //! The userspace pipeline at scale, on clusters from `proxier gen` (N Services × 10 endpoints, the
 //! generator's default mix of types): snapshot text → Snapshot, Snapshot → model (`compute`), model →
-//! JSON transaction (full), and one endpoint change (`Transaction::between` + JSON; and the whole
-//! recomputation live mode does for it).
+//! JSON transaction (full), and one endpoint change (`Transaction::between` + JSON; the whole
+//! recomputation live mode once did for it; and live mode's `Proxier`, recomputing only that Service).
 //!
 //! ```sh
 //! cargo bench -p proxier-cli --bench pipeline                 # N = 1,000, 10,000 and 30,000
@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use divan::Bencher;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use proxier_core::{NodeConfig, RuleModel, Snapshot, compute};
-use proxier_nft::Transaction;
+use proxier_nft::{Nft, Proxier, Transaction};
 use proxier_nft::ruleset::Table;
 
 #[allow(dead_code, reason = "the benchmarks use only part of the generator")]
@@ -114,8 +114,8 @@ fn incremental(bencher: Bencher, services: usize) {
     });
 }
 
-/// One endpoint change as live mode handles it today: recompute the model from the whole changed
-/// snapshot, lay it out, diff against the committed tables, render.
+/// One endpoint change as live mode handled it before `Proxier` kept per-Service shares: recompute the
+/// model from the whole changed snapshot, lay it out, diff against the committed tables, render.
 #[divan::bench(args = sizes(), sample_count = 10, sample_size = 1)]
 fn incremental_recompute(bencher: Bencher, services: usize) {
     let fixture = fixture(services);
@@ -123,5 +123,34 @@ fn incremental_recompute(bencher: Bencher, services: usize) {
         let desired = Transaction::tables(&compute(&fixture.changed, &fixture.config), TABLE);
         let (transaction, _) = Transaction::between(&fixture.tables, &desired, TABLE);
         transaction.to_json()
+    });
+}
+
+/// One endpoint change as live mode handles it: `Proxier` recomputes the one Service, writes the
+/// difference of its share and renders it. `nft` is replaced by `true`, so each sample includes
+/// starting one process (about 1 ms) but no kernel work. Each sample moves the endpoint back and forth.
+#[divan::bench(args = sizes(), sample_count = 10, sample_size = 1)]
+fn incremental_live(bencher: Bencher, services: usize) {
+    let fixture = fixture(services);
+    let mut proxier = Proxier::new(fixture.config.clone(), TABLE, Nft::new("true"));
+    fixture.snapshot.services.iter().cloned().for_each(|s| {
+        proxier.apply_service(s);
+    });
+    fixture.snapshot.endpoint_slices.iter().cloned().for_each(|s| {
+        proxier.apply_endpoint_slice(s);
+    });
+    fixture.snapshot.nodes.iter().cloned().for_each(|n| {
+        proxier.apply_node(n);
+    });
+    proxier.sync().expect("full sync");
+    let index = fixture.snapshot.endpoint_slices.iter().position(is_proxied).expect("a proxied slice");
+    let states = [fixture.changed.endpoint_slices[index].clone(), fixture.snapshot.endpoint_slices[index].clone()];
+    let mut next = 0;
+    bencher.bench_local(|| {
+        proxier.apply_endpoint_slice(states[next % 2].clone());
+        next += 1;
+        let outcome = proxier.sync().expect("partial sync");
+        assert!(outcome.changes > 0);
+        outcome
     });
 }

@@ -59,11 +59,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! A long-running agent need not track tables itself: [`Proxier`] holds the objects (feed it watch
-//! events with [`Proxier::apply_service`], [`Proxier::apply_endpoint_slice`], [`Proxier::apply_node`] and
-//! their `delete_*` twins), and [`Proxier::sync`] computes, writes the incremental transaction, repairs
-//! out-of-band changes on [`Proxier::resync`] and cleans stale UDP conntrack entries
-//! ([`Proxier::with_conntrack`]). `proxier run` is exactly that loop around Kubernetes watches.
+//! A long-running agent need not track tables itself: [`Proxier`] keeps what the rules depend on of
+//! the objects it is fed (feed it watch events with [`Proxier::apply_service`],
+//! [`Proxier::apply_endpoint_slice`], [`Proxier::apply_node`] and their `delete_*` twins), and
+//! [`Proxier::sync`] recomputes only the Services that changed, writes the transaction of their
+//! difference (its size and cost follow the change, not the cluster), repairs out-of-band changes on
+//! [`Proxier::resync`], leaves out Services whose rules the kernel refuses, and cleans stale UDP
+//! conntrack entries ([`Proxier::with_conntrack`]). `proxier run` is exactly that loop around
+//! Kubernetes watches.
 //!
 //! To see where a packet goes without touching the kernel, use [`proxier_core::trace()`] on the same
 //! snapshot and config; [`proxier_core::explain()`] tells how each Service is reached.
