@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use divan::Bencher;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use proxier_core::{NodeConfig, RuleModel, Snapshot, compute};
-use proxier_nft::{Nft, Proxier, Transaction};
 use proxier_nft::ruleset::Table;
+use proxier_nft::{Nft, Proxier, Transaction};
 
 #[allow(dead_code, reason = "the benchmarks use only part of the generator")]
 #[path = "../src/generator.rs"]

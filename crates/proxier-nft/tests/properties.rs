@@ -77,38 +77,6 @@ fn samples(default: usize) -> usize {
     std::env::var("PROXIER_KERNEL_SAMPLES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// A listing without the emptied chains and sets that `desired` does not have.
-fn without_stale_listing(mut listing: Value, desired: &[proxier_nft::ruleset::Table]) -> Value {
-    let wanted = |family: &str, kind: &str, name: &str| {
-        desired.iter().any(|t| {
-            proxier_nft::layout::family_name(t.family) == family
-                && match kind {
-                    "chain" => t.chains.iter().any(|c| c.name == name),
-                    _ => t.sets.iter().any(|s| s.name == name),
-                }
-        })
-    };
-    let objects = listing["nftables"].as_array().cloned().unwrap_or_default();
-    let has_rules = |family: &str, chain: &str| {
-        objects.iter().any(|o| o["rule"]["family"] == family && o["rule"]["chain"] == chain)
-    };
-    let kept: Vec<Value> = objects
-        .iter()
-        .filter(|o| {
-            let Some((kind, body)) = o.as_object().and_then(|m| m.iter().next()) else { return true };
-            let (family, name) = (body["family"].as_str().unwrap_or(""), body["name"].as_str().unwrap_or(""));
-            match kind.as_str() {
-                "chain" => wanted(family, kind, name) || has_rules(family, name),
-                "set" | "map" => wanted(family, kind, name) || body.get("elem").is_some(),
-                _ => true,
-            }
-        })
-        .cloned()
-        .collect();
-    listing["nftables"] = Value::Array(kept);
-    listing
-}
-
 /// The kernel accepts what proxier renders: a few hundred generated clusters, each checked with
 /// `nft -c` as JSON (every one) and as text (every fourth), in a fresh network namespace.
 #[test]
@@ -159,7 +127,7 @@ fn kernel_incremental_equals_full() {
             step.to_text()
         );
         whole.nft(&["-j", "-f", "-"], Some(&Transaction::full(&model_b, "proxier").to_json()));
-        let reached = without_stale_listing(incremental.ruleset(), &desired);
+        let reached = netns::without_stale_listing(incremental.ruleset(), &desired);
         assert_eq!(reached, whole.ruleset(), "sample {i}: incremental differs from full:\n{}", step.to_text());
     }
     eprintln!("{count} incremental transactions matched their full ones in the kernel");

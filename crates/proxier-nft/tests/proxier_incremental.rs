@@ -8,12 +8,16 @@
 
 #[path = "support/invariants.rs"]
 mod invariants;
+#[path = "support/netns.rs"]
+mod netns;
 #[path = "../../proxier-core/tests/support/objects.rs"]
 mod objects;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::TestRunner;
 use proxier_core::{Snapshot, compute};
 use proxier_nft::ruleset::Table;
 use proxier_nft::{Nft, Proxier, SyncKind, Transaction};
@@ -212,4 +216,65 @@ fn a_contested_destination_passes_to_the_next_claimant() {
     assert_eq!(outcome.kind, SyncKind::Partial);
     kernel = invariants::simulate(&kernel, &outcome.transaction).unwrap();
     assert_eq!(owner(&kernel), ["ns/b:p/tcp (externalIP)"], "{kernel:#?}");
+}
+
+/// In the kernel: sequences of coherent cluster states fed to a `Proxier` whose `nft` runs in a
+/// network namespace; after each sync that namespace lists exactly as another into which the state's
+/// full transaction was loaded (apart from emptied objects awaiting deletion), and after the grace
+/// period a sync deletes those too. `PROXIER_KERNEL_SAMPLES` (default 300) / 10 sequences.
+#[test]
+fn kernel_syncs_list_as_full_applies() {
+    let Some(incremental) = netns::Netns::create("kernel_syncs_list_as_full_applies") else { return };
+    let Some(whole) = netns::Netns::create("kernel_syncs_list_as_full_applies") else { return };
+    let program = std::env::temp_dir().join(format!("{}-nft", incremental.name));
+    std::fs::write(&program, format!("#!/bin/sh\nexec ip netns exec {} nft \"$@\"\n", incremental.name)).unwrap();
+    let _remove = Remove(program.clone());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let samples = std::env::var("PROXIER_KERNEL_SAMPLES").ok().and_then(|v| v.parse().ok()).unwrap_or(300) / 10;
+    let mut runner = TestRunner::default();
+    let strategy = (coherent(POOL), prop::collection::vec(prop::collection::vec(any::<bool>(), POOL), 2..6), config());
+    for sample in 0..samples {
+        let (pool, states, config) = strategy.new_tree(&mut runner).expect("generate").current();
+        incremental.nft(&["flush", "ruleset"], None);
+        let mut proxier = Proxier::new(config.clone(), "proxier", Nft::new(&program));
+        let mut held = Snapshot::default();
+        for (step, present) in states.iter().enumerate() {
+            let objects: Vec<Value> =
+                pool.iter().zip(present).filter(|(_, present)| **present).map(|(o, _)| o.clone()).collect();
+            let (snapshot, _) = Snapshot::from_text("prop.json", &as_json(&objects));
+            feed(&mut proxier, &held, &snapshot);
+            let outcome = proxier
+                .sync()
+                .unwrap_or_else(|e| panic!("sample {sample} step {step}: {e}\nobjects: {}", as_json(&objects)));
+            let full = Transaction::full(&compute(&snapshot, &config), "proxier");
+            whole.nft(&["-j", "-f", "-"], Some(&full.to_json()));
+            let desired = Transaction::tables(&compute(&snapshot, &config), "proxier");
+            assert_eq!(
+                netns::without_stale_listing(incremental.ruleset(), &desired),
+                whole.ruleset(),
+                "sample {sample} step {step}: differs from the full transaction after\n{}",
+                outcome.transaction.to_text()
+            );
+            held = snapshot;
+        }
+        // Objects emptied at different steps fall due at different times.
+        while let Some(due) = proxier.next_cleanup() {
+            std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+            proxier.sync().unwrap_or_else(|e| panic!("sample {sample}: cleanup: {e}"));
+        }
+        assert_eq!(incremental.ruleset(), whole.ruleset(), "sample {sample}: emptied objects left after the grace");
+    }
+    eprintln!("{samples} sequences of syncs listed as their full transactions in the kernel");
+}
+
+/// Removes a file on drop.
+struct Remove(std::path::PathBuf);
+
+impl Drop for Remove {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }

@@ -120,3 +120,38 @@ fn skip(test: &str, reason: &str) {
     }
     eprintln!("SKIP {test}: {reason} (set PROXIER_REQUIRE_NETNS=1 to fail instead)");
 }
+
+/// A listing without the emptied chains and sets that `desired` does not have.
+pub fn without_stale_listing(
+    mut listing: serde_json::Value,
+    desired: &[proxier_nft::ruleset::Table],
+) -> serde_json::Value {
+    let wanted = |family: &str, kind: &str, name: &str| {
+        desired.iter().any(|t| {
+            proxier_nft::layout::family_name(t.family) == family
+                && match kind {
+                    "chain" => t.chains.iter().any(|c| c.name == name),
+                    _ => t.sets.iter().any(|s| s.name == name),
+                }
+        })
+    };
+    let objects = listing["nftables"].as_array().cloned().unwrap_or_default();
+    let has_rules = |family: &str, chain: &str| {
+        objects.iter().any(|o| o["rule"]["family"] == family && o["rule"]["chain"] == chain)
+    };
+    let kept: Vec<serde_json::Value> = objects
+        .iter()
+        .filter(|o| {
+            let Some((kind, body)) = o.as_object().and_then(|m| m.iter().next()) else { return true };
+            let (family, name) = (body["family"].as_str().unwrap_or(""), body["name"].as_str().unwrap_or(""));
+            match kind.as_str() {
+                "chain" => wanted(family, kind, name) || has_rules(family, name),
+                "set" | "map" => wanted(family, kind, name) || body.get("elem").is_some(),
+                _ => true,
+            }
+        })
+        .cloned()
+        .collect();
+    listing["nftables"] = serde_json::Value::Array(kept);
+    listing
+}
