@@ -6,6 +6,10 @@
 //!     Transaction::between, each phase timed; prints key=value lines.
 //! scale_probe live   --snapshot FILE --node NAME [--cluster-cidr CIDR] [--changes K] [--table NAME]
 //!     the same through the embeddable `Proxier` (what `proxier run` holds), then its RSS.
+//! scale_probe cold   --snapshot FILE --node NAME [--cluster-cidr CIDR] [--repeat R] [--reference yes|no]
+//!     compute, layout and JSON render of the full transaction, each R times (default 5), without the
+//!     kernel; prints the median of each, and (unless --reference no) of the reference JSON path the
+//!     render replaced, checking that both give the same bytes.
 //! scale_probe formats --snapshot FILE --node NAME [--cluster-cidr CIDR]
 //!     the full transaction rendered as pretty JSON (what `apply` sends), compact JSON and nft text,
 //!     each timed and loaded into a fresh scratch namespace, timed.
@@ -41,10 +45,11 @@ fn main() {
         "sync" => sync(&args),
         "live" => live(&args),
         "count" => count(&args),
+        "cold" => cold(&args),
         "formats" => formats(&args),
         "serve" => serve(&args),
         "connect" => connect(&args),
-        _ => fail("usage: scale_probe sync|live|count|serve|connect [--flag value]..."),
+        _ => fail("usage: scale_probe sync|live|cold|formats|count|serve|connect [--flag value]..."),
     }
 }
 
@@ -341,6 +346,51 @@ fn live(args: &Args) {
     println!("live.peak_rss_kib={peak}");
     // Still holding everything here: keep `proxier` alive until after the measurement.
     drop(proxier);
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples.get(samples.len() / 2).copied().unwrap_or_default()
+}
+
+fn cold(args: &Args) {
+    let config = config(args);
+    let table = arg_or(args, "table", "proxier");
+    let repeat: usize = number(args, "repeat", "5");
+    let snapshot = load(args);
+    let mut phases: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
+    let mut bytes = 0;
+    for _ in 0..repeat.max(1) {
+        let (model, time) = timed(|| compute(&snapshot, &config));
+        phases.entry("compute").or_default().push(time);
+        let (tables, time) = timed(|| Transaction::tables(&model, table));
+        phases.entry("layout").or_default().push(time);
+        let copy = tables.clone();
+        let (document, time) = timed(|| Transaction::replacing(tables, table).to_json());
+        phases.entry("render").or_default().push(time);
+        bytes = document.len();
+        if arg_or(args, "reference", "yes") == "no" {
+            continue;
+        }
+        // The path `to_json` replaced, kept as its specification: nftables-crate objects, a
+        // serde_json::Value, compat::mend, pretty-printing.
+        let transaction = Transaction::replacing(copy, table);
+        let (reference, time) = timed(|| {
+            let mut out = serde_json::to_string_pretty(&transaction.to_json_value()).unwrap_or_default();
+            out.push('\n');
+            out
+        });
+        phases.entry("render_reference").or_default().push(time);
+        if document != reference {
+            fail("the JSON writer and the reference path differ");
+        }
+    }
+    let total: Duration = ["compute", "layout", "render"].iter().map(|p| median(phases[p].clone())).sum();
+    for (name, samples) in phases {
+        println!("cold.{name}_ms={:.1}", ms(median(samples)));
+    }
+    println!("cold.compute_render_ms={:.1}", ms(total));
+    println!("cold.json_bytes={bytes}");
 }
 
 fn formats(args: &Args) {
