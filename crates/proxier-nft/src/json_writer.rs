@@ -84,8 +84,12 @@ impl Writer {
         self.out.push_str(&SPACES[..width]);
     }
 
+    fn opened(&self) -> bool {
+        matches!(self.out.as_bytes().last(), Some(b'{' | b'['))
+    }
+
     fn separator(&mut self) {
-        if !self.out.ends_with(['{', '[']) {
+        if !self.opened() {
             self.out.push(',');
         }
         self.newline_indent();
@@ -98,7 +102,7 @@ impl Writer {
 
     fn end_object(&mut self) {
         self.depth -= 1;
-        if !self.out.ends_with('{') {
+        if !self.opened() {
             self.newline_indent();
         }
         self.out.push('}');
@@ -111,7 +115,7 @@ impl Writer {
 
     fn end_array(&mut self) {
         self.depth -= 1;
-        if !self.out.ends_with('[') {
+        if !self.opened() {
             self.newline_indent();
         }
         self.out.push(']');
@@ -149,8 +153,24 @@ impl Writer {
     }
 
     fn number(&mut self, value: i64) {
-        // `write!` to a String cannot fail.
-        let _ = write!(self.out, "{value}");
+        // By hand: there is one per element, and `write!` costs more than the digits.
+        if value < 0 {
+            self.out.push('-');
+        }
+        let mut digits = [0u8; 20];
+        let mut rest = value.unsigned_abs();
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        for &digit in &digits[start..] {
+            self.out.push(char::from(digit));
+        }
     }
 
     /// `{"name": null}`, as `serde_json` prints a unit-like variant holding `None`.
@@ -1011,6 +1031,15 @@ mod tests {
             })
             .collect();
         assert_eq!(kinds.len(), 10, "every Change variant is rendered: {kinds:?}");
+    }
+
+    #[test]
+    fn numbers_print_as_display_does() {
+        for n in [0, 1, 9, 10, 99, 100, 65_535, -1, -100, i64::from(i32::MIN), i64::MAX, i64::MIN] {
+            let mut w = super::Writer { out: String::new(), depth: 0 };
+            w.number(n);
+            assert_eq!(w.out, n.to_string());
+        }
     }
 
     #[test]
