@@ -1,6 +1,7 @@
 //! Stage 2 of the core: EndpointSlices merged into the endpoints of each service port.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
@@ -165,16 +166,14 @@ impl EndpointIndex {
         }
         let last = ports.len().saturating_sub(1);
         for (k, (name, protocol, number)) in ports.into_iter().enumerate() {
-            let list = self.ports.entry((namespace.clone(), service.clone(), name, protocol)).or_default();
-            let with_port = |mut info: EndpointInfo| {
-                info.backend.port = number;
-                info
-            };
             // The last port takes the endpoints themselves; the others copies.
-            if k == last {
-                list.extend(std::mem::take(&mut infos).into_iter().map(with_port));
-            } else {
-                list.extend(infos.iter().cloned().map(with_port));
+            let mut list = if k == last { std::mem::take(&mut infos) } else { infos.clone() };
+            list.iter_mut().for_each(|info| info.backend.port = number);
+            match self.ports.entry((namespace.clone(), service.clone(), name, protocol)) {
+                Entry::Vacant(entry) => {
+                    entry.insert(list);
+                }
+                Entry::Occupied(mut entry) => entry.get_mut().append(&mut list),
             }
         }
     }
