@@ -213,7 +213,8 @@ fn sync(args: &Args) {
         println!("cold.{name}_ms={:.1}", ms(wall));
         println!("cold.{name}_cpu_ms={:.1}", ms(cpu));
     }
-    // compute() starts by cloning every EndpointSlice; what that alone costs:
+    // What cloning every EndpointSlice costs (compute once started with that clone; it reads them by
+    // reference now):
     let (slices, clone_time) = timed(|| snapshot.endpoint_slices.clone());
     drop(slices);
     println!("cold.slices_clone_ms={:.1}", ms(clone_time));

@@ -594,11 +594,8 @@ fn expr(w: &mut Writer, e: Expr<'_>) {
             w.key_string("protocol", protocol);
             w.end_object();
         }),
-        Expr::Meta(key) | Expr::Ct(key) => single(w, if matches!(e, Expr::Meta(_)) { "meta" } else { "ct" }, &|w| {
-            w.begin_object();
-            w.key_string("key", key);
-            w.end_object();
-        }),
+        Expr::Meta(key) => single(w, "meta", &|w| keyed(w, key)),
+        Expr::Ct(key) => single(w, "ct", &|w| keyed(w, key)),
         Expr::FibSaddrType => single(w, "fib", &|w| {
             w.begin_object();
             w.key("flags");
@@ -646,6 +643,13 @@ fn expr(w: &mut Writer, e: Expr<'_>) {
             w.end_object();
         }),
     }
+}
+
+/// `{"key": K}`
+fn keyed(w: &mut Writer, key: &str) {
+    w.begin_object();
+    w.key_string("key", key);
+    w.end_object();
 }
 
 /// `{"match": {"left": L, "op": OP, "right": R}}`
