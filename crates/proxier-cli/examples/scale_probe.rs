@@ -6,6 +6,10 @@
 //!     Transaction::between, each phase timed; prints key=value lines.
 //! scale_probe live   --snapshot FILE --node NAME [--cluster-cidr CIDR] [--changes K] [--table NAME]
 //!     the same through the embeddable `Proxier` (what `proxier run` holds), then its RSS.
+//! scale_probe cold   --snapshot FILE --node NAME [--cluster-cidr CIDR] [--repeat R] [--reference yes|no]
+//!     compute, layout and JSON render of the full transaction, each R times (default 5), without the
+//!     kernel; prints the median of each, and (unless --reference no) of the reference JSON path the
+//!     render replaced, checking that both give the same bytes.
 //! scale_probe formats --snapshot FILE --node NAME [--cluster-cidr CIDR]
 //!     the full transaction rendered as pretty JSON (what `apply` sends), compact JSON and nft text,
 //!     each timed and loaded into a fresh scratch namespace, timed.
@@ -41,10 +45,11 @@ fn main() {
         "sync" => sync(&args),
         "live" => live(&args),
         "count" => count(&args),
+        "cold" => cold(&args),
         "formats" => formats(&args),
         "serve" => serve(&args),
         "connect" => connect(&args),
-        _ => fail("usage: scale_probe sync|live|count|serve|connect [--flag value]..."),
+        _ => fail("usage: scale_probe sync|live|cold|formats|count|serve|connect [--flag value]..."),
     }
 }
 
@@ -208,7 +213,8 @@ fn sync(args: &Args) {
         println!("cold.{name}_ms={:.1}", ms(wall));
         println!("cold.{name}_cpu_ms={:.1}", ms(cpu));
     }
-    // compute() starts by cloning every EndpointSlice; what that alone costs:
+    // What cloning every EndpointSlice costs (compute once started with that clone; it reads them by
+    // reference now):
     let (slices, clone_time) = timed(|| snapshot.endpoint_slices.clone());
     drop(slices);
     println!("cold.slices_clone_ms={:.1}", ms(clone_time));
@@ -416,6 +422,63 @@ fn for_each_item(text: &str, each: impl FnMut(serde_json::Value)) {
     }
     let mut deserializer = serde_json::Deserializer::from_str(text);
     deserializer.deserialize_map(List(each)).unwrap_or_else(|e| fail(&format!("not a List: {e}")));
+}
+
+fn median(samples: &[Duration]) -> Duration {
+    let mut samples = samples.to_vec();
+    samples.sort();
+    samples.get(samples.len() / 2).copied().unwrap_or_default()
+}
+
+fn cold(args: &Args) {
+    let config = config(args);
+    let table = arg_or(args, "table", "proxier");
+    let repeat: usize = number(args, "repeat", "5");
+    let snapshot = load(args);
+    // Wall and CPU time of each phase; on a shared machine CPU time is the steadier one.
+    let mut phases: BTreeMap<&str, (Vec<Duration>, Vec<Duration>)> = BTreeMap::new();
+    let record = |phases: &mut BTreeMap<&'static str, (Vec<Duration>, Vec<Duration>)>, name, wall| {
+        let samples = phases.entry(name).or_default();
+        samples.0.push(wall);
+        samples.1.push(last_cpu());
+    };
+    let mut bytes = 0;
+    for _ in 0..repeat.max(1) {
+        let (model, time) = timed(|| compute(&snapshot, &config));
+        record(&mut phases, "compute", time);
+        let (tables, time) = timed(|| Transaction::tables(&model, table));
+        record(&mut phases, "layout", time);
+        // Only the writing is timed: building the transaction moves the tables, and dropping it is
+        // the same for both renders.
+        let transaction = Transaction::replacing(tables, table);
+        let (document, time) = timed(|| transaction.to_json());
+        record(&mut phases, "render", time);
+        bytes = document.len();
+        if arg_or(args, "reference", "yes") == "no" {
+            continue;
+        }
+        // The path `to_json` replaced, kept as its specification: nftables-crate objects, a
+        // serde_json::Value, compat::mend, pretty-printing.
+        let (reference, time) = timed(|| {
+            let mut out = serde_json::to_string_pretty(&transaction.to_json_value()).unwrap_or_default();
+            out.push('\n');
+            out
+        });
+        record(&mut phases, "render_reference", time);
+        if document != reference {
+            fail("the JSON writer and the reference path differ");
+        }
+    }
+    let total = |cpu: bool| -> Duration {
+        ["compute", "layout", "render"].iter().map(|p| median(if cpu { &phases[p].1 } else { &phases[p].0 })).sum()
+    };
+    println!("cold.compute_render_ms={:.1}", ms(total(false)));
+    println!("cold.compute_render_cpu_ms={:.1}", ms(total(true)));
+    for (name, (wall, cpu)) in &phases {
+        println!("cold.{name}_ms={:.1}", ms(median(wall)));
+        println!("cold.{name}_cpu_ms={:.1}", ms(median(cpu)));
+    }
+    println!("cold.json_bytes={bytes}");
 }
 
 fn formats(args: &Args) {

@@ -37,7 +37,12 @@ const MAX_NAME: usize = 253;
 
 /// A name from the input as a message shows it: control characters escaped (`\n`), so that a hostile
 /// name cannot forge message lines, and cut after [`MAX_NAME`] characters.
-pub(crate) fn printable(text: &str) -> String {
+pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    // Nearly every name is short and clean: shown as it is, without a copy. (At most MAX_NAME bytes
+    // means at most MAX_NAME characters, so nothing would be cut.)
+    if text.len() <= MAX_NAME && !text.chars().any(char::is_control) {
+        return text.into();
+    }
     let mut out = String::new();
     for (i, c) in text.chars().enumerate() {
         if i == MAX_NAME {
@@ -46,7 +51,7 @@ pub(crate) fn printable(text: &str) -> String {
         }
         if c.is_control() { out.extend(c.escape_default()) } else { out.push(c) }
     }
-    out
+    out.into()
 }
 
 /// Control characters escaped, so that a message stays on its line.

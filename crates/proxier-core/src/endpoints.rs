@@ -1,6 +1,7 @@
 //! Stage 2 of the core: EndpointSlices merged into the endpoints of each service port.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
@@ -156,23 +157,26 @@ impl EndpointIndex {
             };
             ports.push((port.name.clone().unwrap_or_default(), protocol, number));
         }
+        // Each endpoint is read once; it then joins the list of every port of the slice.
+        let mut infos = Vec::with_capacity(endpoint_count);
         for (i, endpoint) in slice.endpoints.iter().flatten().enumerate() {
             // Kubernetes guarantees one address per endpoint today; the first is the one to use.
             let Some(text) = endpoint.addresses.first() else { continue };
-            let field = format!("endpoints[{i}].addresses[0]");
+            let field = || format!("endpoints[{i}].addresses[0]");
             let Some(parsed) = parse_ip_sloppy(text) else {
-                problem(field, format!("{:?} is not an IP address; endpoint skipped", shorten(text)));
+                problem(field(), format!("{:?} is not an IP address; endpoint skipped", shorten(text)));
                 continue;
             };
             if IpFamily::of(&parsed.ip) != family {
-                problem(field, format!("{} is not {family} as addressType says; endpoint skipped", parsed.ip));
+                problem(field(), format!("{} is not {family} as addressType says; endpoint skipped", parsed.ip));
                 continue;
             }
             let conditions = endpoint.conditions.as_ref();
             let hints = endpoint.hints.as_ref();
             let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
-            let info = |port: u16| EndpointInfo {
-                backend: Backend { ip: parsed.ip, port },
+            infos.push(EndpointInfo {
+                // The port is each slice port's, set below.
+                backend: Backend { ip: parsed.ip, port: 0 },
                 node_name: endpoint.node_name.clone(),
                 zone: endpoint.zone.clone(),
                 ready,
@@ -184,10 +188,21 @@ impl EndpointIndex {
                 node_hints: hints
                     .and_then(|h| h.for_nodes.as_ref())
                     .map(|n| n.iter().map(|n| n.name.clone()).collect()),
-            };
-            for (name, protocol, number) in &ports {
-                let key = (namespace.clone(), service.clone(), name.clone(), *protocol);
-                self.ports.entry(key).or_default().push(info(*number));
+            });
+        }
+        if infos.is_empty() {
+            return;
+        }
+        let last = ports.len().saturating_sub(1);
+        for (k, (name, protocol, number)) in ports.into_iter().enumerate() {
+            // The last port takes the endpoints themselves; the others copies.
+            let mut list = if k == last { std::mem::take(&mut infos) } else { infos.clone() };
+            list.iter_mut().for_each(|info| info.backend.port = number);
+            match self.ports.entry((namespace.clone(), service.clone(), name, protocol)) {
+                Entry::Vacant(entry) => {
+                    entry.insert(list);
+                }
+                Entry::Occupied(mut entry) => entry.get_mut().append(&mut list),
             }
         }
     }

@@ -158,6 +158,10 @@ impl Snapshot {
     /// port, protocol, appProtocol) are carried over. Endpoints are converted whether or not their Service is
     /// in the snapshot.
     pub fn legacy_endpoint_slices(&self) -> Vec<EndpointSlice> {
+        // Most clusters have none: then the index of every slice's Service is not worth building.
+        if self.endpoints.is_empty() {
+            return Vec::new();
+        }
         let covered: HashSet<(&str, &str)> = self
             .endpoint_slices
             .iter()

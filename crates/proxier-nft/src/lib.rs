@@ -1,9 +1,9 @@
 //! proxier-nft: proxier's rule model as atomic nft transactions, and the only code that runs `nft`.
 //!
 //! A model from `proxier-core` becomes a [`ruleset::Table`] per family ([`layout`]), which renders as
-//! JSON for `nft -j -f -` ([`json`], mended for nft 1.0.6 by [`compat`]) and as nft text for humans
-//! ([`text`]). [`Transaction`] ties them together; [`Nft`] runs them; [`diff()`] compares with the kernel;
-//! [`Proxier`] keeps a node in step with a changing cluster.
+//! JSON for `nft -j -f -` ([`json`], mended for nft 1.0.6 by [`compat`]; [`json_writer`] writes the same
+//! bytes fast) and as nft text for humans ([`text`]). [`Transaction`] ties them together; [`Nft`] runs
+//! them; [`diff()`] compares with the kernel; [`Proxier`] keeps a node in step with a changing cluster.
 //!
 //! # Embedding proxier
 //!
@@ -77,6 +77,7 @@ pub mod compat;
 pub mod conntrack;
 pub mod diff;
 pub mod json;
+pub mod json_writer;
 pub mod layout;
 mod ledger;
 pub mod proxier;

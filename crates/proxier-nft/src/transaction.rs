@@ -7,7 +7,7 @@ use proxier_core::{IpFamily, RuleModel};
 
 use crate::layout::family_table;
 use crate::ruleset::{Chain, Element, Hook, Rule, Set, Table, Value};
-use crate::{compat, json, text};
+use crate::{compat, json, json_writer, text};
 
 /// One step of a transaction, on proxier's table of one family. Steps run in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,11 +192,11 @@ impl Transaction {
         value
     }
 
-    /// [`Self::to_json_value`], pretty-printed: byte-identical for identical input.
+    /// [`Self::to_json_value`], pretty-printed and ending in a newline: byte-identical for identical
+    /// input. Written directly by [`json_writer`], without building the value (tests hold the two
+    /// byte-identical).
     pub fn to_json(&self) -> String {
-        let mut out = serde_json::to_string_pretty(&self.to_json_value()).unwrap_or_default();
-        out.push('\n');
-        out
+        json_writer::transaction_json(&self.changes, &self.table_name)
     }
 
     /// The same transaction in nft's text syntax, loadable with `nft -f -`.

@@ -3,6 +3,8 @@
 //!
 //! - `Transaction::full` never panics, renders the same bytes for the same cluster in any object order,
 //!   and its JSON holds API data only as addresses, numbers and sanitised comments;
+//! - the direct JSON writer behind `to_json` gives exactly the bytes of the reference path
+//!   (`to_json_value`, pretty-printed), for full transactions and for a chain of incremental ones;
 //! - `Transaction::between(a, b)`, applied to `a`'s tables, gives exactly `b`'s (modulo the emptied chains
 //!   and sets it keeps for deletion by the next transaction), also over a chain a → b → c;
 //! - sampled in a network namespace: the kernel accepts every rendered transaction (`nft -c`, JSON and
@@ -56,6 +58,21 @@ proptest! {
     }
 
     #[test]
+    fn the_json_writer_renders_as_the_reference_path_does(
+        steps in prop::collection::vec((objects(24), config()), 1..4),
+    ) {
+        let mut committed: Vec<proxier_nft::ruleset::Table> = Vec::new();
+        for (objects, config) in &steps {
+            let desired = Transaction::tables(&model(objects, config), "proxier");
+            let full = Transaction::replacing(desired.clone(), "proxier");
+            prop_assert_eq!(full.to_json(), reference_json(&full));
+            let (step, after) = Transaction::between(&committed, &desired, "proxier");
+            prop_assert_eq!(step.to_json(), reference_json(&step));
+            committed = after;
+        }
+    }
+
+    #[test]
     fn incremental_transactions_reach_the_desired_tables(
         steps in prop::collection::vec((objects(16), config()), 2..4),
     ) {
@@ -71,6 +88,13 @@ proptest! {
             committed = after;
         }
     }
+}
+
+/// What `Transaction::to_json` writes directly, through the `nftables` crate's types and `serde_json`.
+fn reference_json(transaction: &Transaction) -> String {
+    let mut out = serde_json::to_string_pretty(&transaction.to_json_value()).expect("a Value prints");
+    out.push('\n');
+    out
 }
 
 fn samples(default: usize) -> usize {
