@@ -866,7 +866,7 @@ mod tests {
             IpFamily::V6 => ("::ffff:10.0.0.1", "2001:db8::/32"),
         };
         let element = |key: Vec<Value>, data: Option<Value>, comment: Option<&str>| Element {
-            key,
+            key: key.into(),
             data,
             comment: comment.map(str::to_owned),
         };
@@ -1082,7 +1082,7 @@ mod tests {
             port in any::<u16>(),
         ) {
             let mut tables = vec![table(IpFamily::V4, &text), table(IpFamily::V6, &text)];
-            tables[1].sets[1].elements[0].key = vec![Value::Addr(IpAddr::V6(v6))];
+            tables[1].sets[1].elements[0].key = vec![Value::Addr(IpAddr::V6(v6))].into();
             tables[1].sets[1].elements[0].data = Some(Value::Port(port));
             assert_same(&Transaction::replacing(tables, &text));
         }

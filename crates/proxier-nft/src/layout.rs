@@ -29,8 +29,10 @@ use proxier_core::{
     Action, Backend, Destination, FamilyRules, IpFamily, LocalTraffic, Masquerade, Protocol, ServicePortName,
 };
 
+use smallvec::smallvec;
+
 use crate::ruleset::{
-    Chain, ChainType, DataType, Element, Hook, HookPoint, Rule, Set, Statement, Table, Value, Verdict,
+    Chain, ChainType, DataType, Element, ElementKey, Hook, HookPoint, Rule, Set, Statement, Table, Value, Verdict,
 };
 
 /// The packet-mark bit that asks postrouting to masquerade (kube-proxy's default, bit 14).
@@ -100,7 +102,8 @@ struct Layout<'a> {
 
 impl Layout<'_> {
     fn destination(&mut self, destination: &Destination) {
-        let key = vec![Value::Addr(destination.ip), Value::Proto(destination.protocol), Value::Port(destination.port)];
+        let key: ElementKey =
+            smallvec![Value::Addr(destination.ip), Value::Proto(destination.protocol), Value::Port(destination.port)];
         let comment = Some(element_comment(destination));
         if let Some(allowed) = &destination.allowed_sources {
             self.firewall_ips.push(Element { key: key.clone(), data: None, comment: comment.clone() });
@@ -231,10 +234,13 @@ impl Layout<'_> {
         let set = |name: &str, key: Vec<DataType>, data: Option<DataType>, interval: bool, elements: Vec<Element>| {
             Set { name: name.into(), key, data, interval, timeout: None, elements }
         };
-        let addresses = |ips: &[std::net::IpAddr]| ips.iter().map(|&ip| element(vec![Value::Addr(ip)])).collect();
+        let addresses = |ips: &[std::net::IpAddr]| ips.iter().map(|&ip| element(smallvec![Value::Addr(ip)])).collect();
         // An interval set refuses overlapping or repeated prefixes (EEXIST): they are merged first.
         let prefixes = |nets: &[ipnet::IpNet]| {
-            ipnet::IpNet::aggregate(&nets.to_vec()).into_iter().map(|net| element(vec![Value::Prefix(net)])).collect()
+            ipnet::IpNet::aggregate(&nets.to_vec())
+                .into_iter()
+                .map(|net| element(smallvec![Value::Prefix(net)]))
+                .collect()
         };
         let mut sets = vec![
             // Allocated ClusterIPs: other ports on them are rejected.
@@ -249,7 +255,11 @@ impl Layout<'_> {
                 vec![DataType::Addr(family), DataType::Addr(family)],
                 None,
                 false,
-                rules.backend_ips().into_iter().map(|ip| element(vec![Value::Addr(ip), Value::Addr(ip)])).collect(),
+                rules
+                    .backend_ips()
+                    .into_iter()
+                    .map(|ip| element(smallvec![Value::Addr(ip), Value::Addr(ip)]))
+                    .collect(),
             ),
         ];
         if let LocalTraffic::Cidrs(cidrs) = &rules.local_traffic {
@@ -331,7 +341,7 @@ fn chain(name: &str, rules: Vec<Rule>) -> Chain {
     Chain { name: name.into(), hook: None, rules }
 }
 
-fn element(key: Vec<Value>) -> Element {
+fn element(key: ElementKey) -> Element {
     Element { key, data: None, comment: None }
 }
 

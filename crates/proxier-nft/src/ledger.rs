@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use proxier_core::IpFamily;
 
-use crate::ruleset::{Chain, Element, Rule, Set, Table, Value};
+use crate::ruleset::{Chain, Element, ElementKey, Rule, Set, Table, Value};
 use crate::transaction::Change;
 
 /// How long an emptied chain or set is kept before it is deleted (kube-proxy waits 1 s too).
@@ -67,9 +67,9 @@ pub(crate) struct Journal {
     /// Whether each touched set existed before the batch.
     sets_before: BTreeMap<SetKey, bool>,
     /// Elements whose count went to zero.
-    deleted: BTreeMap<SetKey, BTreeMap<Vec<Value>, Element>>,
+    deleted: BTreeMap<SetKey, BTreeMap<ElementKey, Element>>,
     /// Elements whose count went from zero.
-    added: BTreeMap<SetKey, BTreeMap<Vec<Value>, Element>>,
+    added: BTreeMap<SetKey, BTreeMap<ElementKey, Element>>,
     /// A set kept its name but changed its type or timeout: it cannot be changed in place.
     pub(crate) redefined: bool,
 }
@@ -259,7 +259,7 @@ impl Ledger {
     }
 
     /// The whole table of one family, its elements taken from `added`.
-    fn table(&self, family: IpFamily, added: &mut BTreeMap<SetKey, BTreeMap<Vec<Value>, Element>>) -> Option<Table> {
+    fn table(&self, family: IpFamily, added: &mut BTreeMap<SetKey, BTreeMap<ElementKey, Element>>) -> Option<Table> {
         let ledger = self.families.get(&family)?;
         let sets = ledger
             .sets

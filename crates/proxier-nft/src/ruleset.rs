@@ -57,12 +57,15 @@ pub struct Set {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Element {
     /// The key, one value per key part.
-    pub key: Vec<Value>,
+    pub key: ElementKey,
     /// The value, in a map.
     pub data: Option<Value>,
     /// A comment stored with the element (maps of destinations name the service port).
     pub comment: Option<String>,
 }
+
+/// An element's key: one value per key part, kept inline (proxier's keys have at most four parts).
+pub type ElementKey = smallvec::SmallVec<[Value; 4]>;
 
 /// A value in an element.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

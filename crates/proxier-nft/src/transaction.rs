@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use proxier_core::{IpFamily, RuleModel};
 
 use crate::layout::family_table;
-use crate::ruleset::{Chain, Element, Hook, Rule, Set, Table, Value};
+use crate::ruleset::{Chain, Element, ElementKey, Hook, Rule, Set, Table};
 use crate::{compat, json, json_writer, text};
 
 /// One step of a transaction, on proxier's table of one family. Steps run in order.
@@ -208,8 +208,6 @@ impl Transaction {
         out
     }
 }
-
-type ElementKey = Vec<Value>;
 
 fn elements_by_key(elements: &[Element]) -> BTreeMap<&ElementKey, &Element> {
     elements.iter().map(|e| (&e.key, e)).collect()
