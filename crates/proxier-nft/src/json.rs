@@ -22,6 +22,18 @@ fn cmd(command: fn(NfListObject<'static>) -> NfCmd<'static>, object: NfListObjec
     NfObject::CmdObject(command(object))
 }
 
+/// A set or map to name in a `delete` command: nft wants a type there, and any will do.
+pub(crate) fn deletion_placeholder(name: &str, map: bool) -> Set {
+    Set {
+        name: name.to_owned(),
+        key: vec![DataType::Proto],
+        data: map.then_some(DataType::Verdict),
+        interval: false,
+        timeout: None,
+        elements: Vec::new(),
+    }
+}
+
 /// The nft JSON commands for one change to table `table`.
 pub(crate) fn change_commands(change: &Change, table: &str) -> Vec<NfObject<'static>> {
     let table_object = |family| {
@@ -65,15 +77,7 @@ pub(crate) fn change_commands(change: &Change, table: &str) -> Vec<NfObject<'sta
             vec![cmd(NfCmd::Delete, NfListObject::Chain(chain_object_plain(*family, table, chain)))]
         }
         Change::DeleteSet { family, set, map } => {
-            let placeholder = Set {
-                name: set.clone(),
-                key: vec![DataType::Proto],
-                data: map.then_some(DataType::Verdict),
-                interval: false,
-                timeout: None,
-                elements: Vec::new(),
-            };
-            vec![cmd(NfCmd::Delete, set_object(*family, table, &placeholder))]
+            vec![cmd(NfCmd::Delete, set_object(*family, table, &deletion_placeholder(set, *map)))]
         }
     }
 }

@@ -304,16 +304,7 @@ fn change_commands(w: &mut Writer, change: &Change, table: &str) {
             command(w, "delete", "chain", |w| chain_body(w, *family, table, chain, None));
         }
         Change::DeleteSet { family, set, map } => {
-            // The same placeholder type as crate::json: nft needs one, any will do.
-            let placeholder = Set {
-                name: set.clone(),
-                key: vec![DataType::Proto],
-                data: map.then_some(DataType::Verdict),
-                interval: false,
-                timeout: None,
-                elements: Vec::new(),
-            };
-            set_command(w, "delete", *family, table, &placeholder);
+            set_command(w, "delete", *family, table, &crate::json::deletion_placeholder(set, *map));
         }
     }
 }
