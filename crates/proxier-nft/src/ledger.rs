@@ -54,7 +54,8 @@ enum ObjectName {
     Set(String),
 }
 
-type SetKey = (IpFamily, String);
+/// A chain or set of one family's table, by name.
+type ObjectKey = (IpFamily, String);
 
 /// What a batch of [`Ledger::add`] and [`Ledger::remove`] changed, until [`Ledger::finish`] writes it.
 /// Removals must come before additions, so that an element a Service keeps is seen going 1 → 0 → 1.
@@ -63,13 +64,13 @@ pub(crate) struct Journal {
     /// Whether each touched family had a table before the batch.
     families_before: BTreeMap<IpFamily, bool>,
     /// The rules each touched chain had in the kernel before the batch; `None` if it did not exist.
-    chains_before: BTreeMap<SetKey, Option<Vec<Rule>>>,
+    chains_before: BTreeMap<ObjectKey, Option<Vec<Rule>>>,
     /// Whether each touched set existed before the batch.
-    sets_before: BTreeMap<SetKey, bool>,
+    sets_before: BTreeMap<ObjectKey, bool>,
     /// Elements whose count went to zero.
-    deleted: BTreeMap<SetKey, BTreeMap<ElementKey, Element>>,
+    deleted: BTreeMap<ObjectKey, BTreeMap<ElementKey, Element>>,
     /// Elements whose count went from zero.
-    added: BTreeMap<SetKey, BTreeMap<ElementKey, Element>>,
+    added: BTreeMap<ObjectKey, BTreeMap<ElementKey, Element>>,
     /// A set kept its name but changed its type or timeout: it cannot be changed in place.
     pub(crate) redefined: bool,
 }
@@ -213,7 +214,7 @@ impl Ledger {
             let holders = held.holders;
             self.mark(family, ObjectName::Set(name), holders, now);
         }
-        let keys: BTreeSet<SetKey> = deleted.keys().chain(added.keys()).cloned().collect();
+        let keys: BTreeSet<ObjectKey> = deleted.keys().chain(added.keys()).cloned().collect();
         for key in keys {
             if !updated.contains(&key.0) {
                 continue;
@@ -259,7 +260,7 @@ impl Ledger {
     }
 
     /// The whole table of one family, its elements taken from `added`.
-    fn table(&self, family: IpFamily, added: &mut BTreeMap<SetKey, BTreeMap<ElementKey, Element>>) -> Option<Table> {
+    fn table(&self, family: IpFamily, added: &mut BTreeMap<ObjectKey, BTreeMap<ElementKey, Element>>) -> Option<Table> {
         let ledger = self.families.get(&family)?;
         let sets = ledger
             .sets
