@@ -20,7 +20,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher::Event;
-use proxier_nft::{Conntrack, Nft, Proxier, SyncOutcome};
+use proxier_nft::{Conntrack, Nft, Proxier, SyncKind, SyncOutcome};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -251,6 +251,9 @@ impl Loop {
                 self.failures = 0;
                 self.retry_at = None;
                 self.report(&outcome);
+                if outcome.kind == SyncKind::Full {
+                    release_free_memory();
+                }
                 self.metrics.synced(&outcome, proxier.no_local_endpoints());
                 self.health.updated();
                 self.checks.reconcile(&proxier.node_port_ips(), proxier.health_checks()).await;
@@ -286,6 +289,16 @@ impl Loop {
         } else {
             tracing::debug!(kind = ?outcome.kind, duration = ?outcome.duration, "nothing to change");
         }
+    }
+}
+
+/// A full sync's transient memory (every Service's share, the whole transaction) is freed by the time
+/// it returns; hand the free heap back to the kernel rather than keep the peak resident.
+fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim takes no pointers and only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
