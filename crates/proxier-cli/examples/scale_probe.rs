@@ -186,7 +186,7 @@ fn sync(args: &Args) {
     let compute_cpu = last_cpu();
     let (tables, layout_time) = timed(|| Transaction::tables(&model, table));
     let layout_cpu = last_cpu();
-    let (document, render_time) = timed(|| Transaction::replacing(tables.clone(), table).to_json());
+    let (document, render_time) = timed(|| Transaction::replacing(tables.clone(), table).to_json_compact());
     let render_cpu = last_cpu();
     let (applied, nft_time) = timed(|| nft.apply_json(&document));
     let nft_cpu = last_cpu();
@@ -239,7 +239,7 @@ fn sync(args: &Args) {
         phases.push(("layout", time, last_cpu()));
         let ((transaction, after), time) = timed(|| Transaction::between(&committed, &desired, table));
         phases.push(("between", time, last_cpu()));
-        let (document, time) = timed(|| transaction.to_json());
+        let (document, time) = timed(|| transaction.to_json_compact());
         phases.push(("render", time, last_cpu()));
         let userspace = phases.iter().fold((Duration::ZERO, Duration::ZERO), |(w, c), p| (w + p.1, c + p.2));
         phases.push(("userspace", userspace.0, userspace.1));

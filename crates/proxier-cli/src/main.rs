@@ -56,7 +56,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             let nft = Nft::new(&input.node.nft.nft);
             if check {
                 let transaction = Transaction::full(&model, &input.node.nft.table);
-                nft.check_json(&transaction.to_json())
+                nft.check_json(&transaction.to_json_compact())
                     .map_err(|e| Failure::Nft(anyhow::Error::new(e).context("the kernel would refuse these rules")))?;
                 return Ok(ExitCode::SUCCESS);
             }

@@ -31,9 +31,11 @@ use crate::transaction::Change;
 /// reached by proxier's shapes, which nest about ten deep) fall back to repeated pushes.
 const SPACES: &str = "                                                                ";
 
-/// The pretty-printed JSON document for `changes` on table `table`, ending in a newline.
-pub fn transaction_json(changes: &[Change], table: &str) -> String {
-    let mut w = Writer { out: String::with_capacity(estimated_len(changes)), depth: 0 };
+/// The JSON document for `changes` on table `table`, ending in a newline: pretty-printed as
+/// `serde_json::to_string_pretty` prints, or compact as `serde_json::to_string` does.
+pub fn transaction_json(changes: &[Change], table: &str, pretty: bool) -> String {
+    let capacity = if pretty { estimated_len(changes) } else { estimated_len(changes) / 2 };
+    let mut w = Writer { out: String::with_capacity(capacity), depth: 0, pretty };
     w.begin_object();
     w.key("nftables");
     w.begin_array();
@@ -64,17 +66,22 @@ fn estimated_len(changes: &[Change]) -> usize {
     elements.saturating_mul(250).saturating_add(4096)
 }
 
-/// A JSON writer laid out as `serde_json`'s `PrettyFormatter` lays out.
+/// A JSON writer laid out as `serde_json`'s `PrettyFormatter` (or, not `pretty`, its
+/// `CompactFormatter`) lays out.
 ///
 /// Whether a key or item is the first of its container is read off the output: only an opening
 /// bracket can precede the first one, and no complete value ends in one.
 struct Writer {
     out: String,
     depth: usize,
+    pretty: bool,
 }
 
 impl Writer {
     fn newline_indent(&mut self) {
+        if !self.pretty {
+            return;
+        }
         self.out.push('\n');
         let mut width = self.depth * 2;
         while width > SPACES.len() {
@@ -127,7 +134,7 @@ impl Writer {
         self.separator();
         self.out.push('"');
         self.out.push_str(key);
-        self.out.push_str("\": ");
+        self.out.push_str(if self.pretty { "\": " } else { "\":" });
     }
 
     /// Starts the next item of the current array.
@@ -802,6 +809,9 @@ mod tests {
     }
 
     fn assert_same(transaction: &Transaction) {
+        let mut compact = serde_json::to_string(&transaction.to_json_value()).expect("a Value prints");
+        compact.push('\n');
+        assert!(transaction.to_json_compact() == compact, "the compact render differs from serde_json's");
         let (fast, slow) = (transaction.to_json(), reference(transaction));
         if fast != slow {
             let at = fast.bytes().zip(slow.bytes()).take_while(|(a, b)| a == b).count();
@@ -1031,7 +1041,7 @@ mod tests {
     #[test]
     fn numbers_print_as_display_does() {
         for n in [0, 1, 9, 10, 99, 100, 65_535, -1, -100, i64::from(i32::MIN), i64::MAX, i64::MIN] {
-            let mut w = super::Writer { out: String::new(), depth: 0 };
+            let mut w = super::Writer { out: String::new(), depth: 0, pretty: true };
             w.number(n);
             assert_eq!(w.out, n.to_string());
         }

@@ -522,13 +522,13 @@ impl Proxier {
         let transaction = partial.unwrap_or_else(|| self.full_transaction());
 
         if !transaction.is_empty()
-            && let Err(source) = self.nft.apply_json(&transaction.to_json())
+            && let Err(source) = self.nft.apply_json(&transaction.to_json_compact())
         {
             // The kernel refused the whole transaction: it holds what it held. If some Services'
             // rules are to blame, leave them out and apply the rest; else start over next time.
             self.listing = None;
             match self.without_refused(kind, &source) {
-                Some((transaction, refused)) if self.nft.apply_json(&transaction.to_json()).is_ok() => {
+                Some((transaction, refused)) if self.nft.apply_json(&transaction.to_json_compact()).is_ok() => {
                     return Ok(self.committed_now(SyncKind::Full, transaction, refused, start));
                 }
                 _ => {
@@ -647,7 +647,7 @@ impl Proxier {
                 let transaction = Transaction::replacing(committed, &self.table);
                 let table = self.table.clone();
                 let listing: Vec<Option<String>> = self.nft.in_scratch_namespace(|scratch| {
-                    scratch.apply_json(&transaction.to_json())?;
+                    scratch.apply_json(&transaction.to_json_compact())?;
                     IpFamily::ALL
                         .into_iter()
                         .map(|family| Ok(scratch.list_table(family, &table)?.map(|t| canonical(&t))))

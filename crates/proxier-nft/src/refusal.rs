@@ -21,7 +21,7 @@ pub type Refused = BTreeMap<ObjectRef, String>;
 /// (empty when everything was applied). Fails, with the first apply's error and the kernel unchanged,
 /// when the fault is not any one Service's: nft cannot run, or the rules fail even without Services.
 pub fn apply_full(nft: &Nft, model: &RuleModel, table: &str) -> Result<Refused, NftError> {
-    let error = match nft.apply_json(&Transaction::full(model, table).to_json()) {
+    let error = match nft.apply_json(&Transaction::full(model, table).to_json_compact()) {
         Ok(()) => return Ok(Refused::new()),
         Err(error @ NftError::Spawn { .. }) => return Err(error),
         Err(error) => error,
@@ -31,7 +31,7 @@ pub fn apply_full(nft: &Nft, model: &RuleModel, table: &str) -> Result<Refused, 
         // Nothing to blame on a Service (or the search itself failed): the first error says most.
         _ => return Err(error),
     };
-    nft.apply_json(&Transaction::full(&model.without_services(&refused), table).to_json())?;
+    nft.apply_json(&Transaction::full(&model.without_services(&refused), table).to_json_compact())?;
     Ok(refused)
 }
 
@@ -41,7 +41,7 @@ pub fn refused_services(nft: &Nft, model: &RuleModel, table: &str) -> Result<Ref
     let all = model.programmed_services();
     let check = |kept: &BTreeSet<&ObjectRef>| {
         let left_out: Refused = all.iter().filter(|s| !kept.contains(s)).map(|s| (s.clone(), String::new())).collect();
-        nft.check_json(&Transaction::full(&model.without_services(&left_out), table).to_json())
+        nft.check_json(&Transaction::full(&model.without_services(&left_out), table).to_json_compact())
     };
     let mut search = Search { check, accepted: BTreeSet::new(), refused: Refused::new() };
     (search.check)(&search.accepted)?;

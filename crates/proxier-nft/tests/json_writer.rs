@@ -1,7 +1,8 @@
 //! `Transaction::to_json` (the direct writer) against the reference path it replaced,
 //! `serde_json::to_string_pretty(&to_json_value())`: byte for byte, on every bundled cluster rendered
 //! for every node with the flags `proxier render`'s snapshot tests use (crates/proxier-cli/tests/render.rs),
-//! and on the incremental transactions between all of them. Generated models are compared in
+//! and on the incremental transactions between all of them; `to_json_compact` against
+//! `serde_json::to_string` of the same value. Generated models are compared in
 //! properties.rs, hand-built hostile ones in the writer's unit tests.
 
 use std::path::Path;
@@ -26,6 +27,9 @@ fn reference(transaction: &Transaction) -> String {
 }
 
 fn assert_same(what: &str, transaction: &Transaction) {
+    let mut compact = serde_json::to_string(&transaction.to_json_value()).expect("a Value prints");
+    compact.push('\n');
+    assert!(transaction.to_json_compact() == compact, "{what}: the compact render differs from serde_json's");
     let (fast, slow) = (transaction.to_json(), reference(transaction));
     if fast != slow {
         let line = fast.lines().zip(slow.lines()).take_while(|(a, b)| a == b).count();

@@ -66,8 +66,10 @@ proptest! {
             let desired = Transaction::tables(&model(objects, config), "proxier");
             let full = Transaction::replacing(desired.clone(), "proxier");
             prop_assert_eq!(full.to_json(), reference_json(&full));
+            prop_assert_eq!(full.to_json_compact(), compact_reference_json(&full));
             let (step, after) = Transaction::between(&committed, &desired, "proxier");
             prop_assert_eq!(step.to_json(), reference_json(&step));
+            prop_assert_eq!(step.to_json_compact(), compact_reference_json(&step));
             committed = after;
         }
     }
@@ -93,6 +95,13 @@ proptest! {
 /// What `Transaction::to_json` writes directly, through the `nftables` crate's types and `serde_json`.
 fn reference_json(transaction: &Transaction) -> String {
     let mut out = serde_json::to_string_pretty(&transaction.to_json_value()).expect("a Value prints");
+    out.push('\n');
+    out
+}
+
+/// What `Transaction::to_json_compact` writes directly: the same value, compact.
+fn compact_reference_json(transaction: &Transaction) -> String {
+    let mut out = serde_json::to_string(&transaction.to_json_value()).expect("a Value prints");
     out.push('\n');
     out
 }
