@@ -119,6 +119,7 @@ fn traffic_follows_services_and_endpoints() {
         "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"internal\"} 0",
         "kubeproxy_sync_proxy_rules_nftables_sync_failures_total 0",
         "kubeproxy_proxy_healthz_total{code=\"200\"}",
+        "proxier_refused_services 0",
     ] {
         assert!(metrics.contains(name), "missing {name} in\n{metrics}");
     }
@@ -310,6 +311,51 @@ fn nft_failures_keep_the_rules_and_drift_is_repaired() {
     assert!(s.node.tcp_probe(WEB).is_err());
     eventually("the resync repairs the table", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("b"));
     assert!(proxier.log().contains("changed behind its back"), "{}", proxier.log());
+}
+
+/// A kernel refusing one Service's rules (simulated: an nft wrapper refusing SCTP, as a kernel without
+/// it would): the other Services are programmed and follow changes, the refused one is logged and
+/// counted, and once it changes to TCP it is programmed.
+#[test]
+fn a_refused_service_is_left_out_and_the_rest_programmed() {
+    let Some(s) = setup() else { return };
+    let wrapper = std::env::temp_dir().join(format!("{}.nft-no-sctp", s.node.name));
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\ninput=$(cat)\ncase \"$input\" in *'\"sctp\"'*) echo 'Error: Could not process rule: Protocol not supported' >&2; exit 1;; esac\nprintf '%s' \"$input\" | exec nft \"$@\"\n",
+    )
+    .unwrap();
+    std::process::Command::new("chmod").arg("+x").arg(&wrapper).status().unwrap();
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(wrapper.clone());
+
+    s.api.apply(service("web", "10.96.0.20", "TCP"));
+    s.api.apply(slice("web", &["10.244.1.5"], "TCP"));
+    s.api.apply(service("sig", "10.96.0.30", "SCTP"));
+    s.api.apply(slice("sig", &["10.244.1.6"], "SCTP"));
+    let proxier = s.node.proxier_run(&s.kubeconfig, &["--nft", wrapper.to_str().unwrap()]);
+    eventually("web answers", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("a"));
+    eventually("sig is counted as refused", WAIT, || {
+        s.node.http_get("127.0.0.1:10249", "/metrics").is_some_and(|(_, m)| m.contains("proxier_refused_services 1"))
+    });
+    assert!(proxier.log().contains("refuses this Service's rules"), "{}", proxier.log());
+
+    // Other Services follow their changes as usual.
+    s.api.apply(slice("web", &["10.244.1.7"], "TCP"));
+    eventually("web moves to c", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("c"));
+
+    // Fixed: sig becomes TCP and is programmed.
+    s.api.apply(service("sig", "10.96.0.30", "TCP"));
+    s.api.apply(slice("sig", &["10.244.1.6"], "TCP"));
+    eventually("sig answers", WAIT, || s.node.tcp_probe("10.96.0.30:80").as_deref() == Ok("b"));
+    eventually("nothing is refused", WAIT, || {
+        s.node.http_get("127.0.0.1:10249", "/metrics").is_some_and(|(_, m)| m.contains("proxier_refused_services 0"))
+    });
 }
 
 /// `proxier run` on node-a of a two-node test bed: pods on both nodes, the outside client reaching

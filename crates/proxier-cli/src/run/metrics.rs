@@ -13,7 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use proxier_nft::{SyncKind, SyncOutcome};
+use proxier_nft::{Proxier, SyncKind, SyncOutcome};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabel {
@@ -41,6 +41,7 @@ pub struct Metrics {
     conntrack_deleted: Counter,
     conntrack_failures: Counter,
     resync_repairs: Counter,
+    refused_services: Gauge,
     pub healthz: Family<CodeLabel, Counter>,
     pub livez: Family<CodeLabel, Counter>,
 }
@@ -83,6 +84,7 @@ impl Metrics {
             conntrack_deleted: Counter::default(),
             conntrack_failures: Counter::default(),
             resync_repairs: Counter::default(),
+            refused_services: Gauge::default(),
             healthz: Family::default(),
             livez: Family::default(),
             registry: Registry::default(),
@@ -157,6 +159,11 @@ impl Metrics {
             "Periodic resyncs that found proxier's tables changed behind its back and replaced them",
             m.resync_repairs.clone(),
         );
+        registry.register(
+            "proxier_refused_services",
+            "Services left out because the kernel refused their rules (retried when they change)",
+            m.refused_services.clone(),
+        );
         registry.register("kubeproxy_proxy_healthz", "Cumulative proxy healthz HTTP status", m.healthz.clone());
         registry.register("kubeproxy_proxy_livez", "Cumulative proxy livez HTTP status", m.livez.clone());
         Metrics { registry, ..m }
@@ -186,9 +193,10 @@ impl Metrics {
         self.sync_failures.inc();
     }
 
-    /// Records a successful sync.
-    /// `no_local_endpoints`: [`proxier_nft::Proxier::no_local_endpoints`] after the sync.
-    pub fn synced(&self, outcome: &SyncOutcome, no_local_endpoints: (usize, usize)) {
+    /// Records a successful sync. `proxier` is the state after it.
+    pub fn synced(&self, outcome: &SyncOutcome, proxier: &Proxier) {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.refused_services.set(gauge(proxier.refused().len()));
         let seconds = outcome.duration.as_secs_f64();
         self.sync_duration.observe(seconds);
         match outcome.kind {
@@ -204,8 +212,7 @@ impl Metrics {
         if outcome.drifted {
             self.resync_repairs.inc();
         }
-        let (internal, external) = no_local_endpoints;
-        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let (internal, external) = proxier.no_local_endpoints();
         self.no_local_endpoints.get_or_create(&PolicyLabel { traffic_policy: "internal".into() }).set(gauge(internal));
         self.no_local_endpoints.get_or_create(&PolicyLabel { traffic_policy: "external".into() }).set(gauge(external));
     }

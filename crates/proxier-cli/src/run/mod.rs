@@ -254,7 +254,7 @@ impl Loop {
                 if outcome.kind == SyncKind::Full {
                     release_free_memory();
                 }
-                self.metrics.synced(&outcome, proxier.no_local_endpoints());
+                self.metrics.synced(&outcome, proxier);
                 self.health.updated();
                 self.checks.reconcile(&proxier.node_port_ips(), proxier.health_checks()).await;
             }
