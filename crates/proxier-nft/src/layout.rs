@@ -24,6 +24,7 @@
 //! address and port come from two maps per backend position.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
 use proxier_core::{
     Action, Backend, Destination, FamilyRules, IpFamily, LocalTraffic, Masquerade, Protocol, ServicePortName,
@@ -148,12 +149,12 @@ impl Layout<'_> {
     /// Where an action sends a packet, creating the service port's own chains as needed. Chain names
     /// are hashes of what they do, so identical actions share chains and names stay stable.
     fn verdict(&mut self, service_port: &ServicePortName, action: &Action) -> Verdict {
-        let port = fingerprint(&service_port.to_string());
+        let port = fingerprint(format_args!("{service_port}"));
         match action {
             Action::Reject => Verdict::Goto(REJECT_CHAIN.into()),
             Action::Drop => Verdict::Drop,
             Action::Balance { backends, masquerade, affinity } => {
-                let balance = format!("svc-{port}-{}", fingerprint(&format!("{backends:?}{affinity:?}")));
+                let balance = format!("svc-{port}-{}", fingerprint(format_args!("{backends:?}{affinity:?}")));
                 if !self.dedicated.contains_key(&balance) {
                     let mut rules = Vec::new();
                     let mut endpoints = Vec::new();
@@ -188,7 +189,7 @@ impl Layout<'_> {
                 self.masquerading(balance, masquerade)
             }
             Action::BySource { pods, node, others } => {
-                let name = format!("src-{port}-{}", fingerprint(&format!("{action:?}")));
+                let name = format!("src-{port}-{}", fingerprint(format_args!("{action:?}")));
                 if !self.dedicated.contains_key(&name) {
                     let mut rules = Vec::new();
                     if pods != others {
@@ -351,14 +352,23 @@ fn backend_name(backend: &Backend) -> String {
 }
 
 /// A short, stable name part for `text` (FNV-1a, 64 bits, as 13 base-32 digits).
-fn fingerprint(text: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+fn fingerprint(text: fmt::Arguments<'_>) -> String {
+    // FNV-1a fed as the text is formatted: no string is built (this runs for every service port).
+    struct Fnv(u64);
+    impl fmt::Write for Fnv {
+        fn write_str(&mut self, text: &str) -> fmt::Result {
+            for byte in text.bytes() {
+                self.0 ^= u64::from(byte);
+                self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+            Ok(())
+        }
     }
+    let mut hash = Fnv(0xcbf2_9ce4_8422_2325);
+    // Writing to `Fnv` cannot fail, and the formatted values' impls are the derived and model ones.
+    let _ = fmt::write(&mut hash, text);
     const DIGITS: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
-    (0..13).map(|i| char::from(DIGITS[((hash >> (i * 5)) & 31) as usize])).collect()
+    (0..13).map(|i| char::from(DIGITS[((hash.0 >> (i * 5)) & 31) as usize])).collect()
 }
 
 fn base_chain(name: &str, chain_type: ChainType, point: HookPoint, priority: i32, rules: Vec<Rule>) -> Chain {
