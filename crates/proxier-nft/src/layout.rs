@@ -365,7 +365,7 @@ fn fingerprint(text: fmt::Arguments<'_>) -> String {
         }
     }
     let mut hash = Fnv(0xcbf2_9ce4_8422_2325);
-    // Writing to `Fnv` cannot fail, and the formatted values' impls are the derived and model ones.
+    // `Fnv` never fails, and neither do the `Display`/`Debug` impls formatted here.
     let _ = fmt::write(&mut hash, text);
     const DIGITS: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
     (0..13).map(|i| char::from(DIGITS[((hash.0 >> (i * 5)) & 31) as usize])).collect()
