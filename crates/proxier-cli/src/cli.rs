@@ -135,9 +135,9 @@ pub struct Input {
 /// The node being programmed and how; shared by every command that computes rules.
 #[derive(Debug, Args)]
 pub struct NodeArgs {
-    /// The Node this ruleset is for.
+    /// The Node this ruleset is for (`proxier run`: default --hostname-override, else the host name).
     #[arg(long, value_name = "NAME")]
-    pub node: String,
+    pub node: Option<String>,
     /// The pod network; non-pod sources reaching a ClusterIP are masqueraded. Comma-separated or repeated.
     #[arg(long, value_delimiter = ',', value_name = "CIDR")]
     pub cluster_cidr: Vec<IpNet>,
@@ -199,14 +199,20 @@ impl DetectLocalMode {
 }
 
 impl NodeArgs {
-    /// The node configuration these flags describe.
+    /// The node configuration these flags describe; `--node` is required.
     pub fn config(&self) -> Result<NodeConfig, String> {
+        let name = self.node.clone().ok_or("--node NAME is required: the Node these rules are for")?;
+        self.config_named(name)
+    }
+
+    /// The node configuration these flags describe, for the Node `name`.
+    pub fn config_named(&self, name: String) -> Result<NodeConfig, String> {
         let detect_local = self
             .detect_local_mode
             .unwrap_or(DetectLocalMode::ClusterCIDR)
             .detector(self.pod_bridge_interface.clone(), self.pod_interface_name_prefix.clone())?;
         Ok(NodeConfig {
-            node_name: self.node.clone(),
+            node_name: name,
             node_ips: self.node_ip.clone(),
             cluster_cidrs: self.cluster_cidr.clone(),
             detect_local,
@@ -218,7 +224,8 @@ impl NodeArgs {
     }
 }
 
-fn nodeport_address(text: &str) -> Result<Option<IpNet>, String> {
+/// One `--nodeport-addresses` entry: a CIDR, or `primary` (`None`).
+pub fn nodeport_address(text: &str) -> Result<Option<IpNet>, String> {
     if text == "primary" {
         return Ok(None);
     }

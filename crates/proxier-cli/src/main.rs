@@ -21,12 +21,12 @@ enum Failure {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    // `proxier run` sets up its own logging once its flags and file are read; the one-shot commands
+    // report on stderr themselves and log only warnings.
+    if !matches!(cli.command, Command::Run(_)) {
+        run::logging::init(run::config::LogFormat::Text, "warn");
+    }
     match run(cli.command) {
         Ok(code) => code,
         Err(Failure::Input(error)) => {
