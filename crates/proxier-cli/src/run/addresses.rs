@@ -46,7 +46,7 @@ pub fn local_addresses() -> std::io::Result<Vec<IpAddr>> {
     }
     // SAFETY: `list` came from getifaddrs and is freed once.
     unsafe { libc::freeifaddrs(list) };
-    addresses.retain(|ip| usable(ip));
+    addresses.retain(usable);
     addresses.sort();
     addresses.dedup();
     Ok(addresses)

@@ -1060,6 +1060,22 @@ mod tests {
     }
 
     #[test]
+    fn kubeadms_configuration_is_read_without_a_warning() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/kube-proxy/kubeadm-config.conf");
+        let file = read_config(&path).unwrap();
+        assert!(file.ignored.is_empty(), "{:?}", file.ignored);
+        let s = args(&["--hostname-override", "node-a"]).settings(&file).unwrap();
+        assert_eq!(s.node.node_name, "node-a");
+        assert_eq!(s.node.cluster_cidrs, vec!["10.244.0.0/16".parse::<IpNet>().unwrap()]);
+        assert_eq!(s.kubeconfig, Some(PathBuf::from("/var/lib/kube-proxy/kubeconfig.conf")));
+        assert_eq!(s.healthz, Some("0.0.0.0:10256".parse().unwrap()));
+        assert_eq!(s.metrics, Some("127.0.0.1:10249".parse().unwrap()));
+        assert_eq!((s.sync_period, s.min_sync_period), (DEFAULT_SYNC_PERIOD, DEFAULT_MIN_SYNC_PERIOD));
+        assert!(s.node.node_ips.is_empty() && s.nodeport_primary && !s.node.masquerade_all);
+        assert_eq!(s.conntrack_settings.tcp_established_timeout, Some(DEFAULT_TCP_ESTABLISHED));
+    }
+
+    #[test]
     fn configz_is_the_effective_configuration() {
         let s = settings(&["--node", "n", "--cluster-cidr", "10.244.0.0/16"], "nftables: {syncPeriod: 10s}\n").unwrap();
         let c = s.as_kube_proxy_configuration();

@@ -6,14 +6,16 @@ use tracing_subscriber::EnvFilter;
 use super::config::LogFormat;
 
 /// The filter for kube-proxy's verbosity `level`: proxier's own events at info (0-2), debug (3-4) or
-/// trace (5 and more); other crates' (the Kubernetes client, HTTP) at warn.
+/// trace (5 and more); other crates' (the Kubernetes client, HTTP) at warn. The client's own error line
+/// for each failed request is left out: proxier logs the failure once per backoff step, with the
+/// server and the cause.
 pub fn filter(level: u8) -> String {
     let own = match level {
         0..=2 => "info",
         3..=4 => "debug",
         _ => "trace",
     };
-    format!("warn,proxier={own},proxier_nft={own},proxier_core={own}")
+    format!("warn,kube_client::client::builder=off,proxier={own},proxier_nft={own},proxier_core={own}")
 }
 
 /// Whether text output may be coloured: on a terminal, unless NO_COLOR is set to anything non-empty
@@ -40,7 +42,7 @@ mod tests {
 
     #[test]
     fn kube_proxy_levels() {
-        assert_eq!(filter(0), "warn,proxier=info,proxier_nft=info,proxier_core=info");
+        assert_eq!(filter(0), "warn,kube_client::client::builder=off,proxier=info,proxier_nft=info,proxier_core=info");
         assert_eq!(filter(2), filter(0));
         assert!(filter(4).contains("proxier=debug"));
         assert!(filter(9).contains("proxier=trace"));

@@ -93,8 +93,9 @@ pub fn main(args: &RunArgs) -> ExitCode {
         };
     }
     let kernel = tuning::Kernel::default();
-    let mut report = kernel.apply_oom_score_adj(settings.oom_score_adj);
-    report.extend(kernel.apply_conntrack(&settings.conntrack_settings, tuning::cores()));
+    // The OOM score is the process's own; failing to set it is a warning, in --init-only too.
+    kernel.apply_oom_score_adj(settings.oom_score_adj).log();
+    let report = kernel.apply_conntrack(&settings.conntrack_settings, tuning::cores());
     report.log();
     if settings.init_only {
         if !report.missing.is_empty() {

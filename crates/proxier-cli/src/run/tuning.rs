@@ -106,9 +106,10 @@ impl Kernel {
         let path = self.proc.join("self/oom_score_adj");
         match std::fs::read_to_string(&path).map(|t| t.trim().parse::<i32>()) {
             Ok(Ok(current)) if current == value => report.unchanged.push(format!("oom_score_adj={value}")),
+            // Not a /proc/sys value: lowering it needs CAP_SYS_RESOURCE, so a refusal is a plain failure.
             _ => match std::fs::write(&path, value.to_string()) {
                 Ok(()) => report.set.push(format!("oom_score_adj={value}")),
-                Err(error) => classify(&mut report, "oom_score_adj", value, &error),
+                Err(error) => report.failed.push(format!("oom_score_adj={value}: {error}")),
             },
         }
         report
@@ -142,16 +143,6 @@ fn classify(report: &mut Report, name: &str, value: impl std::fmt::Display, erro
 }
 
 impl Report {
-    /// Adds `other`'s entries to this report.
-    pub fn extend(&mut self, other: Report) {
-        self.set.extend(other.set);
-        self.unchanged.extend(other.unchanged);
-        self.skipped.extend(other.skipped);
-        self.read_only.extend(other.read_only);
-        self.missing.extend(other.missing);
-        self.failed.extend(other.failed);
-    }
-
     /// Logs the report: what was set (info), one warning for read-only files, one per failure.
     pub fn log(&self) {
         if !self.set.is_empty() {

@@ -51,28 +51,46 @@ pub fn causes(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// The three watches fail together when the API server is unreachable: one line per backoff step,
-/// not one per watch. A cause is logged again once it has been quiet for the shortest backoff step.
+/// The three watches fail together when the API server is unreachable, each on its own backoff: the
+/// failure is logged once per step of one shared backoff (as kube-runtime's default: 800 ms doubling
+/// to 30 s), not once per watch and retry; recovery is logged once.
 struct ErrorLog {
     server: String,
-    last: Mutex<Option<(String, std::time::Instant)>>,
+    last: Mutex<Option<Logged>>,
 }
 
-/// kube-runtime's default backoff starts at 800 ms; errors closer together than this are one step.
-const SAME_STEP: std::time::Duration = std::time::Duration::from_millis(500);
+struct Logged {
+    at: std::time::Instant,
+    step: std::time::Duration,
+}
+
+const FIRST_STEP: std::time::Duration = std::time::Duration::from_millis(800);
+const LAST_STEP: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl ErrorLog {
     fn report(&self, what: &str, error: &watcher::Error) {
         let cause = causes(error);
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let now = std::time::Instant::now();
-        let repeat = last.as_ref().is_some_and(|(text, at)| *text == cause && now.duration_since(*at) < SAME_STEP);
-        if repeat {
-            tracing::debug!(what, server = %self.server, %cause, "watch failed");
-            return;
-        }
-        *last = Some((cause.clone(), now));
+        let step = match last.as_ref() {
+            // The watches' causes differ in wording (reset, closed, refused) for one outage: any failure
+            // within the current step is the same one.
+            Some(logged) if now.duration_since(logged.at) < logged.step => {
+                tracing::debug!(watch = what, server = %self.server, %cause, "watch failed");
+                return;
+            }
+            Some(logged) => (logged.step * 2).min(LAST_STEP),
+            None => FIRST_STEP,
+        };
+        *last = Some(Logged { at: now, step });
         tracing::warn!(server = %self.server, %cause, watch = what, "API server request failed; the rules stay as they are, retrying with backoff");
+    }
+
+    fn recovered(&self) {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.take().is_some() {
+            tracing::info!(server = %self.server, "API server reachable again");
+        }
     }
 }
 
@@ -91,6 +109,10 @@ fn spawn<K, S>(
         while let Some(item) = stream.next().await {
             match item {
                 Ok(event) => {
+                    // Init only announces a list; anything after it came from the API server.
+                    if !matches!(event, Event::Init) {
+                        errors.recovered();
+                    }
                     if matches!(event, Event::Init) {
                         tracing::info!(what, "listing");
                     }
