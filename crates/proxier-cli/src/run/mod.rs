@@ -93,8 +93,13 @@ pub fn main(args: &RunArgs) -> ExitCode {
         };
     }
     let kernel = tuning::Kernel::default();
-    // The OOM score is the process's own; failing to set it is a warning, in --init-only too.
-    kernel.apply_oom_score_adj(settings.oom_score_adj).log();
+    // The OOM score is the process's own, and lowering it needs CAP_SYS_RESOURCE, which a container
+    // rarely has (the kubelet sets one by QoS class): as kube-proxy, a failure is only noted.
+    let oom = kernel.apply_oom_score_adj(settings.oom_score_adj);
+    match oom.failed.first() {
+        Some(failure) => tracing::info!("oom_score_adj left as it is: {failure}"),
+        None => oom.log(),
+    }
     let report = kernel.apply_conntrack(&settings.conntrack_settings, tuning::cores());
     report.log();
     if settings.init_only {
