@@ -597,6 +597,16 @@ fn init_only_and_cleanup() {
     assert!(!node.exec("nft", &["list", "table", "ip", "proxier"]).status.success());
     assert!(!node.exec("nft", &["list", "table", "ip6", "proxier"]).status.success());
     assert!(node.exec("nft", &["list", "table", "ip", "kube-proxy"]).status.success());
+    // On a terminal the text log is coloured, unless NO_COLOR is set (script(1) gives it a terminal).
+    let on_terminal = |no_color: &str| {
+        let command = format!("{no_color} {} run --cleanup --node n", env!("CARGO_BIN_EXE_proxier"));
+        let out = node.exec("script", &["-qec", &command, "/dev/null"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(on_terminal("env -u NO_COLOR").contains("\u{1b}["), "coloured on a terminal");
+    let plain = on_terminal("env NO_COLOR=1");
+    assert!(plain.contains("cleanup: no table proxier") && !plain.contains("\u{1b}["), "{plain:?}");
     // Another mode is refused with exit 2.
     let out = node.exec(env!("CARGO_BIN_EXE_proxier"), &["run", "--node", "n", "--proxy-mode", "ipvs"]);
     assert_eq!(out.status.code(), Some(2));
