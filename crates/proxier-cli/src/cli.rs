@@ -265,3 +265,20 @@ fn table_name(name: &str) -> Result<String, String> {
         Err("a table name is a letter followed by up to 63 letters, digits, '_' or '-'".into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn the_one_shot_commands_need_a_node_name() {
+        let cli = Cli::try_parse_from(["proxier", "render", "--snapshot", "x.yaml"]).unwrap();
+        let Command::Render { input, .. } = cli.command else { panic!("render") };
+        assert_eq!(input.node.config().unwrap_err(), "--node NAME is required: the Node these rules are for");
+        let cli = Cli::try_parse_from(["proxier", "render", "--snapshot", "x.yaml", "--node", "a"]).unwrap();
+        let Command::Render { input, .. } = cli.command else { panic!("render") };
+        assert_eq!(input.node.config().unwrap().node_name, "a");
+    }
+}
