@@ -267,6 +267,13 @@ fn udp_flows_move_after_conntrack_cleanup() {
     // The endpoint is replaced: the flow's entry (DNATed to a) is deleted and it moves to b.
     s.api.apply(slice("dns", &["10.244.1.6"], "UDP"));
     eventually("the same UDP flow moves to b", WAIT, || udp_ask(&client).as_deref() == Ok("b"));
+    // The cleanup runs were timed.
+    let (_, metrics) = s.node.http_get("127.0.0.1:10249", "/metrics").expect("metrics answer");
+    let runs = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kubeproxy_conntrack_reconciler_sync_duration_seconds_count "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(runs.is_some_and(|n| n >= 1), "{metrics}");
 }
 
 #[test]

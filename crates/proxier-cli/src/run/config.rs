@@ -435,7 +435,17 @@ pub fn parse_config(source: &str) -> Result<FileConfig, String> {
     config.metrics = text(file.metrics_bind_address);
     config.cluster_cidrs = cidrs(file.cluster_cidr.as_deref(), "clusterCIDR")?;
     for address in file.node_port_addresses.iter().flatten() {
-        config.nodeport_addresses.push(nodeport_address(address).map_err(|e| format!("nodePortAddresses: {e}"))?);
+        // Newer kube-proxy's keywords beside `primary`: `all` (the zero CIDRs) and `localhost`.
+        match address.as_str() {
+            "all" => config.nodeport_addresses.extend(["0.0.0.0/0", "::/0"].map(|net| net.parse().ok())),
+            "localhost" => config.ignored.push((
+                "nodePortAddresses: localhost".into(),
+                "NodePorts are not served on loopback addresses in nftables mode",
+            )),
+            _ => config
+                .nodeport_addresses
+                .push(nodeport_address(address).map_err(|e| format!("nodePortAddresses: {e}"))?),
+        }
     }
     if let Some(mode) = text(file.detect_local_mode) {
         let mode = DetectLocalMode::from_str(&mode, false).map_err(|_| {
@@ -1023,6 +1033,12 @@ mod tests {
         assert!(!s.nodeport_primary);
         assert_eq!(s.nodeport_cidrs, vec!["10.0.0.0/8".parse::<IpNet>().unwrap()]);
         assert!(settings(&[], "nodePortAddresses: [nowhere]\n").is_err());
+        // kube-proxy's keywords: `all` is every address of both families; `localhost` is not served.
+        let file = parse_config("nodePortAddresses: [all, localhost]\n").unwrap();
+        assert_eq!(file.nodeport_addresses, ["0.0.0.0/0", "::/0"].map(|n| Some(n.parse::<IpNet>().unwrap())));
+        assert_eq!(file.ignored.len(), 1);
+        let s = settings(&[], "nodePortAddresses: [all]\n").unwrap();
+        assert!(!s.nodeport_primary && s.nodeport_cidrs.len() == 2);
     }
 
     #[test]
