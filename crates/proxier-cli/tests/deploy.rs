@@ -233,7 +233,7 @@ fn proxier_with(command: &str, capabilities: &[String]) -> std::process::Output 
 
 #[test]
 fn the_daemon_sets_capabilities_are_enough_and_needed() {
-    if !proxier_testbed::netns_available("the_daemon_sets_capabilities_are_enough_and_needed") {
+    if !proxier_testkit::netns_available("the_daemon_sets_capabilities_are_enough_and_needed") {
         return;
     }
     let manifests = manifests();

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use proxier_testbed::{Netns, netns_available};
+use proxier_testkit::{Netns, netns_available};
 
 const CLUSTERS: &[(&str, &str)] = &[
     ("single-stack.yaml", "10.244.0.0/16"),

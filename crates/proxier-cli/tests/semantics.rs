@@ -7,7 +7,7 @@ mod support;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use proxier_testbed::{
+use proxier_testkit::{
     Outcome, Proto, assert_dropped, assert_reaches, assert_refused, assert_source_seen, assert_sticky, netns_available,
     probe,
 };
@@ -90,7 +90,7 @@ fn rule_18_and_19_external_traffic_policy_local() {
     let spec = ["  type: LoadBalancer", "  externalTrafficPolicy: Local", "  healthCheckNodePort: 32000"];
     scenario.program(&web(&scenario, &spec, &[ready(scenario.pod("web-a"))], LB_STATUS));
     let client = scenario.bed.client();
-    let client_ip: IpAddr = proxier_testbed::CLIENT_IPV4.into();
+    let client_ip: IpAddr = proxier_testkit::CLIENT_IPV4.into();
     // Node with a local endpoint: served locally, the client's address preserved.
     assert_source_seen(client, Proto::Tcp, at(scenario.bed.node(1).ipv4(), 30080), client_ip);
     assert_source_seen(client, Proto::Tcp, vip("203.0.113.50", 80), client_ip);

@@ -1,10 +1,10 @@
 //! Real traffic through rules applied by the real `proxier` binary, on a test bed of nodes, pods and
-//! an outside client in network namespaces (crates/proxier-testbed): what the Foundation and the
+//! an outside client in network namespaces (crates/proxier-testkit): what the Foundation and the
 //! multi-node test bed promise.
 
 mod support;
 
-use proxier_testbed::{
+use proxier_testkit::{
     Proto, assert_dropped, assert_reaches, assert_refused, assert_source_seen, netns_available, sctp_available,
 };
 use support::{Scenario, at, ready, service, slice};
@@ -43,7 +43,7 @@ fn cluster_ip_reaches_every_pod_from_pods_and_nodes_keeping_pod_sources() {
         assert_reaches(pod, Proto::Tcp, tcp, 30, &["web-a", "web-b"]);
         assert_reaches(pod, Proto::Udp, udp, 30, &["web-a", "web-b"]);
         // Pod to ClusterIP is not masqueraded, on the same node and across nodes.
-        let seen = proxier_testbed::reached(pod, Proto::Tcp, tcp, 1);
+        let seen = proxier_testkit::reached(pod, Proto::Tcp, tcp, 1);
         assert_eq!(seen.len(), 1);
     }
     for node in [1, 2] {
@@ -131,9 +131,9 @@ fn a_service_without_endpoints_is_refused_at_once() {
     }
     // The node's own UDP datagram is rejected in the output hook: the sender gets EPERM at once.
     let outcome =
-        proxier_testbed::probe(scenario.bed.node(1), Proto::Udp, at(empty, 53), std::time::Duration::from_millis(500));
+        proxier_testkit::probe(scenario.bed.node(1), Proto::Udp, at(empty, 53), std::time::Duration::from_millis(500));
     assert!(
-        matches!(&outcome, proxier_testbed::Outcome::Error(e) if e.contains("Operation not permitted"))
+        matches!(&outcome, proxier_testkit::Outcome::Error(e) if e.contains("Operation not permitted"))
             || outcome.is_refused(),
         "{outcome:?}"
     );
@@ -307,23 +307,23 @@ fn the_assertions_catch_a_removed_rule() {
 
     // Without the hairpin rule a pod reaching itself through the service is not masqueraded.
     scenario.program(&web_objects(&scenario, &["web-a"]));
-    proxier_testbed::check_source_seen(scenario.pod("web-a"), Proto::Tcp, tcp, "10.244.1.1".parse().unwrap()).unwrap();
+    proxier_testkit::check_source_seen(scenario.pod("web-a"), Proto::Tcp, tcp, "10.244.1.1".parse().unwrap()).unwrap();
     break_rules("flush chain ip proxier masquerading\n");
-    let err = proxier_testbed::check_source_seen(scenario.pod("web-a"), Proto::Tcp, tcp, "10.244.1.1".parse().unwrap());
+    let err = proxier_testkit::check_source_seen(scenario.pod("web-a"), Proto::Tcp, tcp, "10.244.1.1".parse().unwrap());
     assert!(err.is_err(), "hairpin still masqueraded without its rule");
 
     // Without the service's map element, the ClusterIP reaches nothing: the port looks unknown.
     scenario.program(&web_objects(&scenario, &["web-a", "web-b"]));
-    proxier_testbed::check_reaches(scenario.pod("client-a"), Proto::Tcp, tcp, 20, &["web-a", "web-b"]).unwrap();
+    proxier_testkit::check_reaches(scenario.pod("client-a"), Proto::Tcp, tcp, 20, &["web-a", "web-b"]).unwrap();
     break_rules("delete element ip proxier service-ips { 10.96.0.10 . tcp . 80 }\n");
-    assert!(proxier_testbed::check_reaches(scenario.pod("client-a"), Proto::Tcp, tcp, 5, &["web-a", "web-b"]).is_err());
-    proxier_testbed::check_refused(scenario.pod("client-a"), Proto::Tcp, tcp).unwrap();
+    assert!(proxier_testkit::check_reaches(scenario.pod("client-a"), Proto::Tcp, tcp, 5, &["web-a", "web-b"]).is_err());
+    proxier_testkit::check_refused(scenario.pod("client-a"), Proto::Tcp, tcp).unwrap();
 
     // Without the reject chain, a service without endpoints is dropped instead of refused.
     let empty = at("10.96.0.11".parse::<std::net::IpAddr>().unwrap(), 80);
-    proxier_testbed::check_refused(scenario.pod("client-a"), Proto::Tcp, empty).unwrap();
+    proxier_testkit::check_refused(scenario.pod("client-a"), Proto::Tcp, empty).unwrap();
     break_rules("flush chain ip proxier reject-chain\n");
-    assert!(proxier_testbed::check_refused(scenario.pod("client-a"), Proto::Tcp, empty).is_err());
+    assert!(proxier_testkit::check_refused(scenario.pod("client-a"), Proto::Tcp, empty).is_err());
 }
 
 #[test]
@@ -343,7 +343,7 @@ fn the_bundled_single_stack_cluster_behaves_as_its_snapshot_says() {
     assert_refused(client, Proto::Tcp, at(ip("10.96.50.50"), 80));
     // shop/web: two ready pods, one unready that is never used; the NodePort on both nodes.
     let web: Vec<String> =
-        proxier_testbed::reached(scenario.bed.client(), Proto::Tcp, at(scenario.bed.node(2).ipv4(), 30080), 30)
+        proxier_testkit::reached(scenario.bed.client(), Proto::Tcp, at(scenario.bed.node(2).ipv4(), 30080), 30)
             .into_iter()
             .collect();
     assert_eq!(web.len(), 2, "{web:?}");
@@ -355,6 +355,6 @@ fn the_bundled_single_stack_cluster_behaves_as_its_snapshot_says() {
         &web.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     // The ingress controller behind its LoadBalancer IP, and legacy-db behind its externalIP.
-    assert_eq!(proxier_testbed::reached(scenario.bed.client(), Proto::Tcp, at(ip("203.0.113.10"), 80), 30).len(), 2);
-    assert_eq!(proxier_testbed::reached(scenario.bed.client(), Proto::Tcp, at(ip("198.51.100.20"), 5432), 5).len(), 1);
+    assert_eq!(proxier_testkit::reached(scenario.bed.client(), Proto::Tcp, at(ip("203.0.113.10"), 80), 30).len(), 2);
+    assert_eq!(proxier_testkit::reached(scenario.bed.client(), Proto::Tcp, at(ip("198.51.100.20"), 5432), 5).len(), 1);
 }

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Output;
 
-use proxier_testbed::{Pod, Proto, Server, TestBed};
+use proxier_testkit::{Pod, Proto, Server, TestBed};
 
 /// Where scenario snapshots go; removed when the test bed is dropped.
 pub struct Scenario {
@@ -28,7 +28,7 @@ impl Scenario {
         std::fs::create_dir_all(&dir).expect("scenario dir");
         let flags = vec![
             "--cluster-cidr".into(),
-            format!("{},{}", proxier_testbed::CLUSTER_CIDR_V4, proxier_testbed::CLUSTER_CIDR_V6),
+            format!("{},{}", proxier_testkit::CLUSTER_CIDR_V4, proxier_testkit::CLUSTER_CIDR_V6),
         ];
         Scenario { bed, dir, flags }
     }

@@ -1,8 +1,6 @@
 //! proptest strategies for Kubernetes objects as kubectl prints them (JSON values): Services,
-//! EndpointSlices and Nodes with plausible, hostile and random field values. Shared by the property tests
-//! of proxier-core and proxier-nft (which includes this file by path).
-
-#![allow(dead_code)]
+//! EndpointSlices and Nodes with plausible, hostile and random field values, and node configurations.
+//! Used by the property tests of proxier-core and proxier-nft.
 
 use std::collections::BTreeSet;
 

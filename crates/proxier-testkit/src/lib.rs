@@ -1,11 +1,22 @@
-//! proxier-testbed: a small Kubernetes-like cluster built from Linux network namespaces, with
-//! servers and probes, so tests can prove service-proxy rules with real traffic.
+//! proxier-testkit: the test support shared by proxier's crates and its fuzz targets (dev-only,
+//! never published). One crate, so no test includes another crate's files by path:
+//!
+//! - the test bed (this page, below): a small Kubernetes-like cluster built from Linux network
+//!   namespaces, with servers and probes, so tests can prove service-proxy rules with real traffic;
+//! - [`Netns`]: the one network-namespace helper, also for kernel tests that need only an empty
+//!   namespace ([`Netns::for_test`]);
+//! - [`objects`]: proptest strategies for Services, EndpointSlices, Nodes and node configurations;
+//! - [`invariants`]: what a rendered transaction may contain, and a simulator of how the kernel
+//!   applies one;
+//! - [`fuzz`]: the fuzz targets' input builder and checks, run by `fuzz/` and by the smoke test.
+//!
+//! # The test bed
 //!
 //! Dev-only: tests need root, `ip` (iproute2) and `nft`. Nothing here touches the host's own
 //! network namespace or ruleset: every interface is created directly inside a test namespace,
 //! no namespace is connected to the host, and probes only go to addresses inside the bed.
 //!
-//! # Topology
+//! ## Topology
 //!
 //! ```text
 //!                        switch  (bridge br0; 192.168.49.1/24, fd00:49::1/64: the
@@ -29,7 +40,7 @@
 //! so tests run in parallel, within and across processes. Interface names are short and
 //! fixed because each lives in its own namespace.
 //!
-//! # Addressing plan
+//! ## Addressing plan
 //!
 //! * Node network `192.168.49.0/24` + `fd00:49::/64` on the switch bridge. Node `i` (1-based,
 //!   named `node-a`, `node-b`, …) is `192.168.49.(10+i)` and `fd00:49::(10+i)` written with the
@@ -57,10 +68,10 @@
 //! * Every bed namespace gets `rp_filter=0`, no IPv6 DAD, and no ICMP redirects sent or
 //!   accepted (a redirect would let the client bypass node 1 and change later probes).
 //!
-//! # Writing a behaviour test
+//! ## Writing a behaviour test
 //!
 //! ```no_run
-//! use proxier_testbed::{Proto, TestBed, assert_reaches, assert_refused, netns_available};
+//! use proxier_testkit::{Proto, TestBed, assert_reaches, assert_refused, netns_available};
 //!
 //! fn cluster_ip_reaches_both_pods() -> std::io::Result<()> {
 //!     if !netns_available("cluster_ip_reaches_both_pods") {
@@ -85,23 +96,26 @@
 //! into [`Outcome::Answered`]. The assertion helpers come in pairs: `check_*` returns
 //! `Result<_, String>`, `assert_*` panics with the same readable message.
 //!
-//! # Skipping
+//! ## Skipping
 //!
-//! Start every kernel test with `if !proxier_testbed::netns_available("name") { return; }`.
+//! Start every kernel test with `if !proxier_testkit::netns_available("name") { return; }`.
 //! Without root, `ip` or `nft` (or if a namespace cannot be created) it prints
 //! `SKIP name: needs root and nft (…what is missing…)` to stderr and the test passes as a no-op.
 //! With `PROXIER_REQUIRE_NETNS=1` in the environment it panics with that message instead, so CI
 //! cannot silently skip. SCTP needs kernel support too: [`sctp_available`] skips the same way
 //! (but never panics), and SCTP servers/probes fail with [`std::io::ErrorKind::Unsupported`].
 //!
-//! # Cleanup
+//! ## Cleanup
 //!
 //! Every namespace is deleted when its owner ([`Netns`], [`TestBed`]) is dropped, including
 //! while a failing test unwinds. Namespaces of a killed test process are deleted by
 //! [`sweep_stale`], which runs on the first [`Netns::new`] of every process.
 
 mod bed;
+pub mod fuzz;
+pub mod invariants;
 mod netns;
+pub mod objects;
 mod probe;
 mod server;
 mod sock;
@@ -113,7 +127,7 @@ pub use bed::{
     GATEWAY_IPV6, MAX_NODES, NODE_NET_V4, NODE_NET_V6, Node, Pod, SERVICE_CIDR_V4, SERVICE_CIDR_V6, TestBed,
     TestBedBuilder, node_ipv4, node_ipv6, node_name, pod_cidrs,
 };
-pub use netns::{NAME_PREFIX, Netns, sweep_stale};
+pub use netns::{NAME_PREFIX, Netns, canonical_listing, sweep_stale};
 pub use probe::{
     ANSWER_TIMEOUT, DROP_TIMEOUT, Outcome, Proto, REFUSED_WITHIN, assert_dropped, assert_reaches, assert_refused,
     assert_source_seen, assert_sticky, check_dropped, check_reached, check_reaches, check_refused, check_source_seen,

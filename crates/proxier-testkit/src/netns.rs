@@ -45,6 +45,16 @@ impl Netns {
         Ok(ns)
     }
 
+    /// A namespace for the kernel test `test`, or `None` when kernel tests cannot run here (after
+    /// [`netns_available`](crate::netns_available) printed the `SKIP` line; under
+    /// `PROXIER_REQUIRE_NETNS=1` it panics instead). Panics if the namespace cannot be created.
+    pub fn for_test(test: &str) -> Option<Netns> {
+        if !crate::netns_available(test) {
+            return None;
+        }
+        Some(Netns::new(test).unwrap_or_else(|e| panic!("{test}: cannot create a network namespace: {e}")))
+    }
+
     /// The namespace name, as `ip netns list` shows it.
     pub fn name(&self) -> &str {
         &self.name
@@ -63,6 +73,27 @@ impl Netns {
         S: AsRef<OsStr>,
     {
         Command::new("ip").args(["netns", "exec", &self.name, program]).args(args).stdin(Stdio::null()).output()
+    }
+
+    /// Like [`Netns::exec`], with `input` fed to the program's stdin.
+    pub fn exec_input<I, S>(&self, program: &str, args: I, input: &str) -> io::Result<Output>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, program])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        // A program that exits without reading all of its input is not an error here: its exit
+        // status and stderr say what happened.
+        let _ = pipe.write_all(input.as_bytes());
+        drop(pipe);
+        child.wait_with_output()
     }
 
     /// `ip -n <name> <args…>`; a non-zero exit is an error carrying ip's stderr. Returns stdout.
@@ -86,6 +117,19 @@ impl Netns {
         let out = run_checked(Command::new("ip").args(["netns", "exec", &self.name, "nft", "-f", "-"]), Some(script))
             .map_err(|e| context(e, &format!("nft -f - in {}:\n{script}", self.name)))?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs `nft <args…>` inside the namespace, with `input` on stdin if given (for `-f -`);
+    /// returns nft's stdout, or an error carrying nft's stderr.
+    pub fn nft_args(&self, args: &[&str], input: Option<&str>) -> io::Result<String> {
+        let out = run_checked(Command::new("ip").args(["netns", "exec", &self.name, "nft"]).args(args), input)
+            .map_err(|e| context(e, &format!("nft {} in {}", args.join(" "), self.name)))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The whole ruleset of the namespace, made comparable by [`canonical_listing`].
+    pub fn ruleset(&self) -> io::Result<serde_json::Value> {
+        Ok(canonical_listing(&self.nft_args(&["-j", "list", "ruleset"], None)?))
     }
 
     /// Sets sysctls of this namespace, e.g. `[("net.ipv4.ip_forward", "1")]`, by writing
@@ -142,13 +186,47 @@ impl Drop for Netns {
         match Command::new("ip").args(["netns", "del", &self.name]).stdin(Stdio::null()).output() {
             Ok(out) if out.status.success() => {}
             Ok(out) => eprintln!(
-                "proxier-testbed: ip netns del {} failed: {}",
+                "proxier-testkit: ip netns del {} failed: {}",
                 self.name,
                 String::from_utf8_lossy(&out.stderr).trim()
             ),
-            Err(e) => eprintln!("proxier-testbed: ip netns del {} failed: {e}", self.name),
+            Err(e) => eprintln!("proxier-testkit: ip netns del {} failed: {e}", self.name),
         }
     }
+}
+
+/// `nft -j list …` output made comparable: handles and metainfo dropped, `elem` arrays sorted, and
+/// objects sorted by family, table, kind and name (rules keep their order within a chain).
+///
+/// Panics if `listing` is not JSON (nft printed something else).
+pub fn canonical_listing(listing: &str) -> serde_json::Value {
+    use serde_json::Value;
+    fn clean(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                map.remove("handle");
+                map.values_mut().for_each(clean);
+                if let Some(Value::Array(elements)) = map.get_mut("elem") {
+                    elements.sort_by_key(|e| e.to_string());
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(clean),
+            _ => {}
+        }
+    }
+    let mut value: Value = serde_json::from_str(listing).expect("nft -j prints JSON");
+    clean(&mut value);
+    if let Some(Value::Array(objects)) = value.get_mut("nftables") {
+        objects.retain(|o| o.get("metainfo").is_none());
+        // Rules keep their order within a chain: sort only by kind and name, stably.
+        objects.sort_by_key(|o| {
+            let (kind, body) = o.as_object().and_then(|m| m.iter().next()).map(|(k, v)| (k.clone(), v)).unwrap();
+            let rule = kind == "rule";
+            let name = if rule { &body["chain"] } else { &body["name"] };
+            (body["family"].to_string(), body["table"].to_string(), rule, name.to_string())
+        });
+    }
+    value
 }
 
 /// Deletes namespaces named `pxt-<pid>-…` whose process no longer exists (left behind by a test

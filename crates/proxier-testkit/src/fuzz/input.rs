@@ -1,8 +1,5 @@
 //! Fuzz input bytes as choices: a structured snapshot (Services, EndpointSlices, Nodes as JSON) and a node
 //! configuration, so that the fuzzer explores the core and the renderer rather than YAML syntax.
-//! Shared by the fuzz targets and the smoke test (`crates/proxier-nft/tests/fuzz_smoke.rs`).
-
-#![allow(dead_code)]
 
 use serde_json::{Value, json};
 
