@@ -67,7 +67,7 @@ fn apply_args<'a>(snapshot: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 
 /// proxier's table, canonical, or `Null` when it does not exist.
 fn table(ns: &Netns) -> serde_json::Value {
-    let output = ns.exec("nft", &["-j", "list", "table", "ip", "proxier"]).unwrap();
+    let output = ns.exec("nft", ["-j", "list", "table", "ip", "proxier"]).unwrap();
     if !output.status.success() {
         return serde_json::Value::Null;
     }
