@@ -1,4 +1,4 @@
-//! Every packet-level rule of ../shared/reference/service-semantics.md, proven with real traffic on
+//! Every packet-level Service semantics rule (docs/semantics.md), proven with real traffic on
 //! the test bed through rules applied by the real `proxier` binary. Tests are named `rule_NN_…` after
 //! the rule they prove; docs/semantics.md maps every rule to its tests.
 
