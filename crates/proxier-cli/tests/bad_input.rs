@@ -3,6 +3,8 @@
 //! rendered — with hostile names, 10,000-character names and a 5,000-port Service — loads into the kernel
 //! (in a network namespace) as JSON and as text, and carries no API string except sanitised comments.
 
+#![allow(clippy::disallowed_methods)] // Tests run the binary and ip/nft (clippy.toml).
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};

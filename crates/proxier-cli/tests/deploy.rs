@@ -3,6 +3,8 @@
 //! knows. The capability set is also proven in the kernel: `proxier apply` succeeds with exactly the
 //! DaemonSet's capabilities and fails without them.
 
+#![allow(clippy::disallowed_methods)] // Tests run the binary and ip/nft (clippy.toml).
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;

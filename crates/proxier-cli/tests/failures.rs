@@ -7,6 +7,8 @@
 //! - foreign tables (`ip kube-proxy`, `inet filter` with rules and sets): `apply`, `diff`, `delete` never
 //!   change them.
 
+#![allow(clippy::disallowed_methods)] // Tests run the binary and ip/nft (clippy.toml).
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};

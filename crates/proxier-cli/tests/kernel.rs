@@ -1,5 +1,7 @@
 //! The real `proxier` binary against the real kernel, each test in network namespaces of its own.
 
+#![allow(clippy::disallowed_methods)] // Tests run the binary and ip/nft (clippy.toml).
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 

@@ -7,6 +7,8 @@
 //! (the name is substituted), so the host's ruleset and namespaces are never touched. Without root or
 //! nft they are skipped with a `SKIP` line (a failure under `PROXIER_REQUIRE_NETNS=1`).
 
+#![allow(clippy::disallowed_methods)] // Tests run the binary and ip/nft (clippy.toml).
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -1,6 +1,8 @@
 //! `proxier run` end to end: the real binary in a node's network namespace, watching a fake API server
 //! (tests/run_support/apiserver.rs) that runs inside the same namespace, with traffic checked by probes.
 
+#![allow(clippy::disallowed_methods)] // Tests run the binary and ip/nft (clippy.toml).
+
 mod run_support;
 
 use std::time::Duration;

@@ -6,6 +6,8 @@
 //! what happened — the pods reached, refused, dropped, and whether the pod saw the client's address —
 //! is compared with what `proxier trace --output json` predicted for the node the traffic enters.
 
+#![allow(clippy::disallowed_methods)] // Tests run the binary and ip/nft (clippy.toml).
+
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -120,7 +120,7 @@ fn kernel_accepts_generated_transactions() {
             panic!("sample {i}: nft -c -j refused:\n{message}\nobjects: {}\nconfig: {config:?}", as_json(&objects));
         }
         if i % 4 == 0 {
-            let output = ns.exec_input("nft", &["-c", "-f", "-"], &transaction.to_text()).unwrap();
+            let output = ns.exec_input("nft", ["-c", "-f", "-"], &transaction.to_text()).unwrap();
             assert!(
                 output.status.success(),
                 "sample {i}: nft -c -f (text) refused:\n{}\nobjects: {}",
@@ -146,7 +146,7 @@ fn kernel_incremental_equals_full() {
         incremental.nft_args(&["-j", "-f", "-"], Some(&Transaction::full(&model_a, "proxier").to_json())).unwrap();
         let desired = Transaction::tables(&model_b, "proxier");
         let (step, _) = Transaction::between(&Transaction::tables(&model_a, "proxier"), &desired, "proxier");
-        let output = incremental.exec_input("nft", &["-j", "-f", "-"], &step.to_json()).unwrap();
+        let output = incremental.exec_input("nft", ["-j", "-f", "-"], &step.to_json()).unwrap();
         assert!(
             output.status.success(),
             "sample {i}: incremental refused: {}\n{}",

@@ -111,6 +111,8 @@
 //! while a failing test unwinds. Namespaces of a killed test process are deleted by
 //! [`sweep_stale`], which runs on the first [`Netns::new`] of every process.
 
+#![allow(clippy::disallowed_methods)] // Test support runs `ip` and `nft` in its namespaces (clippy.toml).
+
 mod bed;
 pub mod fuzz;
 pub mod invariants;
