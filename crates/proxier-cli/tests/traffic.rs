@@ -2,12 +2,13 @@
 //! an outside client in network namespaces (crates/proxier-testkit): what the Foundation and the
 //! multi-node test bed promise.
 
-mod support;
-
+use proxier_testkit::scenario::{Scenario, at, ready, service, slice};
 use proxier_testkit::{
     Proto, assert_dropped, assert_reaches, assert_refused, assert_source_seen, netns_available, sctp_available,
 };
-use support::{Scenario, at, ready, service, slice};
+
+/// The binary under test.
+const PROXIER: &str = env!("CARGO_BIN_EXE_proxier");
 
 const WEB_IP: &str = "10.96.0.10";
 
@@ -34,7 +35,7 @@ fn cluster_ip_reaches_every_pod_from_pods_and_nodes_keeping_pod_sources() {
     if !netns_available("cluster_ip_reaches_every_pod_from_pods_and_nodes_keeping_pod_sources") {
         return;
     }
-    let (scenario, _servers) = Scenario::web_pods();
+    let (scenario, _servers) = Scenario::web_pods(PROXIER);
     scenario.program(&web_objects(&scenario, &["web-a", "web-b"]));
     let (tcp, udp) =
         (at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 80), at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 53));
@@ -57,7 +58,7 @@ fn pod_sources_are_kept_across_nodes_and_other_sources_are_masqueraded() {
     if !netns_available("pod_sources_are_kept_across_nodes_and_other_sources_are_masqueraded") {
         return;
     }
-    let (scenario, _servers) = Scenario::web_pods();
+    let (scenario, _servers) = Scenario::web_pods(PROXIER);
     // One endpoint on node-b: every probe lands there.
     scenario.program(&web_objects(&scenario, &["web-b"]));
     let tcp = at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 80);
@@ -78,7 +79,7 @@ fn node_to_cluster_ip_is_masqueraded() {
     if !netns_available("node_to_cluster_ip_is_masqueraded") {
         return;
     }
-    let (mut scenario, _servers) = Scenario::web_pods();
+    let (mut scenario, _servers) = Scenario::web_pods(PROXIER);
     // web-a is on node-a: from node-a, unmasqueraded traffic would show the node IP, masqueraded traffic
     // shows the address of the interface it leaves through, the pod gateway 10.244.1.1.
     scenario.program(&web_objects(&scenario, &["web-a"]));
@@ -95,7 +96,7 @@ fn node_port_answers_on_every_node_even_without_a_local_endpoint() {
     if !netns_available("node_port_answers_on_every_node_even_without_a_local_endpoint") {
         return;
     }
-    let (scenario, _servers) = Scenario::web_pods();
+    let (scenario, _servers) = Scenario::web_pods(PROXIER);
     scenario.program(&web_objects(&scenario, &["web-a"]));
     for node in [1, 2] {
         let ip = scenario.bed.node(node).ipv4();
@@ -120,7 +121,7 @@ fn a_service_without_endpoints_is_refused_at_once() {
     if !netns_available("a_service_without_endpoints_is_refused_at_once") {
         return;
     }
-    let (scenario, _servers) = Scenario::web_pods();
+    let (scenario, _servers) = Scenario::web_pods(PROXIER);
     scenario.program(&web_objects(&scenario, &["web-a"]));
     let empty: std::net::IpAddr = "10.96.0.11".parse().unwrap();
     for from in [scenario.pod("client-a").netns(), scenario.pod("client-b").netns(), scenario.bed.node(1).netns()] {
@@ -146,7 +147,7 @@ fn a_pod_reaching_its_own_service_is_hairpinned() {
     if !netns_available("a_pod_reaching_its_own_service_is_hairpinned") {
         return;
     }
-    let (scenario, _servers) = Scenario::web_pods();
+    let (scenario, _servers) = Scenario::web_pods(PROXIER);
     scenario.program(&web_objects(&scenario, &["web-a"]));
     let tcp = at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 80);
     // web-a reaches itself; masqueraded to its node's address so the reply comes back through the node.
@@ -165,7 +166,7 @@ fn a_changed_snapshot_moves_traffic_to_the_new_endpoints() {
     if !netns_available("a_changed_snapshot_moves_traffic_to_the_new_endpoints") {
         return;
     }
-    let (scenario, _servers) = Scenario::web_pods();
+    let (scenario, _servers) = Scenario::web_pods(PROXIER);
     let tcp = at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 80);
     scenario.program(&web_objects(&scenario, &["web-a", "web-b"]));
     assert_reaches(scenario.pod("client-a"), Proto::Tcp, tcp, 30, &["web-a", "web-b"]);
@@ -180,7 +181,7 @@ fn ipv6_cluster_ip_and_node_port_work() {
     if !netns_available("ipv6_cluster_ip_and_node_port_work") {
         return;
     }
-    let (scenario, _servers) = Scenario::web_pods();
+    let (scenario, _servers) = Scenario::web_pods(PROXIER);
     let endpoints = [ready(scenario.pod("web-a")), ready(scenario.pod("web-b"))];
     let objects = service(
         "shop",
@@ -209,7 +210,7 @@ fn sctp_services_are_balanced() {
     if !netns_available("sctp_services_are_balanced") || !sctp_available("sctp_services_are_balanced") {
         return;
     }
-    let mut scenario = Scenario::new(2);
+    let mut scenario = Scenario::new(PROXIER, 2);
     scenario.bed.add_pod(1, "sig-a").unwrap();
     scenario.bed.add_pod(2, "sig-b").unwrap();
     scenario.bed.add_pod(1, "client").unwrap();
@@ -239,7 +240,7 @@ fn a_service_the_kernel_refuses_is_left_out_and_the_rest_answers() {
     if !netns_available("a_service_the_kernel_refuses_is_left_out_and_the_rest_answers") {
         return;
     }
-    let (mut scenario, _servers) = Scenario::web_pods();
+    let (mut scenario, _servers) = Scenario::web_pods(PROXIER);
     let nft = scenario.write_program(
         "nft-without-sctp",
         "#!/bin/sh\n# A kernel without SCTP: every ruleset that matches SCTP is refused, the rest goes to nft.\n\
@@ -279,7 +280,7 @@ fn delete_removes_proxier_tables_and_traffic_is_no_longer_intercepted() {
     if !netns_available("delete_removes_proxier_tables_and_traffic_is_no_longer_intercepted") {
         return;
     }
-    let (scenario, _servers) = Scenario::web_pods();
+    let (scenario, _servers) = Scenario::web_pods(PROXIER);
     scenario.program(&web_objects(&scenario, &["web-a"]));
     let node = scenario.bed.node(1).netns();
     node.nft("table inet other {\n chain c {\n type filter hook input priority 10;\n }\n}\n").unwrap();
@@ -299,7 +300,7 @@ fn the_assertions_catch_a_removed_rule() {
     if !netns_available("the_assertions_catch_a_removed_rule") {
         return;
     }
-    let (scenario, _servers) = Scenario::web_pods();
+    let (scenario, _servers) = Scenario::web_pods(PROXIER);
     scenario.program(&web_objects(&scenario, &["web-a", "web-b"]));
     let tcp = at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 80);
     let node_a = scenario.bed.node(1).netns();
@@ -331,7 +332,7 @@ fn the_bundled_single_stack_cluster_behaves_as_its_snapshot_says() {
     if !netns_available("the_bundled_single_stack_cluster_behaves_as_its_snapshot_says") {
         return;
     }
-    let (mut scenario, _servers, path) = Scenario::from_testdata("single-stack.yaml");
+    let (mut scenario, _servers, path) = Scenario::from_testdata(PROXIER, "single-stack.yaml");
     scenario.bed.add_pod(1, "client").unwrap();
     scenario.program_file(&path);
     let client = scenario.pod("client");

@@ -8,7 +8,9 @@
 //! - [`objects`]: proptest strategies for Services, EndpointSlices, Nodes and node configurations;
 //! - [`invariants`]: what a rendered transaction may contain, and a simulator of how the kernel
 //!   applies one;
-//! - [`fuzz`]: the fuzz targets' input builder and checks, run by `fuzz/` and by the smoke test.
+//! - [`fuzz`]: the fuzz targets' input builder and checks, run by `fuzz/` and by the smoke test;
+//! - [`scenario`]: the test bed programmed by the real `proxier` binary, and Service and
+//!   EndpointSlice builders, for the traffic tests.
 //!
 //! # The test bed
 //!
@@ -119,6 +121,7 @@ pub mod invariants;
 mod netns;
 pub mod objects;
 mod probe;
+pub mod scenario;
 mod server;
 mod sock;
 

@@ -67,22 +67,23 @@ impl Netns {
 
     /// Runs `program args…` inside the namespace (`ip netns exec`). Like [`Command::output`], a
     /// non-zero exit status is not an error: look at `Output::status`.
-    pub fn exec<I, S>(&self, program: &str, args: I) -> io::Result<Output>
+    pub fn exec<I, S>(&self, program: impl AsRef<OsStr>, args: I) -> io::Result<Output>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        Command::new("ip").args(["netns", "exec", &self.name, program]).args(args).stdin(Stdio::null()).output()
+        Command::new("ip").args(["netns", "exec", &self.name]).arg(program).args(args).stdin(Stdio::null()).output()
     }
 
     /// Like [`Netns::exec`], with `input` fed to the program's stdin.
-    pub fn exec_input<I, S>(&self, program: &str, args: I, input: &str) -> io::Result<Output>
+    pub fn exec_input<I, S>(&self, program: impl AsRef<OsStr>, args: I, input: &str) -> io::Result<Output>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.name, program])
+            .args(["netns", "exec", &self.name])
+            .arg(program)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -268,10 +268,6 @@ impl Proxier {
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
-
-    pub fn running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
-    }
 }
 
 impl Drop for Proxier {
