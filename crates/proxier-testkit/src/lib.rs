@@ -127,33 +127,21 @@ mod sock;
 
 use std::sync::OnceLock;
 
+use netns::decide;
+
 pub use bed::{
     CLIENT_IPV4, CLIENT_IPV6, CLUSTER_CIDR_V4, CLUSTER_CIDR_V6, EXTERNAL_CIDRS_V4, EXTERNAL_CIDRS_V6, GATEWAY_IPV4,
     GATEWAY_IPV6, MAX_NODES, NODE_NET_V4, NODE_NET_V6, Node, Pod, SERVICE_CIDR_V4, SERVICE_CIDR_V6, TestBed,
     TestBedBuilder, node_ipv4, node_ipv6, node_name, pod_cidrs,
 };
-pub use netns::{NAME_PREFIX, Netns, canonical_listing, sweep_stale};
+pub use netns::{NAME_PREFIX, Netns, REQUIRE_ENV, canonical_listing, netns_available, sweep_stale};
 pub use probe::{
-    ANSWER_TIMEOUT, DROP_TIMEOUT, Outcome, Proto, REFUSED_WITHIN, assert_dropped, assert_reaches, assert_refused,
+    ANSWER_TIMEOUT, DROP_TIMEOUT, Outcome, REFUSED_WITHIN, assert_dropped, assert_reaches, assert_refused,
     assert_source_seen, assert_sticky, check_dropped, check_reached, check_reaches, check_refused, check_source_seen,
     check_sticky, probe, reached,
 };
 pub use server::{Server, serve};
-
-/// The environment variable that turns a skip into a failure.
-pub const REQUIRE_ENV: &str = "PROXIER_REQUIRE_NETNS";
-
-/// Whether kernel tests can run here (root, `ip`, `nft`, and a namespace can be created with a
-/// working nft inside). If not, prints `SKIP <test_name>: needs root and nft (…)` to stderr and
-/// returns false, or panics with that message when `PROXIER_REQUIRE_NETNS=1`.
-///
-/// The check itself runs once per process.
-#[track_caller]
-pub fn netns_available(test_name: &str) -> bool {
-    static CHECK: OnceLock<Result<(), String>> = OnceLock::new();
-    let check = CHECK.get_or_init(check_netns);
-    decide(test_name, check, std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1"), "needs root and nft")
-}
+pub use sock::Proto;
 
 /// Whether this kernel supports SCTP sockets; if not, prints `SKIP <test_name>: needs SCTP
 /// (…)` and returns false. Never panics: SCTP is a kernel build/module choice, not a setup
@@ -166,56 +154,4 @@ pub fn sctp_available(test_name: &str) -> bool {
             .map_err(|e| format!("socket(AF_INET6, SOCK_STREAM, IPPROTO_SCTP): {e}"))
     });
     decide(test_name, check, false, "needs SCTP")
-}
-
-#[track_caller]
-fn decide(test_name: &str, check: &Result<(), String>, require: bool, needs: &str) -> bool {
-    match check {
-        Ok(()) => true,
-        Err(why) => {
-            let msg = format!("SKIP {test_name}: {needs} ({why})");
-            if require {
-                panic!("{msg}; {REQUIRE_ENV}=1 forbids skipping");
-            }
-            eprintln!("{msg}");
-            false
-        }
-    }
-}
-
-fn check_netns() -> Result<(), String> {
-    let mut missing = Vec::new();
-    // SAFETY: geteuid cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    if euid != 0 {
-        missing.push(format!("not root: euid {euid}"));
-    }
-    for (tool, arg, what) in [("ip", "-V", "`ip` (iproute2)"), ("nft", "--version", "`nft`")] {
-        match std::process::Command::new(tool).arg(arg).stdin(std::process::Stdio::null()).output() {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => missing.push(format!("{what} fails: {}", out.status)),
-            Err(e) => missing.push(format!("{what} not found: {e}")),
-        }
-    }
-    if !missing.is_empty() {
-        return Err(missing.join("; "));
-    }
-    let ns = Netns::new("check").map_err(|e| format!("cannot create a network namespace: {e}"))?;
-    ns.nft("list ruleset").map_err(|e| format!("nft does not work in a network namespace: {e}"))?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn skip_or_panic() {
-        assert!(decide("t", &Ok(()), true, "needs x"));
-        assert!(!decide("t", &Err("no".into()), false, "needs x"));
-        let panic = std::panic::catch_unwind(|| decide("t", &Err("no root".into()), true, "needs root and nft"))
-            .expect_err("must panic when required");
-        let msg = panic.downcast_ref::<String>().expect("string panic");
-        assert!(msg.starts_with("SKIP t: needs root and nft (no root)"), "{msg}");
-    }
 }

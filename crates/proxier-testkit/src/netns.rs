@@ -6,8 +6,8 @@ use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::Once;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Once, OnceLock};
 
 /// Every namespace this crate creates is named `pxt-<pid>-<n>-<role>`.
 pub const NAME_PREFIX: &str = "pxt-";
@@ -49,7 +49,7 @@ impl Netns {
     /// [`netns_available`](crate::netns_available) printed the `SKIP` line; under
     /// `PROXIER_REQUIRE_NETNS=1` it panics instead). Panics if the namespace cannot be created.
     pub fn for_test(test: &str) -> Option<Netns> {
-        if !crate::netns_available(test) {
+        if !netns_available(test) {
             return None;
         }
         Some(Netns::new(test).unwrap_or_else(|e| panic!("{test}: cannot create a network namespace: {e}")))
@@ -304,9 +304,73 @@ pub(crate) fn context(e: io::Error, what: &str) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
+/// The environment variable that turns a skip into a failure.
+pub const REQUIRE_ENV: &str = "PROXIER_REQUIRE_NETNS";
+
+/// Whether kernel tests can run here (root, `ip`, `nft`, and a namespace can be created with a
+/// working nft inside). If not, prints `SKIP <test_name>: needs root and nft (…)` to stderr and
+/// returns false, or panics with that message when `PROXIER_REQUIRE_NETNS=1`.
+///
+/// The check itself runs once per process.
+#[track_caller]
+pub fn netns_available(test_name: &str) -> bool {
+    static CHECK: OnceLock<Result<(), String>> = OnceLock::new();
+    let check = CHECK.get_or_init(check_netns);
+    decide(test_name, check, std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1"), "needs root and nft")
+}
+
+/// Whether a check passed; if not, prints `SKIP <test_name>: <needs> (<why>)`, or panics with it
+/// when `require` is set.
+#[track_caller]
+pub(crate) fn decide(test_name: &str, check: &Result<(), String>, require: bool, needs: &str) -> bool {
+    match check {
+        Ok(()) => true,
+        Err(why) => {
+            let msg = format!("SKIP {test_name}: {needs} ({why})");
+            if require {
+                panic!("{msg}; {REQUIRE_ENV}=1 forbids skipping");
+            }
+            eprintln!("{msg}");
+            false
+        }
+    }
+}
+
+fn check_netns() -> Result<(), String> {
+    let mut missing = Vec::new();
+    // SAFETY: geteuid cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        missing.push(format!("not root: euid {euid}"));
+    }
+    for (tool, arg, what) in [("ip", "-V", "`ip` (iproute2)"), ("nft", "--version", "`nft`")] {
+        match Command::new(tool).arg(arg).stdin(Stdio::null()).output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => missing.push(format!("{what} fails: {}", out.status)),
+            Err(e) => missing.push(format!("{what} not found: {e}")),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(missing.join("; "));
+    }
+    let ns = Netns::new("check").map_err(|e| format!("cannot create a network namespace: {e}"))?;
+    ns.nft("list ruleset").map_err(|e| format!("nft does not work in a network namespace: {e}"))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn skip_or_panic() {
+        assert!(decide("t", &Ok(()), true, "needs x"));
+        assert!(!decide("t", &Err("no".into()), false, "needs x"));
+        let panic = std::panic::catch_unwind(|| decide("t", &Err("no root".into()), true, "needs root and nft"))
+            .expect_err("must panic when required");
+        let msg = panic.downcast_ref::<String>().expect("string panic");
+        assert!(msg.starts_with("SKIP t: needs root and nft (no root)"), "{msg}");
+    }
 
     #[test]
     fn names_encode_the_pid() {

@@ -7,7 +7,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::{Pod, Proto, Server, TestBed};
+use crate::bed::{CLUSTER_CIDR_V4, CLUSTER_CIDR_V6, Pod, TestBed};
+use crate::server::Server;
+use crate::sock::Proto;
 
 /// Where scenario snapshots go; removed when the test bed is dropped.
 pub struct Scenario {
@@ -31,7 +33,7 @@ impl Scenario {
     pub fn with_bed(proxier: impl AsRef<Path>, bed: TestBed) -> Scenario {
         let dir = std::env::temp_dir().join(format!("proxier-scenario-{}", bed.node(1).netns().name()));
         std::fs::create_dir_all(&dir).expect("scenario dir");
-        let flags = vec!["--cluster-cidr".into(), format!("{},{}", crate::CLUSTER_CIDR_V4, crate::CLUSTER_CIDR_V6)];
+        let flags = vec!["--cluster-cidr".into(), format!("{CLUSTER_CIDR_V4},{CLUSTER_CIDR_V6}")];
         Scenario { bed, proxier: proxier.as_ref().to_owned(), dir, flags }
     }
 
