@@ -14,7 +14,7 @@ use proxier_core::NodeConfig;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::cli::{DetectLocalMode, NodeArgs, interface_name, nodeport_address};
+use crate::flags::{DetectLocalMode, NodeArgs, interface_name, nodeport_address};
 
 pub const DEFAULT_SYNC_PERIOD: Duration = Duration::from_secs(30);
 pub const DEFAULT_MIN_SYNC_PERIOD: Duration = Duration::from_secs(1);

@@ -21,7 +21,6 @@ mod tuning;
 mod watch;
 
 use std::collections::BTreeSet;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +32,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::exit::Exit;
 pub use config::RunArgs;
 use config::Settings;
 use http::{Health, HealthChecks};
@@ -49,15 +49,17 @@ fn node_is_leaving(node: &k8s_openapi::api::core::v1::Node) -> bool {
     node.metadata.deletion_timestamp.is_some() || tainted
 }
 
-/// Runs until SIGTERM or SIGINT. Exit status 0 on a signal (or when `--cleanup` / `--init-only` is
-/// done), 2 for bad settings, 1 when it cannot start, 3 when `--cleanup`'s nft fails.
-pub fn main(args: &RunArgs) -> ExitCode {
+/// Runs until SIGTERM or SIGINT: [`Exit::Success`] on a signal (or when `--cleanup` / `--init-only`
+/// is done), [`Exit::BadInput`] for bad settings, [`Exit::Changed`] (status 1) when it cannot start
+/// (`--init-only`: could not set a value) or stops on an error, [`Exit::NftFailed`] when `--cleanup`'s
+/// nft fails.
+pub fn main(args: &RunArgs) -> Exit {
     // The file is read before logging starts: it may choose the log format and level.
     let file = match args.file() {
         Ok(file) => file,
         Err(error) => {
             eprintln!("proxier: {error}");
-            return ExitCode::from(2);
+            return Exit::BadInput;
         }
     };
     let (format, verbosity) = args.logging(&file);
@@ -70,7 +72,7 @@ pub fn main(args: &RunArgs) -> ExitCode {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("proxier: {error}");
-            return ExitCode::from(2);
+            return Exit::BadInput;
         }
     };
     let nft = Nft::new(&settings.nft);
@@ -84,11 +86,11 @@ pub fn main(args: &RunArgs) -> ExitCode {
                 if removed.is_empty() {
                     tracing::info!("cleanup: no table {} to delete", settings.table);
                 }
-                ExitCode::SUCCESS
+                Exit::Success
             }
             Err(error) => {
                 eprintln!("proxier: cleanup failed: {error}");
-                ExitCode::from(3)
+                Exit::NftFailed
             }
         };
     }
@@ -109,7 +111,7 @@ pub fn main(args: &RunArgs) -> ExitCode {
                 "nf_conntrack is not loaded yet: these values are set when proxier runs"
             );
         }
-        return if report.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) };
+        return if report.failed.is_empty() { Exit::Success } else { Exit::Changed };
     }
     leftovers::warn(&nft);
     tracing::info!(
@@ -123,14 +125,14 @@ pub fn main(args: &RunArgs) -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("proxier: cannot start: {error}");
-            return ExitCode::from(1);
+            return Exit::Changed;
         }
     };
     match runtime.block_on(run(settings, !report.missing.is_empty())) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => Exit::Success,
         Err(error) => {
             eprintln!("proxier: {error:#}");
-            ExitCode::from(1)
+            Exit::Changed
         }
     }
 }
