@@ -103,7 +103,8 @@ impl NodeArgs {
             node_ips: self.node_ip.clone(),
             cluster_cidrs: self.cluster_cidr.clone(),
             detect_local,
-            // `primary` is the default; CIDRs given beside it widen nothing, as in kube-proxy.
+            // `primary` is the default; beside CIDRs it is resolved where the Node is known (`render`,
+            // `apply` and `diff` from the snapshot, `run` live).
             nodeport_addresses: self.nodeport_addresses.iter().flatten().copied().collect(),
             service_cidrs: self.service_cidr.clone(),
             masquerade_all: self.masquerade_all,

@@ -144,7 +144,14 @@ fn model(input: &Input) -> Result<RuleModel, Failure> {
     for diagnostic in &report.diagnostics {
         eprintln!("proxier: {diagnostic}");
     }
-    let config = input.node.config().map_err(|e| Failure::Input(anyhow::anyhow!(e)))?;
+    let mut config = input.node.config().map_err(|e| Failure::Input(anyhow::anyhow!(e)))?;
+    // `primary` beside CIDRs: the Node's primary addresses are served too (the snapshot's Node is the
+    // only node there is here: no local addresses).
+    let primary = input.node.nodeport_addresses.iter().any(Option::is_none);
+    if primary && !config.nodeport_addresses.is_empty() {
+        let cidrs = config.nodeport_addresses.clone();
+        config = run::addresses::resolve(&config, true, &cidrs, snapshot.node(&config.node_name), &[]);
+    }
     let model = compute(&snapshot, &config);
     report_model(&model);
     Ok(model)

@@ -11,7 +11,7 @@
 //! kube-proxy's leftovers ([`leftovers`]), and a start line with the effective configuration.
 //! `--cleanup` and `--init-only` do one of those steps and exit.
 
-mod addresses;
+pub mod addresses;
 pub mod config;
 mod http;
 mod leftovers;
