@@ -68,9 +68,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             }
             let count = refused.len();
             for (service, why) in refused {
-                let diagnostic =
-                    Diagnostic { severity: Severity::Error, source: None, object: service, field: None, message: why };
-                eprintln!("proxier: {diagnostic}");
+                eprintln!("proxier: {}", Diagnostic::error(service, why));
             }
             eprintln!("proxier: applied, except {count} Service(s) whose rules the kernel refused");
             Ok(ExitCode::from(4))

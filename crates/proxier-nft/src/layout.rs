@@ -26,9 +26,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use proxier_core::{
-    Action, Backend, Destination, FamilyRules, IpFamily, LocalTraffic, Masquerade, Protocol, ServicePortName,
-};
+use proxier_core::{Action, Backend, Destination, FamilyRules, LocalTraffic, Masquerade, Protocol, ServicePortName};
 
 use smallvec::smallvec;
 
@@ -502,12 +500,4 @@ fn element_comment(destination: &Destination) -> String {
         clean.push_str("...");
     }
     clean
-}
-
-/// The family's nft name.
-pub fn family_name(family: IpFamily) -> &'static str {
-    match family {
-        IpFamily::V4 => "ip",
-        IpFamily::V6 => "ip6",
-    }
 }

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use proxier_core::IpFamily;
 
+use crate::change::Change;
 use crate::ruleset::{Chain, Element, ElementKey, Rule, Set, Table, Value};
-use crate::transaction::Change;
 
 /// How long an emptied chain or set is kept before it is deleted (kube-proxy waits 1 s too).
 pub const STALE_GRACE: Duration = Duration::from_secs(1);

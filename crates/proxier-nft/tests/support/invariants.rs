@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use proxier_nft::Transaction;
+use proxier_nft::change::Change;
 use proxier_nft::ruleset::{Element, Table};
-use proxier_nft::transaction::Change;
 use serde_json::Value;
 
 /// The characters a sanitised element comment may hold (`layout::element_comment`).

@@ -128,7 +128,7 @@ pub fn without_stale_listing(
 ) -> serde_json::Value {
     let wanted = |family: &str, kind: &str, name: &str| {
         desired.iter().any(|t| {
-            proxier_nft::layout::family_name(t.family) == family
+            proxier_nft::ruleset::family_name(t.family) == family
                 && match kind {
                     "chain" => t.chains.iter().any(|c| c.name == name),
                     _ => t.sets.iter().any(|s| s.name == name),
