@@ -28,7 +28,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use proxier_core::{NodeConfig, Snapshot, compute};
+use proxier_core::{ClusterState, NodeConfig, Snapshot, compute};
 use proxier_nft::{Nft, Proxier, Transaction};
 
 type Args = BTreeMap<String, String>;
@@ -314,7 +314,7 @@ fn live(args: &Args) {
     let changes: usize = number(args, "changes", "20");
     let path = arg(args, "snapshot");
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| fail(&format!("{path}: {e}")));
-    let mut proxier = Proxier::new(config, table, Nft::default());
+    let mut proxier = Proxier::new(ClusterState::new(config), table, Nft::default());
     // Objects are fed one at a time as they are parsed, as a watch's list pages arrive in `proxier
     // run`, which keeps only their names until the list completes; the slices to change are kept.
     let mut candidates = Vec::new();
@@ -323,7 +323,9 @@ fn live(args: &Args) {
         for_each_item(&text, |item| match item.get("kind").and_then(|k| k.as_str()) {
             Some("Service") => {
                 counts.0 += 1;
-                proxier.apply_service(serde_json::from_value(item).unwrap_or_else(|e| fail(&format!("Service: {e}"))));
+                proxier
+                    .state_mut()
+                    .apply_service(serde_json::from_value(item).unwrap_or_else(|e| fail(&format!("Service: {e}"))));
             }
             Some("EndpointSlice") => {
                 counts.1 += 1;
@@ -332,10 +334,12 @@ fn live(args: &Args) {
                 if candidates.len() < 4 * changes && changeable_slices(std::slice::from_ref(&slice)) == [0] {
                     candidates.push(slice.clone());
                 }
-                proxier.apply_endpoint_slice(slice);
+                proxier.state_mut().apply_endpoint_slice(slice);
             }
             Some("Node") => {
-                proxier.apply_node(serde_json::from_value(item).unwrap_or_else(|e| fail(&format!("Node: {e}"))));
+                proxier
+                    .state_mut()
+                    .apply_node(serde_json::from_value(item).unwrap_or_else(|e| fail(&format!("Node: {e}"))));
             }
             _ => {}
         })
@@ -357,7 +361,7 @@ fn live(args: &Args) {
     for (k, slice) in changed.iter_mut().enumerate() {
         change_endpoint(slice, k);
         let started = Instant::now();
-        proxier.apply_endpoint_slice(slice.clone());
+        proxier.state_mut().apply_endpoint_slice(slice.clone());
         let (outcome, _) = timed(|| proxier.sync().unwrap_or_else(|e| fail(&format!("change {k}: {e}"))));
         series.entry("total_ms".into()).or_default().push(ms(started.elapsed()));
         series.entry("total_cpu_ms".into()).or_default().push(ms(last_cpu()));

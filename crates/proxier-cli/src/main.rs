@@ -9,7 +9,7 @@ mod tools;
 use std::process::ExitCode;
 
 use clap::Parser;
-use proxier_core::{Diagnostic, RuleModel, Severity, Treatment, compute};
+use proxier_core::{Diagnostic, RuleModel, Treatment, compute};
 use proxier_nft::{Nft, Transaction, diff, refusal};
 
 use crate::cli::{Cli, Command, Format, Input};

@@ -134,7 +134,8 @@ pub struct ServiceFamilyRules {
 /// One Service's rules on the node `node` describes, given the endpoints of its ports.
 ///
 /// ```
-/// use proxier_core::compute::{NodeContext, ParsedService, service_rules};
+/// use proxier_core::compute::{ParsedService, service_rules};
+/// use proxier_core::node::NodeContext;
 /// use proxier_core::endpoints::EndpointIndex;
 /// use proxier_core::NodeConfig;
 /// let service = serde_json::from_str(r#"{"metadata":{"namespace":"shop","name":"web"},

@@ -135,7 +135,7 @@ pub enum TraceError {
         family: IpFamily,
     },
     /// The node has no address of the destination's family (neither in its Node object nor `--node-ip`).
-    #[error("node {node} has no {family} address; give --node-ip or trace --from an IP")]
+    #[error("node {node} has no {family} address; configure the node's IP, or trace from an IP address")]
     NodeWithoutAddress {
         /// The node's name.
         node: String,
@@ -531,7 +531,7 @@ fn source_report(
             Some(node) => format!("pod {pod} on {node}"),
             None => format!("pod {pod}"),
         },
-        (SourceRole::Pod, None) => "a pod address (inside --cluster-cidr)".to_owned(),
+        (SourceRole::Pod, None) => "a pod address (inside the cluster CIDR)".to_owned(),
         (SourceRole::Node, _) => format!("node {this_node} itself"),
         (SourceRole::Other, _) => match other_node(snapshot, ip, this_node) {
             Some(node) => format!("node {node} (another node: an outside client to {this_node})"),
@@ -833,7 +833,7 @@ impl Walk<'_> {
         };
         let (masqueraded, reason) = match (effective, destination.kind, branch) {
             (Masquerade::Always, DestinationKind::ClusterIp, _) => {
-                (true, "--masquerade-all masquerades every connection to a ClusterIP".to_owned())
+                (true, "masquerade-all is configured: every connection to a ClusterIP is masqueraded".to_owned())
             }
             (Masquerade::Always, _, Some(Branch::Node)) => {
                 (true, "traffic from the node to a Local destination is masqueraded so replies return".to_owned())
@@ -855,7 +855,7 @@ impl Walk<'_> {
             ),
             (Masquerade::Never, DestinationKind::ClusterIp, _) if rules.local_traffic == LocalTraffic::None => (
                 false,
-                "no local-traffic detector (no --cluster-cidr): ClusterIP traffic is not masqueraded by source"
+                "no local-traffic detector (no cluster CIDR configured): ClusterIP traffic is not masqueraded by source"
                     .to_owned(),
             ),
             (Masquerade::Never, _, Some(Branch::Pods)) => {
@@ -889,7 +889,7 @@ impl Walk<'_> {
         {
             self.trace.notes.push(format!(
                 "{pod} runs on {pod_node}: its connections to ClusterIPs are handled by {pod_node}'s rules \
-                 (trace with --node {pod_node}); this trace walks {node}'s"
+                 (trace on {pod_node} to see them); this trace walks {node}'s"
             ));
         }
         if destination.kind == DestinationKind::ClusterIp && source.role == SourceRole::Other {
