@@ -70,11 +70,11 @@ fn build(services: usize) -> Fixture {
         ..NodeConfig::default()
     };
     let model = compute(&snapshot, &config);
-    let tables = Transaction::tables(&model, TABLE);
+    let tables = Transaction::tables(&model);
     let mut changed = snapshot.clone();
     let slice = changed.endpoint_slices.iter_mut().find(|s| is_proxied(s)).expect("a proxied slice");
     slice.endpoints.as_mut().expect("endpoints")[0].addresses = vec!["10.254.0.1".into()];
-    let changed_tables = Transaction::tables(&compute(&changed, &config), TABLE);
+    let changed_tables = Transaction::tables(&compute(&changed, &config));
     Fixture { text, snapshot, config, model, tables, changed, changed_tables }
 }
 
@@ -120,7 +120,7 @@ fn incremental(bencher: Bencher, services: usize) {
 fn incremental_recompute(bencher: Bencher, services: usize) {
     let fixture = fixture(services);
     bencher.bench(|| {
-        let desired = Transaction::tables(&compute(&fixture.changed, &fixture.config), TABLE);
+        let desired = Transaction::tables(&compute(&fixture.changed, &fixture.config));
         let (transaction, _) = Transaction::between(&fixture.tables, &desired, TABLE);
         transaction.to_json()
     });

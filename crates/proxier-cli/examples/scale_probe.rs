@@ -184,7 +184,7 @@ fn sync(args: &Args) {
 
     let (model, compute_time) = timed(|| compute(&snapshot, &config));
     let compute_cpu = last_cpu();
-    let (tables, layout_time) = timed(|| Transaction::tables(&model, table));
+    let (tables, layout_time) = timed(|| Transaction::tables(&model));
     let layout_cpu = last_cpu();
     let (document, render_time) = timed(|| Transaction::replacing(tables.clone(), table).to_json_compact());
     let render_cpu = last_cpu();
@@ -235,7 +235,7 @@ fn sync(args: &Args) {
         let mut phases = Vec::new();
         let (model, time) = timed(|| compute(&snapshot, &config));
         phases.push(("compute", time, last_cpu()));
-        let (desired, time) = timed(|| Transaction::tables(&model, table));
+        let (desired, time) = timed(|| Transaction::tables(&model));
         phases.push(("layout", time, last_cpu()));
         let ((transaction, after), time) = timed(|| Transaction::between(&committed, &desired, table));
         phases.push(("between", time, last_cpu()));
@@ -265,7 +265,7 @@ fn sync(args: &Args) {
                 nodes: snapshot.node(&config.node_name).cloned().into_iter().collect(),
                 ..Snapshot::default()
             };
-            Transaction::tables(&compute(&alone, &config), table)
+            Transaction::tables(&compute(&alone, &config))
         });
         phases.push(("one_service_compute_layout", time, last_cpu()));
         for (name, wall, cpu) in phases {
@@ -450,7 +450,7 @@ fn cold(args: &Args) {
     for _ in 0..repeat.max(1) {
         let (model, time) = timed(|| compute(&snapshot, &config));
         record(&mut phases, "compute", time);
-        let (tables, time) = timed(|| Transaction::tables(&model, table));
+        let (tables, time) = timed(|| Transaction::tables(&model));
         record(&mut phases, "layout", time);
         // Only the writing is timed: building the transaction moves the tables, and dropping it is
         // the same for both renders.
@@ -498,8 +498,8 @@ fn formats(args: &Args) {
     println!("formats.json_value_ms={:.1}", ms(value_time));
     // What writing the elements straight to text (no intermediate nftables-crate objects, no
     // serde_json::Value tree, no mending pass) would cost: the bound for a streaming JSON renderer.
-    let tables = Transaction::tables(&model, table);
-    let (direct, direct_time) = timed(|| direct_elements(&tables));
+    let tables = Transaction::tables(&model);
+    let (direct, direct_time) = timed(|| direct_elements(&tables, table));
     println!("formats.direct_elements_ms={:.1}", ms(direct_time));
     println!("formats.direct_elements_bytes={}", direct.len());
     let nft = Nft::default();
@@ -525,7 +525,7 @@ fn formats(args: &Args) {
         .filter(|e| e.node_name.as_deref() == Some(config.node_name.as_str()))
         .flat_map(|e| e.addresses.first().cloned())
         .collect();
-    let mut local_hairpin = Transaction::tables(&model, table);
+    let mut local_hairpin = Transaction::tables(&model);
     for set in local_hairpin.iter_mut().flat_map(|t| &mut t.sets).filter(|s| s.name == "hairpin") {
         set.elements
             .retain(|e| matches!(&e.key[0], proxier_nft::ruleset::Value::Addr(ip) if local.contains(&ip.to_string())));
@@ -548,8 +548,8 @@ fn formats(args: &Args) {
     }
 }
 
-/// Every set element of `tables` as compact nft JSON, written directly into one string.
-fn direct_elements(tables: &[proxier_nft::ruleset::Table]) -> String {
+/// Every set element of `tables` (of table `name`) as compact nft JSON, written directly into one string.
+fn direct_elements(tables: &[proxier_nft::ruleset::Table], name: &str) -> String {
     use proxier_nft::ruleset::{Value, Verdict};
     use std::fmt::Write as _;
     fn value(out: &mut String, value: &Value) {
@@ -572,7 +572,7 @@ fn direct_elements(tables: &[proxier_nft::ruleset::Table]) -> String {
             let _ = write!(
                 out,
                 "{{\"add\":{{\"element\":{{\"family\":\"ip\",\"table\":\"{}\",\"name\":\"{}\",\"elem\":[",
-                table.name, set.name
+                name, set.name
             );
             for (i, element) in set.elements.iter().enumerate() {
                 if i > 0 {

@@ -859,7 +859,6 @@ mod tests {
         };
         Table {
             family,
-            name: "proxier".into(),
             sets: vec![
                 set("empty", vec![DataType::Addr(family)], None, false, None, Vec::new()),
                 set(

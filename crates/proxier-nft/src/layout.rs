@@ -53,8 +53,8 @@ const PRIORITY_DSTNAT: i32 = -100;
 const PRIORITY_FILTER: i32 = 0;
 const PRIORITY_SRCNAT: i32 = 100;
 
-/// Lays out one family's rules as a table named `table`.
-pub fn family_table(rules: &FamilyRules, table: &str) -> Table {
+/// Lays out one family's rules as a table.
+pub fn family_table(rules: &FamilyRules) -> Table {
     // The element lists are sized up front: they reach tens of thousands of elements each, and growing
     // them by doubling copies them and fragments the heap (measured: about a fifth of the layout).
     let mut per_position: Vec<usize> = Vec::new();
@@ -80,7 +80,7 @@ pub fn family_table(rules: &FamilyRules, table: &str) -> Table {
     for destination in &rules.destinations {
         layout.destination(destination);
     }
-    layout.into_table(table)
+    layout.into_table()
 }
 
 /// The objects of one table, gathered destination by destination.
@@ -226,7 +226,7 @@ impl Layout<'_> {
         Verdict::Goto(name)
     }
 
-    fn into_table(self, table: &str) -> Table {
+    fn into_table(self) -> Table {
         let rules = self.rules;
         let family = rules.family;
         let destination_type = vec![DataType::Addr(family), DataType::Proto, DataType::Service];
@@ -313,7 +313,7 @@ impl Layout<'_> {
         }
         chains.extend(self.dedicated.into_values());
 
-        Table { family, name: table.to_owned(), sets, chains }
+        Table { family, sets, chains }
     }
 }
 

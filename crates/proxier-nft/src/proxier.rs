@@ -146,7 +146,7 @@ impl Proxier {
         let table = table.into();
         Proxier {
             state,
-            ledger: Ledger::new(&table),
+            ledger: Ledger::default(),
             table,
             nft,
             conntrack: None,
@@ -216,7 +216,7 @@ impl Proxier {
         if !self.committed {
             return None;
         }
-        let mut everything = Ledger::new(&self.table);
+        let mut everything = Ledger::default();
         let mut journal = Journal::default();
         for table in self.contributions() {
             everything.add(table, &mut journal);
@@ -251,10 +251,10 @@ impl Proxier {
         if !full {
             let mut journal = Journal::default();
             for old in changes.services.iter().flat_map(|c| &c.old) {
-                self.ledger.remove(&family_table(old, &self.table), &mut journal);
+                self.ledger.remove(&family_table(old), &mut journal);
             }
             for new in changes.services.iter().flat_map(|c| &c.new) {
-                self.ledger.add(family_table(new, &self.table), &mut journal);
+                self.ledger.add(family_table(new), &mut journal);
             }
             // A set whose type or timeout changed (an affinity timeout) is replaced with the tables.
             if !journal.redefined {
@@ -277,7 +277,7 @@ impl Proxier {
                 }
                 _ => {
                     self.committed = false;
-                    self.ledger = Ledger::new(&self.table);
+                    self.ledger = Ledger::default();
                     return Err(SyncError::Apply { kind, source });
                 }
             }
@@ -340,12 +340,12 @@ impl Proxier {
 
     /// The tables every share contributes: the node's and each Service's.
     fn contributions(&self) -> impl Iterator<Item = Table> + '_ {
-        self.state.shares().map(|rules| family_table(&rules, &self.table))
+        self.state.shares().map(|rules| family_table(&rules))
     }
 
     /// The transaction that replaces the tables whole, with the ledger rebuilt to match.
     fn full_transaction(&mut self) -> Transaction {
-        let mut ledger = Ledger::new(&self.table);
+        let mut ledger = Ledger::default();
         let mut journal = Journal::default();
         for table in self.contributions() {
             ledger.add(table, &mut journal);

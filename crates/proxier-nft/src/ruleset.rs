@@ -9,13 +9,12 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use proxier_core::{Backend, IpFamily, Protocol};
 
-/// One table of one family, with everything in it.
+/// One table of one family, with everything in it. Its name is not here: a [`crate::Transaction`]
+/// names proxier's table once, for both families.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Table {
     /// `ip` or `ip6`.
     pub family: IpFamily,
-    /// The table's name (`proxier` unless `--table` says otherwise).
-    pub name: String,
     /// Sets and maps, in render order.
     pub sets: Vec<Set>,
     /// Chains, in render order.

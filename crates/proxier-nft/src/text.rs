@@ -6,8 +6,7 @@ use std::fmt::Write;
 use proxier_core::IpFamily;
 
 use crate::change::Change;
-use crate::ruleset::family_name;
-use crate::ruleset::{DataType, Element, Hook, Rule, Set, Statement, Table, Value, Verdict};
+use crate::ruleset::{DataType, Element, Hook, Rule, Set, Statement, Table, Value, Verdict, family_name};
 
 /// One change to table `table`, as nft script lines.
 pub(crate) fn change(out: &mut String, change: &Change, table: &str) {
@@ -16,7 +15,7 @@ pub(crate) fn change(out: &mut String, change: &Change, table: &str) {
             let family = family_name(*family);
             let _ = writeln!(out, "add table {family} {table}\ndelete table {family} {table}");
         }
-        Change::CreateTable(created) => table_block(out, created),
+        Change::CreateTable(created) => table_block(out, created, table),
         Change::AddChain { family, name, hook } => {
             let _ = write!(out, "add chain {} {table} {name}", family_name(*family));
             if let Some(hook) = hook {
@@ -62,8 +61,8 @@ pub(crate) fn change(out: &mut String, change: &Change, table: &str) {
 }
 
 /// The table as one `table { … }` block.
-fn table_block(out: &mut String, table: &Table) {
-    let _ = writeln!(out, "table {} {} {{", family_name(table.family), table.name);
+fn table_block(out: &mut String, table: &Table, name: &str) {
+    let _ = writeln!(out, "table {} {name} {{", family_name(table.family));
     let mut first = true;
     for set in &table.sets {
         if !std::mem::take(&mut first) {

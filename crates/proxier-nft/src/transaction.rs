@@ -31,14 +31,14 @@ pub type Committed = Vec<Table>;
 
 impl Transaction {
     /// The tables a model lays out as, one per programmed family.
-    pub fn tables(model: &RuleModel, table_name: &str) -> Vec<Table> {
-        model.families.iter().map(|rules| family_table(rules, table_name)).collect()
+    pub fn tables(model: &RuleModel) -> Vec<Table> {
+        model.families.iter().map(family_table).collect()
     }
 
     /// The full replacement of table `table_name`, in both families, by `model`: each family's table
     /// is removed and re-created, and a family the model does not program has its table removed.
     pub fn full(model: &RuleModel, table_name: &str) -> Transaction {
-        Transaction::replacing(Transaction::tables(model, table_name), table_name)
+        Transaction::replacing(Transaction::tables(model), table_name)
     }
 
     /// The full replacement of proxier's tables by `tables`.

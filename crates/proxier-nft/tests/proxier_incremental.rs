@@ -143,7 +143,7 @@ proptest! {
             }
             kernel = invariants::simulate(&kernel, &outcome.transaction).map_err(TestCaseError::fail)?;
             let expected = compute(&snapshot, config);
-            let desired = Transaction::tables(&expected, "proxier");
+            let desired = Transaction::tables(&expected);
             invariants::same_tables(&invariants::without_stale(&kernel, &desired), &desired)
                 .map_err(|e| TestCaseError::fail(format!("step {step}: {e}")))?;
             let committed = proxier.committed().expect("synced");
@@ -234,7 +234,7 @@ fn kernel_syncs_list_as_full_applies() {
                 .unwrap_or_else(|e| panic!("sample {sample} step {step}: {e}\nobjects: {}", as_json(&objects)));
             let full = Transaction::full(&compute(&snapshot, &config), "proxier");
             whole.nft(&["-j", "-f", "-"], Some(&full.to_json()));
-            let desired = Transaction::tables(&compute(&snapshot, &config), "proxier");
+            let desired = Transaction::tables(&compute(&snapshot, &config));
             assert_eq!(
                 netns::without_stale_listing(incremental.ruleset(), &desired),
                 whole.ruleset(),

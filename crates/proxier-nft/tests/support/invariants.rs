@@ -185,7 +185,7 @@ fn canonical(tables: &[Table]) -> Canonical {
                 })
                 .collect();
             let chains = t.chains.iter().map(|c| (c.name.clone(), format!("{:?} {:?}", c.hook, c.rules))).collect();
-            (format!("{:?} {}", t.family, t.name), (sets, chains))
+            (format!("{:?}", t.family), (sets, chains))
         })
         .collect()
 }
