@@ -107,7 +107,7 @@ impl ParsedService {
 }
 
 /// One Service's share of a node's rules, computed on its own: a change to one Service or its
-/// endpoints recomputes only its share, and [`assemble`] merges the shares into a [`RuleModel`].
+/// endpoints recomputes only its share, and the shares merge into a [`RuleModel`] (see [`crate::state::ClusterState`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceRules {
     /// What proxier does with the Service.

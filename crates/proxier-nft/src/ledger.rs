@@ -74,8 +74,6 @@ pub(crate) struct Journal {
 }
 
 impl Ledger {
-    /// An empty ledger for tables named `name`.
-
     /// Takes a contribution's table away.
     pub(crate) fn remove(&mut self, table: &Table, journal: &mut Journal) {
         let family = table.family;
