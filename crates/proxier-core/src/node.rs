@@ -126,7 +126,7 @@ impl NodeContext {
     }
 
     /// Families this node programs even without Services: those of its addresses and pod ranges.
-    pub fn node_families(&self) -> &[IpFamily] {
+    pub(crate) fn node_families(&self) -> &[IpFamily] {
         &self.node_families
     }
 
@@ -136,7 +136,7 @@ impl NodeContext {
     }
 
     /// One family's rules with no Service in them: the node's side only.
-    pub fn empty_rules(&self, family: IpFamily) -> FamilyRules {
+    pub(crate) fn empty_rules(&self, family: IpFamily) -> FamilyRules {
         let context = self.family(family);
         FamilyRules {
             family,
