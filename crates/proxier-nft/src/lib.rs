@@ -49,7 +49,6 @@
 //! let nft = Nft::default();
 //! println!("{}", diff(&nft, &transaction)?.unified);
 //! nft.apply_json(&transaction.to_json())?;
-//!
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -60,7 +59,7 @@
 //! changed Services' shares only (its size and cost follow the change, not the cluster), repairs
 //! out-of-band changes on [`Proxier::resync`], leaves out Services whose rules the kernel refuses, and
 //! cleans stale UDP conntrack entries ([`Proxier::with_conntrack`]). `proxier run` is exactly that loop
-//! around Kubernetes watches; `examples/embed.rs` is a small one.
+//! around Kubernetes watches; `crates/proxier-nft/examples/embed.rs` is a small one.
 //!
 //! ```no_run
 //! use proxier_core::{ClusterState, NodeConfig, Snapshot};
