@@ -32,5 +32,5 @@ pub use model::{
     Action, Backend, Destination, DestinationKind, FamilyRules, HealthCheck, IpFamily, LocalTraffic, Masquerade,
     Protocol, RuleModel, ServicePortName, ServiceSummary, Treatment,
 };
-pub use snapshot::{LoadReport, Snapshot};
+pub use snapshot::{LoadReport, Snapshot, TextContents, TextError};
 pub use trace::{Source, Target, Trace, TraceError, trace};
