@@ -5,13 +5,18 @@
 //! whose name starts with `.` are skipped: that keeps out editor and VCS files and the `..data` links of a
 //! mounted ConfigMap, which would otherwise load every file twice. Symbolic links are followed; a directory
 //! reached twice (a link loop) is read once.
+//!
+//! Fail closed: a file that cannot be read as a whole (not UTF-8, a syntax error, a List cut short, empty)
+//! is an error, and so the whole snapshot is: nothing is computed from part of it. Only inside a directory
+//! is a file that holds no Kubernetes objects at all (no document with `kind` or `apiVersion`: a version or
+//! permissions file of a support bundle, say) skipped, and named in [`Loaded::skipped_files`].
 
 use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use proxier_core::snapshot::{LoadReport, Snapshot};
+use proxier_core::snapshot::{LoadReport, Snapshot, TextContents, TextError};
 
 /// Why the snapshot could not be read. Problems inside the files are not errors: they are in the
 /// [`LoadReport`].
@@ -26,22 +31,80 @@ pub enum InputError {
     /// A directory holds no snapshot file.
     #[error("no snapshot files (*.yaml, *.yml, *.json) found under {}", dir.display())]
     NoFiles { dir: PathBuf },
+    /// A file is not YAML or JSON as a whole (a syntax error, a List cut short).
+    #[error("unreadable snapshot {}: {error}", path.display())]
+    Unparseable { path: PathBuf, error: TextError },
+    /// A file holds nothing (no document, or only comments and `---`).
+    #[error("unreadable snapshot {}: the file is empty", path.display())]
+    Empty { path: PathBuf },
+    /// A file named on the command line holds documents, but none is a Kubernetes object.
+    #[error("unreadable snapshot {}: no Kubernetes objects in it (no document has `kind` or `apiVersion`)", path.display())]
+    NotKubernetes { path: PathBuf },
+    /// A directory's snapshot files hold no Kubernetes objects at all.
+    #[error("no Kubernetes objects found under {}", dir.display())]
+    NoObjects { dir: PathBuf },
+}
+
+/// A snapshot read from files, with what was found besides the objects.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub snapshot: Snapshot,
+    pub report: LoadReport,
+    /// Files under a directory that hold no Kubernetes objects, skipped (in the order read).
+    pub skipped_files: Vec<PathBuf>,
+}
+
+impl Loaded {
+    /// Prints the notes (files and kinds skipped) and every diagnostic of loading on stderr.
+    pub fn print(&self) {
+        if let Some(note) = self.skipped_files_note() {
+            eprintln!("proxier: note: {note}");
+        }
+        if let Some(note) = self.report.skipped_note() {
+            eprintln!("proxier: note: {note}");
+        }
+        for diagnostic in &self.report.diagnostics {
+            eprintln!("proxier: {diagnostic}");
+        }
+    }
+
+    /// `skipped 2 files that hold no Kubernetes objects: A, B`, or `None`.
+    pub fn skipped_files_note(&self) -> Option<String> {
+        if self.skipped_files.is_empty() {
+            return None;
+        }
+        let noun = if self.skipped_files.len() == 1 { "file that holds" } else { "files that hold" };
+        let names: Vec<String> = self.skipped_files.iter().map(|p| p.display().to_string()).collect();
+        Some(format!("skipped {} {noun} no Kubernetes objects: {}", names.len(), names.join(", ")))
+    }
 }
 
 /// Reads every snapshot path: a file, or a directory read recursively for *.yaml, *.yml and *.json files in sorted order.
 ///
 /// Files are loaded in the order given (each directory's files sorted by path), so for an object defined
-/// twice the later file wins (with a warning in the report). No paths give an empty snapshot.
-pub fn load_snapshot(paths: &[PathBuf]) -> Result<(Snapshot, LoadReport), InputError> {
-    let mut snapshot = Snapshot::default();
-    let mut report = LoadReport::default();
+/// twice the later file wins (with a warning in the report). No paths give an empty snapshot. The first
+/// file that cannot be read as a whole ends it with an error: nothing is returned.
+pub fn load_snapshot(paths: &[PathBuf]) -> Result<Loaded, InputError> {
+    let mut loaded = Loaded::default();
     for path in paths {
+        let in_directory = fs::metadata(path).is_ok_and(|m| m.is_dir());
+        let mut objects = false;
         for file in snapshot_files(path)? {
             let text = read_text(&file)?;
-            snapshot.add_text(&file.display().to_string(), &text, &mut report);
+            let source = file.display().to_string();
+            match loaded.snapshot.add_text(&source, &text, &mut loaded.report) {
+                Ok(TextContents::Objects(_)) => objects = true,
+                Ok(TextContents::Empty) => return Err(InputError::Empty { path: file }),
+                Ok(TextContents::NotKubernetes) if in_directory => loaded.skipped_files.push(file),
+                Ok(TextContents::NotKubernetes) => return Err(InputError::NotKubernetes { path: file }),
+                Err(error) => return Err(InputError::Unparseable { path: file, error }),
+            }
+        }
+        if in_directory && !objects {
+            return Err(InputError::NoObjects { dir: path.clone() });
         }
     }
-    Ok((snapshot, report))
+    Ok(loaded)
 }
 
 /// The files to read for one path: the path itself if it is a file, else the snapshot files under it.
