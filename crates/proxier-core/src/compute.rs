@@ -49,6 +49,9 @@ pub fn compute(snapshot: &Snapshot, config: &NodeConfig) -> RuleModel {
     let mut model = assemble(&node, &services);
     model.diagnostics.extend(diagnostics);
     model.diagnostics.extend(orphan_slices(&endpoints, &model.services));
+    if let Some(warning) = no_endpoints_at_all(snapshot) {
+        model.diagnostics.push(warning);
+    }
     for diagnostic in &mut model.diagnostics {
         if diagnostic.source.is_none() {
             diagnostic.source = snapshot.sources.get(&diagnostic.object).cloned();
@@ -57,6 +60,25 @@ pub fn compute(snapshot: &Snapshot, config: &NodeConfig) -> RuleModel {
     model.diagnostics.sort();
     model.diagnostics.dedup();
     model
+}
+
+/// One warning when the snapshot has Services but not a single EndpointSlice or Endpoints: then every
+/// Service is rejected, and the likely cause is a `kubectl get` that left out `endpointslices`.
+fn no_endpoints_at_all(snapshot: &Snapshot) -> Option<Diagnostic> {
+    if snapshot.services.is_empty() || !snapshot.endpoint_slices.is_empty() || !snapshot.endpoints.is_empty() {
+        return None;
+    }
+    Some(Diagnostic {
+        severity: Severity::Warning,
+        source: None,
+        object: ObjectRef::snapshot(),
+        field: None,
+        message: format!(
+            "{} Service(s) but no EndpointSlices or Endpoints at all: every proxied Service has no endpoint \
+             and rejects connections (was `endpointslices` left out of `kubectl get`?)",
+            snapshot.services.len()
+        ),
+    })
 }
 
 /// A Service as read from the API: what kind of Service it is and the problems found reading it.

@@ -9,7 +9,7 @@ use crate::diagnostic::{Diagnostic, ObjectRef, Severity};
 use crate::ip::parse_ip_sloppy;
 use crate::model::{Backend, IpFamily, Protocol};
 use crate::service::shorten;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{LEGACY_ENDPOINTS_MANAGER, MANAGED_BY_LABEL, Snapshot};
 
 /// The label that ties an EndpointSlice to its Service.
 pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
@@ -108,7 +108,15 @@ impl EndpointIndex {
 
     fn add_slice(&mut self, slice: &EndpointSlice, diagnostics: &mut Vec<Diagnostic>) {
         let namespace = slice.metadata.namespace.clone().unwrap_or_default();
-        let object = ObjectRef::new("EndpointSlice", &namespace, slice.metadata.name.as_deref().unwrap_or_default());
+        let labels = slice.metadata.labels.as_ref();
+        let legacy = labels.and_then(|l| l.get(MANAGED_BY_LABEL)).is_some_and(|m| m == LEGACY_ENDPOINTS_MANAGER);
+        // A slice converted from legacy Endpoints is named as the Endpoints object (the Service's name), so
+        // that messages point at what is in the user's file; its fields are the slice's, so none is named.
+        let object = match labels.and_then(|l| l.get(LABEL_SERVICE_NAME)) {
+            Some(service) if legacy => ObjectRef::new("Endpoints", &namespace, service),
+            _ => ObjectRef::new("EndpointSlice", &namespace, slice.metadata.name.as_deref().unwrap_or_default()),
+        };
+        let field_of = |field: String| (!legacy).then_some(field);
         let endpoint_count = slice.endpoints.as_ref().map_or(0, Vec::len);
         let addressed = matches!(slice.address_type.as_str(), "IPv4" | "IPv6");
         if addressed && slice.ports.as_ref().is_none_or(Vec::is_empty) && endpoint_count > 0 {
@@ -116,7 +124,7 @@ impl EndpointIndex {
                 severity: Severity::Warning,
                 source: None,
                 object: object.clone(),
-                field: Some("ports".into()),
+                field: field_of("ports".into()),
                 message: format!("no ports: its {endpoint_count} endpoint(s) serve no Service port"),
             });
         }
@@ -125,7 +133,7 @@ impl EndpointIndex {
                 severity: Severity::Error,
                 source: None,
                 object: object.clone(),
-                field: Some(field),
+                field: field_of(field),
                 message,
             });
         };

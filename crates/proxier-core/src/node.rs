@@ -46,6 +46,17 @@ pub fn node_ips(node: Option<&Node>, config: &NodeConfig, diagnostics: &mut Vec<
             }
         }
     }
+    if ips.is_empty() {
+        diagnostics.push(Diagnostic {
+            severity: Severity::Warning,
+            source: None,
+            object,
+            field: Some("status.addresses".into()),
+            message: "no usable InternalIP or ExternalIP address and no --node-ip given: NodePorts are not \
+                      programmed on this node"
+                .into(),
+        });
+    }
     ips
 }
 

@@ -51,6 +51,13 @@ use crate::diagnostic::{Diagnostic, ObjectRef, Severity};
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// The label naming who manages an EndpointSlice.
+pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
+
+/// The [`MANAGED_BY_LABEL`] value of the slices [`Snapshot::legacy_endpoint_slices`] makes: messages about
+/// such a slice name the Endpoints object it came from (which has the Service's name), not the slice.
+pub const LEGACY_ENDPOINTS_MANAGER: &str = "proxier.legacy-endpoints";
+
 /// How deep Lists may nest inside Lists (kubectl never nests them at all).
 const MAX_LIST_DEPTH: usize = 4;
 
@@ -247,7 +254,8 @@ impl Snapshot {
     /// (matched by the `kubernetes.io/service-name` label and namespace). Returns the converted slices.
     ///
     /// Each subset becomes one slice per address family, named `<endpoints-name>-legacy-<n>` (n counts from 0
-    /// over the Endpoints' slices, IPv4 before IPv6 within a subset). The family is IPv6 if the address
+    /// over the Endpoints' slices, IPv4 before IPv6 within a subset) and labelled as managed by
+    /// [`LEGACY_ENDPOINTS_MANAGER`]. The family is IPv6 if the address
     /// contains `:`, else IPv4; addresses are not validated here. `addresses` are ready and serving,
     /// `notReadyAddresses` neither; none are terminating. Hostname, nodeName, targetRef and the ports (name,
     /// port, protocol, appProtocol) are carried over. Endpoints are converted whether or not their Service is
@@ -380,7 +388,10 @@ fn slices_from_endpoints(endpoints: &Endpoints) -> Vec<EndpointSlice> {
                 metadata: ObjectMeta {
                     name: Some(format!("{name}-legacy-{}", slices.len())),
                     namespace: endpoints.metadata.namespace.clone(),
-                    labels: Some(BTreeMap::from([(SERVICE_NAME_LABEL.to_owned(), name.to_owned())])),
+                    labels: Some(BTreeMap::from([
+                        (SERVICE_NAME_LABEL.to_owned(), name.to_owned()),
+                        (MANAGED_BY_LABEL.to_owned(), LEGACY_ENDPOINTS_MANAGER.to_owned()),
+                    ])),
                     ..ObjectMeta::default()
                 },
                 address_type: family.to_owned(),
@@ -1089,7 +1100,10 @@ items:
             "metadata": {
                 "name": "web-legacy-0",
                 "namespace": "default",
-                "labels": {"kubernetes.io/service-name": "web"}
+                "labels": {
+                    "kubernetes.io/service-name": "web",
+                    "endpointslice.kubernetes.io/managed-by": "proxier.legacy-endpoints"
+                }
             },
             "addressType": "IPv4",
             "endpoints": [
