@@ -49,7 +49,7 @@ pub fn compute(snapshot: &Snapshot, config: &NodeConfig) -> RuleModel {
     let mut model = assemble(&node, &services);
     model.diagnostics.extend(diagnostics);
     model.diagnostics.extend(orphan_slices(&endpoints, &model.services));
-    if let Some(warning) = no_endpoints_at_all(snapshot) {
+    if let Some(warning) = no_endpoints_at_all(snapshot, &model) {
         model.diagnostics.push(warning);
     }
     for diagnostic in &mut model.diagnostics {
@@ -62,10 +62,11 @@ pub fn compute(snapshot: &Snapshot, config: &NodeConfig) -> RuleModel {
     model
 }
 
-/// One warning when the snapshot has Services but not a single EndpointSlice or Endpoints: then every
-/// Service is rejected, and the likely cause is a `kubectl get` that left out `endpointslices`.
-fn no_endpoints_at_all(snapshot: &Snapshot) -> Option<Diagnostic> {
-    if snapshot.services.is_empty() || !snapshot.endpoint_slices.is_empty() || !snapshot.endpoints.is_empty() {
+/// One warning when the snapshot has proxied Services but not a single EndpointSlice or Endpoints: then
+/// every one is rejected, and the likely cause is a `kubectl get` that left out `endpointslices`.
+fn no_endpoints_at_all(snapshot: &Snapshot, model: &RuleModel) -> Option<Diagnostic> {
+    let proxied = model.services.iter().filter(|s| matches!(s.treatment, Treatment::Proxied { .. })).count();
+    if proxied == 0 || !snapshot.endpoint_slices.is_empty() || !snapshot.endpoints.is_empty() {
         return None;
     }
     Some(Diagnostic {
@@ -74,9 +75,8 @@ fn no_endpoints_at_all(snapshot: &Snapshot) -> Option<Diagnostic> {
         object: ObjectRef::snapshot(),
         field: None,
         message: format!(
-            "{} Service(s) but no EndpointSlices or Endpoints at all: every proxied Service has no endpoint \
-             and rejects connections (was `endpointslices` left out of `kubectl get`?)",
-            snapshot.services.len()
+            "{proxied} proxied Service(s) but no EndpointSlices or Endpoints at all: none has an endpoint, and \
+             every one rejects connections (was `endpointslices` left out of `kubectl get`?)"
         ),
     })
 }
