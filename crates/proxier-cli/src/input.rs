@@ -218,7 +218,7 @@ mod tests {
         dir.write(".hidden/n.yaml", node("hidden").as_bytes());
         dir.write("..data/n.yaml", node("configmap-link").as_bytes());
 
-        let (snapshot, report) = load_snapshot(std::slice::from_ref(&dir.0)).unwrap();
+        let Loaded { snapshot, report, .. } = load_snapshot(std::slice::from_ref(&dir.0)).unwrap();
         assert_eq!(node_names(&snapshot), ["n1", "n2"]);
         assert_eq!(snapshot.services.len(), 1);
         assert_eq!(snapshot.services[0].spec.as_ref().unwrap().cluster_ip.as_deref(), Some("10.0.0.2"));
@@ -239,7 +239,7 @@ mod tests {
         let dir = TempDir::new("files");
         let first = dir.write("snapshot.txt", node("n1").as_bytes());
         let second = dir.write("bad.yaml", b"apiVersion: v1\nkind: Node\nmetadata: {}\n");
-        let (snapshot, report) = load_snapshot(&[first, second.clone()]).unwrap();
+        let Loaded { snapshot, report, .. } = load_snapshot(&[first, second.clone()]).unwrap();
         assert_eq!(node_names(&snapshot), ["n1"]);
         assert_eq!(report.diagnostics.len(), 1);
         assert_eq!(report.diagnostics[0].source.as_deref(), Some(second.display().to_string().as_str()));
@@ -280,14 +280,43 @@ mod tests {
         let dir = TempDir::new("loop");
         dir.write("sub/n.yaml", node("n1").as_bytes());
         std::os::unix::fs::symlink(&dir.0, dir.0.join("sub/back")).unwrap();
-        let (snapshot, report) = load_snapshot(std::slice::from_ref(&dir.0)).unwrap();
+        let Loaded { snapshot, report, .. } = load_snapshot(std::slice::from_ref(&dir.0)).unwrap();
         assert_eq!(node_names(&snapshot), ["n1"]);
         assert!(report.diagnostics.is_empty());
     }
 
     #[test]
+    fn one_unreadable_file_refuses_the_whole_snapshot() {
+        let dir = TempDir::new("refused");
+        dir.write("a.yaml", node("n1").as_bytes());
+        let bad = dir.write("b/cut.json", b"{\"apiVersion\": \"v1\", \"kind\": \"Node\", \"metadata\": {\"na");
+        let error = load_snapshot(std::slice::from_ref(&dir.0)).unwrap_err();
+        assert!(matches!(&error, InputError::Unparseable { path, .. } if path == &bad), "{error}");
+        let empty = dir.write("c.yaml", b"# nothing\n---\n");
+        std::fs::remove_file(&bad).unwrap();
+        let error = load_snapshot(std::slice::from_ref(&dir.0)).unwrap_err();
+        assert_eq!(error.to_string(), format!("unreadable snapshot {}: the file is empty", empty.display()));
+    }
+
+    #[test]
+    fn files_without_kubernetes_objects_are_skipped_only_inside_directories() {
+        let dir = TempDir::new("foreign");
+        dir.write("a.yaml", node("n1").as_bytes());
+        let version = dir.write("version.json", b"{\"major\": \"1\"}");
+        let loaded = load_snapshot(std::slice::from_ref(&dir.0)).unwrap();
+        assert_eq!(node_names(&loaded.snapshot), ["n1"]);
+        assert_eq!(loaded.skipped_files, [version.clone()]);
+        assert_eq!(
+            loaded.skipped_files_note().unwrap(),
+            format!("skipped 1 file that holds no Kubernetes objects: {}", version.display())
+        );
+        let error = load_snapshot(std::slice::from_ref(&version)).unwrap_err();
+        assert!(matches!(&error, InputError::NotKubernetes { path } if path == &version), "{error}");
+    }
+
+    #[test]
     fn no_paths_give_an_empty_snapshot() {
-        let (snapshot, report) = load_snapshot(&[]).unwrap();
+        let Loaded { snapshot, report, .. } = load_snapshot(&[]).unwrap();
         assert!(snapshot.nodes.is_empty() && snapshot.services.is_empty());
         assert!(report.diagnostics.is_empty());
     }
