@@ -305,7 +305,7 @@ mod tests {
         let version = dir.write("version.json", b"{\"major\": \"1\"}");
         let loaded = load_snapshot(std::slice::from_ref(&dir.0)).unwrap();
         assert_eq!(node_names(&loaded.snapshot), ["n1"]);
-        assert_eq!(loaded.skipped_files, [version.clone()]);
+        assert_eq!(loaded.skipped_files, std::slice::from_ref(&version));
         assert_eq!(
             loaded.skipped_files_note().unwrap(),
             format!("skipped 1 file that holds no Kubernetes objects: {}", version.display())

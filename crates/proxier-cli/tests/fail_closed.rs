@@ -105,7 +105,9 @@ fn bad_inputs(dir: &TempDir) -> Vec<(&'static str, PathBuf, String)> {
         (
             "a kubectl JSON dump cut by `head -c 5000`",
             dir.write("truncated.json", &json[..5000]),
-            format!("unreadable snapshot {d}/truncated.json: document 1: EOF while parsing a string at line 153 column 17"),
+            format!(
+                "unreadable snapshot {d}/truncated.json: document 1: EOF while parsing a string at line 153 column 17"
+            ),
         ),
         (
             "a YAML syntax error",
@@ -115,7 +117,11 @@ fn bad_inputs(dir: &TempDir) -> Vec<(&'static str, PathBuf, String)> {
                  1, while parsing a flow sequence at line 5 column 14"
             ),
         ),
-        ("an empty file", dir.write("empty.yaml", b""), format!("unreadable snapshot {d}/empty.yaml: the file is empty")),
+        (
+            "an empty file",
+            dir.write("empty.yaml", b""),
+            format!("unreadable snapshot {d}/empty.yaml: the file is empty"),
+        ),
         (
             "random bytes",
             dir.write("random.yaml", &random_bytes()),
@@ -164,7 +170,11 @@ fn unreadable_input_exits_2_names_the_file_and_position_and_apply_changes_nothin
             ("apply", [&["apply", "--snapshot", &path][..], &node].concat()),
             ("render", [&["render", "--snapshot", &path][..], &node].concat()),
             ("diff", [&["diff", "--snapshot", &path][..], &node].concat()),
-            ("trace", [&["trace", "--snapshot", &path, "--from", "10.244.1.5", "--to", "10.96.0.10:53/udp"][..], &node].concat()),
+            (
+                "trace",
+                [&["trace", "--snapshot", &path, "--from", "10.244.1.5", "--to", "10.96.0.10:53/udp"][..], &node]
+                    .concat(),
+            ),
             ("explain", vec!["explain", "--snapshot", &path]),
         ];
         for (command, args) in runs {

@@ -102,7 +102,8 @@ fn expected(paths: &[&str]) -> (Vec<String>, Vec<String>) {
         }
         for endpoint in slice["endpoints"].as_array().into_iter().flatten() {
             if endpoint["conditions"]["ready"] != Value::Bool(false) {
-                backends.extend(endpoint["addresses"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()));
+                backends
+                    .extend(endpoint["addresses"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()));
             }
         }
     }

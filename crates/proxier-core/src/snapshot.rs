@@ -1134,8 +1134,8 @@ items:
             "{apiVersion: v1, kind: Service, metadata: {name: web, namespace: d}, spec: {clusterIP: 10.0.0.2}}";
         let mut snapshot = Snapshot::default();
         let mut report = LoadReport::default();
-        snapshot.add_text("a.yaml", first, &mut report);
-        snapshot.add_text("b.yaml", second, &mut report);
+        snapshot.add_text("a.yaml", first, &mut report).unwrap();
+        snapshot.add_text("b.yaml", second, &mut report).unwrap();
         assert_eq!(snapshot.services.len(), 1);
         assert_eq!(snapshot.services[0].spec.as_ref().unwrap().cluster_ip.as_deref(), Some("10.0.0.2"));
         assert_eq!(
@@ -1178,7 +1178,7 @@ items:
         let mut reversed = Snapshot::default();
         let mut report = LoadReport::default();
         for (i, object) in objects.iter().rev().enumerate() {
-            reversed.add_text(&format!("{i}.yaml"), object, &mut report);
+            reversed.add_text(&format!("{i}.yaml"), object, &mut report).unwrap();
         }
         assert!(report.diagnostics.is_empty());
         assert_eq!(names(&forward.services), ["x/z", "y/a", "y/b"]);

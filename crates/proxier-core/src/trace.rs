@@ -433,7 +433,9 @@ fn non_pod_target(snapshot: &Snapshot, namespace: &str, name: &str) -> Option<(S
             let Some(target) = endpoint.target_ref.as_ref() else { continue };
             let kind = target.kind.as_deref().unwrap_or_default();
             let target_namespace = target.namespace.as_deref().unwrap_or(slice_namespace);
-            if kind == "Pod" || target.name.as_deref() != Some(name) || (kind != "Node" && target_namespace != namespace)
+            if kind == "Pod"
+                || target.name.as_deref() != Some(name)
+                || (kind != "Node" && target_namespace != namespace)
             {
                 continue;
             }

@@ -13,7 +13,7 @@ fn explained(texts: &[&str]) -> Explanation {
     let mut snapshot = Snapshot::default();
     let mut report = LoadReport::default();
     for (i, text) in texts.iter().enumerate() {
-        snapshot.add_text(&format!("text-{i}"), text, &mut report);
+        snapshot.add_text(&format!("text-{i}"), text, &mut report).unwrap();
     }
     explain(&snapshot, &ExplainOptions::default())
 }
