@@ -226,8 +226,9 @@ fn apply_refuses_to_empty_a_table_that_programs_services_unless_allowed() {
 #[test]
 fn a_closed_pipe_ends_output_quietly() {
     let snapshot = testdata("clusters/single-stack.yaml").display().to_string();
-    let cases: [&[&str]; 3] = [
+    let cases: [&[&str]; 4] = [
         &["render", "--snapshot", &snapshot, "--node", "node-a"],
+        &["gen", "--services", "50", "--endpoints", "2"],
         &["explain", "--snapshot", &snapshot],
         &["trace", "--snapshot", &snapshot, "--node", "node-a", "--from", "10.244.1.5", "--to", "10.96.0.10:53/udp"],
     ];
