@@ -147,15 +147,15 @@ pub enum TextError {
         message: String,
     },
     /// A List document without `kind`.
-    #[error(
-        "document {document}: a List (`apiVersion` and `items`) without `kind`; kubectl prints `kind` after the \
-         items, so the text was probably cut short"
-    )]
+    #[error("document {document}: {LIST_WITHOUT_KIND}")]
     ListWithoutKind {
         /// The document's number in the text, counting from 1.
         document: usize,
     },
 }
+
+const LIST_WITHOUT_KIND: &str = "a List (`apiVersion` and `items`) without `kind`; kubectl prints `kind` after the \
+                                 items, so the text was probably cut short";
 
 impl TextError {
     /// The number of the document at fault, counting from 1.
@@ -169,10 +169,7 @@ impl TextError {
     pub fn message(&self) -> String {
         match self {
             TextError::Syntax { message, .. } => message.clone(),
-            TextError::ListWithoutKind { .. } => {
-                let full = self.to_string();
-                full.split_once(": ").map_or(full.clone(), |(_, rest)| rest.to_owned())
-            }
+            TextError::ListWithoutKind { .. } => LIST_WITHOUT_KIND.to_owned(),
         }
     }
 }
