@@ -11,7 +11,8 @@ pub const EXIT_HELP: &str = "\
 Exit status:
   0  success (diff: no change)
   1  diff: apply would change the kernel
-  2  bad arguments or unreadable snapshot
+  2  bad arguments, unreadable snapshot (nothing read, nothing changed), or apply refused to
+     empty live tables that program Services (see --allow-empty)
   3  nft failed (apply, delete, diff); the previous ruleset is unchanged";
 
 /// A Kubernetes service proxy on nftables.
