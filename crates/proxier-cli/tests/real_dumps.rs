@@ -117,6 +117,7 @@ fn settings() -> insta::Settings {
     settings
 }
 
+/// The rules (nft text), the messages, and `explain`'s answer for each dump.
 #[test]
 fn real_dumps_render_as_pinned() {
     let settings = settings();
@@ -127,6 +128,13 @@ fn real_dumps_render_as_pinned() {
         let report = String::from_utf8(text.stderr).unwrap();
         settings.bind(|| insta::assert_snapshot!(format!("real-{name}-nft"), rules));
         settings.bind(|| insta::assert_snapshot!(format!("real-{name}-report"), report));
+
+        let mut args = vec!["explain", "--snapshot"];
+        args.extend_from_slice(paths);
+        let explain = Command::new(env!("CARGO_BIN_EXE_proxier")).args(&args).current_dir(real()).output().unwrap();
+        assert!(explain.status.success(), "{name}: {}", String::from_utf8_lossy(&explain.stderr));
+        let explanation = String::from_utf8(explain.stdout).unwrap();
+        settings.bind(|| insta::assert_snapshot!(format!("real-{name}-explain"), explanation));
     }
 }
 
