@@ -41,7 +41,10 @@ pub enum InputError {
     #[error("unreadable snapshot {}: no Kubernetes objects in it (no document has `kind` or `apiVersion`)", path.display())]
     NotKubernetes { path: PathBuf },
     /// A directory's snapshot files hold no Kubernetes objects at all.
-    #[error("no Kubernetes objects found under {}", dir.display())]
+    #[error(
+        "no Kubernetes objects found under {} (no document of its snapshot files has `kind` or `apiVersion`)",
+        dir.display()
+    )]
     NoObjects { dir: PathBuf },
 }
 

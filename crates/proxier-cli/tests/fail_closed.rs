@@ -275,5 +275,29 @@ fn a_directory_skips_files_that_hold_no_kubernetes_objects_with_a_note() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert_eq!(stderr_line(&output), format!("proxier: no Kubernetes objects found under {}", only.0.display()));
+    assert_eq!(
+        stderr_line(&output),
+        format!(
+            "proxier: no Kubernetes objects found under {} (no document of its snapshot files has `kind` or \
+             `apiVersion`)",
+            only.0.display()
+        )
+    );
+    // A real Sonobuoy result tree: JSON arrays of Services, Endpoints and Nodes whose items carry no `kind`.
+    // Nothing says what they are, so nothing is programmed from them: refused, not read as an empty cluster.
+    let sonobuoy = testdata("real/sonobuoy-2017");
+    let output = Command::new(env!("CARGO_BIN_EXE_proxier"))
+        .args(["render", "--snapshot", &sonobuoy.display().to_string(), "--node", "n"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty());
+    assert_eq!(
+        stderr_line(&output),
+        format!(
+            "proxier: no Kubernetes objects found under {} (no document of its snapshot files has `kind` or \
+             `apiVersion`)",
+            sonobuoy.display()
+        )
+    );
 }
