@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use proxier_testbed::{Netns, netns_available};
+use proxier_testkit::{Netns, netns_available};
 use serde_json::Value;
 
 /// Each case: a name, the paths under testdata/real, the node, and its pod ranges.

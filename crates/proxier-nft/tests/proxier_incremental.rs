@@ -6,13 +6,6 @@
 //! `nft` is replaced by `true`: this is about which transactions are written, not about the kernel
 //! (the kernel and traffic tests run the same code against a real one).
 
-#[path = "support/invariants.rs"]
-mod invariants;
-#[path = "support/netns.rs"]
-mod netns;
-#[path = "../../proxier-core/tests/support/objects.rs"]
-mod objects;
-
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
@@ -21,9 +14,10 @@ use proptest::test_runner::TestRunner;
 use proxier_core::{Snapshot, compute};
 use proxier_nft::ruleset::Table;
 use proxier_nft::{Nft, Proxier, SyncKind, Transaction};
+use proxier_testkit::{Netns, invariants};
 use serde_json::Value;
 
-use objects::{as_json, cases, config, objects};
+use proxier_testkit::objects::{as_json, cases, config, objects};
 
 const POOL: usize = 24;
 
@@ -224,10 +218,10 @@ fn a_contested_destination_passes_to_the_next_claimant() {
 /// period a sync deletes those too. `PROXIER_KERNEL_SAMPLES` (default 300) / 10 sequences.
 #[test]
 fn kernel_syncs_list_as_full_applies() {
-    let Some(incremental) = netns::Netns::create("kernel_syncs_list_as_full_applies") else { return };
-    let Some(whole) = netns::Netns::create("kernel_syncs_list_as_full_applies") else { return };
-    let program = std::env::temp_dir().join(format!("{}-nft", incremental.name));
-    std::fs::write(&program, format!("#!/bin/sh\nexec ip netns exec {} nft \"$@\"\n", incremental.name)).unwrap();
+    let Some(incremental) = Netns::for_test("kernel_syncs_list_as_full_applies") else { return };
+    let Some(whole) = Netns::for_test("kernel_syncs_list_as_full_applies") else { return };
+    let program = std::env::temp_dir().join(format!("{}-nft", incremental.name()));
+    std::fs::write(&program, format!("#!/bin/sh\nexec ip netns exec {} nft \"$@\"\n", incremental.name())).unwrap();
     let _remove = Remove(program.clone());
     {
         use std::os::unix::fs::PermissionsExt;
@@ -238,7 +232,7 @@ fn kernel_syncs_list_as_full_applies() {
     let strategy = (coherent(POOL), prop::collection::vec(prop::collection::vec(any::<bool>(), POOL), 2..6), config());
     for sample in 0..samples {
         let (pool, states, config) = strategy.new_tree(&mut runner).expect("generate").current();
-        incremental.nft(&["flush", "ruleset"], None);
+        incremental.nft_args(&["flush", "ruleset"], None).unwrap();
         let mut proxier = Proxier::new(config.clone(), "proxier", Nft::new(&program));
         let mut held = Snapshot::default();
         for (step, present) in states.iter().enumerate() {
@@ -250,11 +244,11 @@ fn kernel_syncs_list_as_full_applies() {
                 .sync()
                 .unwrap_or_else(|e| panic!("sample {sample} step {step}: {e}\nobjects: {}", as_json(&objects)));
             let full = Transaction::full(&compute(&snapshot, &config), "proxier");
-            whole.nft(&["-j", "-f", "-"], Some(&full.to_json()));
+            whole.nft_args(&["-j", "-f", "-"], Some(&full.to_json())).unwrap();
             let desired = Transaction::tables(&compute(&snapshot, &config), "proxier");
             assert_eq!(
-                netns::without_stale_listing(incremental.ruleset(), &desired),
-                whole.ruleset(),
+                invariants::without_stale_listing(incremental.ruleset().unwrap(), &desired),
+                whole.ruleset().unwrap(),
                 "sample {sample} step {step}: differs from the full transaction after\n{}",
                 outcome.transaction.to_text()
             );
@@ -265,7 +259,11 @@ fn kernel_syncs_list_as_full_applies() {
             std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
             proxier.sync().unwrap_or_else(|e| panic!("sample {sample}: cleanup: {e}"));
         }
-        assert_eq!(incremental.ruleset(), whole.ruleset(), "sample {sample}: emptied objects left after the grace");
+        assert_eq!(
+            incremental.ruleset().unwrap(),
+            whole.ruleset().unwrap(),
+            "sample {sample}: emptied objects left after the grace"
+        );
     }
     eprintln!("{samples} sequences of syncs listed as their full transactions in the kernel");
 }
