@@ -3,6 +3,8 @@
 //! with the file and position, and leave the whole ruleset byte-identical. `render`, `diff`, `trace` and
 //! `explain` refuse the same input the same way. The messages are those of docs/robustness.md.
 
+#![allow(clippy::disallowed_methods)] // Tests run the binary and ip/nft (clippy.toml).
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 

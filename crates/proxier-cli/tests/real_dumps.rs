@@ -5,6 +5,8 @@
 //! (a backend map's value).
 //! The check reads the dumps with serde alone, not with proxier's reader.
 
+#![allow(clippy::disallowed_methods)] // Tests run the binary and ip/nft (clippy.toml).
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
