@@ -382,7 +382,7 @@ fn a_node_without_usable_addresses_is_named_with_what_is_not_programmed() {
         messages(node, "worker"),
         [
             "warning: dump.yaml: Node worker: status.addresses: no usable InternalIP or ExternalIP address and no \
-             --node-ip given: NodePorts are not programmed on this node",
+             node IP configured: NodePorts are not programmed on this node",
             "error: dump.yaml: Node worker: status.addresses[0].address: \"xx.x.xx.x\" is not an IP address; ignored",
         ]
     );

@@ -226,7 +226,7 @@ fn without_nodes_a_local_load_balancer_is_not_called_dropped_and_node_ports_say_
     assert!(!format!("{all:?}").contains("dropped everywhere"));
     assert!(web.warnings.contains(
         &"port http (80/tcp): nodePort 30080: the snapshot has no Nodes, so the addresses it is served on are not known \
-          (add the Nodes to --snapshot: `kubectl get nodes -o yaml`)"
+          (add the Node objects to the snapshot: `kubectl get nodes -o yaml`)"
             .to_owned()
     ));
 }

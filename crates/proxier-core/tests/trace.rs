@@ -94,7 +94,7 @@ fn masquerade_all_masquerades_pods_too() {
     let t = run(SINGLE_STACK, &config, "10.244.1.5", "10.96.0.10:53/udp");
     let masquerade = t.masquerade.unwrap();
     assert!(masquerade.masqueraded);
-    assert!(masquerade.reason.contains("--masquerade-all"));
+    assert!(masquerade.reason.contains("masquerade-all"), "{}", masquerade.reason);
 }
 
 #[test]
@@ -319,7 +319,7 @@ ports: [{name: https, port: 6443, protocol: TCP}]
     .unwrap_err();
     assert_eq!(
         error.to_string(),
-        "default/node-a is not a pod: endpoints name it as a Node; trace --from its address (192.168.49.11) instead"
+        "default/node-a is not a pod: endpoints name it as a Node; trace from its address (192.168.49.11) instead"
     );
     assert!(matches!(error, TraceError::NotAPod { .. }));
     // By its address it is traced.

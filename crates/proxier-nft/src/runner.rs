@@ -9,7 +9,8 @@ use std::process::{Command, Output, Stdio};
 
 use proxier_core::IpFamily;
 
-use crate::layout::{CLUSTER_IPS, SERVICE_IPS, family_name};
+use crate::layout::{CLUSTER_IPS, SERVICE_IPS};
+use crate::ruleset::family_name;
 
 /// A failed `nft` run.
 #[derive(Debug, thiserror::Error)]
