@@ -32,6 +32,11 @@ pub enum Command {
         /// Only check the transaction against the kernel (`nft -c`); change nothing.
         #[arg(long)]
         check: bool,
+        /// Replace live rules that hold Services even when the snapshot gives this node none (without it,
+        /// such an apply is refused: a snapshot without Services is more often a wrong file than an empty
+        /// cluster).
+        #[arg(long)]
+        allow_empty: bool,
     },
     /// Show, as nft text, what `apply` would change in the live kernel (exit 1 when it would).
     Diff {

@@ -70,11 +70,9 @@ fn service_name(text: &str) -> Result<(String, String), String> {
 }
 
 fn load(paths: &[PathBuf]) -> Result<Snapshot, Failure> {
-    let (snapshot, report) = crate::input::load_snapshot(paths).map_err(|e| Failure::Input(e.into()))?;
-    for diagnostic in &report.diagnostics {
-        eprintln!("proxier: {diagnostic}");
-    }
-    Ok(snapshot)
+    let loaded = crate::input::load_snapshot(paths).map_err(|e| Failure::Input(e.into()))?;
+    loaded.print();
+    Ok(loaded.snapshot)
 }
 
 /// Runs `proxier trace`.
@@ -88,8 +86,11 @@ pub fn run_trace(args: &TraceArgs) -> Result<Exit, Failure> {
     let trace = trace_computation(&snapshot, &config, &computation, &args.from, args.to)
         .map_err(|e| Failure::Input(e.into()))?;
     match args.output {
-        Output::Text => print!("{}", trace.to_text()),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&trace).map_err(|e| Failure::Input(e.into()))?),
+        Output::Text => crate::emit(&trace.to_text())?,
+        Output::Json => {
+            let json = serde_json::to_string_pretty(&trace).map_err(|e| Failure::Input(e.into()))?;
+            crate::emit(&format!("{json}\n"))?
+        }
     }
     Ok(Exit::Success)
 }
@@ -122,9 +123,10 @@ pub fn run_explain(args: &ExplainArgs) -> Result<Exit, Failure> {
         return Err(Failure::Input(anyhow::anyhow!("no Service {namespace}/{name} in the snapshot")));
     }
     match args.output {
-        Output::Text => print!("{}", explanation.to_text()),
+        Output::Text => crate::emit(&explanation.to_text())?,
         Output::Json => {
-            println!("{}", serde_json::to_string_pretty(&explanation).map_err(|e| Failure::Input(e.into()))?)
+            let json = serde_json::to_string_pretty(&explanation).map_err(|e| Failure::Input(e.into()))?;
+            crate::emit(&format!("{json}\n"))?
         }
     }
     Ok(Exit::Success)

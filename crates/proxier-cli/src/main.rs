@@ -40,12 +40,15 @@ fn run(command: Command) -> Result<Exit, Failure> {
                 Format::Json => transaction.to_json(),
                 Format::Nft => transaction.to_text(),
             };
-            print!("{output}");
+            emit(&output)?;
             Ok(Exit::Success)
         }
-        Command::Apply { input, check } => {
+        Command::Apply { input, check, allow_empty } => {
             let model = model(&input)?;
             let nft = Nft::new(&input.node.nft.nft);
+            if !check && !allow_empty && programs_nothing(&model) {
+                refuse_to_empty(&nft, &input.node.nft.table)?;
+            }
             if check {
                 let transaction = Transaction::full(&model, &input.node.nft.table);
                 nft.check_json(&transaction.to_json_compact())
@@ -71,7 +74,7 @@ fn run(command: Command) -> Result<Exit, Failure> {
             if difference.is_empty() {
                 return Ok(Exit::Success);
             }
-            print!("{}", difference.unified);
+            emit(&difference.unified)?;
             Ok(Exit::Changed)
         }
         Command::Gen(args) => generate(&args),
@@ -123,9 +126,43 @@ fn generate(args: &cli::GenArgs) -> Result<Exit, Failure> {
         None => generator::write(&list, syntax, &mut std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let target = args.out.as_ref().map_or("stdout".into(), |p| p.display().to_string());
+    // A reader that went away (`proxier gen | head`) is not an error, as for any Unix filter.
+    let written = written.or_else(|e| if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e) });
     written.map_err(|e| Failure::Input(anyhow::Error::new(e).context(format!("cannot write {target}"))))?;
     eprintln!("proxier: generated {summary}");
     Ok(Exit::Success)
+}
+
+/// Whether the model programs no Service at all: no destination and no ClusterIP in any family.
+fn programs_nothing(model: &RuleModel) -> bool {
+    model.families.iter().all(|family| family.destinations.is_empty() && family.cluster_ips.is_empty())
+}
+
+/// Refuses (exit 2) to replace live rules that hold Services with a model that holds none: a snapshot that
+/// yields no Service for this node is far more often the wrong file than a cluster without Services.
+fn refuse_to_empty(nft: &Nft, table: &str) -> Result<(), Failure> {
+    let live = nft.live_service_elements(table).map_err(|e| Failure::Nft(e.into()))?;
+    if live == 0 {
+        return Ok(());
+    }
+    Err(Failure::Input(anyhow::anyhow!(
+        "refusing to apply: the snapshot gives this node no Services, but the live table {table} programs \
+         Services ({live} entries in service-ips and cluster-ips); nothing changed (pass --allow-empty to remove \
+         them all)"
+    )))
+}
+
+/// Writes `text` to stdout. A closed pipe (`proxier render … | head -1`) ends the output quietly, as it does
+/// for other Unix tools; Rust ignores SIGPIPE, so without this `print!` would panic.
+pub(crate) fn emit(text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Failure::Input(anyhow::Error::new(e).context("cannot write stdout")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Reads the snapshot, computes the node's model, reports what it found, and builds the transaction.
@@ -135,13 +172,9 @@ fn transaction(input: &Input) -> Result<Transaction, Failure> {
 
 /// Reads the snapshot, computes the node's model and reports what it found.
 fn model(input: &Input) -> Result<RuleModel, Failure> {
-    let (snapshot, report) = input::load_snapshot(&input.snapshot).map_err(|e| Failure::Input(e.into()))?;
-    if let Some(note) = report.skipped_note() {
-        eprintln!("proxier: note: {note}");
-    }
-    for diagnostic in &report.diagnostics {
-        eprintln!("proxier: {diagnostic}");
-    }
+    let loaded = input::load_snapshot(&input.snapshot).map_err(|e| Failure::Input(e.into()))?;
+    loaded.print();
+    let snapshot = loaded.snapshot;
     let mut config = input.node.config().map_err(|e| Failure::Input(anyhow::anyhow!(e)))?;
     // `primary` beside CIDRs: the Node's primary addresses are served too (the snapshot's Node is the
     // only node there is here: no local addresses).

@@ -37,9 +37,9 @@ use crate::ruleset::{
 /// The packet-mark bit that asks postrouting to masquerade (kube-proxy's default, bit 14).
 pub const MASQUERADE_MARK: u32 = 0x4000;
 
-const SERVICE_IPS: &str = "service-ips";
+pub(crate) const SERVICE_IPS: &str = "service-ips";
 const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
-const CLUSTER_IPS: &str = "cluster-ips";
+pub(crate) const CLUSTER_IPS: &str = "cluster-ips";
 const SERVICE_CIDRS: &str = "service-cidrs";
 const POD_CIDRS: &str = "pod-cidrs";
 const HAIRPIN: &str = "hairpin";
