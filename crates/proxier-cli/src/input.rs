@@ -4,7 +4,7 @@
 //! `*.json` files (extension matched without regard to case) in sorted path order. Inside a directory, entries
 //! whose name starts with `.` are skipped: that keeps out editor and VCS files and the `..data` links of a
 //! mounted ConfigMap, which would otherwise load every file twice. Symbolic links are followed; a directory
-//! reached twice (a link loop) is read once.
+//! reached twice (a link loop) is read once. The path `-` is stdin, as in kubectl (`-f -`).
 
 use std::collections::HashSet;
 use std::fs;
@@ -23,6 +23,9 @@ pub enum InputError {
     /// A file is not UTF-8 text.
     #[error("{} is not UTF-8 text (invalid byte at offset {offset})", path.display())]
     NotUtf8 { path: PathBuf, offset: usize },
+    /// `-` (stdin) was given more than once.
+    #[error("stdin (-) can be read only once")]
+    StdinTwice,
     /// A directory holds no snapshot file.
     #[error("no snapshot files (*.yaml, *.yml, *.json) found under {}", dir.display())]
     NoFiles { dir: PathBuf },
@@ -35,7 +38,19 @@ pub enum InputError {
 pub fn load_snapshot(paths: &[PathBuf]) -> Result<(Snapshot, LoadReport), InputError> {
     let mut snapshot = Snapshot::default();
     let mut report = LoadReport::default();
+    let mut stdin_read = false;
     for path in paths {
+        if path.as_os_str() == "-" {
+            // Stdin holds one stream: a second `-` would find it empty, so it is an error, not silence.
+            if std::mem::replace(&mut stdin_read, true) {
+                return Err(InputError::StdinTwice);
+            }
+            let mut bytes = Vec::new();
+            io::Read::read_to_end(&mut io::stdin().lock(), &mut bytes).map_err(|error| unreadable(path, error))?;
+            let text = utf8(path, bytes)?;
+            snapshot.add_text("<stdin>", &text, &mut report);
+            continue;
+        }
         for file in snapshot_files(path)? {
             let text = read_text(&file)?;
             snapshot.add_text(&file.display().to_string(), &text, &mut report);
@@ -91,6 +106,10 @@ fn is_snapshot_file(path: &Path) -> bool {
 
 fn read_text(path: &Path) -> Result<String, InputError> {
     let bytes = fs::read(path).map_err(|error| unreadable(path, error))?;
+    utf8(path, bytes)
+}
+
+fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, InputError> {
     String::from_utf8(bytes)
         .map_err(|error| InputError::NotUtf8 { path: path.to_owned(), offset: error.utf8_error().valid_up_to() })
 }
