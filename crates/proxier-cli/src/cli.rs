@@ -14,8 +14,8 @@ use crate::flags::{Input, NftArgs, Output, output_parser};
     name = "proxier",
     version,
     long_version = crate::version::LONG,
-    after_help = crate::exit::help(),
-    after_long_help = format!("{}\n\n{}", EXAMPLES, crate::exit::help()),
+    long_about = None,
+    after_help = format!("{}\n\n{}", EXAMPLES, crate::exit::help()),
 )]
 pub struct Cli {
     #[command(subcommand)]
