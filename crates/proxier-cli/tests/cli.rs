@@ -199,11 +199,7 @@ fn every_help_has_examples_and_the_top_one_says_what_proxier_is() {
     for command in commands {
         let help = ok(proxier(&[command, "--help"]));
         let examples = help.split("Examples:").nth(1).unwrap_or_else(|| panic!("{command} --help has no examples"));
-        assert!(
-            examples.lines().any(|l| l.trim_start().starts_with(&format!("proxier {command}"))
-                || l.contains(&format!("| proxier {command}"))),
-            "{command}: {examples}"
-        );
+        assert!(examples.contains(&format!("proxier {command}")), "{command}: {examples}");
     }
 }
 
