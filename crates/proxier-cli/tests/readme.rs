@@ -125,3 +125,68 @@ fn readme_root_examples_print_what_the_readme_shows() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+fn help(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_proxier")).args(args).output().expect("run proxier");
+    assert!(output.status.success(), "proxier {args:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The subcommands `proxier --help` lists (without `help`).
+fn subcommands() -> Vec<String> {
+    let top = help(&["--help"]);
+    let list = top.split("Commands:\n").nth(1).expect("a Commands section").split("\n\n").next().unwrap_or("");
+    list.lines()
+        .filter(|line| line.starts_with("  ") && !line.starts_with("   "))
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn readme_cli_section_agrees_with_help() {
+    let readme = std::fs::read_to_string(repository().join("README.md")).unwrap();
+    let section = readme.split("\n## CLI\n").nth(1).expect("README has a CLI section");
+    let section = section.split("\n## ").next().unwrap_or(section);
+    let block = section.split("```text\n").nth(1).and_then(|b| b.split("\n```").next()).expect("a text block");
+    let commands = subcommands();
+    assert!(commands.len() >= 10, "{commands:?}");
+    let usages: Vec<String> = commands
+        .iter()
+        .map(|command| {
+            let text = help(&[command, "--help"]);
+            let usage = text.lines().find_map(|l| l.strip_prefix("Usage: ")).expect("a Usage line");
+            usage.to_owned()
+        })
+        .collect();
+    assert_eq!(block.lines().collect::<Vec<_>>(), usages, "the README's command list is not what --help prints");
+
+    // Every flag of every command is described somewhere in the README.
+    let mut missing = Vec::new();
+    for command in &commands {
+        let text = help(&[command, "--help"]);
+        // Option lines: `  -o, --output <FORMAT>` or `      --node <NAME>`.
+        let options =
+            text.lines().map(str::trim_start).filter(|l| l.starts_with('-')).map(|l| l.split("  ").next().unwrap_or(l));
+        for word in options.flat_map(|l| l.split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == '=')) {
+            let Some(flag) =
+                word.strip_prefix("--").filter(|f| f.chars().next().is_some_and(|c| c.is_ascii_lowercase()))
+            else {
+                continue;
+            };
+            let flag: String = flag.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+            if ["help", "version"].contains(&flag.as_str()) {
+                continue;
+            }
+            let described = readme.match_indices(&format!("--{flag}")).any(|(at, found)| {
+                readme[at + found.len()..].chars().next().is_none_or(|c| !c.is_ascii_alphanumeric() && c != '-')
+            });
+            if !described {
+                missing.push(format!("{command} --{flag}"));
+            }
+        }
+    }
+    missing.dedup();
+    assert!(missing.is_empty(), "flags --help shows that the README does not describe: {missing:?}");
+}
