@@ -1,4 +1,5 @@
-//! The README's console examples, replayed through the real binary so they cannot drift: every
+//! The console examples of the README and docs/troubleshooting.md ([`DOCUMENTS`]), replayed through the
+//! real binary so they cannot drift: every
 //! ```` ```console ```` block is a list of commands (`$ ` for a user, `# ` for root) each followed by
 //! the output it prints. Commands run with `sh -c` in `testdata/` (where the walkthrough `cd`s to), with
 //! the `proxier` under test first on `PATH`; stdout must equal the output shown, byte for byte.
@@ -14,13 +15,18 @@ use std::process::Command;
 
 use proxier_testkit::Netns;
 
+/// The documents whose console examples are replayed.
+const DOCUMENTS: [&str; 2] = ["README.md", "docs/troubleshooting.md"];
+
 /// The namespace name the README's root examples use.
 const README_NETNS: &str = "demo";
 
 /// One command of a console block and the output shown after it.
 #[derive(Debug)]
 struct Example {
-    /// The README line the command is on (1-based), for messages.
+    /// The document it is in.
+    document: &'static str,
+    /// The document's line the command is on (1-based), for messages.
     line: usize,
     root: bool,
     command: String,
@@ -31,8 +37,19 @@ fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Every command of every console block, in order.
-fn examples(readme: &str) -> Vec<Example> {
+/// Every command of every console block of every document, in order.
+fn all_examples() -> Vec<Example> {
+    DOCUMENTS
+        .iter()
+        .flat_map(|document| {
+            let text = std::fs::read_to_string(repository().join(document)).unwrap();
+            examples(document, &text)
+        })
+        .collect()
+}
+
+/// Every command of every console block of one document, in order.
+fn examples(document: &'static str, readme: &str) -> Vec<Example> {
     let mut examples: Vec<Example> = Vec::new();
     let mut in_console = false;
     for (index, line) in readme.lines().enumerate() {
@@ -45,15 +62,21 @@ fn examples(readme: &str) -> Vec<Example> {
         } else if let Some((root, command)) =
             line.strip_prefix("$ ").map(|c| (false, c)).or_else(|| line.strip_prefix("# ").map(|c| (true, c)))
         {
-            examples.push(Example { line: index + 1, root, command: command.to_owned(), output: String::new() });
+            examples.push(Example {
+                document,
+                line: index + 1,
+                root,
+                command: command.to_owned(),
+                output: String::new(),
+            });
         } else {
             let example =
-                examples.last_mut().unwrap_or_else(|| panic!("README line {}: output before a command", index + 1));
+                examples.last_mut().unwrap_or_else(|| panic!("{document} line {}: output before a command", index + 1));
             example.output.push_str(line);
             example.output.push('\n');
         }
     }
-    assert!(!in_console, "README: a console block is not closed");
+    assert!(!in_console, "{document}: a console block is not closed");
     examples
 }
 
@@ -73,13 +96,14 @@ fn replay(example: &Example, netns: Option<&str>) -> Result<(), String> {
         .current_dir(repository().join("testdata"))
         .env("PATH", path)
         .output()
-        .map_err(|e| format!("README line {}: cannot run sh: {e}", example.line))?;
+        .map_err(|e| format!("{} line {}: cannot run sh: {e}", example.document, example.line))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if stdout == example.output {
         return Ok(());
     }
     Err(format!(
-        "README line {}: `{}` prints something else now.\n--- README\n{}--- actual (exit {:?}; stderr: {})\n{}",
+        "{} line {}: `{}` prints something else now.\n--- document\n{}--- actual (exit {:?}; stderr: {})\n{}",
+        example.document,
         example.line,
         example.command,
         example.output,
@@ -91,8 +115,7 @@ fn replay(example: &Example, netns: Option<&str>) -> Result<(), String> {
 
 #[test]
 fn readme_user_examples_print_what_the_readme_shows() {
-    let readme = std::fs::read_to_string(repository().join("README.md")).unwrap();
-    let examples: Vec<Example> = examples(&readme).into_iter().filter(|e| !e.root).collect();
+    let examples: Vec<Example> = all_examples().into_iter().filter(|e| !e.root).collect();
     // render, explain and two traces: a parser that found fewer would be testing nothing.
     assert!(examples.len() >= 4, "found only {} user examples: {examples:?}", examples.len());
     let failures: Vec<String> = examples.iter().filter_map(|e| replay(e, None).err()).collect();
@@ -101,8 +124,7 @@ fn readme_user_examples_print_what_the_readme_shows() {
 
 #[test]
 fn readme_root_examples_print_what_the_readme_shows() {
-    let readme = std::fs::read_to_string(repository().join("README.md")).unwrap();
-    let examples: Vec<Example> = examples(&readme).into_iter().filter(|e| e.root).collect();
+    let examples: Vec<Example> = all_examples().into_iter().filter(|e| e.root).collect();
     assert!(examples.len() >= 4, "found only {} root examples: {examples:?}", examples.len());
     let Some(netns) = Netns::for_test("readme_root_examples_print_what_the_readme_shows") else { return };
     let mut failures = Vec::new();
@@ -110,12 +132,19 @@ fn readme_root_examples_print_what_the_readme_shows() {
         // The namespace itself is the test's: created above, deleted on drop.
         let lifecycle = [format!("ip netns add {README_NETNS}"), format!("ip netns del {README_NETNS}")];
         if lifecycle.contains(&example.command) {
-            assert!(example.output.is_empty(), "README line {}: output after {}", example.line, example.command);
+            assert!(
+                example.output.is_empty(),
+                "{} line {}: output after {}",
+                example.document,
+                example.line,
+                example.command
+            );
             continue;
         }
         assert!(
             example.command.contains(&format!("ip netns exec {README_NETNS} ")),
-            "README line {}: a root example must run inside the `{README_NETNS}` namespace: {}",
+            "{} line {}: a root example must run inside the `{README_NETNS}` namespace: {}",
+            example.document,
             example.line,
             example.command
         );
