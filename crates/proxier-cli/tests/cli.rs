@@ -127,6 +127,16 @@ fn address_flags_take_the_same_forms_everywhere_and_errors_name_the_bad_part() {
             assert!(stderr(&output).contains(expected), "{args:?}: {}", stderr(&output));
         }
     }
+    let targets = [
+        ("10.96.0.300:53/udp", "\"10.96.0.300\" is not an IPv4 or IPv6 address"),
+        ("10.96.0.10:99999/udp", "port \"99999\" is not a number from 1 to 65535"),
+        ("10.96.0.10:53/icmp", "\"icmp\": the protocol is tcp, udp or sctp"),
+    ];
+    for (target, expected) in targets {
+        let output = proxier(&["trace", "-f", SINGLE, "--node", "node-a", "--from", "node", "--to", target]);
+        assert_eq!(output.status.code(), Some(2), "{target}");
+        assert!(stderr(&output).contains(expected), "{target}: {}", stderr(&output));
+    }
     let explain = proxier(&["explain", "-f", SINGLE, "--nodeport-addresses", "10.0.0.0/99"]);
     assert!(stderr(&explain).contains("prefix length \"99\""), "{}", stderr(&explain));
 }

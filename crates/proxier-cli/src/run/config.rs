@@ -202,7 +202,7 @@ pub fn parse_config(text: &str) -> Result<FileConfig, String> {
         items
             .iter()
             .filter(|s| s.as_str() != "primary")
-            .map(|s| s.parse().map_err(|e| format!("{name}: {s:?}: {e}")))
+            .map(|s| crate::flags::cidr(s).map_err(|e| format!("{name}: {e}")))
             .collect()
     };
     let sync_fields = |fields: &serde_json::Map<String, Value>, prefix: &str, config: &mut FileConfig| {
