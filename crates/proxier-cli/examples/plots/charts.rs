@@ -5,8 +5,11 @@ use std::path::Path;
 
 use super::svg::{Axis, Chart, Series};
 
+/// An axis as (label, logarithmic).
+type AxisSpec = (&'static str, bool);
+
 /// The charts: (SVG file name under docs/img, CSV file name under docs/perf, title, x axis, y axis).
-const CHARTS: &[(&str, &str, &str, (&str, bool), (&str, bool))] = &[
+const CHARTS: &[(&str, &str, &str, AxisSpec, AxisSpec)] = &[
     (
         "cold-load.svg",
         "cold-load.csv",
