@@ -166,8 +166,9 @@ impl Chart {
                     let _ = writeln!(svg, r#"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{color}"/>"#, px(x), py(y));
                 }
             }
-            let legend_y = HEIGHT - 36.0 + 16.0 * (i / 2) as f64;
-            let legend_x = LEFT + (i % 2) as f64 * plot_w / 2.0;
+            // One legend line per series (labels are long), under the x axis label.
+            let legend_y = HEIGHT - 42.0 + 16.0 * i as f64;
+            let legend_x = LEFT;
             let _ = writeln!(
                 svg,
                 r#"<rect x="{legend_x:.1}" y="{:.1}" width="14" height="4" fill="{color}"/><text x="{:.1}" y="{legend_y:.1}">{}</text>"#,
