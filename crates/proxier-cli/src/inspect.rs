@@ -4,8 +4,8 @@
 use clap::Args;
 use ipnet::IpNet;
 use proxier_core::explain::{DEFAULT_CLUSTER_DOMAIN, ExplainOptions, explain};
-use proxier_core::trace::{Source, Target, trace_model};
-use proxier_core::{Snapshot, compute};
+use proxier_core::trace::{Source, Target, trace_computation};
+use proxier_core::{Computation, Snapshot};
 
 use crate::exit::{Exit, Failure};
 use crate::flags::{NodeArgs, Output, SnapshotArgs, document, nodeport_address, output_parser};
@@ -116,9 +116,10 @@ fn print_document<T: serde::Serialize>(
 pub fn run_trace(args: &TraceArgs) -> Result<Exit, Failure> {
     let snapshot = load(&args.snapshot)?;
     let config = args.node.config().map_err(|e| Failure::Input(anyhow::anyhow!(e)))?;
-    let model = compute(&snapshot, &config);
-    crate::notes::print_diagnostics(&model.diagnostics, args.snapshot.verbose);
-    let trace = trace_model(&snapshot, &config, &model, &args.from, args.to).map_err(|e| Failure::Input(e.into()))?;
+    let computation = Computation::new(&snapshot, &config);
+    crate::notes::print_diagnostics(&computation.model.diagnostics, args.snapshot.verbose);
+    let trace = trace_computation(&snapshot, &config, &computation, &args.from, args.to)
+        .map_err(|e| Failure::Input(e.into()))?;
     print_document(args.output, "Trace", &trace, |trace| trace.to_text())?;
     Ok(Exit::Success)
 }

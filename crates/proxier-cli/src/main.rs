@@ -14,7 +14,7 @@ mod version;
 use std::io::IsTerminal;
 
 use clap::{CommandFactory, Parser};
-use proxier_core::{Diagnostic, RuleModel, Severity, compute};
+use proxier_core::{Diagnostic, RuleModel, compute};
 use proxier_nft::{Nft, NftError, Transaction, diff, refusal};
 
 use crate::cli::{Cli, Color, Command};
@@ -67,9 +67,7 @@ fn run(command: Command) -> Result<Exit, Failure> {
             }
             let count = refused.len();
             for (service, why) in refused {
-                let diagnostic =
-                    Diagnostic { severity: Severity::Error, source: None, object: service, field: None, message: why };
-                eprintln!("proxier: {diagnostic}");
+                eprintln!("proxier: {}", Diagnostic::error(service, why));
             }
             eprintln!("proxier: applied, except {count} Service(s) whose rules the kernel refused");
             Ok(Exit::PartlyApplied)
@@ -128,7 +126,7 @@ fn checked(model: &RuleModel, transaction: &Transaction) -> String {
             format!(
                 "table {} {}: {} chains, {rules} rules, {} sets and maps, {elements} elements",
                 if table.family == proxier_core::IpFamily::V4 { "ip" } else { "ip6" },
-                table.name,
+                transaction.table_name(),
                 table.chains.len(),
                 table.sets.len()
             )
