@@ -9,11 +9,13 @@ use proxier_core::{Diagnostic, RuleModel, Severity, Treatment};
 /// How many lines of one kind are printed before the rest are counted.
 pub const FIRST_FEW: usize = 3;
 
-/// Lines grouped by kind, printed in the order each kind was first seen.
+/// Lines with their kind, printed in the order they were added (the rest of each kind counted at the end).
 #[derive(Debug, Default)]
 pub struct Notes {
     kinds: Vec<Kind>,
     index: BTreeMap<String, usize>,
+    /// (kind, line), in order.
+    lines: Vec<(usize, String)>,
 }
 
 #[derive(Debug)]
@@ -22,7 +24,7 @@ struct Kind {
     what: String,
     /// Errors are never summarised.
     summarise: bool,
-    lines: Vec<String>,
+    count: usize,
 }
 
 impl Notes {
@@ -31,9 +33,10 @@ impl Notes {
         let next = self.kinds.len();
         let index = *self.index.entry(key).or_insert(next);
         if index == next {
-            self.kinds.push(Kind { what: what.into(), summarise, lines: Vec::new() });
+            self.kinds.push(Kind { what: what.into(), summarise, count: 0 });
         }
-        self.kinds[index].lines.push(line);
+        self.kinds[index].count += 1;
+        self.lines.push((index, line));
     }
 
     /// Adds diagnostics; warnings of one kind are those with the same field (indices aside) and message.
@@ -73,14 +76,19 @@ impl Notes {
         self.diagnostics(&model.diagnostics);
     }
 
-    /// The lines to print (without `proxier: `): every line with `verbose`, else the first few of each kind
-    /// and a count of the rest.
+    /// The lines to print (without `proxier: `), in order: every line with `verbose`, else the first few of
+    /// each kind, and then a count of the rest of each kind.
     pub fn lines(&self, verbose: bool) -> Vec<String> {
+        let mut shown = vec![0usize; self.kinds.len()];
         let mut out = Vec::new();
-        for kind in &self.kinds {
-            let shown = if verbose || !kind.summarise { kind.lines.len() } else { kind.lines.len().min(FIRST_FEW) };
-            out.extend(kind.lines[..shown].iter().cloned());
-            let rest = kind.lines.len() - shown;
+        for (kind, line) in &self.lines {
+            if verbose || !self.kinds[*kind].summarise || shown[*kind] < FIRST_FEW {
+                shown[*kind] += 1;
+                out.push(line.clone());
+            }
+        }
+        for (kind, shown) in self.kinds.iter().zip(shown) {
+            let rest = kind.count - shown;
             if rest > 0 {
                 out.push(format!("note: … and {rest} more {} (-v prints every one)", kind.what));
             }
@@ -116,11 +124,13 @@ mod tests {
         }
         notes.push("other".into(), "others", true, "note: other".into());
         let lines = notes.lines(false);
-        assert_eq!(lines[..3], ["note: s0", "note: s1", "note: s2"]);
-        assert_eq!(lines[3], "note: … and 7 more headless Services (-v prints every one)");
-        assert_eq!(lines[4..14].len(), 10);
-        assert!(lines[4..14].iter().all(|l| l.starts_with("error: e")));
-        assert_eq!(lines[14..], ["note: other"]);
+        // In the order added; errors all kept.
+        assert_eq!(lines[..6], ["note: s0", "error: e0", "note: s1", "error: e1", "note: s2", "error: e2"]);
+        assert_eq!(
+            lines[6..13],
+            ["error: e3", "error: e4", "error: e5", "error: e6", "error: e7", "error: e8", "error: e9"]
+        );
+        assert_eq!(lines[13..], ["note: other", "note: … and 7 more headless Services (-v prints every one)"]);
         assert_eq!(notes.lines(true).len(), 21);
     }
 }
