@@ -68,7 +68,7 @@ impl Nft {
         self.run(&["-c", "-j", "-f", "-"], Some(document), "check").map(drop)
     }
 
-    /// What `nft --version` prints, e.g. `nftables v1.0.6 (Lester Gooch #5)`.
+    /// What `nft --version` prints, e.g. `nftables v1.0.6 (Lester Gooch …)` (the release name after it).
     pub fn version(&self) -> Result<String, NftError> {
         self.run(&["--version"], None, "version").map(|text| text.trim().to_owned())
     }

@@ -137,7 +137,7 @@ impl Chart {
         }
         let _ = writeln!(
             svg,
-            r##"<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#333"/>"##
+            r##"<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="dimgray"/>"##
         );
         let _ = writeln!(
             svg,
