@@ -370,6 +370,9 @@ fn live(args: &Args) {
         sizes.push((outcome.changes, outcome.elements));
     }
     report_series("live.change", &series);
+    // Every change's end-to-end time in order: the churn plot of docs/performance.md is drawn from it.
+    let each: Vec<String> = series.get("total_ms").into_iter().flatten().map(|v| format!("{v:.2}")).collect();
+    println!("live.change.each_ms={}", each.join(","));
     if let (Some(min), Some(max)) = (sizes.iter().min(), sizes.iter().max()) {
         println!("live.change.steps_min={} live.change.elements_min={}", min.0, min.1);
         println!("live.change.steps_max={} live.change.elements_max={}", max.0, max.1);

@@ -4,7 +4,7 @@
 //! `*.json` files (extension matched without regard to case) in sorted path order. Inside a directory, entries
 //! whose name starts with `.` are skipped: that keeps out editor and VCS files and the `..data` links of a
 //! mounted ConfigMap, which would otherwise load every file twice. Symbolic links are followed; a directory
-//! reached twice (a link loop) is read once.
+//! reached twice (a link loop) is read once. The path `-` is stdin, as in kubectl (`-f -`).
 //!
 //! Fail closed: a file that cannot be read as a whole (not UTF-8, a syntax error, a List cut short, empty)
 //! is an error, and so the whole snapshot is: nothing is computed from part of it. Only inside a directory
@@ -28,6 +28,9 @@ pub enum InputError {
     /// A file is not UTF-8 text.
     #[error("{} is not UTF-8 text (invalid byte at offset {offset})", path.display())]
     NotUtf8 { path: PathBuf, offset: usize },
+    /// `-` (stdin) was given more than once.
+    #[error("stdin (-) can be read only once")]
+    StdinTwice,
     /// A directory holds no snapshot file.
     #[error("no snapshot files (*.yaml, *.yml, *.json) found under {}", dir.display())]
     NoFiles { dir: PathBuf },
@@ -58,16 +61,30 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// Prints the notes (files and kinds skipped) and every diagnostic of loading on stderr.
-    pub fn print(&self) {
+    /// Prints the notes of files and kinds skipped on stderr (the diagnostics of loading are printed
+    /// with the model's, summarised: see [`crate::notes`]).
+    pub fn print_skipped(&self) {
         if let Some(note) = self.skipped_files_note() {
             eprintln!("proxier: note: {note}");
         }
         if let Some(note) = self.report.skipped_note() {
             eprintln!("proxier: note: {note}");
         }
-        for diagnostic in &self.report.diagnostics {
-            eprintln!("proxier: {diagnostic}");
+    }
+
+    /// Adds one file's text (stdin is the path `-`); returns whether it held Kubernetes objects. A file
+    /// without any is skipped inside a directory and refused when named on its own.
+    fn add_file(&mut self, path: PathBuf, text: &str, in_directory: bool) -> Result<bool, InputError> {
+        let source = if path.as_os_str() == "-" { "<stdin>".to_owned() } else { path.display().to_string() };
+        match self.snapshot.add_text(&source, text, &mut self.report) {
+            Ok(TextContents::Objects(_)) => Ok(true),
+            Ok(TextContents::Empty) => Err(InputError::Empty { path }),
+            Ok(TextContents::NotKubernetes) if in_directory => {
+                self.skipped_files.push(path);
+                Ok(false)
+            }
+            Ok(TextContents::NotKubernetes) => Err(InputError::NotKubernetes { path }),
+            Err(error) => Err(InputError::Unparseable { path, error }),
         }
     }
 
@@ -89,19 +106,24 @@ impl Loaded {
 /// file that cannot be read as a whole ends it with an error: nothing is returned.
 pub fn load_snapshot(paths: &[PathBuf]) -> Result<Loaded, InputError> {
     let mut loaded = Loaded::default();
+    let mut stdin_read = false;
     for path in paths {
+        if path.as_os_str() == "-" {
+            // Stdin holds one stream: a second `-` would find it empty, so it is an error, not silence.
+            if std::mem::replace(&mut stdin_read, true) {
+                return Err(InputError::StdinTwice);
+            }
+            let mut bytes = Vec::new();
+            io::Read::read_to_end(&mut io::stdin().lock(), &mut bytes).map_err(|error| unreadable(path, error))?;
+            let text = utf8(path, bytes)?;
+            loaded.add_file(path.clone(), &text, false)?;
+            continue;
+        }
         let in_directory = fs::metadata(path).is_ok_and(|m| m.is_dir());
         let mut objects = false;
         for file in snapshot_files(path)? {
             let text = read_text(&file)?;
-            let source = file.display().to_string();
-            match loaded.snapshot.add_text(&source, &text, &mut loaded.report) {
-                Ok(TextContents::Objects(_)) => objects = true,
-                Ok(TextContents::Empty) => return Err(InputError::Empty { path: file }),
-                Ok(TextContents::NotKubernetes) if in_directory => loaded.skipped_files.push(file),
-                Ok(TextContents::NotKubernetes) => return Err(InputError::NotKubernetes { path: file }),
-                Err(error) => return Err(InputError::Unparseable { path: file, error }),
-            }
+            objects |= loaded.add_file(file, &text, in_directory)?;
         }
         if in_directory && !objects {
             return Err(InputError::NoObjects { dir: path.clone() });
@@ -157,6 +179,10 @@ fn is_snapshot_file(path: &Path) -> bool {
 
 fn read_text(path: &Path) -> Result<String, InputError> {
     let bytes = fs::read(path).map_err(|error| unreadable(path, error))?;
+    utf8(path, bytes)
+}
+
+fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, InputError> {
     String::from_utf8(bytes)
         .map_err(|error| InputError::NotUtf8 { path: path.to_owned(), offset: error.utf8_error().valid_up_to() })
 }

@@ -103,8 +103,15 @@ impl FromStr for Target {
         };
         let (ip, port) = address.rsplit_once(':').ok_or_else(bad)?;
         let ip = ip.strip_prefix('[').and_then(|ip| ip.strip_suffix(']')).unwrap_or(ip);
-        let ip = crate::ip::parse_ip_sloppy(ip).ok_or_else(bad)?.ip;
-        let port = port.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(bad)?;
+        // Name the bad part, so that a typo in a long target is found at once.
+        let ip = crate::ip::parse_ip_sloppy(ip)
+            .ok_or_else(|| format!("{text:?}: {ip:?} is not an IPv4 or IPv6 address"))?
+            .ip;
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| format!("{text:?}: port {port:?} is not a number from 1 to 65535"))?;
         Ok(Target { ip, port, protocol })
     }
 }

@@ -69,6 +69,11 @@ impl Nft {
         self.run(&["-c", "-j", "-f", "-"], Some(document), "check").map(drop)
     }
 
+    /// What `nft --version` prints, e.g. `nftables v1.0.6 (Lester Gooch …)` (the release name after it).
+    pub fn version(&self) -> Result<String, NftError> {
+        self.run(&["--version"], None, "version").map(|text| text.trim().to_owned())
+    }
+
     /// Applies a text script atomically.
     pub fn apply_text(&self, script: &str) -> Result<(), NftError> {
         self.run(&["-f", "-"], Some(script), "apply").map(drop)
