@@ -32,8 +32,10 @@ fn real() -> PathBuf {
 
 /// Runs proxier with testdata/real as the working directory, so that file names in messages are stable.
 fn render(paths: &[&str], node: &str, cidr: &str, format: &str) -> Output {
-    let mut args = vec!["render", "--snapshot"];
-    args.extend_from_slice(paths);
+    let mut args = vec!["render"];
+    for path in paths {
+        args.extend(["--snapshot", path]);
+    }
     args.extend(["--node", node, "--cluster-cidr", cidr, "--format", format]);
     Command::new(env!("CARGO_BIN_EXE_proxier")).args(&args).current_dir(real()).output().expect("run proxier")
 }
@@ -131,8 +133,10 @@ fn real_dumps_render_as_pinned() {
         settings.bind(|| insta::assert_snapshot!(format!("real-{name}-nft"), rules));
         settings.bind(|| insta::assert_snapshot!(format!("real-{name}-report"), report));
 
-        let mut args = vec!["explain", "--snapshot"];
-        args.extend_from_slice(paths);
+        let mut args = vec!["explain"];
+        for path in *paths {
+            args.extend(["--snapshot", path]);
+        }
         let explain = Command::new(env!("CARGO_BIN_EXE_proxier")).args(&args).current_dir(real()).output().unwrap();
         assert!(explain.status.success(), "{name}: {}", String::from_utf8_lossy(&explain.stderr));
         let explanation = String::from_utf8(explain.stdout).unwrap();
