@@ -80,6 +80,7 @@ pub mod json;
 pub mod json_writer;
 pub mod layout;
 mod ledger;
+pub mod netlink;
 pub mod proxier;
 pub mod refusal;
 pub mod ruleset;

@@ -132,7 +132,7 @@ fn set_block(out: &mut String, set: &Set) {
     out.push_str("\t}\n");
 }
 
-fn type_name(data: DataType) -> &'static str {
+pub(crate) fn type_name(data: DataType) -> &'static str {
     match data {
         DataType::Addr(IpFamily::V4) => "ipv4_addr",
         DataType::Addr(IpFamily::V6) => "ipv6_addr",
@@ -146,7 +146,7 @@ fn key_text(key: &[Value]) -> String {
     key.iter().map(value_text).collect::<Vec<_>>().join(" . ")
 }
 
-fn element_text(element: &Element) -> String {
+pub(crate) fn element_text(element: &Element) -> String {
     let mut text = key_text(&element.key);
     if let Some(comment) = &element.comment {
         let _ = write!(text, " comment {}", quoted(comment));

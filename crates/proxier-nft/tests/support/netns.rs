@@ -62,6 +62,24 @@ impl Netns {
         if output.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&output.stderr).into_owned()) }
     }
 
+    /// Runs `work` on a thread that has entered the namespace; sockets opened there belong to it for
+    /// their whole life, whichever thread uses them later.
+    pub fn enter<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
+        use std::os::fd::AsRawFd;
+        let handle = std::fs::File::open(format!("/run/netns/{}", self.name)).expect("open the namespace handle");
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    // SAFETY: a plain syscall on a valid descriptor; it changes only this thread.
+                    let rc = unsafe { libc::setns(handle.as_raw_fd(), libc::CLONE_NEWNET) };
+                    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+                    work()
+                })
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
     /// The whole ruleset as JSON, canonical: no handles, elements sorted, objects sorted.
     pub fn ruleset(&self) -> serde_json::Value {
         canonical_listing(&self.nft(&["-j", "list", "ruleset"], None))

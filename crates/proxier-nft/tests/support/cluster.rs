@@ -1,0 +1,102 @@
+//! Generated clusters for the kernel tests of incremental syncs: a pool of coherent objects (Services
+//! and the slices that serve them, drawn from small pools of names, addresses and ports) and the
+//! watch events that take a `Proxier` from one state to the next. Shared by path.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+
+use proptest::prelude::*;
+use proxier_core::Snapshot;
+use proxier_nft::Proxier;
+use serde_json::Value;
+
+/// How many objects a pool holds.
+pub const POOL: usize = 24;
+
+pub fn key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (String, String) {
+    (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
+}
+
+/// Feeds `proxier` the difference between the state it holds (`held`) and `next`, as watches would.
+pub fn feed(proxier: &mut Proxier, held: &Snapshot, next: &Snapshot) {
+    let keys = |items: Vec<(String, String)>| items.into_iter().collect::<BTreeSet<_>>();
+    let services = keys(next.services.iter().map(|s| key(&s.metadata)).collect());
+    let slices = keys(next.endpoint_slices.iter().map(|s| key(&s.metadata)).collect());
+    let nodes = keys(next.nodes.iter().map(|n| key(&n.metadata)).collect());
+    for (namespace, name) in held.services.iter().map(|s| key(&s.metadata)).filter(|k| !services.contains(k)) {
+        proxier.delete_service(&namespace, &name);
+    }
+    for (namespace, name) in held.endpoint_slices.iter().map(|s| key(&s.metadata)).filter(|k| !slices.contains(k)) {
+        proxier.delete_endpoint_slice(&namespace, &name);
+    }
+    for (_, name) in held.nodes.iter().map(|n| key(&n.metadata)).filter(|k| !nodes.contains(k)) {
+        proxier.delete_node(&name);
+    }
+    next.services.iter().cloned().for_each(|s| {
+        proxier.apply_service(s);
+    });
+    next.endpoint_slices.iter().cloned().for_each(|s| {
+        proxier.apply_endpoint_slice(s);
+    });
+    next.nodes.iter().cloned().for_each(|n| {
+        proxier.apply_node(n);
+    });
+}
+
+/// A coherent cluster: Services and the slices that serve them, drawn from small pools of names,
+/// addresses and ports, so that endpoints match, destinations are contested and policies bite.
+pub fn coherent(max: usize) -> impl Strategy<Value = Vec<Value>> {
+    let names = || prop::sample::select(&["a", "b", "c", "d"][..]);
+    let service = (
+        names(),
+        prop::sample::select(&["10.96.0.1", "10.96.0.2", "10.96.0.3", "fd00:96::1"][..]),
+        prop::sample::select(&["ClusterIP", "NodePort", "LoadBalancer"][..]),
+        prop::collection::vec(prop::sample::select(&["192.168.50.100", "192.168.50.101"][..]), 0..2),
+        prop::sample::select(&["Cluster", "Local"][..]),
+        prop::sample::select(&["None", "ClientIP"][..]),
+        prop::sample::select(&[80u16, 53][..]),
+        prop::sample::select(&["TCP", "UDP"][..]),
+        (prop::sample::select(&[30080u16, 30081][..]), prop::option::of(prop::sample::select(&[60, 120][..]))),
+    )
+        .prop_map(|(name, ip, kind, external, policy, affinity, port, protocol, (node_port, timeout))| {
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"namespace": "ns", "name": name},
+                "spec": {"clusterIP": ip, "type": kind, "externalIPs": external,
+                         "externalTrafficPolicy": policy, "sessionAffinity": affinity,
+                         "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": timeout}},
+                         "healthCheckNodePort": if policy == "Local" && kind == "LoadBalancer" { Some(32000) } else { None },
+                         "ports": [{"name": "p", "port": port, "protocol": protocol,
+                                    "nodePort": if kind == "ClusterIP" { None } else { Some(node_port) }}]},
+                "status": {"loadBalancer": {"ingress": if kind == "LoadBalancer" { vec![serde_json::json!({"ip": "192.168.60.1"})] } else { vec![] }}}
+            })
+        });
+    let endpoint = (
+        prop::sample::select(&["10.244.1.1", "10.244.1.2", "10.244.2.1", "10.244.2.2"][..]),
+        prop::sample::select(&["node-a", "node-b"][..]),
+        any::<bool>(),
+        prop::bool::weighted(0.2),
+    )
+        .prop_map(|(ip, node, ready, terminating)| {
+            serde_json::json!({"addresses": [ip], "nodeName": node,
+                               "conditions": {"ready": ready, "serving": ready || terminating, "terminating": terminating}})
+        });
+    let slice = (names(), 0..3u8, prop::collection::vec(endpoint, 0..4), prop::sample::select(&["TCP", "UDP"][..]))
+        .prop_map(|(service, n, endpoints, protocol)| {
+            serde_json::json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"namespace": "ns", "name": format!("{service}-{n}"),
+                             "labels": {"kubernetes.io/service-name": service}},
+                "addressType": "IPv4", "endpoints": endpoints,
+                "ports": [{"name": "p", "port": 8080, "protocol": protocol}]
+            })
+        });
+    let node = prop::sample::select(&["10.244.1.0/24", "10.244.3.0/24"][..]).prop_map(|cidr| {
+        serde_json::json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "node-a", "labels": {"topology.kubernetes.io/zone": "z"}},
+            "spec": {"podCIDRs": [cidr]},
+            "status": {"addresses": [{"type": "InternalIP", "address": "192.168.50.1"}]}})
+    });
+    prop::collection::vec(prop_oneof![3 => service, 4 => slice, 1 => node], 0..max)
+}
