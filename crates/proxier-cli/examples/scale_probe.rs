@@ -2,8 +2,11 @@
 //!
 //! ```text
 //! scale_probe sync   --snapshot FILE --node NAME [--cluster-cidr CIDR] [--changes K] [--table NAME]
+//!                    [--backend nft|netlink|both]
 //!     cold load through the library, phase by phase, then K one-endpoint changes applied with
-//!     Transaction::between, each phase timed; prints key=value lines.
+//!     Transaction::between, each phase timed; prints key=value lines. The changes go to the kernel by
+//!     `nft -j -f` (default), by proxier's persistent netlink socket, or alternately by each (`both`:
+//!     even changes by nft, odd ones by netlink, so that both see the same kernel and load).
 //! scale_probe live   --snapshot FILE --node NAME [--cluster-cidr CIDR] [--changes K] [--table NAME]
 //!     the same through the embeddable `Proxier` (what `proxier run` holds), then its RSS.
 //! scale_probe cold   --snapshot FILE --node NAME [--cluster-cidr CIDR] [--repeat R] [--reference yes|no]
@@ -226,6 +229,13 @@ fn sync(args: &Args) {
     if candidates.is_empty() || changes == 0 {
         return;
     }
+    let backend = arg_or(args, "backend", "nft");
+    if !["nft", "netlink", "both"].contains(&backend) {
+        fail("--backend is nft, netlink or both");
+    }
+    let mut socket = (backend != "nft").then(|| {
+        proxier_nft::netlink::NftSocket::open().unwrap_or_else(|e| fail(&format!("netlink socket: {e}")))
+    });
     let mut committed = tables;
     let mut series: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut sizes = Vec::new();
@@ -243,10 +253,26 @@ fn sync(args: &Args) {
         phases.push(("render", time, last_cpu()));
         let userspace = phases.iter().fold((Duration::ZERO, Duration::ZERO), |(w, c), p| (w + p.1, c + p.2));
         phases.push(("userspace", userspace.0, userspace.1));
-        let (applied, time) = timed(|| nft.apply_json(&document));
-        phases.push(("nft", time, last_cpu()));
-        applied.unwrap_or_else(|e| fail(&format!("change {k}: {e}")));
-        phases.push(("total", started.elapsed(), userspace.1 + last_cpu()));
+        let by_netlink = backend == "netlink" || (backend == "both" && k % 2 == 1);
+        let apply_cpu = match socket.as_mut().filter(|_| by_netlink) {
+            Some(socket) => {
+                let (batch, time) = timed(|| proxier_nft::netlink::Batch::encode(&transaction));
+                let encode_cpu = last_cpu();
+                phases.push(("netlink_encode", time, encode_cpu));
+                let mut batch = batch.unwrap_or_else(|e| fail(&format!("change {k}: netlink cannot carry it: {e}")));
+                let (applied, time) = timed(|| socket.commit(&mut batch));
+                phases.push(("netlink", time, last_cpu()));
+                applied.unwrap_or_else(|e| fail(&format!("change {k}: {e}")));
+                encode_cpu + last_cpu()
+            }
+            None => {
+                let (applied, time) = timed(|| nft.apply_json(&document));
+                phases.push(("nft", time, last_cpu()));
+                applied.unwrap_or_else(|e| fail(&format!("change {k}: {e}")));
+                last_cpu()
+            }
+        };
+        phases.push(("total", started.elapsed(), userspace.1 + apply_cpu));
         committed = after;
         sizes.push((commands(&document), document.len()));
         // The same change computed for the changed Service alone: what an incremental compute and layout

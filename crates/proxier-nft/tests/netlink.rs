@@ -392,3 +392,35 @@ fn socket_apply(ns: &netns::Netns, transaction: &Transaction) {
     let mut socket = ns.enter(|| NftSocket::open().expect("open"));
     socket.apply(transaction).expect("applies").expect("netlink carries it");
 }
+
+/// A batch larger than the socket's default send buffer (thousands of elements with comments, split
+/// over many messages) still goes in one atomic send, and lists as `nft` writes the same.
+#[test]
+fn a_large_batch_goes_in_one_send() {
+    let Some(by_netlink) = netns::Netns::create("a_large_batch_goes_in_one_send") else { return };
+    let Some(by_nft) = netns::Netns::create("a_large_batch_goes_in_one_send") else { return };
+    let base = "add table ip proxier\nadd chain ip proxier balance-1\n";
+    by_netlink.nft(&["-f", "-"], Some(base));
+    by_nft.nft(&["-f", "-"], Some(base));
+    let v4 = vec![DataType::Addr(IpFamily::V4), DataType::Proto, DataType::Service];
+    let elements: Vec<Element> = (0..5_000u32)
+        .map(|i| Element {
+            key: destination(&format!("10.96.{}.{}", i / 250, i % 250), 80),
+            data: Some(Value::Verdict(Verdict::Goto("balance-1".into()))),
+            comment: Some(format!("ns/service-{i}:http/tcp (ClusterIP)")),
+        })
+        .collect();
+    let transaction = Transaction::from_changes(
+        vec![
+            Change::AddSet { family: IpFamily::V4, set: set("service-ips", v4, Some(DataType::Verdict), None) },
+            Change::AddElements { family: IpFamily::V4, set: "service-ips".into(), elements },
+        ],
+        "proxier",
+    );
+    let batch = Batch::encode(&transaction).unwrap();
+    assert!(batch.len() > 400 * 1024 && batch.messages() > 5, "{} bytes, {} messages", batch.len(), batch.messages());
+    let mut socket = by_netlink.enter(|| NftSocket::open().expect("open the socket"));
+    socket.apply(&transaction).expect("the kernel takes it").expect("netlink carries it");
+    by_nft.nft(&["-j", "-f", "-"], Some(&transaction.to_json()));
+    assert_eq!(by_netlink.ruleset(), by_nft.ruleset());
+}

@@ -99,13 +99,15 @@ pub struct NftSocket {
     port: u32,
     seq: u32,
     buf: Vec<u8>,
+    /// The send buffer asked for so far (0: the kernel's default).
+    send_buffer: usize,
 }
 
 impl NftSocket {
     /// Opens a socket in the calling thread's network namespace. Needs CAP_NET_ADMIN there to commit.
     pub fn open() -> Result<NftSocket, NetlinkError> {
         let (socket, port) = open_socket()?;
-        Ok(NftSocket { socket, port, seq: 1, buf: Vec::new() })
+        Ok(NftSocket { socket, port, seq: 1, buf: Vec::new(), send_buffer: 0 })
     }
 
     /// The socket's netlink port id, which the kernel puts on the events of its commits.
@@ -130,6 +132,14 @@ impl NftSocket {
         // Replies from an earlier batch cannot be left over (each commit reads all of its own), but a
         // stray one must not be taken for this batch's.
         while receive(&self.socket, &mut self.buf).map_err(io_error("read stale replies"))? {}
+        // A batch goes in one `send`, which the socket's send buffer bounds (208 KiB by default; a
+        // busy second of endpoint changes is several MiB).
+        if batch.len() > DEFAULT_SEND_BUFFER && batch.len() > self.send_buffer {
+            let wanted = (batch.len() + 64 * 1024).next_power_of_two();
+            if force_send_buffer(&self.socket, wanted).is_ok() {
+                self.send_buffer = wanted;
+            }
+        }
         match self.socket.send(&batch.bytes, 0) {
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => return Err(NetlinkError::TooLarge(batch.len())),
@@ -223,6 +233,28 @@ impl NftSocket {
             }
         }
     }
+}
+
+/// Below this, a batch fits the kernel's default send buffer.
+const DEFAULT_SEND_BUFFER: usize = 200 * 1024;
+
+/// Raises the socket's send buffer beyond `net.core.wmem_max` (`SO_SNDBUFFORCE`, which needs
+/// CAP_NET_ADMIN, as committing does). netlink-sys has no call for it.
+fn force_send_buffer(socket: &Socket, bytes: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(bytes).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a pointer to a live local `c_int`, on a
+    // descriptor the socket owns for the duration of the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUFFORCE,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 /// Names what the kernel refused: the message, and the element it pointed at if it did.
