@@ -325,7 +325,7 @@ fn the_watch_tells_outside_edits_from_own_commits() {
 
     // proxier's own full load by nft, and an incremental commit by netlink.
     let load = "table ip proxier {\n chain balance-1 { }\n map service-ips { type ipv4_addr . inet_proto . inet_service : verdict; }\n}\n";
-    watch.own_commit(&mut socket, || (ns.nft(&["-f", "-"], Some(load)), 1));
+    watch.own_commit(&mut socket, |_| (ns.nft(&["-f", "-"], Some(load)), 1));
     let change = Transaction::from_changes(
         vec![Change::AddElements {
             family: IpFamily::V4,
@@ -338,7 +338,7 @@ fn the_watch_tells_outside_edits_from_own_commits() {
         }],
         "proxier",
     );
-    watch.own_commit(&mut socket, || (socket_apply(&ns, &change), 1));
+    watch.own_commit(&mut socket, |socket| (socket.apply(&change).unwrap().unwrap(), 1));
     assert_eq!(watch.take(), Drift::Unchanged, "proxier's own commits are not drift");
 
     // A commit by netlink outside own_commit from a trusted socket is not drift either.
@@ -379,18 +379,13 @@ fn the_watch_tells_outside_edits_from_own_commits() {
     }
 
     // Another commit while proxier's own runs unwatched: unknown, so compared in full.
-    watch.own_commit(&mut socket, || {
+    watch.own_commit(&mut socket, |_| {
         ns.nft(&["-f", "-"], Some(load));
         ns.nft(&["add", "element", "ip", "proxier", "service-ips", "{ 10.96.0.3 . tcp . 80 : goto balance-1 }"], None);
         ((), 1)
     });
     assert!(matches!(watch.take(), Drift::Unknown(_)), "a commit during the pause went unnoticed");
     assert_eq!(watch.take(), Drift::Unchanged);
-}
-
-fn socket_apply(ns: &netns::Netns, transaction: &Transaction) {
-    let mut socket = ns.enter(|| NftSocket::open().expect("open"));
-    socket.apply(transaction).expect("applies").expect("netlink carries it");
 }
 
 /// A batch larger than the socket's default send buffer (thousands of elements with comments, split
@@ -423,4 +418,56 @@ fn a_large_batch_goes_in_one_send() {
     socket.apply(&transaction).expect("the kernel takes it").expect("netlink carries it");
     by_nft.nft(&["-j", "-f", "-"], Some(&transaction.to_json()));
     assert_eq!(by_netlink.ruleset(), by_nft.ruleset());
+}
+
+/// A `Proxier` with the netlink backend: partial syncs of element changes go over the socket, its own
+/// commits (full ones by `nft` too) are not drift, and a hand edit is seen by the next `resync` and
+/// repaired, without listing the tables.
+#[test]
+fn proxier_with_netlink_repairs_a_hand_edit() {
+    let Some(ns) = netns::Netns::create("proxier_with_netlink_repairs_a_hand_edit") else { return };
+    let program = std::env::temp_dir().join(format!("{}-nft", ns.name));
+    std::fs::write(&program, format!("#!/bin/sh\nexec ip netns exec {} nft \"$@\"\n", ns.name)).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _remove = Remove(program.clone());
+    let (socket, watch) = ns.enter(|| (NftSocket::open().unwrap(), TableWatch::open("proxier").unwrap()));
+    let config = proxier_core::NodeConfig { node_name: "node-a".into(), ..Default::default() };
+    let mut proxier = Proxier::new(config.clone(), "proxier", Nft::new(&program)).with_netlink(socket, watch);
+    let service = serde_json::json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"namespace": "ns", "name": "web"},
+        "spec": {"clusterIP": "10.96.0.20", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}});
+    let slice = |ips: &[&str]| {
+        serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"namespace": "ns", "name": "web-1", "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "endpoints": ips.iter().map(|ip| serde_json::json!({"addresses": [ip], "conditions": {"ready": true}})).collect::<Vec<_>>(),
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]})
+    };
+    proxier.apply_service(serde_json::from_value(service).unwrap());
+    proxier.apply_endpoint_slice(serde_json::from_value(slice(&["10.244.1.5", "10.244.1.6"])).unwrap());
+    let first = proxier.sync().unwrap();
+    assert!(!first.by_netlink, "a full sync goes through nft");
+    proxier.apply_endpoint_slice(serde_json::from_value(slice(&["10.244.1.5", "10.244.1.7"])).unwrap());
+    let change = proxier.sync().unwrap();
+    assert!(change.by_netlink && change.changes > 0, "{change:?}");
+    let listing = ns.nft(&["list", "table", "ip", "proxier"], None);
+    assert!(listing.contains("10.244.1.7") && !listing.contains("10.244.1.6"), "{listing}");
+    let outcome = proxier.resync().unwrap();
+    assert!(!outcome.drifted && outcome.changes == 0, "proxier's own commits are not drift: {outcome:?}");
+
+    ns.nft(&["flush", "map", "ip", "proxier", "service-ips"], None);
+    let repair = proxier.resync().unwrap();
+    assert!(repair.drifted, "{repair:?}");
+    assert!(ns.nft(&["list", "map", "ip", "proxier", "service-ips"], None).contains("10.96.0.20"), "repaired");
+    let again = proxier.resync().unwrap();
+    assert!(!again.drifted && again.changes == 0, "the repair itself is not drift: {again:?}");
 }

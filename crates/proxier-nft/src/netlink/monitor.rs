@@ -80,14 +80,14 @@ impl TableWatch {
     /// Runs `commit` (proxier's own change to its tables, by netlink or by `nft`) unwatched.
     /// `commits` is the number of commits it made (1 for a successful transaction, 0 for a refused
     /// one); any other commit in the namespace meanwhile makes the next [`Self::take`] `Unknown`.
-    /// `socket` reads the generation.
-    pub fn own_commit<R>(&mut self, socket: &mut NftSocket, commit: impl FnOnce() -> (R, u32)) -> R {
+    /// `socket` reads the generation, and is handed to `commit`.
+    pub fn own_commit<R>(&mut self, socket: &mut NftSocket, commit: impl FnOnce(&mut NftSocket) -> (R, u32)) -> R {
         // The generation is read while still listening: a commit between this read and the pause is
         // both an event and counted, so it cannot go unseen.
         let before = socket.generation();
         self.drain();
         let paused = self.socket.drop_membership(NFNLGRP_NFTABLES);
-        let (result, commits) = commit();
+        let (result, commits) = commit(socket);
         let resumed = self.socket.add_membership(NFNLGRP_NFTABLES);
         let after = socket.generation();
         let problem = match (before, paused, resumed, after) {
