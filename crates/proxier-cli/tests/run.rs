@@ -384,7 +384,7 @@ fn netlink_changes_and_event_driven_drift_repair() {
     eventually("the check repairs the table", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("b"));
     let log = proxier.log();
     assert!(log.contains("changed behind its back"), "{log}");
-    assert_eq!(log.matches("changed behind its back").count(), 1, "one repair, for the one edit:\n{log}");
+    assert_eq!(log.matches("behind its back: replaced them").count(), 1, "one repair, for the one edit:\n{log}");
     assert!(!log.contains("cannot tell"), "{log}");
     assert!(s.node.exec_ok("nft", &["list", "tables"]).contains("someone-else"), "the other table is left alone");
 }
