@@ -300,10 +300,50 @@ fn sync(args: &Args) {
         }
     }
     report_series("change", &series);
+    if let Some(socket) = socket.as_mut() {
+        drift_check(socket, table);
+    }
     sizes.sort_unstable();
     println!("change.commands_min={}", sizes[0].0);
     println!("change.commands_max={}", sizes[sizes.len() - 1].0);
     println!("change.json_bytes_max={}", sizes.iter().map(|s| s.1).max().unwrap_or(0));
+}
+
+/// What the periodic drift check costs with the event watch when nobody touched the tables (the
+/// tables are loaded: the cost must not depend on their size), and when someone did: one outside
+/// commit to the table is seen.
+fn drift_check(socket: &mut proxier_nft::netlink::NftSocket, table: &str) {
+    use proxier_nft::netlink::{Drift, TableWatch};
+    let mut watch = TableWatch::open(table).unwrap_or_else(|e| fail(&format!("event watch: {e}")));
+    let rounds = 1000;
+    let started = Instant::now();
+    let cpu = cpu_time();
+    for _ in 0..rounds {
+        if watch.take() != Drift::Unchanged {
+            fail("drift where nothing changed");
+        }
+    }
+    println!("drift.check_unchanged_us={:.2}", started.elapsed().as_secs_f64() * 1e6 / f64::from(rounds));
+    println!("drift.check_unchanged_cpu_us={:.2}", (cpu_time() - cpu).as_secs_f64() * 1e6 / f64::from(rounds));
+    // An own commit, unwatched, then an outside one: only the second is drift.
+    let generation = socket.generation().unwrap_or_else(|e| fail(&format!("generation: {e}")));
+    println!("drift.generation={generation}");
+    let nft = Nft::default();
+    watch.own_commit(socket, |_| {
+        let result = nft.apply_text(&format!("add chain ip {table} probe-own\n"));
+        let commits = u32::from(result.is_ok());
+        (result, commits)
+    })
+    .unwrap_or_else(|e| fail(&format!("own commit: {e}")));
+    if watch.take() != Drift::Unchanged {
+        fail("an own commit taken for drift");
+    }
+    nft.apply_text(&format!("delete chain ip {table} probe-own\n")).unwrap_or_else(|e| fail(&format!("{e}")));
+    let (drift, time) = timed(|| watch.take());
+    match drift {
+        Drift::Changed(_) => println!("drift.check_changed_us={:.2}", time.as_secs_f64() * 1e6),
+        other => fail(&format!("an outside commit not seen: {other:?}")),
+    }
 }
 
 /// Resident memory after handing freed heap back to the kernel, in KiB.

@@ -12,15 +12,15 @@ mod objects;
 
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::TestRunner;
-use proxier_core::{IpFamily, Protocol, Snapshot, compute};
+use proxier_core::{IpFamily, Protocol};
 use proxier_nft::netlink::{Batch, Drift, NetlinkError, NftSocket, TableWatch, Unsupported};
 use proxier_nft::ruleset::{DataType, Element, Set, Value, Verdict};
 use proxier_nft::transaction::Change;
 use proxier_nft::{Nft, Proxier, Transaction};
 use smallvec::smallvec;
 
-use cluster::{POOL, coherent, feed};
-use objects::{as_json, config};
+use cluster::{POOL, coherent, kernel_sequence};
+use objects::config;
 
 /// Sequences of coherent cluster states fed to a `Proxier` (whose own `nft` does nothing): each
 /// transaction it writes is applied in one namespace by netlink when netlink carries it (by `nft`
@@ -44,8 +44,7 @@ fn netlink_transactions_list_as_full_applies() {
         let (pool, states, config) = strategy.new_tree(&mut runner).expect("generate").current();
         incremental.nft(&["flush", "ruleset"], None);
         let mut proxier = Proxier::new(config.clone(), "proxier", Nft::new("true"));
-        let mut held = Snapshot::default();
-        let mut apply = |transaction: &Transaction, context: &str| match socket.apply(transaction) {
+        let apply = |transaction: &Transaction, context: &str| match socket.apply(transaction) {
             Ok(Ok(())) => by_netlink += 1,
             Ok(Err(_unsupported)) => {
                 incremental.nft(&["-j", "-f", "-"], Some(&transaction.to_json()));
@@ -53,30 +52,7 @@ fn netlink_transactions_list_as_full_applies() {
             }
             Err(e) => panic!("{context}: {e}\n{}", transaction.to_text()),
         };
-        for (step, present) in states.iter().enumerate() {
-            let objects: Vec<serde_json::Value> =
-                pool.iter().zip(present).filter(|(_, present)| **present).map(|(o, _)| o.clone()).collect();
-            let (snapshot, _) = Snapshot::from_text("prop.json", &as_json(&objects));
-            feed(&mut proxier, &held, &snapshot);
-            let outcome = proxier.sync().unwrap_or_else(|e| panic!("sample {sample} step {step}: {e}"));
-            apply(&outcome.transaction, &format!("sample {sample} step {step}"));
-            let full = Transaction::full(&compute(&snapshot, &config), "proxier");
-            whole.nft(&["-j", "-f", "-"], Some(&full.to_json()));
-            let desired = Transaction::tables(&compute(&snapshot, &config), "proxier");
-            assert_eq!(
-                netns::without_stale_listing(incremental.ruleset(), &desired),
-                whole.ruleset(),
-                "sample {sample} step {step}: differs from the full transaction after\n{}",
-                outcome.transaction.to_text()
-            );
-            held = snapshot;
-        }
-        while let Some(due) = proxier.next_cleanup() {
-            std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
-            let outcome = proxier.sync().unwrap_or_else(|e| panic!("sample {sample}: cleanup: {e}"));
-            apply(&outcome.transaction, &format!("sample {sample}: cleanup"));
-        }
-        assert_eq!(incremental.ruleset(), whole.ruleset(), "sample {sample}: emptied objects left after the grace");
+        kernel_sequence(&mut proxier, &pool, &states, &config, &incremental, &whole, sample, apply);
     }
     eprintln!("{by_netlink} transactions by netlink, {by_nft} by nft, all listed as their full transactions");
     if samples >= 10 {

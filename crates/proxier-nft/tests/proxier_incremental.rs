@@ -25,7 +25,7 @@ use proxier_nft::ruleset::Table;
 use proxier_nft::{Nft, Proxier, SyncKind, Transaction};
 use serde_json::Value;
 
-use cluster::{POOL, coherent, feed, key};
+use cluster::{POOL, coherent, feed, kernel_sequence, key};
 use objects::{as_json, cases, config, objects};
 
 /// Each Service's affinity timeout.
@@ -154,32 +154,8 @@ fn kernel_syncs_list_as_full_applies() {
         let (pool, states, config) = strategy.new_tree(&mut runner).expect("generate").current();
         incremental.nft(&["flush", "ruleset"], None);
         let mut proxier = Proxier::new(config.clone(), "proxier", Nft::new(&program));
-        let mut held = Snapshot::default();
-        for (step, present) in states.iter().enumerate() {
-            let objects: Vec<Value> =
-                pool.iter().zip(present).filter(|(_, present)| **present).map(|(o, _)| o.clone()).collect();
-            let (snapshot, _) = Snapshot::from_text("prop.json", &as_json(&objects));
-            feed(&mut proxier, &held, &snapshot);
-            let outcome = proxier
-                .sync()
-                .unwrap_or_else(|e| panic!("sample {sample} step {step}: {e}\nobjects: {}", as_json(&objects)));
-            let full = Transaction::full(&compute(&snapshot, &config), "proxier");
-            whole.nft(&["-j", "-f", "-"], Some(&full.to_json()));
-            let desired = Transaction::tables(&compute(&snapshot, &config), "proxier");
-            assert_eq!(
-                netns::without_stale_listing(incremental.ruleset(), &desired),
-                whole.ruleset(),
-                "sample {sample} step {step}: differs from the full transaction after\n{}",
-                outcome.transaction.to_text()
-            );
-            held = snapshot;
-        }
-        // Objects emptied at different steps fall due at different times.
-        while let Some(due) = proxier.next_cleanup() {
-            std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
-            proxier.sync().unwrap_or_else(|e| panic!("sample {sample}: cleanup: {e}"));
-        }
-        assert_eq!(incremental.ruleset(), whole.ruleset(), "sample {sample}: emptied objects left after the grace");
+        // proxier's own `nft` writes into `incremental`.
+        kernel_sequence(&mut proxier, &pool, &states, &config, &incremental, &whole, sample, |_, _| {});
     }
     eprintln!("{samples} sequences of syncs listed as their full transactions in the kernel");
 }

@@ -1,14 +1,15 @@
 //! Generated clusters for the kernel tests of incremental syncs: a pool of coherent objects (Services
 //! and the slices that serve them, drawn from small pools of names, addresses and ports) and the
-//! watch events that take a `Proxier` from one state to the next. Shared by path.
+//! watch events that take a `Proxier` from one state to the next, and the kernel check of a sequence
+//! of syncs. Shared by path (with `support/netns.rs` as `netns` and the core's `objects` beside it).
 
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
 
 use proptest::prelude::*;
-use proxier_core::Snapshot;
-use proxier_nft::Proxier;
+use proxier_core::{NodeConfig, Snapshot, compute};
+use proxier_nft::{Proxier, Transaction};
 use serde_json::Value;
 
 /// How many objects a pool holds.
@@ -99,4 +100,51 @@ pub fn coherent(max: usize) -> impl Strategy<Value = Vec<Value>> {
             "status": {"addresses": [{"type": "InternalIP", "address": "192.168.50.1"}]}})
     });
     prop::collection::vec(prop_oneof![3 => service, 4 => slice, 1 => node], 0..max)
+}
+
+/// One generated sequence in the kernel: `proxier` is fed each state of `pool` in turn (`states` say
+/// which objects are present) and synced; `apply` puts each sync's transaction into `incremental`
+/// (nothing to do when proxier's own `nft` writes there). After each step `incremental` must list
+/// exactly as `whole` after `nft -j -f` of the state's full transaction, apart from emptied objects
+/// awaiting deletion; after the grace period's cleanup syncs, exactly.
+#[allow(clippy::too_many_arguments)]
+pub fn kernel_sequence(
+    proxier: &mut Proxier,
+    pool: &[Value],
+    states: &[Vec<bool>],
+    config: &NodeConfig,
+    incremental: &crate::netns::Netns,
+    whole: &crate::netns::Netns,
+    sample: usize,
+    mut apply: impl FnMut(&Transaction, &str),
+) {
+    let mut held = Snapshot::default();
+    for (step, present) in states.iter().enumerate() {
+        let objects: Vec<Value> =
+            pool.iter().zip(present).filter(|(_, present)| **present).map(|(o, _)| o.clone()).collect();
+        let (snapshot, _) = Snapshot::from_text("prop.json", &crate::objects::as_json(&objects));
+        feed(proxier, &held, &snapshot);
+        let context = format!("sample {sample} step {step}");
+        let outcome =
+            proxier.sync().unwrap_or_else(|e| panic!("{context}: {e}\nobjects: {}", crate::objects::as_json(&objects)));
+        apply(&outcome.transaction, &context);
+        let full = Transaction::full(&compute(&snapshot, config), "proxier");
+        whole.nft(&["-j", "-f", "-"], Some(&full.to_json()));
+        let desired = Transaction::tables(&compute(&snapshot, config), "proxier");
+        assert_eq!(
+            crate::netns::without_stale_listing(incremental.ruleset(), &desired),
+            whole.ruleset(),
+            "{context}: differs from the full transaction after\n{}",
+            outcome.transaction.to_text()
+        );
+        held = snapshot;
+    }
+    // Objects emptied at different steps fall due at different times.
+    while let Some(due) = proxier.next_cleanup() {
+        std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+        let context = format!("sample {sample}: cleanup");
+        let outcome = proxier.sync().unwrap_or_else(|e| panic!("{context}: {e}"));
+        apply(&outcome.transaction, &context);
+    }
+    assert_eq!(incremental.ruleset(), whole.ruleset(), "sample {sample}: emptied objects left after the grace");
 }
