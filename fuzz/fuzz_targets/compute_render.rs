@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| proxier_fuzz::targets::compute_render(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| proxier_testkit::fuzz::targets::compute_render(data));

@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| proxier_fuzz::targets::snapshot_parse(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| proxier_testkit::fuzz::targets::snapshot_parse(data));

@@ -25,6 +25,8 @@
 //! Every `sync` and `live` run changes the kernel of the network namespace it runs in: run it in a
 //! namespace of its own (`ip netns exec …`), as `scripts/perf.sh` does.
 
+#![allow(clippy::disallowed_methods)] // Tests run the binary and ip/nft (clippy.toml).
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,22 +1,15 @@
-//! Command-line arguments. Flags are named as kube-proxy names them wherever kube-proxy has them.
+//! The command line: the subcommands and their own flags. Flag groups several commands share are in
+//! `flags`; the exit statuses `--help` lists are in `exit`.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use ipnet::IpNet;
-use proxier_core::{DetectLocal, NodeConfig};
 
-pub const EXIT_HELP: &str = "\
-Exit status:
-  0  success (diff: no change)
-  1  diff: apply would change the kernel
-  2  bad arguments or unreadable snapshot
-  3  nft failed (apply, delete, diff); the previous ruleset is unchanged";
+use crate::flags::{Input, NftArgs};
 
 /// A Kubernetes service proxy on nftables.
 #[derive(Debug, Parser)]
-#[command(name = "proxier", version, about, after_help = EXIT_HELP)]
+#[command(name = "proxier", version, about, after_help = crate::exit::help())]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -55,9 +48,9 @@ pub enum Command {
     /// Write a synthetic cluster snapshot (Services, EndpointSlices, Nodes) for benchmarks and scale tests.
     Gen(GenArgs),
     /// Show where one new connection goes on a node and why, from the snapshot (the kernel is not read).
-    Trace(Box<crate::tools::TraceArgs>),
+    Trace(Box<crate::inspect::TraceArgs>),
     /// Show how each Service is reached: addresses, DNS names, Ingresses, warnings.
-    Explain(Box<crate::tools::ExplainArgs>),
+    Explain(Box<crate::inspect::ExplainArgs>),
 }
 
 /// `proxier gen`: see `generator.rs` for what is generated.
@@ -121,140 +114,4 @@ fn port_range(text: &str) -> Result<(u16, u16), String> {
 pub enum Format {
     Json,
     Nft,
-}
-
-#[derive(Debug, Args)]
-pub struct Input {
-    /// Files or directories of `kubectl get svc,endpointslices,nodes -A -o yaml|json` output.
-    #[arg(long, required = true, num_args = 1.., value_name = "PATH")]
-    pub snapshot: Vec<PathBuf>,
-    #[command(flatten)]
-    pub node: NodeArgs,
-}
-
-/// The node being programmed and how; shared by every command that computes rules.
-#[derive(Debug, Args)]
-pub struct NodeArgs {
-    /// The Node this ruleset is for.
-    #[arg(long, value_name = "NAME")]
-    pub node: String,
-    /// The pod network; non-pod sources reaching a ClusterIP are masqueraded. Comma-separated or repeated.
-    #[arg(long, value_delimiter = ',', value_name = "CIDR")]
-    pub cluster_cidr: Vec<IpNet>,
-    /// How pod sources are recognised [default: ClusterCIDR].
-    #[arg(long, value_enum)]
-    pub detect_local_mode: Option<DetectLocalMode>,
-    /// The pods' bridge, with --detect-local-mode BridgeInterface.
-    #[arg(long, value_name = "NAME", value_parser = interface_name)]
-    pub pod_bridge_interface: Option<String>,
-    /// The pods' interface name prefix, with --detect-local-mode InterfaceNamePrefix.
-    #[arg(long, value_name = "PREFIX", value_parser = interface_name)]
-    pub pod_interface_name_prefix: Option<String>,
-    /// Serve NodePorts only on node addresses inside these ranges, or `primary` (the default): the
-    /// node's primary address of each family.
-    #[arg(long, value_delimiter = ',', value_name = "CIDR|primary", value_parser = nodeport_address)]
-    pub nodeport_addresses: Vec<Option<IpNet>>,
-    /// The Service ranges: an address in them that no Service holds is dropped.
-    #[arg(long, value_delimiter = ',', value_name = "CIDR")]
-    pub service_cidr: Vec<IpNet>,
-    /// Masquerade every connection to a ClusterIP.
-    #[arg(long)]
-    pub masquerade_all: bool,
-    /// The node's addresses, overriding the Node object's status.addresses. Repeatable.
-    #[arg(long, value_delimiter = ',', value_name = "IP")]
-    pub node_ip: Vec<IpAddr>,
-    #[command(flatten)]
-    pub nft: NftArgs,
-}
-
-/// `--detect-local-mode`, spelled as kube-proxy spells it.
-#[allow(clippy::upper_case_acronyms)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DetectLocalMode {
-    #[value(name = "ClusterCIDR")]
-    ClusterCIDR,
-    #[value(name = "NodeCIDR")]
-    NodeCIDR,
-    #[value(name = "BridgeInterface")]
-    BridgeInterface,
-    #[value(name = "InterfaceNamePrefix")]
-    InterfaceNamePrefix,
-}
-
-impl DetectLocalMode {
-    /// The detector of this mode, given the bridge or interface prefix it may need.
-    pub fn detector(self, bridge: Option<String>, prefix: Option<String>) -> Result<DetectLocal, String> {
-        Ok(match self {
-            DetectLocalMode::ClusterCIDR => DetectLocal::ClusterCidr,
-            DetectLocalMode::NodeCIDR => DetectLocal::NodeCidr,
-            DetectLocalMode::BridgeInterface => DetectLocal::BridgeInterface(
-                bridge
-                    .ok_or("detect-local-mode BridgeInterface needs a pod bridge interface (--pod-bridge-interface)")?,
-            ),
-            DetectLocalMode::InterfaceNamePrefix => DetectLocal::InterfaceNamePrefix(prefix.ok_or(
-                "detect-local-mode InterfaceNamePrefix needs an interface name prefix (--pod-interface-name-prefix)",
-            )?),
-        })
-    }
-}
-
-impl NodeArgs {
-    /// The node configuration these flags describe.
-    pub fn config(&self) -> Result<NodeConfig, String> {
-        let detect_local = self
-            .detect_local_mode
-            .unwrap_or(DetectLocalMode::ClusterCIDR)
-            .detector(self.pod_bridge_interface.clone(), self.pod_interface_name_prefix.clone())?;
-        Ok(NodeConfig {
-            node_name: self.node.clone(),
-            node_ips: self.node_ip.clone(),
-            cluster_cidrs: self.cluster_cidr.clone(),
-            detect_local,
-            // `primary` is the default; CIDRs given beside it widen nothing, as in kube-proxy.
-            nodeport_addresses: self.nodeport_addresses.iter().flatten().copied().collect(),
-            service_cidrs: self.service_cidr.clone(),
-            masquerade_all: self.masquerade_all,
-        })
-    }
-}
-
-fn nodeport_address(text: &str) -> Result<Option<IpNet>, String> {
-    if text == "primary" {
-        return Ok(None);
-    }
-    text.parse().map(Some).map_err(|e| format!("{text:?} is neither a CIDR nor `primary`: {e}"))
-}
-
-/// Interface names reach nft rules: allow only what the kernel allows in one (at most 15 bytes).
-pub fn interface_name(name: &str) -> Result<String, String> {
-    let valid =
-        !name.is_empty() && name.len() <= 15 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
-    if valid {
-        Ok(name.to_owned())
-    } else {
-        Err("an interface name is 1-15 letters, digits, '-', '_', '.' or '@'".into())
-    }
-}
-
-#[derive(Debug, Args)]
-pub struct NftArgs {
-    /// Name of proxier's table in the ip and ip6 families.
-    #[arg(long, default_value = "proxier", value_name = "NAME", value_parser = table_name)]
-    pub table: String,
-    /// The nft program to run.
-    #[arg(long, default_value = "nft", value_name = "PATH")]
-    pub nft: PathBuf,
-}
-
-/// Table names go into nft commands: allow only what nft's grammar takes as a plain identifier.
-fn table_name(name: &str) -> Result<String, String> {
-    let mut chars = name.chars();
-    let valid = name.len() <= 64
-        && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if valid {
-        Ok(name.to_owned())
-    } else {
-        Err("a table name is a letter followed by up to 63 letters, digits, '_' or '-'".into())
-    }
 }

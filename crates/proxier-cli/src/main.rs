@@ -1,26 +1,22 @@
 //! `proxier`: render, apply, diff and delete nftables rules for Kubernetes Services.
 
 mod cli;
+mod exit;
+mod flags;
 mod generator;
 mod input;
+mod inspect;
 mod run;
-mod tools;
-
-use std::process::ExitCode;
 
 use clap::Parser;
 use proxier_core::{Diagnostic, RuleModel, Severity, Treatment, compute};
 use proxier_nft::{Nft, Transaction, diff, refusal};
 
-use crate::cli::{Cli, Command, Format, Input};
+use crate::cli::{Cli, Command, Format};
+use crate::exit::{Exit, Failure};
+use crate::flags::Input;
 
-/// A failure, with the exit status it maps to.
-enum Failure {
-    Input(anyhow::Error),
-    Nft(anyhow::Error),
-}
-
-fn main() -> ExitCode {
+fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
@@ -28,19 +24,15 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match run(cli.command) {
-        Ok(code) => code,
-        Err(Failure::Input(error)) => {
-            eprintln!("proxier: {error:#}");
-            ExitCode::from(2)
-        }
-        Err(Failure::Nft(error)) => {
-            eprintln!("proxier: {error:#}");
-            ExitCode::from(3)
+        Ok(exit) => exit.into(),
+        Err(failure) => {
+            eprintln!("proxier: {:#}", failure.error());
+            failure.exit().into()
         }
     }
 }
 
-fn run(command: Command) -> Result<ExitCode, Failure> {
+fn run(command: Command) -> Result<Exit, Failure> {
     match command {
         Command::Render { input, format } => {
             let transaction = transaction(&input)?;
@@ -49,7 +41,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
                 Format::Nft => transaction.to_text(),
             };
             print!("{output}");
-            Ok(ExitCode::SUCCESS)
+            Ok(Exit::Success)
         }
         Command::Apply { input, check } => {
             let model = model(&input)?;
@@ -58,13 +50,13 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
                 let transaction = Transaction::full(&model, &input.node.nft.table);
                 nft.check_json(&transaction.to_json_compact())
                     .map_err(|e| Failure::Nft(anyhow::Error::new(e).context("the kernel would refuse these rules")))?;
-                return Ok(ExitCode::SUCCESS);
+                return Ok(Exit::Success);
             }
             let refused = refusal::apply_full(&nft, &model, &input.node.nft.table).map_err(|e| {
                 Failure::Nft(anyhow::Error::new(e).context("rules not applied; the previous ruleset is unchanged"))
             })?;
             if refused.is_empty() {
-                return Ok(ExitCode::SUCCESS);
+                return Ok(Exit::Success);
             }
             let count = refused.len();
             for (service, why) in refused {
@@ -73,21 +65,21 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
                 eprintln!("proxier: {diagnostic}");
             }
             eprintln!("proxier: applied, except {count} Service(s) whose rules the kernel refused");
-            Ok(ExitCode::from(4))
+            Ok(Exit::PartlyApplied)
         }
         Command::Diff { input } => {
             let transaction = transaction(&input)?;
             let difference = diff(&Nft::new(&input.node.nft.nft), &transaction).map_err(|e| Failure::Nft(e.into()))?;
             if difference.is_empty() {
-                return Ok(ExitCode::SUCCESS);
+                return Ok(Exit::Success);
             }
             print!("{}", difference.unified);
-            Ok(ExitCode::from(1))
+            Ok(Exit::Changed)
         }
         Command::Gen(args) => generate(&args),
         Command::Run(args) => Ok(run::main(&args)),
-        Command::Trace(args) => tools::run_trace(&args),
-        Command::Explain(args) => tools::run_explain(&args),
+        Command::Trace(args) => inspect::run_trace(&args),
+        Command::Explain(args) => inspect::run_explain(&args),
         Command::Delete { nft } => {
             let removed = Nft::new(&nft.nft).delete_tables(&nft.table).map_err(|e| Failure::Nft(e.into()))?;
             if removed.is_empty() {
@@ -97,13 +89,13 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
                 let family = if family == proxier_core::IpFamily::V4 { "ip" } else { "ip6" };
                 eprintln!("proxier: deleted table {family} {}", nft.table);
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(Exit::Success)
         }
     }
 }
 
 /// `proxier gen`: writes the snapshot and says on stderr what is in it.
-fn generate(args: &cli::GenArgs) -> Result<ExitCode, Failure> {
+fn generate(args: &cli::GenArgs) -> Result<Exit, Failure> {
     let options = generator::Options {
         services: args.services,
         endpoints: args.endpoints,
@@ -135,7 +127,7 @@ fn generate(args: &cli::GenArgs) -> Result<ExitCode, Failure> {
     let target = args.out.as_ref().map_or("stdout".into(), |p| p.display().to_string());
     written.map_err(|e| Failure::Input(anyhow::Error::new(e).context(format!("cannot write {target}"))))?;
     eprintln!("proxier: generated {summary}");
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
 }
 
 /// Reads the snapshot, computes the node's model, reports what it found, and builds the transaction.

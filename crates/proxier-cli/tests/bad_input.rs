@@ -3,14 +3,13 @@
 //! rendered — with hostile names, 10,000-character names and a 5,000-port Service — loads into the kernel
 //! (in a network namespace) as JSON and as text, and carries no API string except sanitised comments.
 
-#[path = "../../proxier-nft/tests/support/invariants.rs"]
-mod invariants;
-#[path = "../../proxier-nft/tests/support/netns.rs"]
-mod netns;
+#![allow(clippy::disallowed_methods)] // Tests run the binary and ip/nft (clippy.toml).
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+
+use proxier_testkit::{Netns, invariants};
 
 /// A hostile name: quotes, braces, semicolons, a newline and nft keywords.
 const HOSTILE: &str = "x\"; flush ruleset; {drop} accept\ncomment";
@@ -235,21 +234,21 @@ fn hostile_names_never_reach_nft_except_as_sanitised_comments() {
 
 #[test]
 fn hostile_long_and_huge_renders_load_into_the_kernel() {
-    let Some(ns) = netns::Netns::create("hostile_long_and_huge_renders_load_into_the_kernel") else { return };
+    let Some(ns) = Netns::for_test("hostile_long_and_huge_renders_load_into_the_kernel") else { return };
     let file = TempFile::new("kernel.yaml", &snapshot());
     let json = String::from_utf8(render(&file, "json").stdout).unwrap();
     let started = Instant::now();
-    ns.nft(&["-j", "-f", "-"], Some(&json));
+    ns.nft_args(&["-j", "-f", "-"], Some(&json)).unwrap();
     let json_load = started.elapsed();
-    let listed = ns.nft(&["list", "table", "ip", "proxier"], None);
+    let listed = ns.nft_args(&["list", "table", "ip", "proxier"], None).unwrap();
     assert!(listed.contains("10.96.0.32 . tcp . 5999"), "the 5000th port is programmed");
     assert!(listed.contains("comment \"evil? delete table ip proxier/x??"), "hostile comment listed");
 
     let text = String::from_utf8(render(&file, "nft").stdout).unwrap();
     let started = Instant::now();
-    ns.nft(&["-f", "-"], Some(&text));
+    ns.nft_args(&["-f", "-"], Some(&text)).unwrap();
     let text_load = started.elapsed();
-    assert_eq!(listed, ns.nft(&["list", "table", "ip", "proxier"], None), "JSON and text load the same");
+    assert_eq!(listed, ns.nft_args(&["list", "table", "ip", "proxier"], None).unwrap(), "JSON and text load the same");
     // "Reasonable time" for 5,000 ports on one Service (plus the rest): well under ten seconds.
     assert!(json_load < Duration::from_secs(10) && text_load < Duration::from_secs(10), "{json_load:?} {text_load:?}");
     eprintln!("5000-port snapshot loaded: JSON {json_load:?}, text {text_load:?}");

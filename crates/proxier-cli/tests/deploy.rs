@@ -3,6 +3,8 @@
 //! knows. The capability set is also proven in the kernel: `proxier apply` succeeds with exactly the
 //! DaemonSet's capabilities and fails without them.
 
+#![allow(clippy::disallowed_methods)] // Tests run the binary and ip/nft (clippy.toml).
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -233,7 +235,7 @@ fn proxier_with(command: &str, capabilities: &[String]) -> std::process::Output 
 
 #[test]
 fn the_daemon_sets_capabilities_are_enough_and_needed() {
-    if !proxier_testbed::netns_available("the_daemon_sets_capabilities_are_enough_and_needed") {
+    if !proxier_testkit::netns_available("the_daemon_sets_capabilities_are_enough_and_needed") {
         return;
     }
     let manifests = manifests();

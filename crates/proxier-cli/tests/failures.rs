@@ -7,15 +7,14 @@
 //! - foreign tables (`ip kube-proxy`, `inet filter` with rules and sets): `apply`, `diff`, `delete` never
 //!   change them.
 
-#[path = "../../proxier-nft/tests/support/netns.rs"]
-mod netns;
+#![allow(clippy::disallowed_methods)] // Tests run the binary and ip/nft (clippy.toml).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use netns::{Netns, canonical_listing};
+use proxier_testkit::{Netns, canonical_listing};
 
 struct TempDir(PathBuf);
 
@@ -59,7 +58,7 @@ fn cluster(services: usize, base: u32) -> String {
 }
 
 fn proxier_in(ns: &Netns, args: &[&str]) -> Output {
-    ns.run(env!("CARGO_BIN_EXE_proxier"), args, None)
+    ns.exec(env!("CARGO_BIN_EXE_proxier"), args).unwrap()
 }
 
 fn apply_args<'a>(snapshot: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
@@ -70,7 +69,7 @@ fn apply_args<'a>(snapshot: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 
 /// proxier's table, canonical, or `Null` when it does not exist.
 fn table(ns: &Netns) -> serde_json::Value {
-    let output = ns.run("nft", &["-j", "list", "table", "ip", "proxier"], None);
+    let output = ns.exec("nft", ["-j", "list", "table", "ip", "proxier"]).unwrap();
     if !output.status.success() {
         return serde_json::Value::Null;
     }
@@ -79,7 +78,7 @@ fn table(ns: &Netns) -> serde_json::Value {
 
 /// The whole ruleset without proxier's tables.
 fn foreign(ns: &Netns) -> serde_json::Value {
-    let mut ruleset = ns.ruleset();
+    let mut ruleset = ns.ruleset().unwrap();
     let objects = ruleset["nftables"].as_array_mut().unwrap();
     objects.retain(|o| {
         let body = o.as_object().and_then(|m| m.values().next()).unwrap();
@@ -91,12 +90,12 @@ fn foreign(ns: &Netns) -> serde_json::Value {
 
 #[test]
 fn a_missing_or_failing_nft_exits_3_and_leaves_the_ruleset() {
-    let Some(ns) = Netns::create("a_missing_or_failing_nft_exits_3_and_leaves_the_ruleset") else { return };
+    let Some(ns) = Netns::for_test("a_missing_or_failing_nft_exits_3_and_leaves_the_ruleset") else { return };
     let dir = TempDir::new("nft-fails");
     let old = dir.write("old.yaml", &cluster(3, 0));
     let new = dir.write("new.yaml", &cluster(5, 100));
     assert!(proxier_in(&ns, &apply_args(&old, &[])).status.success());
-    let before = ns.ruleset();
+    let before = ns.ruleset().unwrap();
 
     let missing = dir.0.join("no-such-nft").display().to_string();
     let output = proxier_in(&ns, &apply_args(&new, &["--nft", &missing]));
@@ -108,7 +107,7 @@ fn a_missing_or_failing_nft_exits_3_and_leaves_the_ruleset() {
              directory (os error 2)"
         )
     );
-    assert_eq!(ns.ruleset(), before);
+    assert_eq!(ns.ruleset().unwrap(), before);
 
     let failing = dir
         .write("failing-nft", "#!/bin/sh\necho 'Error: Could not process rule: Operation not supported' >&2\nexit 1\n");
@@ -122,19 +121,19 @@ fn a_missing_or_failing_nft_exits_3_and_leaves_the_ruleset() {
              process rule: Operation not supported"
         )
     );
-    assert_eq!(ns.ruleset(), before);
+    assert_eq!(ns.ruleset().unwrap(), before);
 
     // The real nft refusing the transaction half-way: a wrapper corrupts one statement near the end.
     let truncating = dir.write("corrupting-nft", "#!/bin/sh\nsed 's/\"masquerade\"/\"masqueradex\"/' | nft \"$@\"\n");
     std::fs::set_permissions(&truncating, std::fs::Permissions::from_mode(0o755)).unwrap();
     let output = proxier_in(&ns, &apply_args(&new, &["--nft", &truncating]));
     assert_eq!(output.status.code(), Some(3), "{}", String::from_utf8_lossy(&output.stderr));
-    assert_eq!(ns.ruleset(), before);
+    assert_eq!(ns.ruleset().unwrap(), before);
 }
 
 #[test]
 fn concurrent_applies_leave_one_of_the_two_tables() {
-    let Some(ns) = Netns::create("concurrent_applies_leave_one_of_the_two_tables") else { return };
+    let Some(ns) = Netns::for_test("concurrent_applies_leave_one_of_the_two_tables") else { return };
     let dir = TempDir::new("concurrent");
     let a = dir.write("a.yaml", &cluster(200, 0));
     let b = dir.write("b.yaml", &cluster(300, 1000));
@@ -147,7 +146,7 @@ fn concurrent_applies_leave_one_of_the_two_tables() {
     for round in 0..50 {
         let spawn = |snapshot: &str| {
             let mut command = Command::new("ip");
-            command.args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_proxier")]);
+            command.args(["netns", "exec", ns.name(), env!("CARGO_BIN_EXE_proxier")]);
             command.args(apply_args(snapshot, &[])).stdout(Stdio::null()).stderr(Stdio::piped());
             command.spawn().unwrap()
         };
@@ -170,7 +169,7 @@ fn concurrent_applies_leave_one_of_the_two_tables() {
 
 #[test]
 fn sigkill_mid_apply_leaves_the_old_or_the_new_table() {
-    let Some(ns) = Netns::create("sigkill_mid_apply_leaves_the_old_or_the_new_table") else { return };
+    let Some(ns) = Netns::for_test("sigkill_mid_apply_leaves_the_old_or_the_new_table") else { return };
     let dir = TempDir::new("sigkill");
     let old = dir.write("old.yaml", &cluster(50, 0));
     let new = dir.write("new.yaml", &cluster(3000, 5000));
@@ -181,7 +180,7 @@ fn sigkill_mid_apply_leaves_the_old_or_the_new_table() {
         assert!(proxier_in(&ns, &apply_args(&old, &[])).status.success());
         let table_old = table(&ns);
         let mut command = Command::new("ip");
-        command.args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_proxier")]);
+        command.args(["netns", "exec", ns.name(), env!("CARGO_BIN_EXE_proxier")]);
         let mut child =
             command.args(apply_args(&new, &[])).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(20 + round * 25));
@@ -211,17 +210,15 @@ fn sigkill_mid_apply_leaves_the_old_or_the_new_table() {
 
 #[test]
 fn foreign_tables_are_never_changed() {
-    let Some(ns) = Netns::create("foreign_tables_are_never_changed") else { return };
+    let Some(ns) = Netns::for_test("foreign_tables_are_never_changed") else { return };
     ns.nft(
-        &["-f", "-"],
-        Some(
-            "table ip kube-proxy {\n chain services { type nat hook prerouting priority -100; ip daddr 10.96.0.1 tcp dport 443 dnat to 192.168.49.11:6443; }\n}\n\
+        "table ip kube-proxy {\n chain services { type nat hook prerouting priority -100; ip daddr 10.96.0.1 tcp dport 443 dnat to 192.168.49.11:6443; }\n}\n\
              table inet filter {\n set blocked { type ipv4_addr; elements = { 203.0.113.1, 203.0.113.2 } }\n\
               map ports { type inet_service : verdict; elements = { 22 : accept } }\n\
               chain input { type filter hook input priority 0; policy accept; ip saddr @blocked drop; tcp dport vmap @ports; }\n}\n\
              table ip6 proxier-not { chain c { }; }\n",
-        ),
-    );
+    )
+    .unwrap();
     let dir = TempDir::new("foreign");
     let snapshot = dir.write("c.yaml", &cluster(20, 0));
     let before = foreign(&ns);

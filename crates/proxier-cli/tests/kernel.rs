@@ -1,9 +1,11 @@
 //! The real `proxier` binary against the real kernel, each test in network namespaces of its own.
 
+#![allow(clippy::disallowed_methods)] // Tests run the binary and ip/nft (clippy.toml).
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use proxier_testbed::{Netns, netns_available};
+use proxier_testkit::{Netns, netns_available};
 
 const CLUSTERS: &[(&str, &str)] = &[
     ("single-stack.yaml", "10.244.0.0/16"),

@@ -1,6 +1,8 @@
 //! `proxier render` on every bundled snapshot, for every node, in both formats: pinned with insta.
 //! (That these renders load into the kernel and mean what they say is proven in kernel.rs and traffic.rs.)
 
+#![allow(clippy::disallowed_methods)] // Tests run the binary and ip/nft (clippy.toml).
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

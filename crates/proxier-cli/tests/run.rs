@@ -1,6 +1,8 @@
 //! `proxier run` end to end: the real binary in a node's network namespace, watching a fake API server
 //! (tests/run_support/apiserver.rs) that runs inside the same namespace, with traffic checked by probes.
 
+#![allow(clippy::disallowed_methods)] // Tests run the binary and ip/nft (clippy.toml).
+
 mod run_support;
 
 use std::time::Duration;
@@ -439,7 +441,7 @@ fn a_refused_service_is_left_out_and_the_rest_programmed() {
 /// across a restart, and endpoint changes followed.
 #[test]
 fn run_on_a_test_bed_node() {
-    use proxier_testbed::TestBed;
+    use proxier_testkit::TestBed;
     use run_support::node::{serve_in, tcp_connect_in, tcp_probe_in};
     if !node::netns_available("run_on_a_test_bed_node") {
         return;
@@ -469,7 +471,7 @@ fn run_on_a_test_bed_node() {
     web["spec"]["type"] = json!("NodePort");
     web["spec"]["ports"][0]["nodePort"] = json!(30080);
     api.apply(web);
-    let endpoint = |pod: &proxier_testbed::Pod| json!({"addresses": [pod.ipv4().to_string()], "conditions": {"ready": true}, "nodeName": pod.node_name()});
+    let endpoint = |pod: &proxier_testkit::Pod| json!({"addresses": [pod.ipv4().to_string()], "conditions": {"ready": true}, "nodeName": pod.node_name()});
     let mut both = slice("web", &[], "TCP");
     both["endpoints"] = json!([endpoint(a), endpoint(b)]);
     api.apply(both);

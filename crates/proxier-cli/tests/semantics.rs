@@ -1,17 +1,18 @@
-//! Every packet-level rule of ../shared/reference/service-semantics.md, proven with real traffic on
+//! Every packet-level Service semantics rule (docs/semantics.md), proven with real traffic on
 //! the test bed through rules applied by the real `proxier` binary. Tests are named `rule_NN_…` after
 //! the rule they prove; docs/semantics.md maps every rule to its tests.
-
-mod support;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use proxier_testbed::{
+use proxier_testkit::scenario::{Endpoint, Scenario, at, ready, service, slice};
+use proxier_testkit::{
     Outcome, Proto, assert_dropped, assert_reaches, assert_refused, assert_source_seen, assert_sticky, netns_available,
     probe,
 };
-use support::{Endpoint, Scenario, at, ready, service, slice};
+
+/// The binary under test.
+const PROXIER: &str = env!("CARGO_BIN_EXE_proxier");
 
 fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
@@ -42,7 +43,7 @@ fn rule_13_unknown_ports_are_refused_and_unallocated_service_addresses_dropped()
     if !netns_available("rule_13") {
         return;
     }
-    let (mut scenario, _servers) = Scenario::web_pods();
+    let (mut scenario, _servers) = Scenario::web_pods(PROXIER);
     let objects = web(&scenario, &[], &[ready(scenario.pod("web-a"))], "");
     scenario.flags(&["--cluster-cidr", "10.244.0.0/16", "--service-cidr", "10.96.0.0/16"]);
     scenario.program(&objects);
@@ -65,7 +66,7 @@ fn rule_17_internal_traffic_policy_local_uses_local_endpoints_only() {
     if !netns_available("rule_17") {
         return;
     }
-    let (scenario, _servers) = Scenario::web_pods();
+    let (scenario, _servers) = Scenario::web_pods(PROXIER);
     scenario.program(&web(
         &scenario,
         &["  type: NodePort", "  internalTrafficPolicy: Local"],
@@ -86,11 +87,11 @@ fn rule_18_and_19_external_traffic_policy_local() {
     if !netns_available("rule_18_and_19") {
         return;
     }
-    let (scenario, _servers) = Scenario::web_pods();
+    let (scenario, _servers) = Scenario::web_pods(PROXIER);
     let spec = ["  type: LoadBalancer", "  externalTrafficPolicy: Local", "  healthCheckNodePort: 32000"];
     scenario.program(&web(&scenario, &spec, &[ready(scenario.pod("web-a"))], LB_STATUS));
     let client = scenario.bed.client();
-    let client_ip: IpAddr = proxier_testbed::CLIENT_IPV4.into();
+    let client_ip: IpAddr = proxier_testkit::CLIENT_IPV4.into();
     // Node with a local endpoint: served locally, the client's address preserved.
     assert_source_seen(client, Proto::Tcp, at(scenario.bed.node(1).ipv4(), 30080), client_ip);
     assert_source_seen(client, Proto::Tcp, vip("203.0.113.50", 80), client_ip);
@@ -116,7 +117,7 @@ fn rule_18_external_traffic_policy_cluster_masquerades_external_ips() {
     if !netns_available("rule_18_cluster") {
         return;
     }
-    let (scenario, _servers) = Scenario::web_pods();
+    let (scenario, _servers) = Scenario::web_pods(PROXIER);
     // rule 25: externalIPs behave like LoadBalancer IPs.
     let spec = ["  externalIPs: [198.51.100.20]"];
     scenario.program(&web(&scenario, &spec, &[ready(scenario.pod("web-b"))], ""));
@@ -135,7 +136,7 @@ fn rule_08_terminating_endpoints_serve_when_none_is_ready() {
     if !netns_available("rule_08") {
         return;
     }
-    let (scenario, _servers) = Scenario::web_pods();
+    let (scenario, _servers) = Scenario::web_pods(PROXIER);
     let terminating = |pod, serving: bool| Endpoint {
         pod,
         conditions: if serving {
@@ -170,7 +171,7 @@ fn rule_29_and_30_zone_hints_keep_traffic_in_the_zone_when_they_cover_it() {
     if !netns_available("rule_29") {
         return;
     }
-    let (scenario, _servers) = Scenario::web_pods();
+    let (scenario, _servers) = Scenario::web_pods(PROXIER);
     let hinted = |pod, zone| Endpoint {
         pod,
         conditions: "{ready: true}",
@@ -204,7 +205,7 @@ fn rule_23_source_ranges_filter_load_balancer_ips_only() {
     if !netns_available("rule_23") {
         return;
     }
-    let (scenario, _servers) = Scenario::web_pods();
+    let (scenario, _servers) = Scenario::web_pods(PROXIER);
     let lb = vip("203.0.113.50", 80);
     let with_ranges = |ranges: &str| {
         let range_line = format!("  loadBalancerSourceRanges: [{ranges}]");
@@ -230,7 +231,7 @@ fn rule_24_proxy_mode_load_balancer_ips_are_not_intercepted() {
     if !netns_available("rule_24") {
         return;
     }
-    let (scenario, _servers) = Scenario::web_pods();
+    let (scenario, _servers) = Scenario::web_pods(PROXIER);
     let status = LB_STATUS.replace("ipMode: VIP", "ipMode: Proxy");
     scenario.program(&web(&scenario, &["  type: LoadBalancer"], &[ready(scenario.pod("web-a"))], &status));
     assert_dropped(scenario.bed.client(), Proto::Tcp, vip("203.0.113.50", 80));
@@ -243,7 +244,7 @@ fn rule_21_node_ports_only_on_nodeport_addresses() {
     if !netns_available("rule_21") {
         return;
     }
-    let (mut scenario, _servers) = Scenario::web_pods();
+    let (mut scenario, _servers) = Scenario::web_pods(PROXIER);
     let objects = web(&scenario, &["  type: NodePort"], &[ready(scenario.pod("web-a"))], "");
     scenario.flags(&["--cluster-cidr", "10.244.0.0/16", "--nodeport-addresses", "fd00:49::/64"]);
     scenario.program(&objects);
@@ -265,7 +266,7 @@ fn rule_15_masquerade_all_and_every_local_traffic_detector() {
     if !netns_available("rule_15") {
         return;
     }
-    let (mut scenario, _servers) = Scenario::web_pods();
+    let (mut scenario, _servers) = Scenario::web_pods(PROXIER);
     let objects = web(&scenario, &[], &[ready(scenario.pod("web-b"))], "");
     let client_a = scenario.pod("client-a").ipv4();
     let node_a = scenario.bed.node(1).ipv4();
@@ -296,7 +297,7 @@ fn rule_26_session_affinity_sticks_expires_and_switches() {
     if !netns_available("rule_26") {
         return;
     }
-    let (scenario, _servers) = Scenario::web_pods();
+    let (scenario, _servers) = Scenario::web_pods(PROXIER);
     let endpoints = [ready(scenario.pod("web-a")), ready(scenario.pod("web-b"))];
     let sticky =
         ["  type: NodePort", "  sessionAffinity: ClientIP", "  sessionAffinityConfig: {clientIP: {timeoutSeconds: 2}}"];
@@ -321,7 +322,7 @@ fn rule_03_tcp_and_udp_on_one_port_are_independent_and_target_ports_come_from_th
     if !netns_available("rule_03") {
         return;
     }
-    let (scenario, _servers) = Scenario::web_pods();
+    let (scenario, _servers) = Scenario::web_pods(PROXIER);
     // One port number, two protocols, each with its own endpoints; the Service's targetPort is
     // deliberately wrong: the slice's port of the same name decides.
     let mut objects =

@@ -2,6 +2,8 @@
 //! pinned with insta (testdata/snapshots/explain-*.snap, trace-*.snap). The verdicts are checked against
 //! the kernel in trace_agreement.rs.
 
+#![allow(clippy::disallowed_methods)] // Tests run the binary and ip/nft (clippy.toml).
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

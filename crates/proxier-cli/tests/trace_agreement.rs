@@ -1,4 +1,4 @@
-//! `proxier trace` agrees with the kernel. A two-node test bed (proxier-testbed) is programmed with
+//! `proxier trace` agrees with the kernel. A two-node test bed (proxier-testkit) is programmed with
 //! `proxier apply` in each node's namespace; then, for every behaviour scenario (ClusterIP from pods,
 //! hairpin, node and outside clients, NodePort, LoadBalancer IP, externalIP, externalTrafficPolicy Local
 //! from outside, from a pod and from the node, internalTrafficPolicy Local, no endpoints, unknown port,
@@ -6,12 +6,14 @@
 //! what happened — the pods reached, refused, dropped, and whether the pod saw the client's address —
 //! is compared with what `proxier trace --output json` predicted for the node the traffic enters.
 
+#![allow(clippy::disallowed_methods)] // Tests run the binary and ip/nft (clippy.toml).
+
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use proxier_testbed::{
+use proxier_testkit::{
     ANSWER_TIMEOUT, CLIENT_IPV4, Outcome, Proto, TestBed, check_dropped, check_refused, netns_available, probe,
 };
 use serde_json::Value;

@@ -1,13 +1,14 @@
 //! Real traffic through rules applied by the real `proxier` binary, on a test bed of nodes, pods and
-//! an outside client in network namespaces (crates/proxier-testbed): what the Foundation and the
+//! an outside client in network namespaces (crates/proxier-testkit): what the Foundation and the
 //! multi-node test bed promise.
 
-mod support;
-
-use proxier_testbed::{
+use proxier_testkit::scenario::{Scenario, at, ready, service, slice};
+use proxier_testkit::{
     Proto, assert_dropped, assert_reaches, assert_refused, assert_source_seen, netns_available, sctp_available,
 };
-use support::{Scenario, at, ready, service, slice};
+
+/// The binary under test.
+const PROXIER: &str = env!("CARGO_BIN_EXE_proxier");
 
 const WEB_IP: &str = "10.96.0.10";
 
@@ -34,7 +35,7 @@ fn cluster_ip_reaches_every_pod_from_pods_and_nodes_keeping_pod_sources() {
     if !netns_available("cluster_ip_reaches_every_pod_from_pods_and_nodes_keeping_pod_sources") {
         return;
     }
-    let (scenario, _servers) = Scenario::web_pods();
+    let (scenario, _servers) = Scenario::web_pods(PROXIER);
     scenario.program(&web_objects(&scenario, &["web-a", "web-b"]));
     let (tcp, udp) =
         (at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 80), at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 53));
@@ -43,7 +44,7 @@ fn cluster_ip_reaches_every_pod_from_pods_and_nodes_keeping_pod_sources() {
         assert_reaches(pod, Proto::Tcp, tcp, 30, &["web-a", "web-b"]);
         assert_reaches(pod, Proto::Udp, udp, 30, &["web-a", "web-b"]);
         // Pod to ClusterIP is not masqueraded, on the same node and across nodes.
-        let seen = proxier_testbed::reached(pod, Proto::Tcp, tcp, 1);
+        let seen = proxier_testkit::reached(pod, Proto::Tcp, tcp, 1);
         assert_eq!(seen.len(), 1);
     }
     for node in [1, 2] {
@@ -57,7 +58,7 @@ fn pod_sources_are_kept_across_nodes_and_other_sources_are_masqueraded() {
     if !netns_available("pod_sources_are_kept_across_nodes_and_other_sources_are_masqueraded") {
         return;
     }
-    let (scenario, _servers) = Scenario::web_pods();
+    let (scenario, _servers) = Scenario::web_pods(PROXIER);
     // One endpoint on node-b: every probe lands there.
     scenario.program(&web_objects(&scenario, &["web-b"]));
     let tcp = at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 80);
@@ -78,7 +79,7 @@ fn node_to_cluster_ip_is_masqueraded() {
     if !netns_available("node_to_cluster_ip_is_masqueraded") {
         return;
     }
-    let (mut scenario, _servers) = Scenario::web_pods();
+    let (mut scenario, _servers) = Scenario::web_pods(PROXIER);
     // web-a is on node-a: from node-a, unmasqueraded traffic would show the node IP, masqueraded traffic
     // shows the address of the interface it leaves through, the pod gateway 10.244.1.1.
     scenario.program(&web_objects(&scenario, &["web-a"]));
@@ -95,7 +96,7 @@ fn node_port_answers_on_every_node_even_without_a_local_endpoint() {
     if !netns_available("node_port_answers_on_every_node_even_without_a_local_endpoint") {
         return;
     }
-    let (scenario, _servers) = Scenario::web_pods();
+    let (scenario, _servers) = Scenario::web_pods(PROXIER);
     scenario.program(&web_objects(&scenario, &["web-a"]));
     for node in [1, 2] {
         let ip = scenario.bed.node(node).ipv4();
@@ -120,7 +121,7 @@ fn a_service_without_endpoints_is_refused_at_once() {
     if !netns_available("a_service_without_endpoints_is_refused_at_once") {
         return;
     }
-    let (scenario, _servers) = Scenario::web_pods();
+    let (scenario, _servers) = Scenario::web_pods(PROXIER);
     scenario.program(&web_objects(&scenario, &["web-a"]));
     let empty: std::net::IpAddr = "10.96.0.11".parse().unwrap();
     for from in [scenario.pod("client-a").netns(), scenario.pod("client-b").netns(), scenario.bed.node(1).netns()] {
@@ -131,9 +132,9 @@ fn a_service_without_endpoints_is_refused_at_once() {
     }
     // The node's own UDP datagram is rejected in the output hook: the sender gets EPERM at once.
     let outcome =
-        proxier_testbed::probe(scenario.bed.node(1), Proto::Udp, at(empty, 53), std::time::Duration::from_millis(500));
+        proxier_testkit::probe(scenario.bed.node(1), Proto::Udp, at(empty, 53), std::time::Duration::from_millis(500));
     assert!(
-        matches!(&outcome, proxier_testbed::Outcome::Error(e) if e.contains("Operation not permitted"))
+        matches!(&outcome, proxier_testkit::Outcome::Error(e) if e.contains("Operation not permitted"))
             || outcome.is_refused(),
         "{outcome:?}"
     );
@@ -146,7 +147,7 @@ fn a_pod_reaching_its_own_service_is_hairpinned() {
     if !netns_available("a_pod_reaching_its_own_service_is_hairpinned") {
         return;
     }
-    let (scenario, _servers) = Scenario::web_pods();
+    let (scenario, _servers) = Scenario::web_pods(PROXIER);
     scenario.program(&web_objects(&scenario, &["web-a"]));
     let tcp = at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 80);
     // web-a reaches itself; masqueraded to its node's address so the reply comes back through the node.
@@ -165,7 +166,7 @@ fn a_changed_snapshot_moves_traffic_to_the_new_endpoints() {
     if !netns_available("a_changed_snapshot_moves_traffic_to_the_new_endpoints") {
         return;
     }
-    let (scenario, _servers) = Scenario::web_pods();
+    let (scenario, _servers) = Scenario::web_pods(PROXIER);
     let tcp = at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 80);
     scenario.program(&web_objects(&scenario, &["web-a", "web-b"]));
     assert_reaches(scenario.pod("client-a"), Proto::Tcp, tcp, 30, &["web-a", "web-b"]);
@@ -180,7 +181,7 @@ fn ipv6_cluster_ip_and_node_port_work() {
     if !netns_available("ipv6_cluster_ip_and_node_port_work") {
         return;
     }
-    let (scenario, _servers) = Scenario::web_pods();
+    let (scenario, _servers) = Scenario::web_pods(PROXIER);
     let endpoints = [ready(scenario.pod("web-a")), ready(scenario.pod("web-b"))];
     let objects = service(
         "shop",
@@ -209,7 +210,7 @@ fn sctp_services_are_balanced() {
     if !netns_available("sctp_services_are_balanced") || !sctp_available("sctp_services_are_balanced") {
         return;
     }
-    let mut scenario = Scenario::new(2);
+    let mut scenario = Scenario::new(PROXIER, 2);
     scenario.bed.add_pod(1, "sig-a").unwrap();
     scenario.bed.add_pod(2, "sig-b").unwrap();
     scenario.bed.add_pod(1, "client").unwrap();
@@ -239,7 +240,7 @@ fn a_service_the_kernel_refuses_is_left_out_and_the_rest_answers() {
     if !netns_available("a_service_the_kernel_refuses_is_left_out_and_the_rest_answers") {
         return;
     }
-    let (mut scenario, _servers) = Scenario::web_pods();
+    let (mut scenario, _servers) = Scenario::web_pods(PROXIER);
     let nft = scenario.write_program(
         "nft-without-sctp",
         "#!/bin/sh\n# A kernel without SCTP: every ruleset that matches SCTP is refused, the rest goes to nft.\n\
@@ -279,7 +280,7 @@ fn delete_removes_proxier_tables_and_traffic_is_no_longer_intercepted() {
     if !netns_available("delete_removes_proxier_tables_and_traffic_is_no_longer_intercepted") {
         return;
     }
-    let (scenario, _servers) = Scenario::web_pods();
+    let (scenario, _servers) = Scenario::web_pods(PROXIER);
     scenario.program(&web_objects(&scenario, &["web-a"]));
     let node = scenario.bed.node(1).netns();
     node.nft("table inet other {\n chain c {\n type filter hook input priority 10;\n }\n}\n").unwrap();
@@ -299,7 +300,7 @@ fn the_assertions_catch_a_removed_rule() {
     if !netns_available("the_assertions_catch_a_removed_rule") {
         return;
     }
-    let (scenario, _servers) = Scenario::web_pods();
+    let (scenario, _servers) = Scenario::web_pods(PROXIER);
     scenario.program(&web_objects(&scenario, &["web-a", "web-b"]));
     let tcp = at(WEB_IP.parse::<std::net::IpAddr>().unwrap(), 80);
     let node_a = scenario.bed.node(1).netns();
@@ -307,23 +308,23 @@ fn the_assertions_catch_a_removed_rule() {
 
     // Without the hairpin rule a pod reaching itself through the service is not masqueraded.
     scenario.program(&web_objects(&scenario, &["web-a"]));
-    proxier_testbed::check_source_seen(scenario.pod("web-a"), Proto::Tcp, tcp, "10.244.1.1".parse().unwrap()).unwrap();
+    proxier_testkit::check_source_seen(scenario.pod("web-a"), Proto::Tcp, tcp, "10.244.1.1".parse().unwrap()).unwrap();
     break_rules("flush chain ip proxier masquerading\n");
-    let err = proxier_testbed::check_source_seen(scenario.pod("web-a"), Proto::Tcp, tcp, "10.244.1.1".parse().unwrap());
+    let err = proxier_testkit::check_source_seen(scenario.pod("web-a"), Proto::Tcp, tcp, "10.244.1.1".parse().unwrap());
     assert!(err.is_err(), "hairpin still masqueraded without its rule");
 
     // Without the service's map element, the ClusterIP reaches nothing: the port looks unknown.
     scenario.program(&web_objects(&scenario, &["web-a", "web-b"]));
-    proxier_testbed::check_reaches(scenario.pod("client-a"), Proto::Tcp, tcp, 20, &["web-a", "web-b"]).unwrap();
+    proxier_testkit::check_reaches(scenario.pod("client-a"), Proto::Tcp, tcp, 20, &["web-a", "web-b"]).unwrap();
     break_rules("delete element ip proxier service-ips { 10.96.0.10 . tcp . 80 }\n");
-    assert!(proxier_testbed::check_reaches(scenario.pod("client-a"), Proto::Tcp, tcp, 5, &["web-a", "web-b"]).is_err());
-    proxier_testbed::check_refused(scenario.pod("client-a"), Proto::Tcp, tcp).unwrap();
+    assert!(proxier_testkit::check_reaches(scenario.pod("client-a"), Proto::Tcp, tcp, 5, &["web-a", "web-b"]).is_err());
+    proxier_testkit::check_refused(scenario.pod("client-a"), Proto::Tcp, tcp).unwrap();
 
     // Without the reject chain, a service without endpoints is dropped instead of refused.
     let empty = at("10.96.0.11".parse::<std::net::IpAddr>().unwrap(), 80);
-    proxier_testbed::check_refused(scenario.pod("client-a"), Proto::Tcp, empty).unwrap();
+    proxier_testkit::check_refused(scenario.pod("client-a"), Proto::Tcp, empty).unwrap();
     break_rules("flush chain ip proxier reject-chain\n");
-    assert!(proxier_testbed::check_refused(scenario.pod("client-a"), Proto::Tcp, empty).is_err());
+    assert!(proxier_testkit::check_refused(scenario.pod("client-a"), Proto::Tcp, empty).is_err());
 }
 
 #[test]
@@ -331,7 +332,7 @@ fn the_bundled_single_stack_cluster_behaves_as_its_snapshot_says() {
     if !netns_available("the_bundled_single_stack_cluster_behaves_as_its_snapshot_says") {
         return;
     }
-    let (mut scenario, _servers, path) = Scenario::from_testdata("single-stack.yaml");
+    let (mut scenario, _servers, path) = Scenario::from_testdata(PROXIER, "single-stack.yaml");
     scenario.bed.add_pod(1, "client").unwrap();
     scenario.program_file(&path);
     let client = scenario.pod("client");
@@ -343,7 +344,7 @@ fn the_bundled_single_stack_cluster_behaves_as_its_snapshot_says() {
     assert_refused(client, Proto::Tcp, at(ip("10.96.50.50"), 80));
     // shop/web: two ready pods, one unready that is never used; the NodePort on both nodes.
     let web: Vec<String> =
-        proxier_testbed::reached(scenario.bed.client(), Proto::Tcp, at(scenario.bed.node(2).ipv4(), 30080), 30)
+        proxier_testkit::reached(scenario.bed.client(), Proto::Tcp, at(scenario.bed.node(2).ipv4(), 30080), 30)
             .into_iter()
             .collect();
     assert_eq!(web.len(), 2, "{web:?}");
@@ -355,6 +356,6 @@ fn the_bundled_single_stack_cluster_behaves_as_its_snapshot_says() {
         &web.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     // The ingress controller behind its LoadBalancer IP, and legacy-db behind its externalIP.
-    assert_eq!(proxier_testbed::reached(scenario.bed.client(), Proto::Tcp, at(ip("203.0.113.10"), 80), 30).len(), 2);
-    assert_eq!(proxier_testbed::reached(scenario.bed.client(), Proto::Tcp, at(ip("198.51.100.20"), 5432), 5).len(), 1);
+    assert_eq!(proxier_testkit::reached(scenario.bed.client(), Proto::Tcp, at(ip("203.0.113.10"), 80), 30).len(), 2);
+    assert_eq!(proxier_testkit::reached(scenario.bed.client(), Proto::Tcp, at(ip("198.51.100.20"), 5432), 5).len(), 1);
 }

@@ -10,6 +10,8 @@
 //! `proxier-nft` turns the model into nft transactions. Two read-only tools sit beside the stages: [`trace()`]
 //! walks one connection through a node's model, and [`explain()`] tells how each Service is reached.
 
+// Pure code needs no unsafe; forbidding it keeps the core safe to fuzz and to embed.
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod compute;

@@ -5,14 +5,11 @@
 //! Case counts are small by default so that CI stays fast; `PROPTEST_CASES=5000 cargo test --test
 //! properties` runs a heavier round (docs/robustness.md).
 
-#[path = "support/objects.rs"]
-mod objects;
-
 use proptest::prelude::*;
 use proptest::sample::select;
 use proxier_core::{Snapshot, compute};
 
-use objects::{as_json, cases, config, objects_and_shuffled};
+use proxier_testkit::objects::{as_json, cases, config, objects_and_shuffled};
 
 /// YAML-ish text assembled from the tokens kubectl output is made of.
 fn yamlish() -> impl Strategy<Value = String> {

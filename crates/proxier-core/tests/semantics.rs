@@ -1,4 +1,4 @@
-//! The Service semantics of ../shared/reference/service-semantics.md that the core decides, one test
+//! The Service semantics (the rules of docs/semantics.md) that the core decides, one test
 //! per rule (named `rule_NN_…`), on testdata/clusters/semantics.yaml and small inline objects. What the
 //! rules mean for packets is proven again with real traffic in proxier-cli/tests/traffic.rs.
 

@@ -1,5 +1,5 @@
-//! The one place where the `nftables` crate's JSON is mended for nft 1.0.6 (see
-//! ../shared/reference/nftables-crate.md):
+//! The one place where the `nftables` crate's JSON is mended for nft 1.0.6, which reads it
+//! differently in these cases:
 //!
 //! - the crate has no `verdict` map type: maps are built with the placeholder `mark`, renamed here
 //!   (proxier never uses a mark-valued map, so the placeholder is unambiguous);

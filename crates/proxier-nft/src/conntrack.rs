@@ -6,6 +6,8 @@
 //! is packaged everywhere nft is, and keeps this crate free of raw netlink code. Cleanups are rare
 //! (only when UDP endpoints change), so one process per filter costs nothing that matters.
 
+#![allow(clippy::disallowed_methods)] // This module is the one that runs `conntrack` (clippy.toml).
+
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

@@ -54,7 +54,7 @@ pub fn diff(nft: &Nft, transaction: &Transaction) -> Result<TableDiff, NftError>
 /// lists them in hash order), and the elements of timeout sets dropped (the data plane fills those).
 pub fn canonical(listing: &str) -> String {
     let flat = canonical_elements(listing);
-    let mut head = String::new();
+    let (mut head, mut tail) = (String::new(), String::new());
     let mut blocks: Vec<String> = Vec::new();
     let mut current: Option<String> = None;
     for line in flat.lines() {
@@ -69,6 +69,8 @@ pub fn canonical(listing: &str) -> String {
             }
             None if top_level && line.ends_with('{') => current = Some(format!("{line}\n")),
             None if line.trim().is_empty() => {}
+            // The table's closing brace stays after its sets, maps and chains.
+            None if line == "}" => tail.push_str("}\n"),
             None => {
                 head.push_str(line);
                 head.push('\n');
@@ -77,7 +79,7 @@ pub fn canonical(listing: &str) -> String {
     }
     blocks.extend(current);
     blocks.sort();
-    head + &blocks.join("")
+    head + &blocks.join("") + &tail
 }
 
 fn canonical_elements(listing: &str) -> String {
@@ -138,5 +140,7 @@ mod tests {
         let d = "table ip t {\n\tchain x {\n\t\tdrop\n\t}\n\n\tset s {\n\t\ttype ipv4_addr\n\t}\n}\n";
         assert_eq!(canonical(c), canonical(d));
         assert_ne!(canonical(c), canonical(&d.replace("drop", "accept")));
+        let sorted = "table ip t {\n\tchain x {\n\t\tdrop\n\t}\n\tset s {\n\t\ttype ipv4_addr\n\t}\n}\n";
+        assert_eq!(canonical(c), sorted, "blocks sorted, the table's brace closing it");
     }
 }

@@ -18,7 +18,7 @@
 //! ```
 //!
 //! Why this shape: kube-proxy's chain-per-service-and-endpoint layout takes minutes to load at 10k
-//! services, while element-only layouts load in about a second (docs/layout.md). nft 1.0.6's JSON
+//! services, while element-only layouts load in about a second (docs/performance.md). nft 1.0.6's JSON
 //! parser cannot express a map whose value is a concatenation (address . port) or whose key holds a
 //! `numgen` result, so the backend choice is a small `numgen` verdict map per endpoint count and the
 //! address and port come from two maps per backend position.

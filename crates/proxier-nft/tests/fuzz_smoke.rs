@@ -1,13 +1,8 @@
-//! The fuzz targets' logic (`fuzz/src/targets.rs`) on a small corpus, so that CI runs the same checks the
+//! The fuzz targets' logic (`crates/proxier-testkit/src/fuzz/targets.rs`) on a small corpus, so that CI runs the same checks the
 //! fuzzer does: the bundled cluster snapshots and a few hundred pseudo-random inputs per target.
 //! (Fuzzing itself does not run in CI: docs/robustness.md.)
 
-#[path = "../../../fuzz/src/bytes.rs"]
-mod bytes;
-#[path = "support/invariants.rs"]
-mod invariants;
-#[path = "../../../fuzz/src/targets.rs"]
-mod targets;
+use proxier_testkit::fuzz::targets;
 
 /// Deterministic pseudo-random inputs (xorshift), of mixed lengths.
 fn inputs(count: usize, seed: u64) -> Vec<Vec<u8>> {

@@ -5,7 +5,7 @@
 
 use proxier_core::{NodeConfig, Snapshot, compute};
 use proxier_nft::{Nft, Transaction};
-use proxier_testbed::{Netns, netns_available};
+use proxier_testkit::{Netns, netns_available};
 
 const SEMANTICS: &str = include_str!("../../../testdata/clusters/semantics.yaml");
 

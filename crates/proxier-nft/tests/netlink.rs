@@ -5,10 +5,6 @@
 
 #[path = "support/cluster.rs"]
 mod cluster;
-#[path = "support/netns.rs"]
-mod netns;
-#[path = "../../proxier-core/tests/support/objects.rs"]
-mod objects;
 
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::TestRunner;
@@ -20,7 +16,8 @@ use proxier_nft::{Nft, Proxier, Transaction};
 use smallvec::smallvec;
 
 use cluster::{POOL, coherent, kernel_sequence};
-use objects::config;
+use proxier_testkit::Netns;
+use proxier_testkit::objects::config;
 
 /// Sequences of coherent cluster states fed to a `Proxier` (whose own `nft` does nothing): each
 /// transaction it writes is applied in one namespace by netlink when netlink carries it (by `nft`
@@ -29,9 +26,9 @@ use objects::config;
 /// (default 300) / 10 sequences.
 #[test]
 fn netlink_transactions_list_as_full_applies() {
-    let Some(incremental) = netns::Netns::create("netlink_transactions_list_as_full_applies") else { return };
-    let Some(whole) = netns::Netns::create("netlink_transactions_list_as_full_applies") else { return };
-    let mut socket = incremental.enter(|| NftSocket::open().expect("open the socket"));
+    let Some(incremental) = Netns::for_test("netlink_transactions_list_as_full_applies") else { return };
+    let Some(whole) = Netns::for_test("netlink_transactions_list_as_full_applies") else { return };
+    let mut socket = incremental.run(|| NftSocket::open().expect("open the socket"));
     let samples = std::env::var("PROXIER_KERNEL_SAMPLES").ok().and_then(|v| v.parse().ok()).unwrap_or(300) / 10;
     let mut runner = TestRunner::default();
     let strategy = (
@@ -42,12 +39,12 @@ fn netlink_transactions_list_as_full_applies() {
     let (mut by_netlink, mut by_nft) = (0, 0);
     for sample in 0..samples {
         let (pool, states, config) = strategy.new_tree(&mut runner).expect("generate").current();
-        incremental.nft(&["flush", "ruleset"], None);
+        incremental.nft_args(&["flush", "ruleset"], None).unwrap();
         let mut proxier = Proxier::new(config.clone(), "proxier", Nft::new("true"));
         let apply = |transaction: &Transaction, context: &str| match socket.apply(transaction) {
             Ok(Ok(())) => by_netlink += 1,
             Ok(Err(_unsupported)) => {
-                incremental.nft(&["-j", "-f", "-"], Some(&transaction.to_json()));
+                incremental.nft_args(&["-j", "-f", "-"], Some(&transaction.to_json())).unwrap();
                 by_nft += 1;
             }
             Err(e) => panic!("{context}: {e}\n{}", transaction.to_text()),
@@ -72,11 +69,11 @@ fn set(name: &str, key: Vec<DataType>, data: Option<DataType>, timeout: Option<u
 /// another: both list alike, as text and as JSON (nft reads back the set userdata written here).
 #[test]
 fn every_set_shape_lists_as_nft_writes_it() {
-    let Some(by_netlink) = netns::Netns::create("every_set_shape_lists_as_nft_writes_it") else { return };
-    let Some(by_nft) = netns::Netns::create("every_set_shape_lists_as_nft_writes_it") else { return };
+    let Some(by_netlink) = Netns::for_test("every_set_shape_lists_as_nft_writes_it") else { return };
+    let Some(by_nft) = Netns::for_test("every_set_shape_lists_as_nft_writes_it") else { return };
     let base = "add table ip proxier\nadd chain ip proxier balance-2\nadd table ip6 proxier\nadd chain ip6 proxier balance-2\n";
-    by_netlink.nft(&["-f", "-"], Some(base));
-    by_nft.nft(&["-f", "-"], Some(base));
+    by_netlink.nft_args(&["-f", "-"], Some(base)).unwrap();
+    by_nft.nft_args(&["-f", "-"], Some(base)).unwrap();
     let v4 = vec![DataType::Addr(IpFamily::V4), DataType::Proto, DataType::Service];
     let v6 = vec![DataType::Addr(IpFamily::V6), DataType::Proto, DataType::Service];
     let comment = Some("ns/web:http/tcp (ClusterIP)".to_owned());
@@ -147,11 +144,14 @@ fn every_set_shape_lists_as_nft_writes_it() {
     add(IpFamily::V6, "cluster-ips", vec![element(smallvec![Value::Addr("fd00:96::1".parse().unwrap())], None, &None)]);
     let transaction = Transaction::from_changes(changes, "proxier");
 
-    let mut socket = by_netlink.enter(|| NftSocket::open().expect("open the socket"));
+    let mut socket = by_netlink.run(|| NftSocket::open().expect("open the socket"));
     socket.apply(&transaction).expect("the kernel takes it").expect("netlink carries it");
-    by_nft.nft(&["-j", "-f", "-"], Some(&transaction.to_json()));
-    assert_eq!(by_netlink.nft(&["list", "ruleset"], None), by_nft.nft(&["list", "ruleset"], None));
-    assert_eq!(by_netlink.ruleset(), by_nft.ruleset());
+    by_nft.nft_args(&["-j", "-f", "-"], Some(&transaction.to_json())).unwrap();
+    assert_eq!(
+        by_netlink.nft_args(&["list", "ruleset"], None).unwrap(),
+        by_nft.nft_args(&["list", "ruleset"], None).unwrap()
+    );
+    assert_eq!(by_netlink.ruleset().unwrap(), by_nft.ruleset().unwrap());
 
     // Deleting elements, flushing and deleting chains, deleting sets and removing a table.
     let mut changes = vec![
@@ -172,23 +172,24 @@ fn every_set_shape_lists_as_nft_writes_it() {
     changes.push(Change::DeleteChain { family: IpFamily::V4, chain: "plain".into() });
     let transaction = Transaction::from_changes(changes, "proxier");
     socket.apply(&transaction).expect("the kernel takes it").expect("netlink carries it");
-    by_nft.nft(&["-j", "-f", "-"], Some(&transaction.to_json()));
-    assert_eq!(by_netlink.nft(&["list", "ruleset"], None), by_nft.nft(&["list", "ruleset"], None));
+    by_nft.nft_args(&["-j", "-f", "-"], Some(&transaction.to_json())).unwrap();
+    assert_eq!(
+        by_netlink.nft_args(&["list", "ruleset"], None).unwrap(),
+        by_nft.nft_args(&["list", "ruleset"], None).unwrap()
+    );
 }
 
 /// A refused batch changes nothing and names what the kernel refused: the element, and the Service
 /// its comment names.
 #[test]
 fn a_refusal_names_the_element_and_its_service() {
-    let Some(ns) = netns::Netns::create("a_refusal_names_the_element_and_its_service") else { return };
+    let Some(ns) = Netns::for_test("a_refusal_names_the_element_and_its_service") else { return };
     ns.nft(
-        &["-f", "-"],
-        Some(
-            "table ip proxier {\n chain balance-1 { }\n map service-ips { type ipv4_addr . inet_proto . inet_service : verdict; }\n map backend-0-port { type ipv4_addr . inet_proto . inet_service : inet_service; }\n}\n",
-        ),
-    );
-    let before = ns.ruleset();
-    let mut socket = ns.enter(|| NftSocket::open().expect("open the socket"));
+        "table ip proxier {\n chain balance-1 { }\n map service-ips { type ipv4_addr . inet_proto . inet_service : verdict; }\n map backend-0-port { type ipv4_addr . inet_proto . inet_service : inet_service; }\n}\n",
+    )
+    .unwrap();
+    let before = ns.ruleset().unwrap();
+    let mut socket = ns.run(|| NftSocket::open().expect("open the socket"));
     let good = Element {
         key: destination("10.96.0.1", 80),
         data: Some(Value::Verdict(Verdict::Goto("balance-1".into()))),
@@ -233,7 +234,7 @@ fn a_refusal_names_the_element_and_its_service() {
         other => panic!("not a refusal: {other}"),
     }
     assert!(text.contains("map ip proxier service-ips") || text.contains("set ip proxier service-ips"), "{text}");
-    assert_eq!(ns.ruleset(), before, "a refused batch changed the kernel");
+    assert_eq!(ns.ruleset().unwrap(), before, "a refused batch changed the kernel");
 
     // The socket stays usable: a good batch after a refused one applies.
     let ok = Transaction::from_changes(
@@ -255,7 +256,11 @@ fn a_refusal_names_the_element_and_its_service() {
         "proxier",
     );
     socket.apply(&add).unwrap().unwrap();
-    assert!(ns.nft(&["list", "map", "ip", "proxier", "backend-0-port"], None).contains("10.96.0.1 . tcp . 80 : 8080"));
+    assert!(
+        ns.nft_args(&["list", "map", "ip", "proxier", "backend-0-port"], None)
+            .unwrap()
+            .contains("10.96.0.1 . tcp . 80 : 8080")
+    );
 }
 
 /// Transactions netlink does not carry are said so, and nothing is sent.
@@ -294,14 +299,14 @@ fn rules_and_whole_tables_are_left_to_nft() {
 /// runs unwatched makes the answer unknown.
 #[test]
 fn the_watch_tells_outside_edits_from_own_commits() {
-    let Some(ns) = netns::Netns::create("the_watch_tells_outside_edits_from_own_commits") else { return };
+    let Some(ns) = Netns::for_test("the_watch_tells_outside_edits_from_own_commits") else { return };
     let (mut socket, mut watch) =
-        ns.enter(|| (NftSocket::open().expect("open the socket"), TableWatch::open("proxier").expect("watch")));
+        ns.run(|| (NftSocket::open().expect("open the socket"), TableWatch::open("proxier").expect("watch")));
     assert_eq!(watch.take(), Drift::Unchanged);
 
     // proxier's own full load by nft, and an incremental commit by netlink.
     let load = "table ip proxier {\n chain balance-1 { }\n map service-ips { type ipv4_addr . inet_proto . inet_service : verdict; }\n}\n";
-    watch.own_commit(&mut socket, |_| (ns.nft(&["-f", "-"], Some(load)), 1));
+    watch.own_commit(&mut socket, |_| (ns.nft_args(&["-f", "-"], Some(load)).unwrap(), 1));
     let change = Transaction::from_changes(
         vec![Change::AddElements {
             family: IpFamily::V4,
@@ -318,7 +323,7 @@ fn the_watch_tells_outside_edits_from_own_commits() {
     assert_eq!(watch.take(), Drift::Unchanged, "proxier's own commits are not drift");
 
     // A commit by netlink outside own_commit from a trusted socket is not drift either.
-    let mut trusted = ns.enter(|| NftSocket::open().expect("open"));
+    let mut trusted = ns.run(|| NftSocket::open().expect("open"));
     watch.trust(&trusted);
     let delete = Transaction::from_changes(
         vec![Change::DeleteElements {
@@ -332,23 +337,21 @@ fn the_watch_tells_outside_edits_from_own_commits() {
     assert_eq!(watch.take(), Drift::Unchanged, "commits of a trusted socket are proxier's");
 
     // Someone else's table.
-    ns.nft(&["-f", "-"], Some("add table ip other\nadd chain ip other c\nadd rule ip other c accept\n"));
-    ns.nft(
-        &["-f", "-"],
-        Some("add table ip6 other\nadd set ip6 other s { type ipv6_addr; }\nadd element ip6 other s { ::1 }\n"),
-    );
-    ns.nft(&["-f", "-"], Some("add table inet proxier\nadd chain inet proxier c\n"));
+    ns.nft_args(&["-f", "-"], Some("add table ip other\nadd chain ip other c\nadd rule ip other c accept\n")).unwrap();
+    ns.nft("add table ip6 other\nadd set ip6 other s { type ipv6_addr; }\nadd element ip6 other s { ::1 }\n").unwrap();
+    ns.nft_args(&["-f", "-"], Some("add table inet proxier\nadd chain inet proxier c\n")).unwrap();
     assert_eq!(watch.take(), Drift::Unchanged, "other tables are not proxier's");
 
     // A hand edit of proxier's table.
-    ns.nft(&["add", "element", "ip", "proxier", "service-ips", "{ 10.96.0.2 . tcp . 80 : goto balance-1 }"], None);
+    ns.nft_args(&["add", "element", "ip", "proxier", "service-ips", "{ 10.96.0.2 . tcp . 80 : goto balance-1 }"], None)
+        .unwrap();
     match watch.take() {
         Drift::Changed(what) => assert_eq!(what, ["ip proxier: new element"]),
         other => panic!("a hand edit was not seen: {other:?}"),
     }
     assert_eq!(watch.take(), Drift::Unchanged, "taken once");
-    ns.nft(&["flush", "chain", "ip", "proxier", "balance-1"], None);
-    ns.nft(&["delete", "table", "ip", "proxier"], None);
+    ns.nft_args(&["flush", "chain", "ip", "proxier", "balance-1"], None).unwrap();
+    ns.nft_args(&["delete", "table", "ip", "proxier"], None).unwrap();
     match watch.take() {
         Drift::Changed(what) => assert!(what.contains(&"ip proxier: table deleted".to_owned()), "{what:?}"),
         other => panic!("a deleted table was not seen: {other:?}"),
@@ -356,8 +359,12 @@ fn the_watch_tells_outside_edits_from_own_commits() {
 
     // Another commit while proxier's own runs unwatched: unknown, so compared in full.
     watch.own_commit(&mut socket, |_| {
-        ns.nft(&["-f", "-"], Some(load));
-        ns.nft(&["add", "element", "ip", "proxier", "service-ips", "{ 10.96.0.3 . tcp . 80 : goto balance-1 }"], None);
+        ns.nft_args(&["-f", "-"], Some(load)).unwrap();
+        ns.nft_args(
+            &["add", "element", "ip", "proxier", "service-ips", "{ 10.96.0.3 . tcp . 80 : goto balance-1 }"],
+            None,
+        )
+        .unwrap();
         ((), 1)
     });
     assert!(matches!(watch.take(), Drift::Unknown(_)), "a commit during the pause went unnoticed");
@@ -368,11 +375,11 @@ fn the_watch_tells_outside_edits_from_own_commits() {
 /// over many messages) still goes in one atomic send, and lists as `nft` writes the same.
 #[test]
 fn a_large_batch_goes_in_one_send() {
-    let Some(by_netlink) = netns::Netns::create("a_large_batch_goes_in_one_send") else { return };
-    let Some(by_nft) = netns::Netns::create("a_large_batch_goes_in_one_send") else { return };
+    let Some(by_netlink) = Netns::for_test("a_large_batch_goes_in_one_send") else { return };
+    let Some(by_nft) = Netns::for_test("a_large_batch_goes_in_one_send") else { return };
     let base = "add table ip proxier\nadd chain ip proxier balance-1\n";
-    by_netlink.nft(&["-f", "-"], Some(base));
-    by_nft.nft(&["-f", "-"], Some(base));
+    by_netlink.nft_args(&["-f", "-"], Some(base)).unwrap();
+    by_nft.nft_args(&["-f", "-"], Some(base)).unwrap();
     let v4 = vec![DataType::Addr(IpFamily::V4), DataType::Proto, DataType::Service];
     let elements: Vec<Element> = (0..5_000u32)
         .map(|i| Element {
@@ -390,10 +397,10 @@ fn a_large_batch_goes_in_one_send() {
     );
     let batch = Batch::encode(&transaction).unwrap();
     assert!(batch.len() > 400 * 1024 && batch.messages() > 5, "{} bytes, {} messages", batch.len(), batch.messages());
-    let mut socket = by_netlink.enter(|| NftSocket::open().expect("open the socket"));
+    let mut socket = by_netlink.run(|| NftSocket::open().expect("open the socket"));
     socket.apply(&transaction).expect("the kernel takes it").expect("netlink carries it");
-    by_nft.nft(&["-j", "-f", "-"], Some(&transaction.to_json()));
-    assert_eq!(by_netlink.ruleset(), by_nft.ruleset());
+    by_nft.nft_args(&["-j", "-f", "-"], Some(&transaction.to_json())).unwrap();
+    assert_eq!(by_netlink.ruleset().unwrap(), by_nft.ruleset().unwrap());
 }
 
 /// A `Proxier` with the netlink backend: partial syncs of element changes go over the socket, its own
@@ -401,9 +408,9 @@ fn a_large_batch_goes_in_one_send() {
 /// repaired, without listing the tables.
 #[test]
 fn proxier_with_netlink_repairs_a_hand_edit() {
-    let Some(ns) = netns::Netns::create("proxier_with_netlink_repairs_a_hand_edit") else { return };
-    let program = std::env::temp_dir().join(format!("{}-nft", ns.name));
-    std::fs::write(&program, format!("#!/bin/sh\nexec ip netns exec {} nft \"$@\"\n", ns.name)).unwrap();
+    let Some(ns) = Netns::for_test("proxier_with_netlink_repairs_a_hand_edit") else { return };
+    let program = std::env::temp_dir().join(format!("{}-nft", ns.name()));
+    std::fs::write(&program, format!("#!/bin/sh\nexec ip netns exec {} nft \"$@\"\n", ns.name())).unwrap();
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -415,7 +422,7 @@ fn proxier_with_netlink_repairs_a_hand_edit() {
         }
     }
     let _remove = Remove(program.clone());
-    let (socket, watch) = ns.enter(|| (NftSocket::open().unwrap(), TableWatch::open("proxier").unwrap()));
+    let (socket, watch) = ns.run(|| (NftSocket::open().unwrap(), TableWatch::open("proxier").unwrap()));
     let config = proxier_core::NodeConfig { node_name: "node-a".into(), ..Default::default() };
     let mut proxier = Proxier::new(config.clone(), "proxier", Nft::new(&program)).with_netlink(socket, watch);
     let service = serde_json::json!({"apiVersion": "v1", "kind": "Service",
@@ -435,15 +442,18 @@ fn proxier_with_netlink_repairs_a_hand_edit() {
     proxier.apply_endpoint_slice(serde_json::from_value(slice(&["10.244.1.5", "10.244.1.7"])).unwrap());
     let change = proxier.sync().unwrap();
     assert!(change.by_netlink && change.changes > 0, "{change:?}");
-    let listing = ns.nft(&["list", "table", "ip", "proxier"], None);
+    let listing = ns.nft_args(&["list", "table", "ip", "proxier"], None).unwrap();
     assert!(listing.contains("10.244.1.7") && !listing.contains("10.244.1.6"), "{listing}");
     let outcome = proxier.resync().unwrap();
     assert!(!outcome.drifted && outcome.changes == 0, "proxier's own commits are not drift: {outcome:?}");
 
-    ns.nft(&["flush", "map", "ip", "proxier", "service-ips"], None);
+    ns.nft_args(&["flush", "map", "ip", "proxier", "service-ips"], None).unwrap();
     let repair = proxier.resync().unwrap();
     assert!(repair.drifted, "{repair:?}");
-    assert!(ns.nft(&["list", "map", "ip", "proxier", "service-ips"], None).contains("10.96.0.20"), "repaired");
+    assert!(
+        ns.nft_args(&["list", "map", "ip", "proxier", "service-ips"], None).unwrap().contains("10.96.0.20"),
+        "repaired"
+    );
     let again = proxier.resync().unwrap();
     assert!(!again.drifted && again.changes == 0, "the repair itself is not drift: {again:?}");
 }

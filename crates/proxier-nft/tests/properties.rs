@@ -13,21 +13,15 @@
 //! Case counts are small by default (CI); `PROPTEST_CASES=2000 PROXIER_KERNEL_SAMPLES=2000 cargo test -p
 //! proxier-nft --test properties` is the heavier round of docs/robustness.md.
 
-#[path = "support/invariants.rs"]
-mod invariants;
-#[path = "support/netns.rs"]
-mod netns;
-#[path = "../../proxier-core/tests/support/objects.rs"]
-mod objects;
-
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 use proxier_core::{NodeConfig, RuleModel, Snapshot, compute};
 use proxier_nft::Transaction;
+use proxier_testkit::{Netns, invariants};
 use serde_json::Value;
 
-use objects::{as_json, cases, config, objects, objects_and_shuffled};
+use proxier_testkit::objects::{as_json, cases, config, objects, objects_and_shuffled};
 
 fn model(objects: &[Value], config: &NodeConfig) -> RuleModel {
     let (snapshot, _) = Snapshot::from_text("prop.json", &as_json(objects));
@@ -114,7 +108,7 @@ fn samples(default: usize) -> usize {
 /// `nft -c` as JSON (every one) and as text (every fourth), in a fresh network namespace.
 #[test]
 fn kernel_accepts_generated_transactions() {
-    let Some(ns) = netns::Netns::create("kernel_accepts_generated_transactions") else { return };
+    let Some(ns) = Netns::for_test("kernel_accepts_generated_transactions") else { return };
     let mut runner = TestRunner::default();
     let strategy = (objects(24), config());
     let count = samples(300);
@@ -122,11 +116,11 @@ fn kernel_accepts_generated_transactions() {
         let (objects, config) = strategy.new_tree(&mut runner).expect("generate").current();
         let transaction = Transaction::full(&model(&objects, &config), "proxier");
         let json = transaction.to_json();
-        if let Err(message) = ns.check_json(&json) {
+        if let Err(message) = ns.nft_args(&["-c", "-j", "-f", "-"], Some(&json)) {
             panic!("sample {i}: nft -c -j refused:\n{message}\nobjects: {}\nconfig: {config:?}", as_json(&objects));
         }
         if i % 4 == 0 {
-            let output = ns.run("nft", &["-c", "-f", "-"], Some(&transaction.to_text()));
+            let output = ns.exec_input("nft", ["-c", "-f", "-"], &transaction.to_text()).unwrap();
             assert!(
                 output.status.success(),
                 "sample {i}: nft -c -f (text) refused:\n{}\nobjects: {}",
@@ -141,27 +135,27 @@ fn kernel_accepts_generated_transactions() {
 /// In the kernel, `between(a, b)` applied on top of `full(a)` lists exactly as `full(b)` applied alone.
 #[test]
 fn kernel_incremental_equals_full() {
-    let Some(incremental) = netns::Netns::create("kernel_incremental_equals_full") else { return };
-    let Some(whole) = netns::Netns::create("kernel_incremental_equals_full") else { return };
+    let Some(incremental) = Netns::for_test("kernel_incremental_equals_full") else { return };
+    let Some(whole) = Netns::for_test("kernel_incremental_equals_full") else { return };
     let mut runner = TestRunner::default();
     let strategy = ((objects(16), config()), (objects(16), config()));
     let count = samples(300) / 10;
     for i in 0..count {
         let ((a, config_a), (b, config_b)) = strategy.new_tree(&mut runner).expect("generate").current();
         let (model_a, model_b) = (model(&a, &config_a), model(&b, &config_b));
-        incremental.nft(&["-j", "-f", "-"], Some(&Transaction::full(&model_a, "proxier").to_json()));
+        incremental.nft_args(&["-j", "-f", "-"], Some(&Transaction::full(&model_a, "proxier").to_json())).unwrap();
         let desired = Transaction::tables(&model_b, "proxier");
         let (step, _) = Transaction::between(&Transaction::tables(&model_a, "proxier"), &desired, "proxier");
-        let output = incremental.run("nft", &["-j", "-f", "-"], Some(&step.to_json()));
+        let output = incremental.exec_input("nft", ["-j", "-f", "-"], &step.to_json()).unwrap();
         assert!(
             output.status.success(),
             "sample {i}: incremental refused: {}\n{}",
             String::from_utf8_lossy(&output.stderr),
             step.to_text()
         );
-        whole.nft(&["-j", "-f", "-"], Some(&Transaction::full(&model_b, "proxier").to_json()));
-        let reached = netns::without_stale_listing(incremental.ruleset(), &desired);
-        assert_eq!(reached, whole.ruleset(), "sample {i}: incremental differs from full:\n{}", step.to_text());
+        whole.nft_args(&["-j", "-f", "-"], Some(&Transaction::full(&model_b, "proxier").to_json())).unwrap();
+        let reached = invariants::without_stale_listing(incremental.ruleset().unwrap(), &desired);
+        assert_eq!(reached, whole.ruleset().unwrap(), "sample {i}: incremental differs from full:\n{}", step.to_text());
     }
     eprintln!("{count} incremental transactions matched their full ones in the kernel");
 }

@@ -8,12 +8,6 @@
 
 #[path = "support/cluster.rs"]
 mod cluster;
-#[path = "support/invariants.rs"]
-mod invariants;
-#[path = "support/netns.rs"]
-mod netns;
-#[path = "../../proxier-core/tests/support/objects.rs"]
-mod objects;
 
 use std::collections::BTreeMap;
 
@@ -23,10 +17,11 @@ use proptest::test_runner::TestRunner;
 use proxier_core::{Snapshot, compute};
 use proxier_nft::ruleset::Table;
 use proxier_nft::{Nft, Proxier, SyncKind, Transaction};
+use proxier_testkit::{Netns, invariants};
 use serde_json::Value;
 
 use cluster::{POOL, coherent, feed, kernel_sequence, key};
-use objects::{as_json, cases, config, objects};
+use proxier_testkit::objects::{as_json, cases, config, objects};
 
 /// Each Service's affinity timeout.
 fn affinity_timeouts(snapshot: &Snapshot) -> BTreeMap<(String, String), Option<i32>> {
@@ -138,10 +133,10 @@ fn a_contested_destination_passes_to_the_next_claimant() {
 /// period a sync deletes those too. `PROXIER_KERNEL_SAMPLES` (default 300) / 10 sequences.
 #[test]
 fn kernel_syncs_list_as_full_applies() {
-    let Some(incremental) = netns::Netns::create("kernel_syncs_list_as_full_applies") else { return };
-    let Some(whole) = netns::Netns::create("kernel_syncs_list_as_full_applies") else { return };
-    let program = std::env::temp_dir().join(format!("{}-nft", incremental.name));
-    std::fs::write(&program, format!("#!/bin/sh\nexec ip netns exec {} nft \"$@\"\n", incremental.name)).unwrap();
+    let Some(incremental) = Netns::for_test("kernel_syncs_list_as_full_applies") else { return };
+    let Some(whole) = Netns::for_test("kernel_syncs_list_as_full_applies") else { return };
+    let program = std::env::temp_dir().join(format!("{}-nft", incremental.name()));
+    std::fs::write(&program, format!("#!/bin/sh\nexec ip netns exec {} nft \"$@\"\n", incremental.name())).unwrap();
     let _remove = Remove(program.clone());
     {
         use std::os::unix::fs::PermissionsExt;
@@ -152,7 +147,7 @@ fn kernel_syncs_list_as_full_applies() {
     let strategy = (coherent(POOL), prop::collection::vec(prop::collection::vec(any::<bool>(), POOL), 2..6), config());
     for sample in 0..samples {
         let (pool, states, config) = strategy.new_tree(&mut runner).expect("generate").current();
-        incremental.nft(&["flush", "ruleset"], None);
+        incremental.nft_args(&["flush", "ruleset"], None).unwrap();
         let mut proxier = Proxier::new(config.clone(), "proxier", Nft::new(&program));
         // proxier's own `nft` writes into `incremental`.
         kernel_sequence(&mut proxier, &pool, &states, &config, &incremental, &whole, sample, |_, _| {});

@@ -27,7 +27,7 @@ fn slice(service: &str, address: &str) -> EndpointSlice {
 /// Runs `work` in a scratch network namespace, or skips when kernel tests cannot run here (the test
 /// bed's check: SKIP, or a failure under PROXIER_REQUIRE_NETNS=1).
 fn in_namespace(work: impl FnOnce(&Nft) -> Result<(), NftError> + Send) {
-    if !proxier_testbed::netns_available("proxier_kernel") {
+    if !proxier_testkit::netns_available("proxier_kernel") {
         return;
     }
     Nft::default().in_scratch_namespace(work).unwrap();

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use proxier_core::NodeConfig;
 use serde_json::Value;
 
-use crate::cli::{DetectLocalMode, NodeArgs, interface_name};
+use crate::flags::{DetectLocalMode, NodeArgs, interface_name};
 
 pub const DEFAULT_SYNC_PERIOD: Duration = Duration::from_secs(30);
 pub const DEFAULT_MIN_SYNC_PERIOD: Duration = Duration::from_secs(1);

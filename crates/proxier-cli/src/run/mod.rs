@@ -13,7 +13,6 @@ mod metrics;
 mod watch;
 
 use std::collections::BTreeSet;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::exit::Exit;
 pub use config::RunArgs;
 use config::Settings;
 use http::{Health, HealthChecks};
@@ -42,27 +42,28 @@ fn node_is_leaving(node: &k8s_openapi::api::core::v1::Node) -> bool {
     node.metadata.deletion_timestamp.is_some() || tainted
 }
 
-/// Runs until SIGTERM or SIGINT. Exit status 0 on a signal, 2 for bad settings, 1 when it cannot start.
-pub fn main(args: &RunArgs) -> ExitCode {
+/// Runs until SIGTERM or SIGINT: [`Exit::Success`] on a signal, [`Exit::BadInput`] for bad settings,
+/// [`Exit::Changed`] (status 1) when it cannot start or stops on an error.
+pub fn main(args: &RunArgs) -> Exit {
     let settings = match args.settings() {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("proxier: {error}");
-            return ExitCode::from(2);
+            return Exit::BadInput;
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("proxier: cannot start: {error}");
-            return ExitCode::from(1);
+            return Exit::Changed;
         }
     };
     match runtime.block_on(run(settings)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => Exit::Success,
         Err(error) => {
             eprintln!("proxier: {error:#}");
-            ExitCode::from(1)
+            Exit::Changed
         }
     }
 }

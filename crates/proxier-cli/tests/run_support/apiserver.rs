@@ -150,10 +150,6 @@ impl ApiServer {
         ApiServer { shared, address, stop: Some(stop), thread: Some(thread) }
     }
 
-    pub fn address(&self) -> std::net::SocketAddr {
-        self.address
-    }
-
     /// A kubeconfig file pointing at this server, written to `path`.
     pub fn write_kubeconfig(&self, path: &std::path::Path) {
         let text = format!(

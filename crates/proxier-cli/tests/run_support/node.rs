@@ -9,14 +9,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use proxier_testbed::Netns;
+use proxier_testkit::Netns;
 
 pub const NODE_IP: &str = "192.168.50.1";
 
 /// Whether namespace tests can run here (the test bed's check: SKIP, or a failure under
 /// PROXIER_REQUIRE_NETNS=1).
 pub fn netns_available(test: &str) -> bool {
-    proxier_testbed::netns_available(test)
+    proxier_testkit::netns_available(test)
 }
 
 /// A node namespace (a test-bed [`Netns`], so it is swept even if the test process is killed);
@@ -267,10 +267,6 @@ impl Proxier {
 
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
-    }
-
-    pub fn running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 }
 

@@ -1,7 +1,7 @@
 //! Generated clusters for the kernel tests of incremental syncs: a pool of coherent objects (Services
 //! and the slices that serve them, drawn from small pools of names, addresses and ports) and the
 //! watch events that take a `Proxier` from one state to the next, and the kernel check of a sequence
-//! of syncs. Shared by path (with `support/netns.rs` as `netns` and the core's `objects` beside it).
+//! of syncs. Shared by path by proxier-nft's kernel tests.
 
 #![allow(dead_code)]
 
@@ -10,6 +10,8 @@ use std::collections::BTreeSet;
 use proptest::prelude::*;
 use proxier_core::{NodeConfig, Snapshot, compute};
 use proxier_nft::{Proxier, Transaction};
+use proxier_testkit::objects::as_json;
+use proxier_testkit::{Netns, invariants};
 use serde_json::Value;
 
 /// How many objects a pool holds.
@@ -113,8 +115,8 @@ pub fn kernel_sequence(
     pool: &[Value],
     states: &[Vec<bool>],
     config: &NodeConfig,
-    incremental: &crate::netns::Netns,
-    whole: &crate::netns::Netns,
+    incremental: &Netns,
+    whole: &Netns,
     sample: usize,
     mut apply: impl FnMut(&Transaction, &str),
 ) {
@@ -122,18 +124,17 @@ pub fn kernel_sequence(
     for (step, present) in states.iter().enumerate() {
         let objects: Vec<Value> =
             pool.iter().zip(present).filter(|(_, present)| **present).map(|(o, _)| o.clone()).collect();
-        let (snapshot, _) = Snapshot::from_text("prop.json", &crate::objects::as_json(&objects));
+        let (snapshot, _) = Snapshot::from_text("prop.json", &as_json(&objects));
         feed(proxier, &held, &snapshot);
         let context = format!("sample {sample} step {step}");
-        let outcome =
-            proxier.sync().unwrap_or_else(|e| panic!("{context}: {e}\nobjects: {}", crate::objects::as_json(&objects)));
+        let outcome = proxier.sync().unwrap_or_else(|e| panic!("{context}: {e}\nobjects: {}", as_json(&objects)));
         apply(&outcome.transaction, &context);
         let full = Transaction::full(&compute(&snapshot, config), "proxier");
-        whole.nft(&["-j", "-f", "-"], Some(&full.to_json()));
+        whole.nft_args(&["-j", "-f", "-"], Some(&full.to_json())).unwrap();
         let desired = Transaction::tables(&compute(&snapshot, config), "proxier");
         assert_eq!(
-            crate::netns::without_stale_listing(incremental.ruleset(), &desired),
-            whole.ruleset(),
+            invariants::without_stale_listing(incremental.ruleset().unwrap(), &desired),
+            whole.ruleset().unwrap(),
             "{context}: differs from the full transaction after\n{}",
             outcome.transaction.to_text()
         );
@@ -146,5 +147,9 @@ pub fn kernel_sequence(
         let outcome = proxier.sync().unwrap_or_else(|e| panic!("{context}: {e}"));
         apply(&outcome.transaction, &context);
     }
-    assert_eq!(incremental.ruleset(), whole.ruleset(), "sample {sample}: emptied objects left after the grace");
+    assert_eq!(
+        incremental.ruleset().unwrap(),
+        whole.ruleset().unwrap(),
+        "sample {sample}: emptied objects left after the grace"
+    );
 }

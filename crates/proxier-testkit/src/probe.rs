@@ -7,8 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use crate::netns::Netns;
-use crate::server::map_sctp_error;
-use crate::sock;
+use crate::sock::{self, Proto, map_sctp_error};
 
 /// Per-try timeout of the assertions that expect an answer ([`check_reached`] and friends).
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -17,46 +16,6 @@ pub const DROP_TIMEOUT: Duration = Duration::from_millis(400);
 /// [`check_refused`] needs the refusal within this time (a RST or ICMP error takes well under
 /// a millisecond here; anything slower, e.g. a failed neighbour lookup, is not "refused").
 pub const REFUSED_WITHIN: Duration = Duration::from_millis(500);
-
-/// Transport protocol of a server or probe.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Proto {
-    Tcp,
-    Udp,
-    Sctp,
-}
-
-impl Proto {
-    pub const ALL: [Proto; 3] = [Proto::Tcp, Proto::Udp, Proto::Sctp];
-
-    /// As Kubernetes spells it: `TCP`, `UDP`, `SCTP`.
-    pub fn k8s_name(self) -> &'static str {
-        match self {
-            Proto::Tcp => "TCP",
-            Proto::Udp => "UDP",
-            Proto::Sctp => "SCTP",
-        }
-    }
-
-    pub(crate) fn socket_type(self) -> (libc::c_int, libc::c_int) {
-        match self {
-            Proto::Tcp => (libc::SOCK_STREAM, libc::IPPROTO_TCP),
-            Proto::Udp => (libc::SOCK_DGRAM, libc::IPPROTO_UDP),
-            Proto::Sctp => (libc::SOCK_STREAM, libc::IPPROTO_SCTP),
-        }
-    }
-}
-
-/// As nft spells it: `tcp`, `udp`, `sctp`.
-impl fmt::Display for Proto {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-            Proto::Sctp => "sctp",
-        })
-    }
-}
 
 /// What one probe observed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -412,11 +371,5 @@ mod tests {
         assert_eq!(classify(io::Error::from_raw_os_error(libc::EAGAIN)), Outcome::Timeout);
         assert_eq!(classify(io::ErrorKind::TimedOut.into()), Outcome::Timeout);
         assert!(matches!(classify(io::Error::from_raw_os_error(libc::EPERM)), Outcome::Error(_)));
-    }
-
-    #[test]
-    fn answer_lines_unmap_ipv4() {
-        let peer: SocketAddr = "[::ffff:10.0.0.1]:7".parse().unwrap();
-        assert_eq!(crate::server::answer_line("x", peer), "x 10.0.0.1:7\n");
     }
 }

@@ -1,13 +1,9 @@
 //! What each fuzz target does with one input. Every check failure panics, which the fuzzer reports.
-//! Shared by the `fuzz_targets/*` binaries and the smoke test that runs in CI
-//! (`crates/proxier-nft/tests/fuzz_smoke.rs`); uses `crate::bytes` and `crate::invariants`.
-
-#![allow(dead_code)]
 
 use proxier_core::{NodeConfig, Snapshot, compute};
 use proxier_nft::Transaction;
 
-use crate::bytes::Bytes;
+use crate::fuzz::input::Bytes;
 use crate::invariants;
 
 /// Snapshot parsing: any bytes, as text, load without panicking; the result is sorted and every

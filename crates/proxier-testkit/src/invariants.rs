@@ -1,14 +1,13 @@
-//! Checks shared by the property tests, the bad-input tests and the fuzz targets (`fuzz/` includes this
-//! file by path): what a rendered transaction may contain, and what an incremental transaction does.
+//! Checks shared by the property tests, the bad-input tests and the fuzz targets: what a rendered
+//! transaction may contain, and what an incremental transaction does.
 //!
 //! - [`check_json_strings`]: every string in a rendered JSON document is a fixed identifier, an address or
 //!   prefix, or a sanitised comment — API data can reach nft only as typed values.
 //! - [`check_text`]: the text form is printable ASCII with balanced quotes on every line.
 //! - [`simulate`]: applies a [`Transaction`]'s changes to tables the way the kernel would, failing where the
 //!   kernel would fail (adding what exists, deleting what does not, deleting a non-empty chain or set).
-//! - [`same_tables`] and [`without_stale`]: table comparison modulo order and deferred deletions.
-
-#![allow(dead_code)]
+//! - [`same_tables`] and [`without_stale`]: table comparison modulo order and deferred deletions;
+//!   [`without_stale_listing`] does the same for a kernel listing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -231,4 +230,37 @@ pub fn without_stale(tables: &[Table], desired: &[Table]) -> Vec<Table> {
             t
         })
         .collect()
+}
+
+/// A kernel listing (as [`canonical_listing`](crate::canonical_listing) returns it) without the
+/// emptied chains and sets that `desired` does not have: what [`without_stale`] is to tables.
+pub fn without_stale_listing(mut listing: Value, desired: &[Table]) -> Value {
+    let wanted = |family: &str, kind: &str, name: &str| {
+        desired.iter().any(|t| {
+            proxier_nft::layout::family_name(t.family) == family
+                && match kind {
+                    "chain" => t.chains.iter().any(|c| c.name == name),
+                    _ => t.sets.iter().any(|s| s.name == name),
+                }
+        })
+    };
+    let objects = listing["nftables"].as_array().cloned().unwrap_or_default();
+    let has_rules = |family: &str, chain: &str| {
+        objects.iter().any(|o| o["rule"]["family"] == family && o["rule"]["chain"] == chain)
+    };
+    let kept: Vec<Value> = objects
+        .iter()
+        .filter(|o| {
+            let Some((kind, body)) = o.as_object().and_then(|m| m.iter().next()) else { return true };
+            let (family, name) = (body["family"].as_str().unwrap_or(""), body["name"].as_str().unwrap_or(""));
+            match kind.as_str() {
+                "chain" => wanted(family, kind, name) || has_rules(family, name),
+                "set" | "map" => wanted(family, kind, name) || body.get("elem").is_some(),
+                _ => true,
+            }
+        })
+        .cloned()
+        .collect();
+    listing["nftables"] = Value::Array(kept);
+    listing
 }

@@ -1,11 +1,72 @@
 //! The few socket operations std does not offer: SCTP sockets, dual-stack binding, SO_LINGER,
-//! IP(V6)_RECVERR, and UDP with IPV6_PKTINFO (reply from the address the client used).
+//! IP(V6)_RECVERR, and UDP with IPV6_PKTINFO (reply from the address the client used); and [`Proto`],
+//! the transport protocol servers and probes speak.
 
+use std::fmt;
 use std::io;
 use std::mem::{self, MaybeUninit};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
+
+/// Transport protocol of a server or probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Proto {
+    pub const ALL: [Proto; 3] = [Proto::Tcp, Proto::Udp, Proto::Sctp];
+
+    /// As Kubernetes spells it: `TCP`, `UDP`, `SCTP`.
+    pub fn k8s_name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "TCP",
+            Proto::Udp => "UDP",
+            Proto::Sctp => "SCTP",
+        }
+    }
+
+    pub(crate) fn socket_type(self) -> (libc::c_int, libc::c_int) {
+        match self {
+            Proto::Tcp => (libc::SOCK_STREAM, libc::IPPROTO_TCP),
+            Proto::Udp => (libc::SOCK_DGRAM, libc::IPPROTO_UDP),
+            Proto::Sctp => (libc::SOCK_STREAM, libc::IPPROTO_SCTP),
+        }
+    }
+}
+
+/// As nft spells it: `tcp`, `udp`, `sctp`.
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+            Proto::Sctp => "sctp",
+        })
+    }
+}
+
+/// The error for SCTP on a kernel without SCTP.
+pub(crate) fn sctp_unsupported(e: io::Error) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("SCTP is not supported by this kernel (socket(IPPROTO_SCTP): {e})"),
+    )
+}
+
+/// `e`, or the [`sctp_unsupported`] error when it says the kernel has no SCTP.
+pub(crate) fn map_sctp_error(proto: Proto, e: io::Error) -> io::Error {
+    if proto == Proto::Sctp
+        && matches!(e.raw_os_error(), Some(libc::EPROTONOSUPPORT | libc::ESOCKTNOSUPPORT | libc::EAFNOSUPPORT))
+    {
+        sctp_unsupported(e)
+    } else {
+        e
+    }
+}
 
 fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
     if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }

@@ -1,8 +1,6 @@
 //! proptest strategies for Kubernetes objects as kubectl prints them (JSON values): Services,
-//! EndpointSlices and Nodes with plausible, hostile and random field values. Shared by the property tests
-//! of proxier-core and proxier-nft (which includes this file by path).
-
-#![allow(dead_code)]
+//! EndpointSlices and Nodes with plausible, hostile and random field values, and node configurations.
+//! Used by the property tests of proxier-core and proxier-nft.
 
 use std::collections::BTreeSet;
 
@@ -35,10 +33,15 @@ pub const HOSTILE: &[&str] = &[
     " ",
 ];
 
-const V4: &[&str] =
+/// IPv4 addresses from the clusters of testdata/ (Service, pod, node and outside addresses), shared with
+/// the fuzz input builder.
+pub const V4: &[&str] =
     &["10.96.0.1", "10.96.0.10", "10.96.5.5", "10.244.1.5", "10.244.2.7", "192.168.49.11", "203.0.113.7"];
-const V6: &[&str] = &["fd00:10:96::1", "fd00:10:96::a", "fd00:10:244:1::5", "fd00:49::11", "2001:db8::7"];
-const BAD_IPS: &[&str] = &[
+/// IPv6 addresses of the same kinds.
+pub const V6: &[&str] = &["fd00:10:96::1", "fd00:10:96::a", "fd00:10:244:1::5", "fd00:49::11", "2001:db8::7"];
+/// Address fields a careless or hostile writer could put in an object: leading zeros, out of range,
+/// prefixes, zones, mapped, unspecified, broadcast, padded.
+pub const BAD_IPS: &[&str] = &[
     "010.096.000.001",
     "10.96.0.256",
     "::g",
@@ -50,6 +53,7 @@ const BAD_IPS: &[&str] = &[
     "fe80::1%eth0",
     "::ffff:10.0.0.1",
     "0.0.0.0",
+    "255.255.255.255",
     "::",
     "10.96.0.1\n",
 ];

@@ -1,10 +1,9 @@
 //! Fuzz input bytes as choices: a structured snapshot (Services, EndpointSlices, Nodes as JSON) and a node
 //! configuration, so that the fuzzer explores the core and the renderer rather than YAML syntax.
-//! Shared by the fuzz targets and the smoke test (`crates/proxier-nft/tests/fuzz_smoke.rs`).
-
-#![allow(dead_code)]
 
 use serde_json::{Value, json};
+
+use crate::objects::{BAD_IPS, V4, V6};
 
 /// Reads choices off the input; once it runs out, every choice is 0.
 pub struct Bytes<'a> {
@@ -88,23 +87,6 @@ pub const NAMES: &[&str] = &[
     "comment \"x\" counter",
 ];
 pub const NAMESPACES: &[&str] = &["default", "kube-system", "shop", "", "ns;evil", "ns\"q"];
-pub const V4: &[&str] = &["10.96.0.1", "10.96.0.10", "10.244.1.5", "10.244.2.7", "192.168.49.11", "203.0.113.7"];
-pub const V6: &[&str] = &["fd00:10:96::1", "fd00:10:244:1::5", "fd00:49::11", "2001:db8::7"];
-pub const BAD_IPS: &[&str] = &[
-    "010.096.000.001",
-    "10.96.0.256",
-    "::g",
-    "None",
-    "",
-    "10.0.0.1/24",
-    " 10.0.0.1",
-    "1.2.3",
-    "fe80::1%eth0",
-    "::ffff:10.0.0.1",
-    "0.0.0.0",
-    "255.255.255.255",
-    "::",
-];
 pub const PROTOCOLS: &[&str] = &["TCP", "UDP", "SCTP", "ICMP", "tcp", ""];
 pub const TYPES: &[&str] = &["ClusterIP", "NodePort", "LoadBalancer", "ExternalName", "Weird"];
 pub const PORTS: &[i64] = &[80, 443, 53, 8080, 0, 65535, 65536, -1, 30080, 32767, 2147483647, 1];

@@ -1,12 +1,14 @@
 //! The test bed proves itself: with no proxy rules at all, traffic behaves as the addressing
 //! plan says, and every assertion fails when the behaviour it checks is absent.
 
+#![allow(clippy::disallowed_methods)] // Tests run the binary and ip/nft (clippy.toml).
+
 use std::collections::BTreeSet;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use proxier_testbed::*;
+use proxier_testkit::*;
 
 fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
     SocketAddr::new(ip.into(), port)

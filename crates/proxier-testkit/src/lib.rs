@@ -1,11 +1,24 @@
-//! proxier-testbed: a small Kubernetes-like cluster built from Linux network namespaces, with
-//! servers and probes, so tests can prove service-proxy rules with real traffic.
+//! proxier-testkit: the test support shared by proxier's crates and its fuzz targets (dev-only,
+//! never published). One crate, so no test includes another crate's files by path:
+//!
+//! - the test bed (this page, below): a small Kubernetes-like cluster built from Linux network
+//!   namespaces, with servers and probes, so tests can prove service-proxy rules with real traffic;
+//! - [`Netns`]: the one network-namespace helper, also for kernel tests that need only an empty
+//!   namespace ([`Netns::for_test`]);
+//! - [`objects`]: proptest strategies for Services, EndpointSlices, Nodes and node configurations;
+//! - [`invariants`]: what a rendered transaction may contain, and a simulator of how the kernel
+//!   applies one;
+//! - [`fuzz`]: the fuzz targets' input builder and checks, run by `fuzz/` and by the smoke test;
+//! - [`scenario`]: the test bed programmed by the real `proxier` binary, and Service and
+//!   EndpointSlice builders, for the traffic tests.
+//!
+//! # The test bed
 //!
 //! Dev-only: tests need root, `ip` (iproute2) and `nft`. Nothing here touches the host's own
 //! network namespace or ruleset: every interface is created directly inside a test namespace,
 //! no namespace is connected to the host, and probes only go to addresses inside the bed.
 //!
-//! # Topology
+//! ## Topology
 //!
 //! ```text
 //!                        switch  (bridge br0; 192.168.49.1/24, fd00:49::1/64: the
@@ -29,7 +42,7 @@
 //! so tests run in parallel, within and across processes. Interface names are short and
 //! fixed because each lives in its own namespace.
 //!
-//! # Addressing plan
+//! ## Addressing plan
 //!
 //! * Node network `192.168.49.0/24` + `fd00:49::/64` on the switch bridge. Node `i` (1-based,
 //!   named `node-a`, `node-b`, …) is `192.168.49.(10+i)` and `fd00:49::(10+i)` written with the
@@ -57,10 +70,10 @@
 //! * Every bed namespace gets `rp_filter=0`, no IPv6 DAD, and no ICMP redirects sent or
 //!   accepted (a redirect would let the client bypass node 1 and change later probes).
 //!
-//! # Writing a behaviour test
+//! ## Writing a behaviour test
 //!
 //! ```no_run
-//! use proxier_testbed::{Proto, TestBed, assert_reaches, assert_refused, netns_available};
+//! use proxier_testkit::{Proto, TestBed, assert_reaches, assert_refused, netns_available};
 //!
 //! fn cluster_ip_reaches_both_pods() -> std::io::Result<()> {
 //!     if !netns_available("cluster_ip_reaches_both_pods") {
@@ -85,56 +98,50 @@
 //! into [`Outcome::Answered`]. The assertion helpers come in pairs: `check_*` returns
 //! `Result<_, String>`, `assert_*` panics with the same readable message.
 //!
-//! # Skipping
+//! ## Skipping
 //!
-//! Start every kernel test with `if !proxier_testbed::netns_available("name") { return; }`.
+//! Start every kernel test with `if !proxier_testkit::netns_available("name") { return; }`.
 //! Without root, `ip` or `nft` (or if a namespace cannot be created) it prints
 //! `SKIP name: needs root and nft (…what is missing…)` to stderr and the test passes as a no-op.
 //! With `PROXIER_REQUIRE_NETNS=1` in the environment it panics with that message instead, so CI
 //! cannot silently skip. SCTP needs kernel support too: [`sctp_available`] skips the same way
 //! (but never panics), and SCTP servers/probes fail with [`std::io::ErrorKind::Unsupported`].
 //!
-//! # Cleanup
+//! ## Cleanup
 //!
 //! Every namespace is deleted when its owner ([`Netns`], [`TestBed`]) is dropped, including
 //! while a failing test unwinds. Namespaces of a killed test process are deleted by
 //! [`sweep_stale`], which runs on the first [`Netns::new`] of every process.
 
+#![allow(clippy::disallowed_methods)] // Test support runs `ip` and `nft` in its namespaces (clippy.toml).
+
 mod bed;
+pub mod fuzz;
+pub mod invariants;
 mod netns;
+pub mod objects;
 mod probe;
+pub mod scenario;
 mod server;
 mod sock;
 
 use std::sync::OnceLock;
+
+use netns::decide;
 
 pub use bed::{
     CLIENT_IPV4, CLIENT_IPV6, CLUSTER_CIDR_V4, CLUSTER_CIDR_V6, EXTERNAL_CIDRS_V4, EXTERNAL_CIDRS_V6, GATEWAY_IPV4,
     GATEWAY_IPV6, MAX_NODES, NODE_NET_V4, NODE_NET_V6, Node, Pod, SERVICE_CIDR_V4, SERVICE_CIDR_V6, TestBed,
     TestBedBuilder, node_ipv4, node_ipv6, node_name, pod_cidrs,
 };
-pub use netns::{NAME_PREFIX, Netns, sweep_stale};
+pub use netns::{NAME_PREFIX, Netns, REQUIRE_ENV, canonical_listing, netns_available, sweep_stale};
 pub use probe::{
-    ANSWER_TIMEOUT, DROP_TIMEOUT, Outcome, Proto, REFUSED_WITHIN, assert_dropped, assert_reaches, assert_refused,
+    ANSWER_TIMEOUT, DROP_TIMEOUT, Outcome, REFUSED_WITHIN, assert_dropped, assert_reaches, assert_refused,
     assert_source_seen, assert_sticky, check_dropped, check_reached, check_reaches, check_refused, check_source_seen,
     check_sticky, probe, reached,
 };
 pub use server::{Server, serve};
-
-/// The environment variable that turns a skip into a failure.
-pub const REQUIRE_ENV: &str = "PROXIER_REQUIRE_NETNS";
-
-/// Whether kernel tests can run here (root, `ip`, `nft`, and a namespace can be created with a
-/// working nft inside). If not, prints `SKIP <test_name>: needs root and nft (…)` to stderr and
-/// returns false, or panics with that message when `PROXIER_REQUIRE_NETNS=1`.
-///
-/// The check itself runs once per process.
-#[track_caller]
-pub fn netns_available(test_name: &str) -> bool {
-    static CHECK: OnceLock<Result<(), String>> = OnceLock::new();
-    let check = CHECK.get_or_init(check_netns);
-    decide(test_name, check, std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1"), "needs root and nft")
-}
+pub use sock::Proto;
 
 /// Whether this kernel supports SCTP sockets; if not, prints `SKIP <test_name>: needs SCTP
 /// (…)` and returns false. Never panics: SCTP is a kernel build/module choice, not a setup
@@ -147,56 +154,4 @@ pub fn sctp_available(test_name: &str) -> bool {
             .map_err(|e| format!("socket(AF_INET6, SOCK_STREAM, IPPROTO_SCTP): {e}"))
     });
     decide(test_name, check, false, "needs SCTP")
-}
-
-#[track_caller]
-fn decide(test_name: &str, check: &Result<(), String>, require: bool, needs: &str) -> bool {
-    match check {
-        Ok(()) => true,
-        Err(why) => {
-            let msg = format!("SKIP {test_name}: {needs} ({why})");
-            if require {
-                panic!("{msg}; {REQUIRE_ENV}=1 forbids skipping");
-            }
-            eprintln!("{msg}");
-            false
-        }
-    }
-}
-
-fn check_netns() -> Result<(), String> {
-    let mut missing = Vec::new();
-    // SAFETY: geteuid cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    if euid != 0 {
-        missing.push(format!("not root: euid {euid}"));
-    }
-    for (tool, arg, what) in [("ip", "-V", "`ip` (iproute2)"), ("nft", "--version", "`nft`")] {
-        match std::process::Command::new(tool).arg(arg).stdin(std::process::Stdio::null()).output() {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => missing.push(format!("{what} fails: {}", out.status)),
-            Err(e) => missing.push(format!("{what} not found: {e}")),
-        }
-    }
-    if !missing.is_empty() {
-        return Err(missing.join("; "));
-    }
-    let ns = Netns::new("check").map_err(|e| format!("cannot create a network namespace: {e}"))?;
-    ns.nft("list ruleset").map_err(|e| format!("nft does not work in a network namespace: {e}"))?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn skip_or_panic() {
-        assert!(decide("t", &Ok(()), true, "needs x"));
-        assert!(!decide("t", &Err("no".into()), false, "needs x"));
-        let panic = std::panic::catch_unwind(|| decide("t", &Err("no root".into()), true, "needs root and nft"))
-            .expect_err("must panic when required");
-        let msg = panic.downcast_ref::<String>().expect("string panic");
-        assert!(msg.starts_with("SKIP t: needs root and nft (no root)"), "{msg}");
-    }
 }

@@ -1,42 +1,46 @@
-//! Shared by the traffic tests: programs a test bed's nodes with the real `proxier` binary, and
-//! writes the Service and EndpointSlice objects a scenario needs as kubectl would print them.
-#![allow(dead_code)] // each test binary uses its own part of this module
+//! Scenarios for the traffic tests: a test bed whose nodes are programmed with the real `proxier`
+//! binary (the test passes its path, `env!("CARGO_BIN_EXE_proxier")`), and builders that write the
+//! Service and EndpointSlice objects a scenario needs as kubectl would print them.
 
 use std::fmt::Write;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use proxier_testbed::{Pod, Proto, Server, TestBed};
+use crate::bed::{CLUSTER_CIDR_V4, CLUSTER_CIDR_V6, Pod, TestBed};
+use crate::server::Server;
+use crate::sock::Proto;
 
 /// Where scenario snapshots go; removed when the test bed is dropped.
 pub struct Scenario {
+    /// The nodes, pods and client.
     pub bed: TestBed,
+    /// The `proxier` binary under test.
+    proxier: PathBuf,
     dir: PathBuf,
     /// Flags every `proxier apply` gets, after `--snapshot` and `--node`.
     pub flags: Vec<String>,
 }
 
 impl Scenario {
-    /// A test bed of `nodes` nodes, programmed with `--cluster-cidr` for its pod network.
-    pub fn new(nodes: usize) -> Scenario {
-        Scenario::with_bed(TestBed::new(nodes).expect("test bed"))
+    /// A test bed of `nodes` nodes, programmed by the binary `proxier` with `--cluster-cidr` for its
+    /// pod network.
+    pub fn new(proxier: impl AsRef<Path>, nodes: usize) -> Scenario {
+        Scenario::with_bed(proxier, TestBed::new(nodes).expect("test bed"))
     }
 
-    pub fn with_bed(bed: TestBed) -> Scenario {
+    /// A scenario on a test bed built by the caller.
+    pub fn with_bed(proxier: impl AsRef<Path>, bed: TestBed) -> Scenario {
         let dir = std::env::temp_dir().join(format!("proxier-scenario-{}", bed.node(1).netns().name()));
         std::fs::create_dir_all(&dir).expect("scenario dir");
-        let flags = vec![
-            "--cluster-cidr".into(),
-            format!("{},{}", proxier_testbed::CLUSTER_CIDR_V4, proxier_testbed::CLUSTER_CIDR_V6),
-        ];
-        Scenario { bed, dir, flags }
+        let flags = vec!["--cluster-cidr".into(), format!("{CLUSTER_CIDR_V4},{CLUSTER_CIDR_V6}")];
+        Scenario { bed, proxier: proxier.as_ref().to_owned(), dir, flags }
     }
 
     /// Two nodes in zones zone-a and zone-b; pods web-a (node-a) and web-b (node-b) serving TCP 8080
     /// and UDP 5353, and client pods client-a and client-b. The servers stop when dropped.
-    pub fn web_pods() -> (Scenario, Vec<Server>) {
-        let mut scenario = Scenario::new(2);
+    pub fn web_pods(proxier: impl AsRef<Path>) -> (Scenario, Vec<Server>) {
+        let mut scenario = Scenario::new(proxier, 2);
         for (node, pod) in [(1, "web-a"), (2, "web-b"), (1, "client-a"), (2, "client-b")] {
             scenario.bed.add_pod(node, pod).expect("pod");
         }
@@ -77,7 +81,7 @@ impl Scenario {
 
     /// Runs the `proxier` binary with `args` in node `node`'s namespace.
     pub fn proxier(&self, node: usize, args: &[String]) -> Output {
-        self.bed.node(node).netns().exec(env!("CARGO_BIN_EXE_proxier"), args).expect("run proxier")
+        self.bed.node(node).netns().exec(&self.proxier, args).expect("run proxier")
     }
 
     /// Writes a snapshot file of the bed's Nodes and `objects`, and returns its path.
@@ -96,6 +100,7 @@ impl Scenario {
         path
     }
 
+    /// The pod called `name`; panics if there is none.
     pub fn pod(&self, name: &str) -> &Pod {
         self.bed.pod(name)
     }
@@ -105,11 +110,11 @@ impl Scenario {
     /// a node's own address (the API server's) are served by that node. Nodes and pods must use the
     /// bed's addressing plan (node i at 192.168.49.(10+i), its pods in 10.244.i.0/24), as
     /// testdata/clusters/single-stack.yaml does. Programming uses the snapshot file as it is.
-    pub fn from_testdata(file: &str) -> (Scenario, Vec<Server>, PathBuf) {
+    pub fn from_testdata(proxier: impl AsRef<Path>, file: &str) -> (Scenario, Vec<Server>, PathBuf) {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/clusters").join(file);
         let text = std::fs::read_to_string(&path).expect("read testdata");
         let (snapshot, _) = proxier_core::Snapshot::from_text(file, &text);
-        let mut scenario = Scenario::new(snapshot.nodes.len());
+        let mut scenario = Scenario::new(proxier, snapshot.nodes.len());
         let mut servers = Vec::new();
         let mut served = std::collections::BTreeSet::new();
         for slice in &snapshot.endpoint_slices {
@@ -158,7 +163,7 @@ impl Scenario {
     }
 
     /// Applies a snapshot file as it is on every node.
-    pub fn program_file(&self, path: &std::path::Path) {
+    pub fn program_file(&self, path: &Path) {
         for node in 1..=self.bed.nodes().len() {
             let name = self.bed.node(node).name().to_owned();
             let mut args =
@@ -214,8 +219,11 @@ pub fn service(
 
 /// An endpoint of a slice: a pod, with its conditions and extra YAML (e.g. hints).
 pub struct Endpoint<'a> {
+    /// The pod whose address the endpoint has.
     pub pod: &'a Pod,
+    /// The `conditions` value, as YAML flow mapping.
     pub conditions: &'a str,
+    /// More YAML lines for the endpoint (e.g. `hints: …`), or empty.
     pub extra: &'a str,
 }
 

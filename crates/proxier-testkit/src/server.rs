@@ -11,8 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::netns::{Netns, context};
-use crate::probe::Proto;
-use crate::sock;
+use crate::sock::{self, Proto, map_sctp_error};
 
 /// How long a server keeps an answered connection open waiting for the client to close it.
 const LINGER: Duration = Duration::from_secs(5);
@@ -104,24 +103,6 @@ impl Drop for Server {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-    }
-}
-
-/// The error for SCTP on a kernel without SCTP.
-pub(crate) fn sctp_unsupported(e: io::Error) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Unsupported,
-        format!("SCTP is not supported by this kernel (socket(IPPROTO_SCTP): {e})"),
-    )
-}
-
-pub(crate) fn map_sctp_error(proto: Proto, e: io::Error) -> io::Error {
-    if proto == Proto::Sctp
-        && matches!(e.raw_os_error(), Some(libc::EPROTONOSUPPORT | libc::ESOCKTNOSUPPORT | libc::EAFNOSUPPORT))
-    {
-        sctp_unsupported(e)
-    } else {
-        e
     }
 }
 
@@ -231,5 +212,16 @@ fn serve_udp(fd: OwnedFd, stop: UnixStream, name: &str, answered: &AtomicUsize) 
                 Err(_) => break,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answer_lines_unmap_ipv4() {
+        let peer: SocketAddr = "[::ffff:10.0.0.1]:7".parse().unwrap();
+        assert_eq!(answer_line("x", peer), "x 10.0.0.1:7\n");
     }
 }

@@ -6,8 +6,8 @@ use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::Once;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Once, OnceLock};
 
 /// Every namespace this crate creates is named `pxt-<pid>-<n>-<role>`.
 pub const NAME_PREFIX: &str = "pxt-";
@@ -45,6 +45,16 @@ impl Netns {
         Ok(ns)
     }
 
+    /// A namespace for the kernel test `test`, or `None` when kernel tests cannot run here (after
+    /// [`netns_available`](crate::netns_available) printed the `SKIP` line; under
+    /// `PROXIER_REQUIRE_NETNS=1` it panics instead). Panics if the namespace cannot be created.
+    pub fn for_test(test: &str) -> Option<Netns> {
+        if !netns_available(test) {
+            return None;
+        }
+        Some(Netns::new(test).unwrap_or_else(|e| panic!("{test}: cannot create a network namespace: {e}")))
+    }
+
     /// The namespace name, as `ip netns list` shows it.
     pub fn name(&self) -> &str {
         &self.name
@@ -57,12 +67,34 @@ impl Netns {
 
     /// Runs `program args…` inside the namespace (`ip netns exec`). Like [`Command::output`], a
     /// non-zero exit status is not an error: look at `Output::status`.
-    pub fn exec<I, S>(&self, program: &str, args: I) -> io::Result<Output>
+    pub fn exec<I, S>(&self, program: impl AsRef<OsStr>, args: I) -> io::Result<Output>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        Command::new("ip").args(["netns", "exec", &self.name, program]).args(args).stdin(Stdio::null()).output()
+        Command::new("ip").args(["netns", "exec", &self.name]).arg(program).args(args).stdin(Stdio::null()).output()
+    }
+
+    /// Like [`Netns::exec`], with `input` fed to the program's stdin.
+    pub fn exec_input<I, S>(&self, program: impl AsRef<OsStr>, args: I, input: &str) -> io::Result<Output>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        // A program that exits without reading all of its input is not an error here: its exit
+        // status and stderr say what happened.
+        let _ = pipe.write_all(input.as_bytes());
+        drop(pipe);
+        child.wait_with_output()
     }
 
     /// `ip -n <name> <args…>`; a non-zero exit is an error carrying ip's stderr. Returns stdout.
@@ -86,6 +118,19 @@ impl Netns {
         let out = run_checked(Command::new("ip").args(["netns", "exec", &self.name, "nft", "-f", "-"]), Some(script))
             .map_err(|e| context(e, &format!("nft -f - in {}:\n{script}", self.name)))?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs `nft <args…>` inside the namespace, with `input` on stdin if given (for `-f -`);
+    /// returns nft's stdout, or an error carrying nft's stderr.
+    pub fn nft_args(&self, args: &[&str], input: Option<&str>) -> io::Result<String> {
+        let out = run_checked(Command::new("ip").args(["netns", "exec", &self.name, "nft"]).args(args), input)
+            .map_err(|e| context(e, &format!("nft {} in {}", args.join(" "), self.name)))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The whole ruleset of the namespace, made comparable by [`canonical_listing`].
+    pub fn ruleset(&self) -> io::Result<serde_json::Value> {
+        Ok(canonical_listing(&self.nft_args(&["-j", "list", "ruleset"], None)?))
     }
 
     /// Sets sysctls of this namespace, e.g. `[("net.ipv4.ip_forward", "1")]`, by writing
@@ -142,13 +187,47 @@ impl Drop for Netns {
         match Command::new("ip").args(["netns", "del", &self.name]).stdin(Stdio::null()).output() {
             Ok(out) if out.status.success() => {}
             Ok(out) => eprintln!(
-                "proxier-testbed: ip netns del {} failed: {}",
+                "proxier-testkit: ip netns del {} failed: {}",
                 self.name,
                 String::from_utf8_lossy(&out.stderr).trim()
             ),
-            Err(e) => eprintln!("proxier-testbed: ip netns del {} failed: {e}", self.name),
+            Err(e) => eprintln!("proxier-testkit: ip netns del {} failed: {e}", self.name),
         }
     }
+}
+
+/// `nft -j list …` output made comparable: handles and metainfo dropped, `elem` arrays sorted, and
+/// objects sorted by family, table, kind and name (rules keep their order within a chain).
+///
+/// Panics if `listing` is not JSON (nft printed something else).
+pub fn canonical_listing(listing: &str) -> serde_json::Value {
+    use serde_json::Value;
+    fn clean(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                map.remove("handle");
+                map.values_mut().for_each(clean);
+                if let Some(Value::Array(elements)) = map.get_mut("elem") {
+                    elements.sort_by_key(|e| e.to_string());
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(clean),
+            _ => {}
+        }
+    }
+    let mut value: Value = serde_json::from_str(listing).expect("nft -j prints JSON");
+    clean(&mut value);
+    if let Some(Value::Array(objects)) = value.get_mut("nftables") {
+        objects.retain(|o| o.get("metainfo").is_none());
+        // Rules keep their order within a chain: sort only by kind and name, stably.
+        objects.sort_by_key(|o| {
+            let (kind, body) = o.as_object().and_then(|m| m.iter().next()).map(|(k, v)| (k.clone(), v)).unwrap();
+            let rule = kind == "rule";
+            let name = if rule { &body["chain"] } else { &body["name"] };
+            (body["family"].to_string(), body["table"].to_string(), rule, name.to_string())
+        });
+    }
+    value
 }
 
 /// Deletes namespaces named `pxt-<pid>-…` whose process no longer exists (left behind by a test
@@ -225,9 +304,73 @@ pub(crate) fn context(e: io::Error, what: &str) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
+/// The environment variable that turns a skip into a failure.
+pub const REQUIRE_ENV: &str = "PROXIER_REQUIRE_NETNS";
+
+/// Whether kernel tests can run here (root, `ip`, `nft`, and a namespace can be created with a
+/// working nft inside). If not, prints `SKIP <test_name>: needs root and nft (…)` to stderr and
+/// returns false, or panics with that message when `PROXIER_REQUIRE_NETNS=1`.
+///
+/// The check itself runs once per process.
+#[track_caller]
+pub fn netns_available(test_name: &str) -> bool {
+    static CHECK: OnceLock<Result<(), String>> = OnceLock::new();
+    let check = CHECK.get_or_init(check_netns);
+    decide(test_name, check, std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1"), "needs root and nft")
+}
+
+/// Whether a check passed; if not, prints `SKIP <test_name>: <needs> (<why>)`, or panics with it
+/// when `require` is set.
+#[track_caller]
+pub(crate) fn decide(test_name: &str, check: &Result<(), String>, require: bool, needs: &str) -> bool {
+    match check {
+        Ok(()) => true,
+        Err(why) => {
+            let msg = format!("SKIP {test_name}: {needs} ({why})");
+            if require {
+                panic!("{msg}; {REQUIRE_ENV}=1 forbids skipping");
+            }
+            eprintln!("{msg}");
+            false
+        }
+    }
+}
+
+fn check_netns() -> Result<(), String> {
+    let mut missing = Vec::new();
+    // SAFETY: geteuid cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        missing.push(format!("not root: euid {euid}"));
+    }
+    for (tool, arg, what) in [("ip", "-V", "`ip` (iproute2)"), ("nft", "--version", "`nft`")] {
+        match Command::new(tool).arg(arg).stdin(Stdio::null()).output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => missing.push(format!("{what} fails: {}", out.status)),
+            Err(e) => missing.push(format!("{what} not found: {e}")),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(missing.join("; "));
+    }
+    let ns = Netns::new("check").map_err(|e| format!("cannot create a network namespace: {e}"))?;
+    ns.nft("list ruleset").map_err(|e| format!("nft does not work in a network namespace: {e}"))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn skip_or_panic() {
+        assert!(decide("t", &Ok(()), true, "needs x"));
+        assert!(!decide("t", &Err("no".into()), false, "needs x"));
+        let panic = std::panic::catch_unwind(|| decide("t", &Err("no root".into()), true, "needs root and nft"))
+            .expect_err("must panic when required");
+        let msg = panic.downcast_ref::<String>().expect("string panic");
+        assert!(msg.starts_with("SKIP t: needs root and nft (no root)"), "{msg}");
+    }
 
     #[test]
     fn names_encode_the_pid() {

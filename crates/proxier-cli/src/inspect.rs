@@ -2,7 +2,6 @@
 //! `proxier_core::trace` and `proxier_core::explain`.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 use ipnet::IpNet;
@@ -10,8 +9,8 @@ use proxier_core::explain::{DEFAULT_CLUSTER_DOMAIN, ExplainOptions, explain};
 use proxier_core::trace::{Source, Target, trace_model};
 use proxier_core::{Snapshot, compute};
 
-use crate::Failure;
-use crate::cli::NodeArgs;
+use crate::exit::{Exit, Failure};
+use crate::flags::NodeArgs;
 
 /// How `trace` and `explain` print their answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -79,7 +78,7 @@ fn load(paths: &[PathBuf]) -> Result<Snapshot, Failure> {
 }
 
 /// Runs `proxier trace`.
-pub fn run_trace(args: &TraceArgs) -> Result<ExitCode, Failure> {
+pub fn run_trace(args: &TraceArgs) -> Result<Exit, Failure> {
     let snapshot = load(&args.snapshot)?;
     let config = args.node.config().map_err(|e| Failure::Input(anyhow::anyhow!(e)))?;
     let model = compute(&snapshot, &config);
@@ -91,14 +90,14 @@ pub fn run_trace(args: &TraceArgs) -> Result<ExitCode, Failure> {
         Output::Text => print!("{}", trace.to_text()),
         Output::Json => println!("{}", serde_json::to_string_pretty(&trace).map_err(|e| Failure::Input(e.into()))?),
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
 }
 
 /// Runs `proxier explain`.
 ///
 /// `--snapshot` takes several values, so in `explain --snapshot PATH NAMESPACE/NAME` the Service lands among
 /// the paths: a last value that is no existing path but reads NAMESPACE/NAME is taken as the Service.
-pub fn run_explain(args: &ExplainArgs) -> Result<ExitCode, Failure> {
+pub fn run_explain(args: &ExplainArgs) -> Result<Exit, Failure> {
     let mut paths = args.snapshot.clone();
     let mut only = args.service.clone();
     if only.is_none()
@@ -127,5 +126,5 @@ pub fn run_explain(args: &ExplainArgs) -> Result<ExitCode, Failure> {
             println!("{}", serde_json::to_string_pretty(&explanation).map_err(|e| Failure::Input(e.into()))?)
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
 }

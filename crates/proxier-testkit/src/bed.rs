@@ -5,8 +5,8 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::netns::{Netns, context};
-use crate::probe::Proto;
 use crate::server::{Server, serve};
+use crate::sock::Proto;
 
 /// IPv4 node network; the switch (gateway) is .1, node `i` is `.(10+i)`, the client `.100`.
 pub const NODE_NET_V4: &str = "192.168.49.0/24";

@@ -1,0 +1,104 @@
+//! The exit statuses of `proxier`, defined once: the commands return them, and `--help` lists them
+//! from here. A leaf module: it uses nothing else of the binary.
+
+use std::process::ExitCode;
+
+/// Declares [`Exit`] with one line of documentation per status, and [`Exit::meaning`] returning that
+/// same line, so the rustdoc and `--help` cannot disagree.
+macro_rules! exit_statuses {
+    ($($(#[doc = $doc:literal])+ $name:ident = $code:literal,)+) => {
+        /// How `proxier` exits. Usage errors found by the argument parser also exit with 2
+        /// ([`Exit::BadInput`]).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Exit {
+            $($(#[doc = $doc])+ $name = $code,)+
+        }
+
+        impl Exit {
+            /// Every status, in order.
+            pub const ALL: &[Exit] = &[$(Exit::$name),+];
+
+            /// What the status means (its documentation, as `--help` prints it).
+            pub fn meaning(self) -> &'static str {
+                match self {
+                    $(Exit::$name => concat!($($doc),+).trim(),)+
+                }
+            }
+        }
+    };
+}
+
+exit_statuses! {
+    /// success (diff: no change; run: stopped by SIGTERM or SIGINT)
+    Success = 0,
+    /// diff: apply would change the kernel; run: could not start, or stopped on an error
+    Changed = 1,
+    /// bad arguments, settings or an unreadable snapshot; nothing was changed
+    BadInput = 2,
+    /// nft failed (apply, delete, diff); the previous ruleset is unchanged
+    NftFailed = 3,
+    /// apply: applied, except the Services whose rules the kernel refused (each named on stderr)
+    PartlyApplied = 4,
+}
+
+impl Exit {
+    /// The status as a number.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(exit.code())
+    }
+}
+
+/// The "Exit status:" section of `proxier --help`.
+pub fn help() -> String {
+    let mut text = String::from("Exit status:");
+    for exit in Exit::ALL {
+        text.push_str(&format!("\n  {}  {}", exit.code(), exit.meaning()));
+    }
+    text
+}
+
+/// A failure of a command, with the exit status it maps to.
+#[derive(Debug)]
+pub enum Failure {
+    /// [`Exit::BadInput`].
+    Input(anyhow::Error),
+    /// [`Exit::NftFailed`].
+    Nft(anyhow::Error),
+}
+
+impl Failure {
+    /// The exit status of this failure.
+    pub fn exit(&self) -> Exit {
+        match self {
+            Failure::Input(_) => Exit::BadInput,
+            Failure::Nft(_) => Exit::NftFailed,
+        }
+    }
+
+    /// The error, for the one line printed on stderr.
+    pub fn error(&self) -> &anyhow::Error {
+        match self {
+            Failure::Input(error) | Failure::Nft(error) => error,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn help_lists_every_status_once_in_order() {
+        let help = help();
+        let codes: Vec<u8> =
+            help.lines().skip(1).map(|line| line.split_whitespace().next().unwrap().parse().unwrap()).collect();
+        assert_eq!(codes, [0, 1, 2, 3, 4]);
+        assert!(help.contains("  4  apply: applied, except the Services whose rules the kernel refused"), "{help}");
+    }
+}
