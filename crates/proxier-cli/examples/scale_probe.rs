@@ -235,9 +235,8 @@ fn sync(args: &Args) {
     if !["nft", "netlink", "both"].contains(&backend) {
         fail("--backend is nft, netlink or both");
     }
-    let mut socket = (backend != "nft").then(|| {
-        proxier_nft::netlink::NftSocket::open().unwrap_or_else(|e| fail(&format!("netlink socket: {e}")))
-    });
+    let mut socket = (backend != "nft")
+        .then(|| proxier_nft::netlink::NftSocket::open().unwrap_or_else(|e| fail(&format!("netlink socket: {e}"))));
     let mut committed = tables;
     let mut series: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut sizes = Vec::new();
@@ -331,12 +330,13 @@ fn drift_check(socket: &mut proxier_nft::netlink::NftSocket, table: &str) {
     let generation = socket.generation().unwrap_or_else(|e| fail(&format!("generation: {e}")));
     println!("drift.generation={generation}");
     let nft = Nft::default();
-    watch.own_commit(socket, |_| {
-        let result = nft.apply_text(&format!("add chain ip {table} probe-own\n"));
-        let commits = u32::from(result.is_ok());
-        (result, commits)
-    })
-    .unwrap_or_else(|e| fail(&format!("own commit: {e}")));
+    watch
+        .own_commit(socket, |_| {
+            let result = nft.apply_text(&format!("add chain ip {table} probe-own\n"));
+            let commits = u32::from(result.is_ok());
+            (result, commits)
+        })
+        .unwrap_or_else(|e| fail(&format!("own commit: {e}")));
     if watch.take() != Drift::Unchanged {
         fail("an own commit taken for drift");
     }

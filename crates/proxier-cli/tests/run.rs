@@ -375,7 +375,11 @@ fn netlink_changes_and_event_driven_drift_repair() {
     eventually("web answers", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("a"));
     s.api.apply(slice("web", &["10.244.1.6"], "TCP"));
     eventually("web moves to b", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("b"));
-    assert!(proxier.log().contains("by_netlink=true"), "the endpoint change did not go over netlink:\n{}", proxier.log());
+    assert!(
+        proxier.log().contains("by_netlink=true"),
+        "the endpoint change did not go over netlink:\n{}",
+        proxier.log()
+    );
 
     // Another table changing is not drift.
     s.node.exec_ok("nft", &["add", "table", "ip", "someone-else"]);
