@@ -457,3 +457,21 @@ fn proxier_with_netlink_repairs_a_hand_edit() {
     let again = proxier.resync().unwrap();
     assert!(!again.drifted && again.changes == 0, "the repair itself is not drift: {again:?}");
 }
+
+/// Events lost to a full receive buffer (here: another table's commit of 300,000 elements while
+/// nobody reads) are not taken for "nothing changed": the answer is `Unknown`, so the tables are
+/// replaced.
+#[test]
+fn lost_events_make_the_answer_unknown() {
+    let Some(ns) = Netns::for_test("lost_events_make_the_answer_unknown") else { return };
+    let mut watch = ns.run(|| TableWatch::open("proxier").expect("watch"));
+    let mut script = String::from("add table ip other\nadd set ip other s { type ipv4_addr; }\n");
+    for chunk in (0..300_000u32).collect::<Vec<_>>().chunks(10_000) {
+        let addresses: Vec<String> =
+            chunk.iter().map(|i| std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string()).collect();
+        script.push_str(&format!("add element ip other s {{ {} }}\n", addresses.join(", ")));
+    }
+    ns.nft(&script).unwrap();
+    assert!(matches!(watch.take(), Drift::Unknown(_)), "lost events went unnoticed");
+    assert_eq!(watch.take(), Drift::Unchanged, "reported once");
+}

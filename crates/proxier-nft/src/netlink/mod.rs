@@ -136,7 +136,7 @@ impl NftSocket {
         // busy second of endpoint changes is several MiB).
         if batch.len() > DEFAULT_SEND_BUFFER && batch.len() > self.send_buffer {
             let wanted = (batch.len() + 64 * 1024).next_power_of_two();
-            if force_send_buffer(&self.socket, wanted).is_ok() {
+            if force_buffer(&self.socket, libc::SO_SNDBUFFORCE, wanted).is_ok() {
                 self.send_buffer = wanted;
             }
         }
@@ -238,9 +238,10 @@ impl NftSocket {
 /// Below this, a batch fits the kernel's default send buffer.
 const DEFAULT_SEND_BUFFER: usize = 200 * 1024;
 
-/// Raises the socket's send buffer beyond `net.core.wmem_max` (`SO_SNDBUFFORCE`, which needs
-/// CAP_NET_ADMIN, as committing does). netlink-sys has no call for it.
-fn force_send_buffer(socket: &Socket, bytes: usize) -> io::Result<()> {
+/// Raises the socket's send (`SO_SNDBUFFORCE`) or receive (`SO_RCVBUFFORCE`) buffer beyond
+/// `net.core.wmem_max` / `rmem_max`; needs CAP_NET_ADMIN, as committing does. netlink-sys has no call
+/// for it.
+fn force_buffer(socket: &Socket, option: libc::c_int, bytes: usize) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let value = libc::c_int::try_from(bytes).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a pointer to a live local `c_int`, on a
@@ -249,7 +250,7 @@ fn force_send_buffer(socket: &Socket, bytes: usize) -> io::Result<()> {
         libc::setsockopt(
             socket.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_SNDBUFFORCE,
+            option,
             (&raw const value).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use netlink_sys::Socket;
 
 use super::encode::NFT_MSG_NEWGEN;
-use super::{NetlinkError, NftSocket, io_error, open_socket, receive, wire};
+use super::{NetlinkError, NftSocket, force_buffer, io_error, open_socket, receive, wire};
 
 /// nf_tables' multicast group (`NFNLGRP_NFTABLES`).
 const NFNLGRP_NFTABLES: u32 = 7;
@@ -48,8 +48,12 @@ impl TableWatch {
     /// `table` (in the `ip` and `ip6` families).
     pub fn open(table: &str) -> Result<TableWatch, NetlinkError> {
         let (socket, _) = open_socket()?;
-        // A larger buffer only lowers the chance of overflow; an overflow is reported, not missed.
-        let _ = socket.set_rx_buf_sz(EVENT_BUFFER);
+        // Events of other tables queue up between two checks. A larger buffer only lowers the chance
+        // of overflow (reported as `Unknown`, never missed); without CAP_NET_ADMIN the kernel's
+        // maximum is taken.
+        if force_buffer(&socket, libc::SO_RCVBUFFORCE, EVENT_BUFFER).is_err() {
+            let _ = socket.set_rx_buf_sz(EVENT_BUFFER);
+        }
         socket.add_membership(NFNLGRP_NFTABLES).map_err(io_error("join the nf_tables event group"))?;
         Ok(TableWatch {
             socket,
