@@ -26,9 +26,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use proxier_core::{
-    Action, Backend, Destination, FamilyRules, IpFamily, LocalTraffic, Masquerade, Protocol, ServicePortName,
-};
+use proxier_core::{Action, Backend, Destination, FamilyRules, LocalTraffic, Masquerade, Protocol, ServicePortName};
 
 use smallvec::smallvec;
 
@@ -49,14 +47,26 @@ const FIREWALL_IPS: &str = "firewall-ips";
 const FIREWALL_ALLOW: &str = "firewall-allow";
 const REJECT_CHAIN: &str = "reject-chain";
 const MARK_FOR_MASQUERADE: &str = "mark-for-masquerade";
+const SERVICES_CHAIN: &str = "services";
+const MASQUERADING_CHAIN: &str = "masquerading";
+
+/// The base chains, each named for its type and hook.
+const NAT_PREROUTING: &str = "nat-prerouting";
+const NAT_OUTPUT: &str = "nat-output";
+const NAT_POSTROUTING: &str = "nat-postrouting";
+const FILTER_INPUT: &str = "filter-input";
+const FILTER_FORWARD: &str = "filter-forward";
+const FILTER_OUTPUT: &str = "filter-output";
+const FILTER_PREROUTING: &str = "filter-prerouting";
+const FILTER_OUTPUT_PRE_DNAT: &str = "filter-output-pre-dnat";
 
 // Kernel hook priorities, by their nft names.
 const PRIORITY_DSTNAT: i32 = -100;
 const PRIORITY_FILTER: i32 = 0;
 const PRIORITY_SRCNAT: i32 = 100;
 
-/// Lays out one family's rules as a table named `table`.
-pub fn family_table(rules: &FamilyRules, table: &str) -> Table {
+/// Lays out one family's rules as a table.
+pub fn family_table(rules: &FamilyRules) -> Table {
     // The element lists are sized up front: they reach tens of thousands of elements each, and growing
     // them by doubling copies them and fragments the heap (measured: about a fifth of the layout).
     let mut per_position: Vec<usize> = Vec::new();
@@ -82,7 +92,7 @@ pub fn family_table(rules: &FamilyRules, table: &str) -> Table {
     for destination in &rules.destinations {
         layout.destination(destination);
     }
-    layout.into_table(table)
+    layout.into_table()
 }
 
 /// The objects of one table, gathered destination by destination.
@@ -228,7 +238,7 @@ impl Layout<'_> {
         Verdict::Goto(name)
     }
 
-    fn into_table(self, table: &str) -> Table {
+    fn into_table(self) -> Table {
         let rules = self.rules;
         let family = rules.family;
         let destination_type = vec![DataType::Addr(family), DataType::Proto, DataType::Service];
@@ -315,7 +325,7 @@ impl Layout<'_> {
         }
         chains.extend(self.dedicated.into_values());
 
-        Table { family, name: table.to_owned(), sets, chains }
+        Table { family, sets, chains }
     }
 }
 
@@ -399,19 +409,19 @@ fn base_chains(firewalled: bool, service_cidrs: bool) -> Vec<Chain> {
         );
     }
     let mut chains = vec![
-        base_chain("nat-prerouting", ChainType::Nat, HookPoint::Prerouting, PRIORITY_DSTNAT, vec![jump("services")]),
-        base_chain("nat-output", ChainType::Nat, HookPoint::Output, PRIORITY_DSTNAT, vec![jump("services")]),
+        base_chain(NAT_PREROUTING, ChainType::Nat, HookPoint::Prerouting, PRIORITY_DSTNAT, vec![jump(SERVICES_CHAIN)]),
+        base_chain(NAT_OUTPUT, ChainType::Nat, HookPoint::Output, PRIORITY_DSTNAT, vec![jump(SERVICES_CHAIN)]),
         base_chain(
-            "nat-postrouting",
+            NAT_POSTROUTING,
             ChainType::Nat,
             HookPoint::Postrouting,
             PRIORITY_SRCNAT,
-            vec![jump("masquerading")],
+            vec![jump(MASQUERADING_CHAIN)],
         ),
         // Rejects live in filter chains: `reject` is not allowed in prerouting before kernel 5.9.
-        base_chain("filter-input", ChainType::Filter, HookPoint::Input, PRIORITY_FILTER, vec![no_endpoints]),
-        base_chain("filter-forward", ChainType::Filter, HookPoint::Forward, PRIORITY_FILTER, after_dnat.clone()),
-        base_chain("filter-output", ChainType::Filter, HookPoint::Output, PRIORITY_FILTER, after_dnat),
+        base_chain(FILTER_INPUT, ChainType::Filter, HookPoint::Input, PRIORITY_FILTER, vec![no_endpoints]),
+        base_chain(FILTER_FORWARD, ChainType::Filter, HookPoint::Forward, PRIORITY_FILTER, after_dnat.clone()),
+        base_chain(FILTER_OUTPUT, ChainType::Filter, HookPoint::Output, PRIORITY_FILTER, after_dnat),
     ];
     if firewalled {
         // Source ranges are checked before DNAT, while the destination is still the LoadBalancer IP.
@@ -424,19 +434,13 @@ fn base_chains(firewalled: bool, service_cidrs: bool) -> Vec<Chain> {
         .with_comment("loadBalancerSourceRanges");
         let pre_dnat = PRIORITY_DSTNAT - 10;
         chains.push(base_chain(
-            "filter-prerouting",
+            FILTER_PREROUTING,
             ChainType::Filter,
             HookPoint::Prerouting,
             pre_dnat,
             vec![firewall.clone()],
         ));
-        chains.push(base_chain(
-            "filter-output-pre-dnat",
-            ChainType::Filter,
-            HookPoint::Output,
-            pre_dnat,
-            vec![firewall],
-        ));
+        chains.push(base_chain(FILTER_OUTPUT_PRE_DNAT, ChainType::Filter, HookPoint::Output, pre_dnat, vec![firewall]));
     }
     chains
 }
@@ -444,9 +448,9 @@ fn base_chains(firewalled: bool, service_cidrs: bool) -> Vec<Chain> {
 fn fixed_chains() -> Vec<Chain> {
     let chain = |name: &str, rules: Vec<Rule>| Chain { name: name.into(), hook: None, rules };
     vec![
-        chain("services", vec![Rule::new(vec![Statement::DispatchVmap(SERVICE_IPS.into())])]),
+        chain(SERVICES_CHAIN, vec![Rule::new(vec![Statement::DispatchVmap(SERVICE_IPS.into())])]),
         chain(
-            "masquerading",
+            MASQUERADING_CHAIN,
             vec![
                 Rule::new(vec![
                     Statement::CtStatusDnat,
@@ -502,12 +506,4 @@ fn element_comment(destination: &Destination) -> String {
         clean.push_str("...");
     }
     clean
-}
-
-/// The family's nft name.
-pub fn family_name(family: IpFamily) -> &'static str {
-    match family {
-        IpFamily::V4 => "ip",
-        IpFamily::V6 => "ip6",
-    }
 }

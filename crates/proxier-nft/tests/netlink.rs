@@ -8,10 +8,10 @@ mod cluster;
 
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::TestRunner;
-use proxier_core::{IpFamily, Protocol};
+use proxier_core::{ClusterState, IpFamily, Protocol};
+use proxier_nft::Change;
 use proxier_nft::netlink::{Batch, Drift, NetlinkError, NftSocket, TableWatch, Unsupported};
 use proxier_nft::ruleset::{DataType, Element, Set, Value, Verdict};
-use proxier_nft::transaction::Change;
 use proxier_nft::{Nft, Proxier, Transaction};
 use smallvec::smallvec;
 
@@ -40,7 +40,7 @@ fn netlink_transactions_list_as_full_applies() {
     for sample in 0..samples {
         let (pool, states, config) = strategy.new_tree(&mut runner).expect("generate").current();
         incremental.nft_args(&["flush", "ruleset"], None).unwrap();
-        let mut proxier = Proxier::new(config.clone(), "proxier", Nft::new("true"));
+        let mut proxier = Proxier::new(ClusterState::new(config.clone()), "proxier", Nft::new("true"));
         let apply = |transaction: &Transaction, context: &str| match socket.apply(transaction) {
             Ok(Ok(())) => by_netlink += 1,
             Ok(Err(_unsupported)) => {
@@ -266,8 +266,7 @@ fn a_refusal_names_the_element_and_its_service() {
 /// Transactions netlink does not carry are said so, and nothing is sent.
 #[test]
 fn rules_and_whole_tables_are_left_to_nft() {
-    let table =
-        proxier_nft::ruleset::Table { family: IpFamily::V4, name: "proxier".into(), sets: vec![], chains: vec![] };
+    let table = proxier_nft::ruleset::Table { family: IpFamily::V4, sets: vec![], chains: vec![] };
     let create = Transaction::from_changes(vec![Change::CreateTable(table)], "proxier");
     assert_eq!(Batch::encode(&create).unwrap_err(), Unsupported::CreateTable);
     let rules = Transaction::from_changes(
@@ -424,7 +423,8 @@ fn proxier_with_netlink_repairs_a_hand_edit() {
     let _remove = Remove(program.clone());
     let (socket, watch) = ns.run(|| (NftSocket::open().unwrap(), TableWatch::open("proxier").unwrap()));
     let config = proxier_core::NodeConfig { node_name: "node-a".into(), ..Default::default() };
-    let mut proxier = Proxier::new(config.clone(), "proxier", Nft::new(&program)).with_netlink(socket, watch);
+    let mut proxier =
+        Proxier::new(ClusterState::new(config), "proxier", Nft::new(&program)).with_netlink(socket, watch);
     let service = serde_json::json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"namespace": "ns", "name": "web"},
         "spec": {"clusterIP": "10.96.0.20", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}});
@@ -435,11 +435,11 @@ fn proxier_with_netlink_repairs_a_hand_edit() {
             "endpoints": ips.iter().map(|ip| serde_json::json!({"addresses": [ip], "conditions": {"ready": true}})).collect::<Vec<_>>(),
             "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]})
     };
-    proxier.apply_service(serde_json::from_value(service).unwrap());
-    proxier.apply_endpoint_slice(serde_json::from_value(slice(&["10.244.1.5", "10.244.1.6"])).unwrap());
+    proxier.state_mut().apply_service(serde_json::from_value(service).unwrap());
+    proxier.state_mut().apply_endpoint_slice(serde_json::from_value(slice(&["10.244.1.5", "10.244.1.6"])).unwrap());
     let first = proxier.sync().unwrap();
     assert!(!first.by_netlink, "a full sync goes through nft");
-    proxier.apply_endpoint_slice(serde_json::from_value(slice(&["10.244.1.5", "10.244.1.7"])).unwrap());
+    proxier.state_mut().apply_endpoint_slice(serde_json::from_value(slice(&["10.244.1.5", "10.244.1.7"])).unwrap());
     let change = proxier.sync().unwrap();
     assert!(change.by_netlink && change.changes > 0, "{change:?}");
     let listing = ns.nft_args(&["list", "table", "ip", "proxier"], None).unwrap();

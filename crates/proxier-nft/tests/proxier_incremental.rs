@@ -14,21 +14,29 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
-use proxier_core::{Snapshot, compute};
+use proxier_core::state::Service;
+use proxier_core::{ClusterState, Snapshot, compute};
 use proxier_nft::ruleset::Table;
 use proxier_nft::{Nft, Proxier, SyncKind, Transaction};
 use proxier_testkit::{Netns, invariants};
 use serde_json::Value;
 
-use cluster::{POOL, coherent, feed, kernel_sequence, key};
+use cluster::{POOL, coherent, feed, kernel_sequence};
 use proxier_testkit::objects::{as_json, cases, config, objects};
 
 /// Each Service's affinity timeout.
 fn affinity_timeouts(snapshot: &Snapshot) -> BTreeMap<(String, String), Option<i32>> {
-    let timeout = |s: &k8s_openapi::api::core::v1::Service| {
-        s.spec.as_ref()?.session_affinity_config.as_ref()?.client_ip.as_ref()?.timeout_seconds
-    };
-    snapshot.services.iter().map(|s| (key(&s.metadata), timeout(s))).collect()
+    let timeout = |s: &Service| s.spec.as_ref()?.session_affinity_config.as_ref()?.client_ip.as_ref()?.timeout_seconds;
+    snapshot
+        .services
+        .iter()
+        .map(|s| {
+            (
+                (s.metadata.namespace.clone().unwrap_or_default(), s.metadata.name.clone().unwrap_or_default()),
+                timeout(s),
+            )
+        })
+        .collect()
 }
 
 proptest! {
@@ -41,18 +49,18 @@ proptest! {
         configs in (config(), config()),
         switches in prop::collection::vec(prop::bool::weighted(0.2), 7),
     ) {
-        let mut proxier = Proxier::new(configs.0.clone(), "proxier", Nft::new("true"));
+        let mut proxier = Proxier::new(ClusterState::new(configs.0.clone()), "proxier", Nft::new("true"));
         let mut kernel: Vec<Table> = Vec::new();
         let mut held = Snapshot::default();
         // The last affinity timeout each Service had: its affinity sets may still exist, emptied.
         let mut timeouts = BTreeMap::new();
         for (step, present) in states.iter().enumerate() {
             let config = if switches[step] { &configs.1 } else { &configs.0 };
-            proxier.set_config(config.clone());
+            proxier.state_mut().set_config(config.clone());
             let objects: Vec<Value> =
                 pool.iter().zip(present).filter(|(_, present)| **present).map(|(o, _)| o.clone()).collect();
             let (snapshot, _) = Snapshot::from_text("prop.json", &as_json(&objects));
-            feed(&mut proxier, &held, &snapshot);
+            feed(&mut proxier, &snapshot);
 
             let outcome = proxier.sync().map_err(|e| TestCaseError::fail(e.to_string()))?;
             if step == 0 {
@@ -68,16 +76,16 @@ proptest! {
             }
             kernel = invariants::simulate(&kernel, &outcome.transaction).map_err(TestCaseError::fail)?;
             let expected = compute(&snapshot, config);
-            let desired = Transaction::tables(&expected, "proxier");
+            let desired = Transaction::tables(&expected);
             invariants::same_tables(&invariants::without_stale(&kernel, &desired), &desired)
                 .map_err(|e| TestCaseError::fail(format!("step {step}: {e}")))?;
             let committed = proxier.committed().expect("synced");
             invariants::same_tables(&kernel, &committed).map_err(TestCaseError::fail)?;
 
-            let model = proxier.model().expect("synced");
+            let model = proxier.state().model();
             prop_assert_eq!(&model.families, &expected.families);
             prop_assert_eq!(&model.services, &expected.services);
-            let checks: Vec<_> = proxier.health_checks().cloned().collect();
+            let checks: Vec<_> = proxier.state().health_checks().cloned().collect();
             let mut expected_checks: Vec<_> = expected.families.iter().flat_map(|f| f.health_checks.clone()).collect();
             expected_checks.sort_by(|a, b| a.service.cmp(&b.service));
             prop_assert_eq!(checks, expected_checks);
@@ -91,7 +99,7 @@ proptest! {
 /// other takes it over in the same partial sync.
 #[test]
 fn a_contested_destination_passes_to_the_next_claimant() {
-    let service = |name: &str, cluster_ip: &str| -> k8s_openapi::api::core::v1::Service {
+    let service = |name: &str, cluster_ip: &str| -> Service {
         serde_json::from_value(serde_json::json!({
             "metadata": {"namespace": "ns", "name": name},
             "spec": {"clusterIP": cluster_ip, "externalIPs": ["192.168.50.100"],
@@ -104,9 +112,9 @@ fn a_contested_destination_passes_to_the_next_claimant() {
         node_ips: vec!["192.168.50.1".parse().unwrap()],
         ..Default::default()
     };
-    let mut proxier = Proxier::new(config, "proxier", Nft::new("true"));
-    proxier.apply_service(service("b", "10.96.0.2"));
-    proxier.apply_service(service("a", "10.96.0.1"));
+    let mut proxier = Proxier::new(ClusterState::new(config), "proxier", Nft::new("true"));
+    proxier.state_mut().apply_service(service("b", "10.96.0.2"));
+    proxier.state_mut().apply_service(service("a", "10.96.0.1"));
     let mut kernel = invariants::simulate(&[], &proxier.sync().unwrap().transaction).unwrap();
     let owner = |kernel: &[Table]| -> Vec<String> {
         kernel[0]
@@ -118,9 +126,9 @@ fn a_contested_destination_passes_to_the_next_claimant() {
             .collect()
     };
     assert_eq!(owner(&kernel), ["ns/a:p/tcp (externalIP)"], "{kernel:#?}");
-    assert!(proxier.model().unwrap().diagnostics.iter().any(|d| d.message.contains("already used by ns/a:p/tcp")));
+    assert!(proxier.state().model().diagnostics.iter().any(|d| d.message.contains("already used by ns/a:p/tcp")));
 
-    proxier.delete_service("ns", "a");
+    proxier.state_mut().delete_service("ns", "a");
     let outcome = proxier.sync().unwrap();
     assert_eq!(outcome.kind, SyncKind::Partial);
     kernel = invariants::simulate(&kernel, &outcome.transaction).unwrap();
@@ -148,7 +156,7 @@ fn kernel_syncs_list_as_full_applies() {
     for sample in 0..samples {
         let (pool, states, config) = strategy.new_tree(&mut runner).expect("generate").current();
         incremental.nft_args(&["flush", "ruleset"], None).unwrap();
-        let mut proxier = Proxier::new(config.clone(), "proxier", Nft::new(&program));
+        let mut proxier = Proxier::new(ClusterState::new(config.clone()), "proxier", Nft::new(&program));
         // proxier's own `nft` writes into `incremental`.
         kernel_sequence(&mut proxier, &pool, &states, &config, &incremental, &whole, sample, |_, _| {});
     }

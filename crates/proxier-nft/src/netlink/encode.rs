@@ -12,10 +12,11 @@ use std::net::IpAddr;
 use proxier_core::{IpFamily, Protocol};
 
 use super::wire::{NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, Writer};
-use crate::layout::family_name;
+use crate::change::Change;
+use crate::ruleset::family_name;
 use crate::ruleset::{DataType, Element, Hook, HookPoint, Set, Value, Verdict};
 use crate::text::element_text;
-use crate::transaction::{Change, Transaction};
+use crate::transaction::Transaction;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 16;
@@ -300,7 +301,7 @@ impl Encoder {
         if let [single] = set.key[..]
             && !matches!(single, DataType::Addr(_))
         {
-            return Err(Unsupported::Key(crate::text::type_name(single)));
+            return Err(Unsupported::Key(single.name()));
         }
         let mut key_type = 0u32;
         let mut key_len = 0u32;

@@ -1,11 +1,9 @@
 //! Generated clusters for the kernel tests of incremental syncs: a pool of coherent objects (Services
-//! and the slices that serve them, drawn from small pools of names, addresses and ports) and the
-//! watch events that take a `Proxier` from one state to the next, and the kernel check of a sequence
-//! of syncs. Shared by path by proxier-nft's kernel tests.
+//! and the slices that serve them, drawn from small pools of names, addresses and ports), the watch
+//! events that take a `Proxier` from one state to the next, and the kernel check of a sequence of
+//! syncs. Shared by path by proxier-nft's kernel tests.
 
 #![allow(dead_code)]
-
-use std::collections::BTreeSet;
 
 use proptest::prelude::*;
 use proxier_core::{NodeConfig, Snapshot, compute};
@@ -17,34 +15,10 @@ use serde_json::Value;
 /// How many objects a pool holds.
 pub const POOL: usize = 24;
 
-pub fn key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (String, String) {
-    (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
-}
-
-/// Feeds `proxier` the difference between the state it holds (`held`) and `next`, as watches would.
-pub fn feed(proxier: &mut Proxier, held: &Snapshot, next: &Snapshot) {
-    let keys = |items: Vec<(String, String)>| items.into_iter().collect::<BTreeSet<_>>();
-    let services = keys(next.services.iter().map(|s| key(&s.metadata)).collect());
-    let slices = keys(next.endpoint_slices.iter().map(|s| key(&s.metadata)).collect());
-    let nodes = keys(next.nodes.iter().map(|n| key(&n.metadata)).collect());
-    for (namespace, name) in held.services.iter().map(|s| key(&s.metadata)).filter(|k| !services.contains(k)) {
-        proxier.delete_service(&namespace, &name);
-    }
-    for (namespace, name) in held.endpoint_slices.iter().map(|s| key(&s.metadata)).filter(|k| !slices.contains(k)) {
-        proxier.delete_endpoint_slice(&namespace, &name);
-    }
-    for (_, name) in held.nodes.iter().map(|n| key(&n.metadata)).filter(|k| !nodes.contains(k)) {
-        proxier.delete_node(&name);
-    }
-    next.services.iter().cloned().for_each(|s| {
-        proxier.apply_service(s);
-    });
-    next.endpoint_slices.iter().cloned().for_each(|s| {
-        proxier.apply_endpoint_slice(s);
-    });
-    next.nodes.iter().cloned().for_each(|n| {
-        proxier.apply_node(n);
-    });
+/// Feeds `proxier` the next cluster state as watches would: one relist of each kind, which removes
+/// what `next` no longer holds (the core's list fold).
+pub fn feed(proxier: &mut Proxier, next: &Snapshot) {
+    proxier.state_mut().relist(next);
 }
 
 /// A coherent cluster: Services and the slices that serve them, drawn from small pools of names,
@@ -120,25 +94,23 @@ pub fn kernel_sequence(
     sample: usize,
     mut apply: impl FnMut(&Transaction, &str),
 ) {
-    let mut held = Snapshot::default();
     for (step, present) in states.iter().enumerate() {
         let objects: Vec<Value> =
             pool.iter().zip(present).filter(|(_, present)| **present).map(|(o, _)| o.clone()).collect();
         let (snapshot, _) = Snapshot::from_text("prop.json", &as_json(&objects));
-        feed(proxier, &held, &snapshot);
+        feed(proxier, &snapshot);
         let context = format!("sample {sample} step {step}");
         let outcome = proxier.sync().unwrap_or_else(|e| panic!("{context}: {e}\nobjects: {}", as_json(&objects)));
         apply(&outcome.transaction, &context);
         let full = Transaction::full(&compute(&snapshot, config), "proxier");
         whole.nft_args(&["-j", "-f", "-"], Some(&full.to_json())).unwrap();
-        let desired = Transaction::tables(&compute(&snapshot, config), "proxier");
+        let desired = Transaction::tables(&compute(&snapshot, config));
         assert_eq!(
             invariants::without_stale_listing(incremental.ruleset().unwrap(), &desired),
             whole.ruleset().unwrap(),
             "{context}: differs from the full transaction after\n{}",
             outcome.transaction.to_text()
         );
-        held = snapshot;
     }
     // Objects emptied at different steps fall due at different times.
     while let Some(due) = proxier.next_cleanup() {
