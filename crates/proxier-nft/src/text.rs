@@ -128,7 +128,7 @@ fn key_text(key: &[Value]) -> String {
     key.iter().map(value_text).collect::<Vec<_>>().join(" . ")
 }
 
-fn element_text(element: &Element) -> String {
+pub(crate) fn element_text(element: &Element) -> String {
     let mut text = key_text(&element.key);
     if let Some(comment) = &element.comment {
         let _ = write!(text, " comment {}", quoted(comment));
