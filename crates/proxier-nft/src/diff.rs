@@ -82,6 +82,22 @@ pub fn canonical(listing: &str) -> String {
     head + &blocks.join("") + &tail
 }
 
+/// An element without its counter's values (`counter packets 3 bytes 180`): they count traffic,
+/// they are not configuration.
+fn without_counter_values(element: &str) -> String {
+    let mut words = element.split(' ').peekable();
+    let mut kept = Vec::new();
+    while let Some(word) = words.next() {
+        kept.push(word);
+        if word == "counter" {
+            while words.next_if(|w| *w == "packets" || *w == "bytes").is_some() {
+                words.next();
+            }
+        }
+    }
+    kept.join(" ")
+}
+
 fn canonical_elements(listing: &str) -> String {
     let mut out = String::new();
     let mut timeout_set = false;
@@ -110,14 +126,15 @@ fn canonical_elements(listing: &str) -> String {
             continue;
         }
         let body = body.trim_end().trim_end_matches('}');
-        let mut elements: Vec<&str> = body.split(',').map(str::trim).filter(|e| !e.is_empty()).collect();
+        let mut elements: Vec<String> =
+            body.split(',').map(str::trim).filter(|e| !e.is_empty()).map(without_counter_values).collect();
         elements.sort_unstable();
         out.push_str(indent);
         out.push_str("elements = {\n");
         for element in elements {
             out.push_str(indent);
             out.push('\t');
-            out.push_str(element);
+            out.push_str(&element);
             out.push_str(",\n");
         }
         out.push_str(indent);
@@ -129,6 +146,14 @@ fn canonical_elements(listing: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counter_values_are_not_compared() {
+        let live = "table ip t {\n\tmap m {\n\t\ttype ipv4_addr : verdict\n\t\tcounter\n\t\telements = { 10.0.0.1 counter packets 3 bytes 180 comment \"a\" : drop }\n\t}\n}\n";
+        let desired = "table ip t {\n\tmap m {\n\t\ttype ipv4_addr : verdict\n\t\tcounter\n\t\telements = { 10.0.0.1 counter comment \"a\" : drop }\n\t}\n}\n";
+        assert_eq!(canonical(live), canonical(desired));
+        assert!(canonical(live).contains("10.0.0.1 counter comment"));
+    }
 
     #[test]
     fn timeout_set_elements_are_not_compared() {

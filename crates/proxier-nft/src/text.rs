@@ -33,6 +33,9 @@ pub(crate) fn change(out: &mut String, change: &Change, table: &str) {
             if let Some(timeout) = set.timeout {
                 let _ = write!(out, " flags timeout; timeout {timeout}s;");
             }
+            if set.counter {
+                out.push_str(" counter;");
+            }
             out.push_str(" }\n");
         }
         Change::AddElements { family, set, elements } => {
@@ -120,6 +123,9 @@ fn set_block(out: &mut String, set: &Set) {
     }
     if let Some(timeout) = set.timeout {
         let _ = writeln!(out, "\t\tflags timeout\n\t\ttimeout {timeout}s");
+    }
+    if set.counter {
+        out.push_str("\t\tcounter\n");
     }
     if !set.elements.is_empty() {
         out.push_str("\t\telements = {");

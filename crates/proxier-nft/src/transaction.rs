@@ -189,7 +189,23 @@ impl Transaction {
         // Serialising plain data types cannot fail.
         let mut value = serde_json::to_value(&document).unwrap_or_default();
         compat::mend(&mut value);
+        compat::add_set_counters(&mut value, &self.counted_sets());
         value
+    }
+
+    /// `(family, name)` of every set or map this transaction adds with per-element counters.
+    fn counted_sets(&self) -> Vec<(IpFamily, &str)> {
+        let mut counted = Vec::new();
+        for change in &self.changes {
+            match change {
+                Change::CreateTable(table) => {
+                    counted.extend(table.sets.iter().filter(|s| s.counter).map(|s| (table.family, s.name.as_str())));
+                }
+                Change::AddSet { family, set } if set.counter => counted.push((*family, set.name.as_str())),
+                _ => {}
+            }
+        }
+        counted
     }
 
     /// [`Self::to_json_value`], pretty-printed and ending in a newline: byte-identical for identical
