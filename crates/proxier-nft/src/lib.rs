@@ -75,6 +75,7 @@
 
 pub mod compat;
 pub mod conntrack;
+pub mod counters;
 pub mod diff;
 pub mod json;
 pub mod json_writer;

@@ -5,18 +5,19 @@ use std::fmt::Write;
 
 use proxier_core::IpFamily;
 
+use crate::counters::Carried;
 use crate::layout::family_name;
 use crate::ruleset::{ChainType, DataType, Element, Hook, HookPoint, Rule, Set, Statement, Table, Value, Verdict};
 use crate::transaction::Change;
 
-/// One change to table `table`, as nft script lines.
-pub(crate) fn change(out: &mut String, change: &Change, table: &str) {
+/// One change to table `table`, as nft script lines; elements with counts in `carried` start from them.
+pub(crate) fn change(out: &mut String, change: &Change, table: &str, carried: &Carried) {
     match change {
         Change::RemoveTable(family) => {
             let family = family_name(*family);
             let _ = writeln!(out, "add table {family} {table}\ndelete table {family} {table}");
         }
-        Change::CreateTable(created) => table_block(out, created),
+        Change::CreateTable(created) => table_block(out, created, carried),
         Change::AddChain { family, name, hook } => {
             let _ = write!(out, "add chain {} {table} {name}", family_name(*family));
             if let Some(hook) = hook {
@@ -39,7 +40,8 @@ pub(crate) fn change(out: &mut String, change: &Change, table: &str) {
             out.push_str(" }\n");
         }
         Change::AddElements { family, set, elements } => {
-            let items: Vec<String> = elements.iter().map(element_text).collect();
+            let seeds = Seeds { family: *family, set, carried };
+            let items: Vec<String> = elements.iter().map(|e| element_text(e, &seeds)).collect();
             let _ = writeln!(out, "add element {} {table} {set} {{ {} }}", family_name(*family), items.join(", "));
         }
         Change::DeleteElements { family, set, elements } => {
@@ -65,14 +67,14 @@ pub(crate) fn change(out: &mut String, change: &Change, table: &str) {
 }
 
 /// The table as one `table { … }` block.
-fn table_block(out: &mut String, table: &Table) {
+fn table_block(out: &mut String, table: &Table, carried: &Carried) {
     let _ = writeln!(out, "table {} {} {{", family_name(table.family), table.name);
     let mut first = true;
     for set in &table.sets {
         if !std::mem::take(&mut first) {
             out.push('\n');
         }
-        set_block(out, set);
+        set_block(out, set, &Seeds { family: table.family, set: &set.name, carried });
     }
     for chain in &table.chains {
         if !std::mem::take(&mut first) {
@@ -114,7 +116,7 @@ fn set_type_text(set: &Set) -> String {
     text
 }
 
-fn set_block(out: &mut String, set: &Set) {
+fn set_block(out: &mut String, set: &Set, seeds: &Seeds<'_>) {
     let kind = if set.data.is_some() { "map" } else { "set" };
     let _ = writeln!(out, "\t{kind} {} {{", set.name);
     let _ = writeln!(out, "\t\t{}", set_type_text(set));
@@ -131,7 +133,7 @@ fn set_block(out: &mut String, set: &Set) {
         out.push_str("\t\telements = {");
         for (i, element) in set.elements.iter().enumerate() {
             out.push_str(if i == 0 { " " } else { ",\n\t\t\t     " });
-            out.push_str(&element_text(element));
+            out.push_str(&element_text(element, seeds));
         }
         out.push_str(" }\n");
     }
@@ -152,8 +154,20 @@ fn key_text(key: &[Value]) -> String {
     key.iter().map(value_text).collect::<Vec<_>>().join(" . ")
 }
 
-fn element_text(element: &Element) -> String {
+/// Where elements are written, to find the counts carried for them.
+struct Seeds<'a> {
+    family: IpFamily,
+    set: &'a str,
+    carried: &'a Carried,
+}
+
+fn element_text(element: &Element, seeds: &Seeds<'_>) -> String {
     let mut text = key_text(&element.key);
+    if !seeds.carried.is_empty()
+        && let Some((packets, bytes)) = seeds.carried.get(&(seeds.family, seeds.set.to_owned(), text.clone()))
+    {
+        let _ = write!(text, " counter packets {packets} bytes {bytes}");
+    }
     if let Some(comment) = &element.comment {
         let _ = write!(text, " comment {}", quoted(comment));
     }

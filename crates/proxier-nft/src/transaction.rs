@@ -5,8 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proxier_core::{IpFamily, RuleModel};
 
-use crate::layout::family_table;
+use crate::counters::Carried;
+use crate::layout::family_table_with;
 use crate::ruleset::{Chain, Element, ElementKey, Hook, Rule, Set, Table};
+use crate::runner::{Nft, NftError};
 use crate::{compat, json, json_writer, text};
 
 /// One step of a transaction, on proxier's table of one family. Steps run in order.
@@ -97,6 +99,8 @@ pub enum Change {
 pub struct Transaction {
     table_name: String,
     changes: Vec<Change>,
+    /// Counts the elements it adds start from (see [`Transaction::with_carried_counts`]).
+    carried: Carried,
 }
 
 /// The tables as the kernel holds them after a transaction: what the next incremental transaction
@@ -104,9 +108,33 @@ pub struct Transaction {
 pub type Committed = Vec<Table>;
 
 impl Transaction {
-    /// The tables a model lays out as, one per programmed family.
+    /// The tables a model lays out as, one per programmed family, with counters.
     pub fn tables(model: &RuleModel, table_name: &str) -> Vec<Table> {
-        model.families.iter().map(|rules| family_table(rules, table_name)).collect()
+        Transaction::tables_with(model, table_name, true)
+    }
+
+    /// The tables a model lays out as; `counters` as [`crate::layout::family_table_with`] takes it.
+    pub fn tables_with(model: &RuleModel, table_name: &str, counters: bool) -> Vec<Table> {
+        model.families.iter().map(|rules| family_table_with(rules, table_name, counters)).collect()
+    }
+
+    /// [`Transaction::full`], with or without counters.
+    pub fn full_with(model: &RuleModel, table_name: &str, counters: bool) -> Transaction {
+        Transaction::replacing(Transaction::tables_with(model, table_name, counters), table_name)
+    }
+
+    /// Elements this transaction adds whose family, set and key are in `carried` start counting from
+    /// the carried packets and bytes instead of zero: how counts survive a table's replacement or an
+    /// element's re-creation. nft 1.0.6 reads counter values only in its text syntax (its JSON parser
+    /// ignores them), so such a transaction is applied as text ([`Transaction::apply`]).
+    pub fn with_carried_counts(mut self, carried: Carried) -> Transaction {
+        self.carried = carried;
+        self
+    }
+
+    /// Applies the transaction atomically: as compact JSON, or as text when it carries counts.
+    pub fn apply(&self, nft: &Nft) -> Result<(), NftError> {
+        if self.carried.is_empty() { nft.apply_json(&self.to_json_compact()) } else { nft.apply_text(&self.to_text()) }
     }
 
     /// The full replacement of table `table_name`, in both families, by `model`: each family's table
@@ -125,7 +153,7 @@ impl Transaction {
                 changes.push(Change::CreateTable(tables.swap_remove(i)));
             }
         }
-        Transaction { table_name: table_name.to_owned(), changes }
+        Transaction { table_name: table_name.to_owned(), changes, carried: Carried::new() }
     }
 
     /// The changes that turn `committed` into `desired`, and what is committed afterwards.
@@ -151,12 +179,12 @@ impl Transaction {
                 (Some(old), Some(new)) => after.push(table_changes(old, new, &mut changes)),
             }
         }
-        (Transaction { table_name: table_name.to_owned(), changes }, after)
+        (Transaction { table_name: table_name.to_owned(), changes, carried: Carried::new() }, after)
     }
 
     /// A transaction of the given steps, in order, on tables named `table_name`.
     pub fn from_changes(changes: Vec<Change>, table_name: &str) -> Transaction {
-        Transaction { table_name: table_name.to_owned(), changes }
+        Transaction { table_name: table_name.to_owned(), changes, carried: Carried::new() }
     }
 
     /// The table name used in both families.
@@ -226,7 +254,7 @@ impl Transaction {
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         for change in &self.changes {
-            text::change(&mut out, change, &self.table_name);
+            text::change(&mut out, change, &self.table_name, &self.carried);
         }
         out
     }
