@@ -51,6 +51,8 @@ pub enum Command {
     Trace(Box<crate::inspect::TraceArgs>),
     /// Show how each Service is reached: addresses, DNS names, Ingresses, warnings.
     Explain(Box<crate::inspect::ExplainArgs>),
+    /// Show the kernel's per-Service counts of new connections sent, rejected and dropped (live tables).
+    Stats(crate::stats::StatsArgs),
 }
 
 /// `proxier gen`: see `generator.rs` for what is generated.
