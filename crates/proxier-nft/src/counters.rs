@@ -14,6 +14,7 @@ use crate::layout::{
     family_name,
 };
 use crate::runner::{Nft, NftError};
+use crate::transaction::{Change, Transaction};
 
 /// The counted sets and maps, in the order they are read.
 pub const COUNTED_SETS: [&str; 7] =
@@ -311,6 +312,80 @@ impl Stats {
     }
 }
 
+/// `transaction` with the counts it would otherwise lose carried over (see
+/// [`crate::Transaction::with_carried_counts`]): for a replacement of the tables (`full`), every count;
+/// otherwise those of the counted elements it deletes and adds again (a destination whose verdict
+/// changed), read with one `nft get element` per set. A failed read costs the counts, never the sync.
+pub fn carry_into(nft: &Nft, transaction: Transaction, full: bool) -> Transaction {
+    let carried = if full {
+        read(nft, transaction.table_name()).map(|elements| carried(&elements))
+    } else {
+        recreated(nft, &transaction)
+    };
+    match carried {
+        Ok(carried) if !carried.is_empty() => transaction.with_carried_counts(carried),
+        Ok(_) => transaction,
+        Err(error) => {
+            tracing::warn!(%error, "counters not carried over; the affected ones start again from zero");
+            transaction
+        }
+    }
+}
+
+/// The counts of the counted elements `transaction` deletes and adds again.
+fn recreated(nft: &Nft, transaction: &Transaction) -> Result<Carried, CountersError> {
+    let mut deleted: BTreeMap<(IpFamily, &str), Vec<String>> = BTreeMap::new();
+    for change in transaction.changes() {
+        if let Change::DeleteElements { family, set, elements } = change
+            && COUNTED_SETS.contains(&set.as_str())
+        {
+            deleted.entry((*family, set)).or_default().extend(elements.iter().map(|e| crate::text::key_text(&e.key)));
+        }
+    }
+    let mut wanted: BTreeMap<(IpFamily, &str), Vec<String>> = BTreeMap::new();
+    for change in transaction.changes() {
+        if let Change::AddElements { family, set, elements } = change
+            && let Some(gone) = deleted.get(&(*family, set.as_str()))
+        {
+            let keys = elements.iter().map(|e| crate::text::key_text(&e.key)).filter(|k| gone.contains(k));
+            wanted.entry((*family, set)).or_default().extend(keys);
+        }
+    }
+    let mut carried = Carried::new();
+    for ((family, set), keys) in wanted.into_iter().filter(|(_, keys)| !keys.is_empty()) {
+        let listing = nft.list(&[
+            "get",
+            "element",
+            family_name(family),
+            transaction.table_name(),
+            set,
+            &format!("{{ {} }}", keys.join(", ")),
+        ])?;
+        for (key, counts) in listed_counts(&listing) {
+            if counts != (0, 0) {
+                carried.insert((family, set.to_owned(), key), counts);
+            }
+        }
+    }
+    Ok(carried)
+}
+
+/// `(key, (packets, bytes))` of each element of an nft text listing with counters (`nft get element`
+/// prints text even with `-j` in nft 1.0.6). proxier's comments hold no commas, so commas part elements.
+fn listed_counts(listing: &str) -> Vec<(String, (u64, u64))> {
+    let Some((_, body)) = listing.split_once("elements = {") else { return Vec::new() };
+    let body = body.split('}').next().unwrap_or("");
+    body.split(',')
+        .filter_map(|element| {
+            let (key, rest) = element.trim().split_once(" counter packets ")?;
+            let mut words = rest.split(' ');
+            let packets = words.next()?.parse().ok()?;
+            let bytes = words.nth(1)?.parse().ok()?;
+            Some((key.to_owned(), (packets, bytes)))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,6 +473,16 @@ mod tests {
         assert_eq!(stats.unknown_ports["10.96.0.1"], 9);
         assert_eq!(stats.unallocated["10.96.0.0/12"], 10);
         assert_eq!(stats.unattributed, 11);
+    }
+
+    #[test]
+    fn counts_from_a_text_listing() {
+        let listing = "table ip proxier {\n\tmap service-ips {\n\t\ttype ipv4_addr . inet_proto . inet_service : verdict\n\t\telements = { 10.96.0.10 . tcp . 80 counter packets 3 bytes 180 comment \"a/b:c/tcp (ClusterIP)\" : goto balance-2,\n\t\t\t     10.96.0.11 . udp . 53 counter packets 0 bytes 0 : goto balance-1 }\n\t}\n}\n";
+        assert_eq!(
+            listed_counts(listing),
+            vec![("10.96.0.10 . tcp . 80".to_owned(), (3, 180)), ("10.96.0.11 . udp . 53".to_owned(), (0, 0))]
+        );
+        assert!(listed_counts("table ip proxier {\n}\n").is_empty());
     }
 
     #[test]

@@ -56,7 +56,7 @@ use proxier_core::{
 
 use crate::conntrack::{Conntrack, ConntrackFilter, ConntrackOutcome};
 use crate::diff::canonical;
-use crate::layout::family_table;
+use crate::layout::family_table_with;
 use crate::ledger::{Journal, Ledger};
 use crate::refusal::{Refused, refused_services};
 use crate::ruleset::Table;
@@ -133,6 +133,8 @@ pub struct Proxier {
     table: String,
     nft: Nft,
     conntrack: Option<Conntrack>,
+    /// Whether the tables count new connections per destination.
+    counters: bool,
     /// Node objects, reduced to what the rules depend on: only this node's own matters, but the
     /// settings may name another node.
     nodes: BTreeMap<String, Node>,
@@ -251,6 +253,7 @@ impl Proxier {
             table,
             nft,
             conntrack: None,
+            counters: true,
             nodes: BTreeMap::new(),
             services: BTreeMap::new(),
             slices: BTreeMap::new(),
@@ -269,6 +272,13 @@ impl Proxier {
             listing: None,
             generation: 0,
         }
+    }
+
+    /// Lays the tables out with per-destination counters (the default) or without; see
+    /// [`crate::layout::family_table_with`]. Counts carry over every sync that would reset them.
+    pub fn with_counters(mut self, counters: bool) -> Proxier {
+        self.counters = counters;
+        self
     }
 
     /// Deletes stale UDP conntrack entries with this runner after each sync.
@@ -502,7 +512,7 @@ impl Proxier {
         let mut partial = None;
         if !full {
             let mut journal = Journal::default();
-            let (context, table) = (&self.context, &self.table);
+            let (context, table) = ((&self.context, self.counters), &self.table);
             for replaced in &replaced {
                 for old in replaced.old.iter().flat_map(|laid| service_tables(context, table, laid)) {
                     self.ledger.remove(&old, &mut journal);
@@ -520,9 +530,15 @@ impl Proxier {
         }
         let kind = if partial.is_some() { SyncKind::Partial } else { SyncKind::Full };
         let transaction = partial.unwrap_or_else(|| self.full_transaction());
+        // Counts the transaction would reset (a replaced table, a re-created element) carry over.
+        let transaction = if self.counters && !transaction.is_empty() {
+            crate::counters::carry_into(&self.nft, transaction, kind == SyncKind::Full)
+        } else {
+            transaction
+        };
 
         if !transaction.is_empty()
-            && let Err(source) = self.nft.apply_json(&transaction.to_json_compact())
+            && let Err(source) = transaction.apply(&self.nft)
         {
             // The kernel refused the whole transaction: it holds what it held. If some Services'
             // rules are to blame, leave them out and apply the rest; else start over next time.
@@ -795,12 +811,12 @@ impl Proxier {
             .context
             .node_families()
             .iter()
-            .map(|&family| family_table(&self.context.empty_rules(family), &self.table));
+            .map(|&family| family_table_with(&self.context.empty_rules(family), &self.table, self.counters));
         let services = self
             .services
             .values()
             .filter_map(|entry| entry.laid_out.as_ref())
-            .flat_map(|laid| service_tables(&self.context, &self.table, laid));
+            .flat_map(|laid| service_tables((&self.context, self.counters), &self.table, laid));
         node.chain(services)
     }
 
@@ -829,7 +845,7 @@ impl Proxier {
 }
 
 /// One Service's share of the tables: each of its families laid out alone.
-fn service_tables(context: &NodeContext, table: &str, laid: &LaidOut) -> Vec<Table> {
+fn service_tables((context, counters): (&NodeContext, bool), table: &str, laid: &LaidOut) -> Vec<Table> {
     laid.rules
         .families
         .iter()
@@ -844,7 +860,7 @@ fn service_tables(context: &NodeContext, table: &str, laid: &LaidOut) -> Vec<Tab
                     .collect(),
                 ..context.empty_rules(own.family)
             };
-            family_table(&rules, table)
+            family_table_with(&rules, table, counters)
         })
         .collect()
 }

@@ -150,7 +150,7 @@ fn type_name(data: DataType) -> &'static str {
     }
 }
 
-fn key_text(key: &[Value]) -> String {
+pub(crate) fn key_text(key: &[Value]) -> String {
     key.iter().map(value_text).collect::<Vec<_>>().join(" . ")
 }
 

@@ -61,6 +61,8 @@ pub struct Settings {
     pub min_sync_period: Duration,
     pub healthz: Option<SocketAddr>,
     pub metrics: Option<SocketAddr>,
+    /// Per-destination counters in the tables, exported as metrics (off with --no-counters).
+    pub counters: bool,
 }
 
 /// The supported part of a KubeProxyConfiguration file.
@@ -123,6 +125,7 @@ impl RunArgs {
         }
         Ok(Settings {
             node,
+            counters: !self.node.no_counters,
             table: self.node.nft.table.clone(),
             nft: self.node.nft.nft.clone(),
             conntrack: (self.conntrack != Path::new("none")).then(|| self.conntrack.clone()),

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use super::metrics::{CodeLabel, Metrics};
+use super::service_counters::ServiceCounters;
 
 /// A reply: status, content type, body.
 pub struct Reply {
@@ -134,12 +135,22 @@ impl Health {
     }
 }
 
-pub fn metrics_handler(metrics: Arc<Metrics>) -> Handler {
+/// /metrics: the registry, and the kernel's per-Service counters when `counters` reads them.
+pub fn metrics_handler(metrics: Arc<Metrics>, counters: Option<Arc<ServiceCounters>>) -> Handler {
     Arc::new(move |path| match path {
         "/metrics" => Reply {
             status: 200,
             content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            body: metrics.encode(),
+            body: {
+                let mut body = metrics.encode();
+                if let Some(counters) = &counters {
+                    // The read runs nft; this worker thread waits for it, the sync loop does not.
+                    let families = tokio::task::block_in_place(|| counters.encode());
+                    let end = body.rfind("# EOF").unwrap_or(body.len());
+                    body.insert_str(end, &families);
+                }
+                body
+            },
         },
         _ => Reply { status: 404, content_type: "text/plain", body: "404 page not found\n".into() },
     })

@@ -10,6 +10,7 @@
 pub mod config;
 mod http;
 mod metrics;
+mod service_counters;
 mod watch;
 
 use std::collections::BTreeSet;
@@ -89,10 +90,14 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     if let Some(address) = settings.metrics {
         let listener = TcpListener::bind(address).await.with_context(|| format!("metrics on {address}"))?;
-        http::serve(listener, http::metrics_handler(metrics.clone()));
+        let counters = settings
+            .counters
+            .then(|| Arc::new(service_counters::ServiceCounters::new(Nft::new(&settings.nft), &settings.table)));
+        http::serve(listener, http::metrics_handler(metrics.clone(), counters));
     }
 
-    let mut proxier = Proxier::new(settings.node.clone(), settings.table.clone(), Nft::new(&settings.nft));
+    let mut proxier = Proxier::new(settings.node.clone(), settings.table.clone(), Nft::new(&settings.nft))
+        .with_counters(settings.counters);
     if let Some(program) = &settings.conntrack {
         proxier = proxier.with_conntrack(Conntrack::new(program));
     }
