@@ -68,6 +68,11 @@
 //! conntrack entries ([`Proxier::with_conntrack`]). `proxier run` is exactly that loop around
 //! Kubernetes watches.
 //!
+//! The tables count, per destination, the new connections sent to an endpoint, rejected and dropped
+//! ([`layout`]'s "Counters"); [`counters`] reads those counts from the kernel and attributes them to
+//! Service ports, and transactions carry them over when they would reset them
+//! ([`Transaction::with_carried_counts`]).
+//!
 //! To see where a packet goes without touching the kernel, use [`proxier_core::trace()`] on the same
 //! snapshot and config; [`proxier_core::explain()`] tells how each Service is reached.
 
