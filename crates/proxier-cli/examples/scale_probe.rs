@@ -244,9 +244,8 @@ fn sync(args: &Args) {
         let ((transaction, after), time) = timed(|| Transaction::between(&committed, &desired, table));
         phases.push(("between", time, last_cpu()));
         // As the syncer does: counts of elements the change re-creates are read and carried over.
-        let (transaction, time) = timed(|| {
-            if counters { proxier_nft::counters::carry_into(&nft, transaction, false) } else { transaction }
-        });
+        let (transaction, time) =
+            timed(|| if counters { proxier_nft::counters::carry_into(&nft, transaction, false) } else { transaction });
         phases.push(("carry", time, last_cpu()));
         let (document, time) = timed(|| transaction.to_json_compact());
         phases.push(("render", time, last_cpu()));
