@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use divan::Bencher;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use proxier_core::{NodeConfig, RuleModel, Snapshot, compute};
+use proxier_core::{ClusterState, NodeConfig, RuleModel, Snapshot, compute};
 use proxier_nft::ruleset::Table;
 use proxier_nft::{Nft, Proxier, Transaction};
 
@@ -70,11 +70,11 @@ fn build(services: usize) -> Fixture {
         ..NodeConfig::default()
     };
     let model = compute(&snapshot, &config);
-    let tables = Transaction::tables(&model, TABLE);
+    let tables = Transaction::tables(&model);
     let mut changed = snapshot.clone();
     let slice = changed.endpoint_slices.iter_mut().find(|s| is_proxied(s)).expect("a proxied slice");
     slice.endpoints.as_mut().expect("endpoints")[0].addresses = vec!["10.254.0.1".into()];
-    let changed_tables = Transaction::tables(&compute(&changed, &config), TABLE);
+    let changed_tables = Transaction::tables(&compute(&changed, &config));
     Fixture { text, snapshot, config, model, tables, changed, changed_tables }
 }
 
@@ -120,7 +120,7 @@ fn incremental(bencher: Bencher, services: usize) {
 fn incremental_recompute(bencher: Bencher, services: usize) {
     let fixture = fixture(services);
     bencher.bench(|| {
-        let desired = Transaction::tables(&compute(&fixture.changed, &fixture.config), TABLE);
+        let desired = Transaction::tables(&compute(&fixture.changed, &fixture.config));
         let (transaction, _) = Transaction::between(&fixture.tables, &desired, TABLE);
         transaction.to_json()
     });
@@ -132,22 +132,14 @@ fn incremental_recompute(bencher: Bencher, services: usize) {
 #[divan::bench(args = sizes(), sample_count = 10, sample_size = 1)]
 fn incremental_live(bencher: Bencher, services: usize) {
     let fixture = fixture(services);
-    let mut proxier = Proxier::new(fixture.config.clone(), TABLE, Nft::new("true"));
-    fixture.snapshot.services.iter().cloned().for_each(|s| {
-        proxier.apply_service(s);
-    });
-    fixture.snapshot.endpoint_slices.iter().cloned().for_each(|s| {
-        proxier.apply_endpoint_slice(s);
-    });
-    fixture.snapshot.nodes.iter().cloned().for_each(|n| {
-        proxier.apply_node(n);
-    });
+    let mut proxier = Proxier::new(ClusterState::new(fixture.config.clone()), TABLE, Nft::new("true"));
+    proxier.state_mut().relist(&fixture.snapshot);
     proxier.sync().expect("full sync");
     let index = fixture.snapshot.endpoint_slices.iter().position(is_proxied).expect("a proxied slice");
     let states = [fixture.changed.endpoint_slices[index].clone(), fixture.snapshot.endpoint_slices[index].clone()];
     let mut next = 0;
     bencher.bench_local(|| {
-        proxier.apply_endpoint_slice(states[next % 2].clone());
+        proxier.state_mut().apply_endpoint_slice(states[next % 2].clone());
         next += 1;
         let outcome = proxier.sync().expect("partial sync");
         assert!(outcome.changes > 0);

@@ -30,7 +30,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use proxier_core::{NodeConfig, Snapshot, compute};
+use proxier_core::{ClusterState, NodeConfig, Snapshot, compute};
 use proxier_nft::{Nft, Proxier, Transaction};
 
 type Args = BTreeMap<String, String>;
@@ -188,7 +188,7 @@ fn sync(args: &Args) {
 
     let (model, compute_time) = timed(|| compute(&snapshot, &config));
     let compute_cpu = last_cpu();
-    let (tables, layout_time) = timed(|| Transaction::tables_with(&model, table, counters));
+    let (tables, layout_time) = timed(|| Transaction::tables_with(&model, counters));
     let layout_cpu = last_cpu();
     let (document, render_time) = timed(|| Transaction::replacing(tables.clone(), table).to_json_compact());
     let render_cpu = last_cpu();
@@ -239,7 +239,7 @@ fn sync(args: &Args) {
         let mut phases = Vec::new();
         let (model, time) = timed(|| compute(&snapshot, &config));
         phases.push(("compute", time, last_cpu()));
-        let (desired, time) = timed(|| Transaction::tables_with(&model, table, counters));
+        let (desired, time) = timed(|| Transaction::tables_with(&model, counters));
         phases.push(("layout", time, last_cpu()));
         let ((transaction, after), time) = timed(|| Transaction::between(&committed, &desired, table));
         phases.push(("between", time, last_cpu()));
@@ -273,7 +273,7 @@ fn sync(args: &Args) {
                 nodes: snapshot.node(&config.node_name).cloned().into_iter().collect(),
                 ..Snapshot::default()
             };
-            Transaction::tables(&compute(&alone, &config), table)
+            Transaction::tables(&compute(&alone, &config))
         });
         phases.push(("one_service_compute_layout", time, last_cpu()));
         for (name, wall, cpu) in phases {
@@ -322,7 +322,7 @@ fn live(args: &Args) {
     let changes: usize = number(args, "changes", "20");
     let path = arg(args, "snapshot");
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| fail(&format!("{path}: {e}")));
-    let mut proxier = Proxier::new(config, table, Nft::default());
+    let mut proxier = Proxier::new(ClusterState::new(config), table, Nft::default());
     // Objects are fed one at a time as they are parsed, as a watch's list pages arrive in `proxier
     // run`, which keeps only their names until the list completes; the slices to change are kept.
     let mut candidates = Vec::new();
@@ -331,7 +331,9 @@ fn live(args: &Args) {
         for_each_item(&text, |item| match item.get("kind").and_then(|k| k.as_str()) {
             Some("Service") => {
                 counts.0 += 1;
-                proxier.apply_service(serde_json::from_value(item).unwrap_or_else(|e| fail(&format!("Service: {e}"))));
+                proxier
+                    .state_mut()
+                    .apply_service(serde_json::from_value(item).unwrap_or_else(|e| fail(&format!("Service: {e}"))));
             }
             Some("EndpointSlice") => {
                 counts.1 += 1;
@@ -340,10 +342,12 @@ fn live(args: &Args) {
                 if candidates.len() < 4 * changes && changeable_slices(std::slice::from_ref(&slice)) == [0] {
                     candidates.push(slice.clone());
                 }
-                proxier.apply_endpoint_slice(slice);
+                proxier.state_mut().apply_endpoint_slice(slice);
             }
             Some("Node") => {
-                proxier.apply_node(serde_json::from_value(item).unwrap_or_else(|e| fail(&format!("Node: {e}"))));
+                proxier
+                    .state_mut()
+                    .apply_node(serde_json::from_value(item).unwrap_or_else(|e| fail(&format!("Node: {e}"))));
             }
             _ => {}
         })
@@ -365,7 +369,7 @@ fn live(args: &Args) {
     for (k, slice) in changed.iter_mut().enumerate() {
         change_endpoint(slice, k);
         let started = Instant::now();
-        proxier.apply_endpoint_slice(slice.clone());
+        proxier.state_mut().apply_endpoint_slice(slice.clone());
         let (outcome, _) = timed(|| proxier.sync().unwrap_or_else(|e| fail(&format!("change {k}: {e}"))));
         series.entry("total_ms".into()).or_default().push(ms(started.elapsed()));
         series.entry("total_cpu_ms".into()).or_default().push(ms(last_cpu()));
@@ -454,7 +458,7 @@ fn cold(args: &Args) {
     for _ in 0..repeat.max(1) {
         let (model, time) = timed(|| compute(&snapshot, &config));
         record(&mut phases, "compute", time);
-        let (tables, time) = timed(|| Transaction::tables(&model, table));
+        let (tables, time) = timed(|| Transaction::tables(&model));
         record(&mut phases, "layout", time);
         // Only the writing is timed: building the transaction moves the tables, and dropping it is
         // the same for both renders.
@@ -502,8 +506,8 @@ fn formats(args: &Args) {
     println!("formats.json_value_ms={:.1}", ms(value_time));
     // What writing the elements straight to text (no intermediate nftables-crate objects, no
     // serde_json::Value tree, no mending pass) would cost: the bound for a streaming JSON renderer.
-    let tables = Transaction::tables(&model, table);
-    let (direct, direct_time) = timed(|| direct_elements(&tables));
+    let tables = Transaction::tables(&model);
+    let (direct, direct_time) = timed(|| direct_elements(&tables, table));
     println!("formats.direct_elements_ms={:.1}", ms(direct_time));
     println!("formats.direct_elements_bytes={}", direct.len());
     let nft = Nft::default();
@@ -529,7 +533,7 @@ fn formats(args: &Args) {
         .filter(|e| e.node_name.as_deref() == Some(config.node_name.as_str()))
         .flat_map(|e| e.addresses.first().cloned())
         .collect();
-    let mut local_hairpin = Transaction::tables(&model, table);
+    let mut local_hairpin = Transaction::tables(&model);
     for set in local_hairpin.iter_mut().flat_map(|t| &mut t.sets).filter(|s| s.name == "hairpin") {
         set.elements
             .retain(|e| matches!(&e.key[0], proxier_nft::ruleset::Value::Addr(ip) if local.contains(&ip.to_string())));
@@ -552,8 +556,8 @@ fn formats(args: &Args) {
     }
 }
 
-/// Every set element of `tables` as compact nft JSON, written directly into one string.
-fn direct_elements(tables: &[proxier_nft::ruleset::Table]) -> String {
+/// Every set element of `tables` (of table `name`) as compact nft JSON, written directly into one string.
+fn direct_elements(tables: &[proxier_nft::ruleset::Table], name: &str) -> String {
     use proxier_nft::ruleset::{Value, Verdict};
     use std::fmt::Write as _;
     fn value(out: &mut String, value: &Value) {
@@ -576,7 +580,7 @@ fn direct_elements(tables: &[proxier_nft::ruleset::Table]) -> String {
             let _ = write!(
                 out,
                 "{{\"add\":{{\"element\":{{\"family\":\"ip\",\"table\":\"{}\",\"name\":\"{}\",\"elem\":[",
-                table.name, set.name
+                name, set.name
             );
             for (i, element) in set.elements.iter().enumerate() {
                 if i > 0 {

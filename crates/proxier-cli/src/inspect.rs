@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use ipnet::IpNet;
 use proxier_core::explain::{DEFAULT_CLUSTER_DOMAIN, ExplainOptions, explain};
-use proxier_core::trace::{Source, Target, trace_model};
-use proxier_core::{Snapshot, compute};
+use proxier_core::trace::{Source, Target, trace_computation};
+use proxier_core::{Computation, Snapshot};
 
 use crate::exit::{Exit, Failure};
 use crate::flags::NodeArgs;
@@ -81,11 +81,12 @@ fn load(paths: &[PathBuf]) -> Result<Snapshot, Failure> {
 pub fn run_trace(args: &TraceArgs) -> Result<Exit, Failure> {
     let snapshot = load(&args.snapshot)?;
     let config = args.node.config().map_err(|e| Failure::Input(anyhow::anyhow!(e)))?;
-    let model = compute(&snapshot, &config);
-    for diagnostic in &model.diagnostics {
+    let computation = Computation::new(&snapshot, &config);
+    for diagnostic in &computation.model.diagnostics {
         eprintln!("proxier: {diagnostic}");
     }
-    let trace = trace_model(&snapshot, &config, &model, &args.from, args.to).map_err(|e| Failure::Input(e.into()))?;
+    let trace = trace_computation(&snapshot, &config, &computation, &args.from, args.to)
+        .map_err(|e| Failure::Input(e.into()))?;
     match args.output {
         Output::Text => print!("{}", trace.to_text()),
         Output::Json => println!("{}", serde_json::to_string_pretty(&trace).map_err(|e| Failure::Input(e.into()))?),

@@ -10,7 +10,7 @@ mod run;
 mod stats;
 
 use clap::Parser;
-use proxier_core::{Diagnostic, RuleModel, Severity, Treatment, compute};
+use proxier_core::{Diagnostic, RuleModel, Treatment, compute};
 use proxier_nft::{Nft, Transaction, diff, refusal};
 
 use crate::cli::{Cli, Command, Format};
@@ -64,9 +64,7 @@ fn run(command: Command) -> Result<Exit, Failure> {
             }
             let count = refused.len();
             for (service, why) in refused {
-                let diagnostic =
-                    Diagnostic { severity: Severity::Error, source: None, object: service, field: None, message: why };
-                eprintln!("proxier: {diagnostic}");
+                eprintln!("proxier: {}", Diagnostic::error(service, why));
             }
             eprintln!("proxier: applied, except {count} Service(s) whose rules the kernel refused");
             Ok(Exit::PartlyApplied)

@@ -4,16 +4,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::Service;
 
-use crate::config::{DetectLocal, NodeConfig};
-use crate::diagnostic::{Diagnostic, ObjectRef, Severity};
-use crate::endpoints::{EndpointIndex, EndpointSets, Locality};
+use crate::config::NodeConfig;
+use crate::diagnostic::{Diagnostic, ObjectRef};
+use crate::endpoints::{EndpointIndex, EndpointSets};
 use crate::model::{
-    Action, Backend, Destination, DestinationKind, FamilyRules, HealthCheck, IpFamily, LocalTraffic, Masquerade,
-    RuleModel, ServicePortName, ServiceSummary, Treatment,
+    Action, Backend, Destination, DestinationKind, HealthCheck, IpFamily, LocalTraffic, Masquerade, RuleModel,
+    ServicePortName, ServiceSummary, Treatment,
 };
-use crate::node::{node_ips, node_port_ips};
+use crate::node::NodeContext;
 use crate::service::{ProxiedService, ServiceClass, read_service};
 use crate::snapshot::Snapshot;
 
@@ -38,25 +38,46 @@ use crate::snapshot::Snapshot;
 /// assert_eq!(v4.destinations[0].service_port.to_string(), "shop/web:http/tcp");
 /// ```
 pub fn compute(snapshot: &Snapshot, config: &NodeConfig) -> RuleModel {
-    let node = NodeContext::new(snapshot.node(&config.node_name), config);
-    let mut diagnostics = Vec::new();
-    let endpoints = EndpointIndex::of_snapshot(snapshot, &mut diagnostics);
-    let services: Vec<ServiceRules> = snapshot
-        .services
-        .iter()
-        .map(|service| service_rules(&ParsedService::read(service), &endpoints, &node))
-        .collect();
-    let mut model = assemble(&node, &services);
-    model.diagnostics.extend(diagnostics);
-    model.diagnostics.extend(orphan_slices(&endpoints, &model.services));
-    for diagnostic in &mut model.diagnostics {
-        if diagnostic.source.is_none() {
-            diagnostic.source = snapshot.sources.get(&diagnostic.object).cloned();
+    Computation::new(snapshot, config).model
+}
+
+/// A model with what it was computed from besides the snapshot: the node's facts and the endpoint index
+/// of the whole snapshot. [`crate::trace()`] walks a model and explains it from these, without deriving
+/// them a second time.
+#[derive(Debug, Clone)]
+pub struct Computation {
+    /// The rule model, as [`compute()`] returns it.
+    pub model: RuleModel,
+    /// The node's facts the model was computed for.
+    pub node: NodeContext,
+    /// Every endpoint of every service port of the snapshot.
+    pub endpoints: EndpointIndex,
+}
+
+impl Computation {
+    /// Computes the rules `config.node_name` needs for `snapshot`, keeping the node's facts and the
+    /// endpoint index.
+    pub fn new(snapshot: &Snapshot, config: &NodeConfig) -> Computation {
+        let node = NodeContext::new(snapshot.node(&config.node_name), config);
+        let mut diagnostics = Vec::new();
+        let endpoints = EndpointIndex::of_snapshot(snapshot, &mut diagnostics);
+        let services: Vec<ServiceRules> = snapshot
+            .services
+            .iter()
+            .map(|service| service_rules(&ParsedService::read(service), &endpoints, &node))
+            .collect();
+        let mut model = assemble(&node, &services);
+        model.diagnostics.extend(diagnostics);
+        model.diagnostics.extend(orphan_slices(&endpoints, &model.services));
+        for diagnostic in &mut model.diagnostics {
+            if diagnostic.source.is_none() {
+                diagnostic.source = snapshot.sources.get(&diagnostic.object).cloned();
+            }
         }
+        model.diagnostics.sort();
+        model.diagnostics.dedup();
+        Computation { model, node, endpoints }
     }
-    model.diagnostics.sort();
-    model.diagnostics.dedup();
-    model
 }
 
 /// A Service as read from the API: what kind of Service it is and the problems found reading it.
@@ -85,125 +106,8 @@ impl ParsedService {
     }
 }
 
-/// What every Service's rules on one node depend on besides the Service and its endpoints: the node's
-/// addresses, zone and pod ranges, and its settings. Two equal contexts give equal rules.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeContext {
-    node_name: String,
-    ips: Vec<IpAddr>,
-    zone: Option<String>,
-    /// Families programmed whatever the Services: those of the node's addresses and pod ranges.
-    node_families: Vec<IpFamily>,
-    /// Both families, IPv4 first.
-    families: [FamilyContext; 2],
-    diagnostics: Vec<Diagnostic>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct FamilyContext {
-    node_port_ips: Vec<IpAddr>,
-    local_traffic: LocalTraffic,
-    /// How ClusterIP traffic is masqueraded.
-    cluster_masquerade: Masquerade,
-    service_cidrs: Vec<IpNet>,
-}
-
-impl NodeContext {
-    /// The context of `config.node_name`, whose Node object (if known) is `node`.
-    pub fn new(node: Option<&Node>, config: &NodeConfig) -> NodeContext {
-        let mut diagnostics = Vec::new();
-        let labels = node.and_then(|n| n.metadata.labels.as_ref());
-        let pod_cidrs: Vec<IpNet> = node
-            .and_then(|n| n.spec.as_ref())
-            .and_then(|s| s.pod_cidrs.clone().or_else(|| s.pod_cidr.clone().map(|c| vec![c])))
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|text| crate::ip::parse_cidr_sloppy(text))
-            .collect();
-        let ips = node_ips(node, config, &mut diagnostics);
-        let family = |family| {
-            let local_traffic = local_traffic(family, config, &pod_cidrs);
-            let cluster_masquerade = if config.masquerade_all {
-                Masquerade::Always
-            } else if local_traffic == LocalTraffic::None {
-                Masquerade::Never
-            } else {
-                Masquerade::OutsidePodNetwork
-            };
-            FamilyContext {
-                node_port_ips: node_port_ips(&ips, config, family),
-                local_traffic,
-                cluster_masquerade,
-                service_cidrs: config.service_cidrs.iter().copied().filter(|n| IpFamily::of_net(n) == family).collect(),
-            }
-        };
-        let families = [family(IpFamily::V4), family(IpFamily::V6)];
-        let node_families = IpFamily::ALL
-            .into_iter()
-            .filter(|&family| {
-                ips.iter().any(|ip| IpFamily::of(ip) == family)
-                    || config.cluster_cidrs.iter().any(|net| IpFamily::of_net(net) == family)
-            })
-            .collect();
-        NodeContext {
-            node_name: config.node_name.clone(),
-            zone: labels.and_then(|l| l.get(LABEL_ZONE)).cloned(),
-            ips,
-            node_families,
-            families,
-            diagnostics,
-        }
-    }
-
-    /// Families this node programs even without Services: those of its addresses and pod ranges.
-    pub fn node_families(&self) -> &[IpFamily] {
-        &self.node_families
-    }
-
-    /// Problems found in the node's own object.
-    pub fn diagnostics(&self) -> &[Diagnostic] {
-        &self.diagnostics
-    }
-
-    /// One family's rules with no Service in them: the node's side only.
-    pub fn empty_rules(&self, family: IpFamily) -> FamilyRules {
-        let context = self.family(family);
-        FamilyRules {
-            family,
-            node_port_ips: context.node_port_ips.clone(),
-            local_traffic: context.local_traffic.clone(),
-            cluster_ips: Vec::new(),
-            service_cidrs: context.service_cidrs.clone(),
-            destinations: Vec::new(),
-            health_checks: Vec::new(),
-        }
-    }
-
-    fn family(&self, family: IpFamily) -> &FamilyContext {
-        match family {
-            IpFamily::V4 => &self.families[0],
-            IpFamily::V6 => &self.families[1],
-        }
-    }
-}
-
-/// The Node label that names its zone.
-pub const LABEL_ZONE: &str = "topology.kubernetes.io/zone";
-
-fn local_traffic(family: IpFamily, config: &NodeConfig, pod_cidrs: &[IpNet]) -> LocalTraffic {
-    let of_family =
-        |nets: &[IpNet]| -> Vec<IpNet> { nets.iter().copied().filter(|n| IpFamily::of_net(n) == family).collect() };
-    let cidrs = match &config.detect_local {
-        DetectLocal::ClusterCidr => of_family(&config.cluster_cidrs),
-        DetectLocal::NodeCidr => of_family(pod_cidrs),
-        DetectLocal::BridgeInterface(name) => return LocalTraffic::Interface(name.clone()),
-        DetectLocal::InterfaceNamePrefix(prefix) => return LocalTraffic::InterfacePrefix(prefix.clone()),
-    };
-    if cidrs.is_empty() { LocalTraffic::None } else { LocalTraffic::Cidrs(cidrs) }
-}
-
 /// One Service's share of a node's rules, computed on its own: a change to one Service or its
-/// endpoints recomputes only its share, and [`assemble`] merges the shares into a [`RuleModel`].
+/// endpoints recomputes only its share, and the shares merge into a [`RuleModel`] (see [`crate::state::ClusterState`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceRules {
     /// What proxier does with the Service.
@@ -230,7 +134,8 @@ pub struct ServiceFamilyRules {
 /// One Service's rules on the node `node` describes, given the endpoints of its ports.
 ///
 /// ```
-/// use proxier_core::compute::{NodeContext, ParsedService, service_rules};
+/// use proxier_core::compute::{ParsedService, service_rules};
+/// use proxier_core::node::NodeContext;
 /// use proxier_core::endpoints::EndpointIndex;
 /// use proxier_core::NodeConfig;
 /// let service = serde_json::from_str(r#"{"metadata":{"namespace":"shop","name":"web"},
@@ -264,7 +169,7 @@ pub fn service_rules(service: &ParsedService, endpoints: &EndpointIndex, node: &
 
 /// Merges the rules of every Service into the node's model. A destination two Services claim goes to
 /// the first in namespace/name order, whatever the order given; the other is named in a diagnostic.
-pub fn assemble<'a>(node: &NodeContext, services: impl IntoIterator<Item = &'a ServiceRules>) -> RuleModel {
+pub(crate) fn assemble<'a>(node: &NodeContext, services: impl IntoIterator<Item = &'a ServiceRules>) -> RuleModel {
     let mut services: Vec<&ServiceRules> = services.into_iter().collect();
     services.sort_by(|a, b| a.summary.service.cmp(&b.summary.service));
     let mut diagnostics = node.diagnostics.clone();
@@ -319,7 +224,7 @@ fn service_family_rules(
 ) -> Option<ServiceFamilyRules> {
     let cluster_ip = service.cluster_ip(family)?;
     let context = node.family(family);
-    let here = Locality { node: &node.node_name, zone: node.zone.as_deref() };
+    let here = node.locality();
     let of_family =
         |ips: &[IpAddr]| -> Vec<IpAddr> { ips.iter().copied().filter(|ip| IpFamily::of(ip) == family).collect() };
     let namespace = &service.object.namespace;
@@ -437,12 +342,9 @@ fn insert_destination(
 ) {
     let key = (destination.ip, destination.protocol, destination.port);
     if let Some(existing) = destinations.get(&key) {
-        diagnostics.push(Diagnostic {
-            severity: Severity::Error,
-            source: None,
-            object: object.clone(),
-            field: None,
-            message: format!(
+        diagnostics.push(Diagnostic::error(
+            object.clone(),
+            format!(
                 "{} {}:{}/{} is already used by {}; not programmed for {}",
                 destination.kind,
                 destination.ip,
@@ -451,14 +353,14 @@ fn insert_destination(
                 existing.service_port,
                 destination.service_port
             ),
-        });
+        ));
         return;
     }
     destinations.insert(key, destination);
 }
 
 /// A warning for each slice in `endpoints` whose Service is not among `services`.
-pub fn orphan_slices(endpoints: &EndpointIndex, services: &[ServiceSummary]) -> Vec<Diagnostic> {
+pub(crate) fn orphan_slices(endpoints: &EndpointIndex, services: &[ServiceSummary]) -> Vec<Diagnostic> {
     let known: BTreeSet<(&str, &str)> =
         services.iter().map(|s| (s.service.namespace.as_str(), s.service.name.as_str())).collect();
     let mut diagnostics = Vec::new();
@@ -471,12 +373,9 @@ pub fn orphan_slices(endpoints: &EndpointIndex, services: &[ServiceSummary]) -> 
 }
 
 /// The warning for an EndpointSlice whose Service (`namespace/service`) is unknown.
-pub fn orphan_slice(slice: &ObjectRef, namespace: &str, service: &str) -> Diagnostic {
-    Diagnostic {
-        severity: Severity::Warning,
-        source: None,
-        object: slice.clone(),
-        field: None,
-        message: format!("its {} is not in the snapshot; ignored", ObjectRef::new("Service", namespace, service)),
-    }
+pub(crate) fn orphan_slice(slice: &ObjectRef, namespace: &str, service: &str) -> Diagnostic {
+    Diagnostic::warning(
+        slice.clone(),
+        format!("its {} is not in the snapshot; ignored", ObjectRef::new("Service", namespace, service)),
+    )
 }

@@ -88,6 +88,35 @@ pub struct Diagnostic {
     pub message: String,
 }
 
+impl Diagnostic {
+    /// A problem that cost (part of) `object`: what is wrong and what was done about it.
+    pub fn error(object: ObjectRef, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::new(Severity::Error, object, message)
+    }
+
+    /// A problem that cost nothing: the input was tolerated or a default applied.
+    pub fn warning(object: ObjectRef, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::new(Severity::Warning, object, message)
+    }
+
+    /// A problem of `severity` in `object`, with no field and no source yet.
+    pub fn new(severity: Severity, object: ObjectRef, message: impl Into<String>) -> Diagnostic {
+        Diagnostic { severity, source: None, object, field: None, message: message.into() }
+    }
+
+    /// The same problem, located at `field` (a JSON path such as `spec.ports[1].protocol`).
+    pub fn at(mut self, field: impl Into<String>) -> Diagnostic {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// The same problem, found in `source` (a file name).
+    pub fn from_source(mut self, source: impl Into<String>) -> Diagnostic {
+        self.source = Some(source.into());
+        self
+    }
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let level = match self.severity {

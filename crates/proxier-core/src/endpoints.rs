@@ -5,14 +5,11 @@ use std::collections::btree_map::Entry;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use crate::diagnostic::{Diagnostic, ObjectRef, Severity};
+use crate::diagnostic::{Diagnostic, ObjectRef};
 use crate::ip::parse_ip_sloppy;
 use crate::model::{Backend, IpFamily, Protocol};
 use crate::service::shorten;
-use crate::snapshot::Snapshot;
-
-/// The label that ties an EndpointSlice to its Service.
-pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
+use crate::snapshot::{SERVICE_NAME_LABEL, Snapshot};
 
 /// One endpoint of one service port, with the conditions that decide whether it is used.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -63,7 +60,7 @@ impl EndpointIndex {
 
     /// The endpoints of each service port, by port: a compact form to keep an index in (a slice's
     /// usually holds one port), made an index again by [`EndpointIndex::from_ports`].
-    pub fn into_ports(self) -> Vec<(PortKey, Vec<EndpointInfo>)> {
+    pub(crate) fn into_ports(self) -> Vec<(PortKey, Vec<EndpointInfo>)> {
         self.ports
             .into_iter()
             .map(|(key, mut endpoints)| {
@@ -78,7 +75,7 @@ impl EndpointIndex {
     /// An index of the endpoints of several [`EndpointIndex::into_ports`], as if built from all their
     /// slices at once. It does not know which slices there were ([`EndpointIndex::slices_by_service`]
     /// is empty).
-    pub fn from_ports<'a>(parts: impl IntoIterator<Item = &'a [(PortKey, Vec<EndpointInfo>)]>) -> EndpointIndex {
+    pub(crate) fn from_ports<'a>(parts: impl IntoIterator<Item = &'a [(PortKey, Vec<EndpointInfo>)]>) -> EndpointIndex {
         let mut index = EndpointIndex::default();
         for (key, endpoints) in parts.into_iter().flatten() {
             index.ports.entry(key.clone()).or_default().extend(endpoints.iter().cloned());
@@ -112,25 +109,19 @@ impl EndpointIndex {
         let endpoint_count = slice.endpoints.as_ref().map_or(0, Vec::len);
         let addressed = matches!(slice.address_type.as_str(), "IPv4" | "IPv6");
         if addressed && slice.ports.as_ref().is_none_or(Vec::is_empty) && endpoint_count > 0 {
-            diagnostics.push(Diagnostic {
-                severity: Severity::Warning,
-                source: None,
-                object: object.clone(),
-                field: Some("ports".into()),
-                message: format!("no ports: its {endpoint_count} endpoint(s) serve no Service port"),
-            });
+            diagnostics.push(
+                Diagnostic::warning(
+                    object.clone(),
+                    format!("no ports: its {endpoint_count} endpoint(s) serve no Service port"),
+                )
+                .at("ports"),
+            );
         }
         let mut problem = |field: String, message: String| {
-            diagnostics.push(Diagnostic {
-                severity: Severity::Error,
-                source: None,
-                object: object.clone(),
-                field: Some(field),
-                message,
-            });
+            diagnostics.push(Diagnostic::error(object.clone(), message).at(field));
         };
-        let Some(service) = slice.metadata.labels.as_ref().and_then(|l| l.get(LABEL_SERVICE_NAME)) else {
-            problem(format!("metadata.labels[{LABEL_SERVICE_NAME:?}]"), "missing: slice belongs to no Service".into());
+        let Some(service) = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) else {
+            problem(format!("metadata.labels[{SERVICE_NAME_LABEL:?}]"), "missing: slice belongs to no Service".into());
             return;
         };
         self.services.entry((namespace.clone(), service.clone())).or_default().push(object.clone());

@@ -39,7 +39,7 @@ use crate::config::NodeConfig;
 use crate::diagnostic::ObjectRef;
 use crate::endpoints::{EndpointIndex, EndpointInfo, usable_backends};
 use crate::model::{Backend, IpFamily, Protocol};
-use crate::node::{node_ips, node_port_ips};
+use crate::node::NodeContext;
 use crate::service::{ProxiedService, ServiceClass, read_service};
 use crate::snapshot::{SERVICE_NAME_LABEL, Snapshot};
 
@@ -225,9 +225,7 @@ fn node_addresses(snapshot: &Snapshot, options: &ExplainOptions) -> Vec<NodeAddr
                 nodeport_addresses: options.nodeport_addresses.clone(),
                 ..NodeConfig::default()
             };
-            let ips = node_ips(Some(node), &config, &mut Vec::new());
-            let node_port_ips =
-                IpFamily::ALL.into_iter().flat_map(|family| node_port_ips(&ips, &config, family)).collect();
+            let node_port_ips = NodeContext::new(Some(node), &config).node_port_ips();
             Some(NodeAddresses { name, node_port_ips })
         })
         .collect()

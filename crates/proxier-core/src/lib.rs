@@ -1,14 +1,19 @@
 //! proxier-core: Kubernetes Services, EndpointSlices and Nodes in, a declarative rule model out.
 //!
-//! Everything here is pure: no files, no processes, no sockets. A Service travels through one module
-//! per stage:
+//! Everything here is pure: no files, no processes, no sockets, no clock. A Service travels through
+//! one module per stage:
 //!
 //! 1. [`snapshot`]: kubectl's YAML or JSON text to typed objects;
 //! 2. [`service`] and [`endpoints`]: objects checked and reduced to service ports and their endpoints;
+//!    [`node`]: the node's own facts (addresses, zone, pod ranges, how pod traffic is recognised);
 //! 3. [`compute()`]: the [`RuleModel`] for one node — destinations and the action for each, per family.
 //!
-//! `proxier-nft` turns the model into nft transactions. Two read-only tools sit beside the stages: [`trace()`]
-//! walks one connection through a node's model, and [`explain()`] tells how each Service is reached.
+//! A live agent holds a [`state::ClusterState`] instead of a snapshot: it folds watch events, keeps
+//! what the rules depend on, and hands out each changed Service's share of the same model.
+//!
+//! `proxier-nft` turns the model (or the shares) into nft transactions. Two read-only tools sit beside
+//! the stages: [`trace()`] walks one connection through a node's model, and [`explain()`] tells how
+//! each Service is reached.
 
 // Pure code needs no unsafe; forbidding it keeps the core safe to fuzz and to embed.
 #![forbid(unsafe_code)]
@@ -24,9 +29,10 @@ pub mod model;
 pub mod node;
 pub mod service;
 pub mod snapshot;
+pub mod state;
 pub mod trace;
 
-pub use compute::{NodeContext, ParsedService, ServiceFamilyRules, ServiceRules, assemble, compute, service_rules};
+pub use compute::{Computation, ParsedService, ServiceFamilyRules, ServiceRules, compute, service_rules};
 pub use config::{DetectLocal, NodeConfig};
 pub use diagnostic::{Diagnostic, ObjectRef, Severity};
 pub use explain::{ExplainOptions, Explanation, explain};
@@ -34,5 +40,7 @@ pub use model::{
     Action, Backend, Destination, DestinationKind, FamilyRules, HealthCheck, IpFamily, LocalTraffic, Masquerade,
     Protocol, RuleModel, ServicePortName, ServiceSummary, Treatment,
 };
+pub use node::NodeContext;
 pub use snapshot::{LoadReport, Snapshot};
+pub use state::{Changes, ClusterState, ShareChange, WatchEvent};
 pub use trace::{Source, Target, Trace, TraceError, trace};

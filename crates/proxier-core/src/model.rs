@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::diagnostic::{Diagnostic, ObjectRef, Severity};
+use crate::diagnostic::{Diagnostic, ObjectRef};
 
 /// An IP family. Each family is programmed on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -403,13 +403,9 @@ impl RuleModel {
             family.destinations.retain(|d| kept(&d.service_port.namespace, &d.service_port.name));
             family.health_checks.retain(|h| kept(&h.service.namespace, &h.service.name));
         }
-        model.diagnostics.extend(left_out.iter().map(|(service, why)| Diagnostic {
-            severity: Severity::Error,
-            source: None,
-            object: service.clone(),
-            field: None,
-            message: why.clone(),
-        }));
+        model
+            .diagnostics
+            .extend(left_out.iter().map(|(service, why)| Diagnostic::error(service.clone(), why.as_str())));
         model.diagnostics.sort();
         model
     }

@@ -94,7 +94,7 @@ pub fn read_service(service: &Service, diagnostics: &mut Vec<Diagnostic>) -> Ser
         service.metadata.name.as_deref().unwrap_or_default(),
     );
     let mut problem = |severity: Severity, field: String, message: String| {
-        diagnostics.push(Diagnostic { severity, source: None, object: object.clone(), field: Some(field), message });
+        diagnostics.push(Diagnostic::new(severity, object.clone(), message).at(field));
     };
     let labels = service.metadata.labels.as_ref();
     if let Some(name) = labels.and_then(|l| l.get(LABEL_SERVICE_PROXY_NAME)) {

@@ -233,13 +233,10 @@ impl<'a, T: Resource + Metadata<Ty = ObjectMeta>> Merger<'a, T> {
             Some(earlier) => format!("from {earlier}"),
             None => "already in the snapshot".to_owned(),
         };
-        report.diagnostics.push(Diagnostic {
-            severity: Severity::Warning,
-            source: Some(source.to_owned()),
-            object: key,
-            field: None,
-            message: format!("duplicate object: this definition replaces the one {earlier}"),
-        });
+        report.diagnostics.push(
+            Diagnostic::warning(key, format!("duplicate object: this definition replaces the one {earlier}"))
+                .from_source(source),
+        );
     }
 }
 
@@ -444,12 +441,10 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn error(&mut self, object: ObjectRef, field: Option<&str>, message: String) {
-        self.report.diagnostics.push(Diagnostic {
-            severity: Severity::Error,
-            source: Some(self.source.to_owned()),
-            object,
-            field: field.map(str::to_owned),
-            message,
+        let diagnostic = Diagnostic::error(object, message).from_source(self.source);
+        self.report.diagnostics.push(match field {
+            Some(field) => diagnostic.at(field),
+            None => diagnostic,
         });
     }
 

@@ -28,15 +28,15 @@ use ipnet::IpNet;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Serialize;
 
-use crate::compute::{LABEL_ZONE, compute};
+use crate::compute::Computation;
 use crate::config::NodeConfig;
 use crate::diagnostic::ObjectRef;
-use crate::endpoints::{EndpointIndex, EndpointInfo, EndpointSets, HintScope, Locality, hints_in_use};
+use crate::endpoints::{EndpointIndex, EndpointInfo, EndpointSets, HintScope, hints_in_use};
 use crate::model::{
     Action, Backend, Destination, DestinationKind, FamilyRules, IpFamily, LocalTraffic, Masquerade, Protocol,
     RuleModel, ServicePortName,
 };
-use crate::node::node_ips;
+use crate::node::NodeContext;
 use crate::service::{ProxiedService, ServiceClass, read_service};
 use crate::snapshot::Snapshot;
 
@@ -135,7 +135,7 @@ pub enum TraceError {
         family: IpFamily,
     },
     /// The node has no address of the destination's family (neither in its Node object nor `--node-ip`).
-    #[error("node {node} has no {family} address; give --node-ip or trace --from an IP")]
+    #[error("node {node} has no {family} address; configure the node's IP, or trace from an IP address")]
     NodeWithoutAddress {
         /// The node's name.
         node: String,
@@ -410,31 +410,33 @@ pub fn pod_addresses(snapshot: &Snapshot) -> Vec<PodAddress> {
 }
 
 /// Traces a new connection from `source` to `target` through the rules `config.node_name` gets for
-/// `snapshot`. Computes the model; see [`trace_model`] to reuse one.
+/// `snapshot`. Computes the model; see [`trace_computation`] to reuse one.
 pub fn trace(snapshot: &Snapshot, config: &NodeConfig, source: &Source, target: Target) -> Result<Trace, TraceError> {
-    let model = compute(snapshot, config);
-    trace_model(snapshot, config, &model, source, target)
+    trace_computation(snapshot, config, &Computation::new(snapshot, config), source, target)
 }
 
-/// [`trace`] over a model already computed from the same snapshot and config.
-pub fn trace_model(
+/// [`trace`] over a [`Computation`] of the same snapshot and config: its model, node facts and
+/// endpoint index are used as they are.
+pub fn trace_computation(
     snapshot: &Snapshot,
     config: &NodeConfig,
-    model: &RuleModel,
+    computation: &Computation,
     source: &Source,
     target: Target,
 ) -> Result<Trace, TraceError> {
     let family = IpFamily::of(&target.ip);
-    let node_object = snapshot.node(&config.node_name);
-    let this_node_ips = node_ips(node_object, config, &mut Vec::new());
+    let model = &computation.model;
+    let node = &computation.node;
     let pods = pod_addresses(snapshot);
-    let source = source_report(source, family, config, &this_node_ips, &pods, snapshot, model)?;
+    let source = source_report(source, family, config, node, &pods, snapshot, model)?;
     if IpFamily::of(&source.ip) != family {
         return Err(TraceError::FamilyMismatch { source_ip: source.ip, destination: target.ip });
     }
     let mut walk = Walk {
         snapshot,
         config,
+        node,
+        endpoints: &computation.endpoints,
         pods: &pods,
         trace: Trace {
             node: config.node_name.clone(),
@@ -468,7 +470,7 @@ fn source_report(
     source: &Source,
     family: IpFamily,
     config: &NodeConfig,
-    this_node_ips: &[IpAddr],
+    node: &NodeContext,
     pods: &[PodAddress],
     snapshot: &Snapshot,
     model: &RuleModel,
@@ -486,7 +488,7 @@ fn source_report(
             (address.ip, Some(address.pod.clone()))
         }
         Source::Node => {
-            let Some(&ip) = this_node_ips.iter().find(|ip| IpFamily::of(ip) == family) else {
+            let Some(ip) = node.primary_ip(family) else {
                 return Err(TraceError::NodeWithoutAddress { node: config.node_name.clone(), family });
             };
             (ip, None)
@@ -494,7 +496,7 @@ fn source_report(
         Source::Ip(ip) => (*ip, None),
     };
     let pod = named_pod.or_else(|| pods.iter().find(|p| p.ip == ip).map(|p| p.pod.clone()));
-    let from_this_node = this_node_ips.contains(&ip);
+    let from_this_node = node.ips().contains(&ip);
     let in_cluster_cidr = config.cluster_cidrs.iter().any(|net| net.contains(&ip));
     let role = if matches!(source, Source::Pod { .. }) || (!from_this_node && (pod.is_some() || in_cluster_cidr)) {
         SourceRole::Pod
@@ -506,9 +508,7 @@ fn source_report(
     let local_traffic = model.family(family).map(|f| &f.local_traffic).unwrap_or(&LocalTraffic::None);
     let this_node = config.node_name.as_str();
     let pod_here = pod.as_ref().is_some_and(|p| p.node.as_deref() == Some(this_node))
-        || (pod.is_none()
-            && role == SourceRole::Pod
-            && node_pod_cidrs(snapshot, this_node).iter().any(|n| n.contains(&ip)));
+        || (pod.is_none() && role == SourceRole::Pod && node.pod_cidrs().iter().any(|n| n.contains(&ip)));
     let (detected_as_pod, detector) = match local_traffic {
         LocalTraffic::None => (false, "no local-traffic detector is configured".to_owned()),
         LocalTraffic::Cidrs(cidrs) => {
@@ -531,7 +531,7 @@ fn source_report(
             Some(node) => format!("pod {pod} on {node}"),
             None => format!("pod {pod}"),
         },
-        (SourceRole::Pod, None) => "a pod address (inside --cluster-cidr)".to_owned(),
+        (SourceRole::Pod, None) => "a pod address (inside the cluster CIDR)".to_owned(),
         (SourceRole::Node, _) => format!("node {this_node} itself"),
         (SourceRole::Other, _) => match other_node(snapshot, ip, this_node) {
             Some(node) => format!("node {node} (another node: an outside client to {this_node})"),
@@ -541,15 +541,6 @@ fn source_report(
     let description =
         format!("{ip}: {what}; {} pod to the rules: {detector}", if detected_as_pod { "a" } else { "not a" });
     Ok(SourceReport { ip, role, pod, detected_as_pod, from_this_node, description })
-}
-
-fn node_pod_cidrs(snapshot: &Snapshot, node: &str) -> Vec<IpNet> {
-    let spec = snapshot.node(node).and_then(|n| n.spec.as_ref());
-    spec.and_then(|s| s.pod_cidrs.clone().or_else(|| s.pod_cidr.clone().map(|c| vec![c])))
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|text| crate::ip::parse_cidr_sloppy(text))
-        .collect()
 }
 
 /// The name of another Node of the snapshot that has this address.
@@ -569,6 +560,8 @@ fn join<T: fmt::Display>(items: impl Iterator<Item = T>) -> String {
 struct Walk<'a> {
     snapshot: &'a Snapshot,
     config: &'a NodeConfig,
+    node: &'a NodeContext,
+    endpoints: &'a EndpointIndex,
     pods: &'a [PodAddress],
     trace: Trace,
 }
@@ -731,13 +724,11 @@ impl Walk<'_> {
         action: &Action,
         branch: Option<Branch>,
     ) {
-        let node = self.config.node_name.as_str();
-        let zone = self.snapshot.node(node).and_then(|n| n.metadata.labels.as_ref()).and_then(|l| l.get(LABEL_ZONE));
-        let here = Locality { node, zone: zone.map(String::as_str) };
+        let node = self.node.node_name();
+        let here = self.node.locality();
         let port = &destination.service_port;
-        let index = EndpointIndex::of_snapshot(self.snapshot, &mut Vec::new());
         let key = (port.namespace.clone(), port.name.clone(), port.port.clone(), port.protocol);
-        let endpoints = index.endpoints(&key, rules.family);
+        let endpoints = self.endpoints.endpoints(&key, rules.family);
         let sets = EndpointSets::categorize(&endpoints, here);
         let hints = hints_in_use(&endpoints, here);
 
@@ -842,7 +833,7 @@ impl Walk<'_> {
         };
         let (masqueraded, reason) = match (effective, destination.kind, branch) {
             (Masquerade::Always, DestinationKind::ClusterIp, _) => {
-                (true, "--masquerade-all masquerades every connection to a ClusterIP".to_owned())
+                (true, "masquerade-all is configured: every connection to a ClusterIP is masqueraded".to_owned())
             }
             (Masquerade::Always, _, Some(Branch::Node)) => {
                 (true, "traffic from the node to a Local destination is masqueraded so replies return".to_owned())
@@ -864,7 +855,7 @@ impl Walk<'_> {
             ),
             (Masquerade::Never, DestinationKind::ClusterIp, _) if rules.local_traffic == LocalTraffic::None => (
                 false,
-                "no local-traffic detector (no --cluster-cidr): ClusterIP traffic is not masqueraded by source"
+                "no local-traffic detector (no cluster CIDR configured): ClusterIP traffic is not masqueraded by source"
                     .to_owned(),
             ),
             (Masquerade::Never, _, Some(Branch::Pods)) => {
@@ -898,7 +889,7 @@ impl Walk<'_> {
         {
             self.trace.notes.push(format!(
                 "{pod} runs on {pod_node}: its connections to ClusterIPs are handled by {pod_node}'s rules \
-                 (trace with --node {pod_node}); this trace walks {node}'s"
+                 (trace on {pod_node} to see them); this trace walks {node}'s"
             ));
         }
         if destination.kind == DestinationKind::ClusterIp && source.role == SourceRole::Other {

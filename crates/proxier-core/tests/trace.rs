@@ -94,7 +94,7 @@ fn masquerade_all_masquerades_pods_too() {
     let t = run(SINGLE_STACK, &config, "10.244.1.5", "10.96.0.10:53/udp");
     let masquerade = t.masquerade.unwrap();
     assert!(masquerade.masqueraded);
-    assert!(masquerade.reason.contains("--masquerade-all"));
+    assert!(masquerade.reason.contains("masquerade-all"), "{}", masquerade.reason);
 }
 
 #[test]

@@ -42,7 +42,7 @@ pub fn add_set_counters(document: &mut Value, counted: &[(proxier_core::IpFamily
             let family = body.get("family").and_then(Value::as_str);
             let name = body.get("name").and_then(Value::as_str);
             let wanted =
-                counted.iter().any(|(f, n)| Some(crate::layout::family_name(*f)) == family && Some(*n) == name);
+                counted.iter().any(|(f, n)| Some(crate::ruleset::family_name(*f)) == family && Some(*n) == name);
             if wanted {
                 let counter = Value::Object(Map::from_iter([("counter".to_owned(), Value::Null)]));
                 body.insert("stmt".into(), Value::Array(vec![counter]));

@@ -9,12 +9,13 @@ use std::collections::BTreeMap;
 use proxier_core::IpFamily;
 use serde_json::Value;
 
+use crate::change::Change;
 use crate::layout::{
     CLUSTER_IPS, FIREWALL_IPS, NO_ENDPOINT_SERVICES, POLICY_CONNECTIONS, POLICY_DROPS, SERVICE_CIDRS, SERVICE_IPS,
-    family_name,
 };
+use crate::ruleset::family_name;
 use crate::runner::{Nft, NftError};
-use crate::transaction::{Change, Transaction};
+use crate::transaction::Transaction;
 
 /// The counted sets and maps, in the order they are read.
 pub const COUNTED_SETS: [&str; 7] =

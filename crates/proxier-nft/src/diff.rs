@@ -4,7 +4,7 @@ use similar::TextDiff;
 
 use proxier_core::IpFamily;
 
-use crate::layout::family_name;
+use crate::ruleset::family_name;
 use crate::runner::{Nft, NftError};
 use crate::transaction::Transaction;
 

@@ -8,8 +8,8 @@ use nftables::stmt::{self, JumpTarget, Match, Operator, Statement as NfStatement
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use proxier_core::IpFamily;
 
+use crate::change::Change;
 use crate::ruleset::{ChainType, DataType, Element, Hook, HookPoint, Rule, Set, Statement, Value, Verdict};
-use crate::transaction::Change;
 
 pub(crate) fn nf_family(family: IpFamily) -> NfFamily {
     match family {
@@ -270,7 +270,7 @@ fn destination_tuple(ip: &'static str) -> Expression<'static> {
 }
 
 fn statement(statement: &Statement, family: IpFamily) -> NfStatement<'static> {
-    let ip = crate::layout::family_name(family);
+    let ip = crate::ruleset::family_name(family);
     let mark = || meta(MetaKey::Mark);
     match statement {
         Statement::CtStateNew => matches(ct("state"), Operator::IN, Expression::String("new".into())),

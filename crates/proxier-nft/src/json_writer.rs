@@ -23,9 +23,9 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use proxier_core::IpFamily;
 
-use crate::layout::family_name;
-use crate::ruleset::{ChainType, DataType, Element, Hook, HookPoint, Rule, Set, Statement, Value, Verdict};
-use crate::transaction::Change;
+use crate::change::Change;
+use crate::ruleset::family_name;
+use crate::ruleset::{DataType, Element, Hook, Rule, Set, Statement, Value, Verdict};
 
 /// Spaces for indentation: one slice of this per line instead of a loop. Deeper levels (never
 /// reached by proxier's shapes, which nest about ten deep) fall back to repeated pushes.
@@ -324,7 +324,7 @@ fn table_body(w: &mut Writer, family: IpFamily, table: &str) {
 fn chain_body(w: &mut Writer, family: IpFamily, table: &str, name: &str, hook: Option<Hook>) {
     w.key_string("family", family_name(family));
     if let Some(hook) = hook {
-        w.key_string("hook", hook_name(hook.point));
+        w.key_string("hook", hook.point.name());
     }
     w.key_string("name", name);
     if let Some(hook) = hook {
@@ -333,23 +333,7 @@ fn chain_body(w: &mut Writer, family: IpFamily, table: &str, name: &str, hook: O
     }
     w.key_string("table", table);
     if let Some(hook) = hook {
-        w.key_string(
-            "type",
-            match hook.chain_type {
-                ChainType::Nat => "nat",
-                ChainType::Filter => "filter",
-            },
-        );
-    }
-}
-
-fn hook_name(point: HookPoint) -> &'static str {
-    match point {
-        HookPoint::Prerouting => "prerouting",
-        HookPoint::Input => "input",
-        HookPoint::Forward => "forward",
-        HookPoint::Output => "output",
-        HookPoint::Postrouting => "postrouting",
+        w.key_string("type", hook.chain_type.name());
     }
 }
 
@@ -357,19 +341,13 @@ fn hook_name(point: HookPoint) -> &'static str {
 /// where it is a map's value type (`map_type`).
 fn key_type(data: DataType) -> &'static str {
     match data {
-        DataType::Addr(IpFamily::V4) => "ipv4_addr",
-        DataType::Addr(IpFamily::V6) => "ipv6_addr",
-        DataType::Proto => "inet_proto",
-        DataType::Service => "inet_service",
         DataType::Verdict => "mark",
+        other => other.name(),
     }
 }
 
 fn map_type(data: DataType) -> &'static str {
-    match data {
-        DataType::Verdict => "verdict",
-        other => key_type(other),
-    }
+    data.name()
 }
 
 fn set_command(w: &mut Writer, verb: &str, family: IpFamily, table: &str, set: &Set) {
@@ -891,7 +869,6 @@ mod tests {
         };
         Table {
             family,
-            name: "proxier".into(),
             sets: vec![
                 set("empty", vec![DataType::Addr(family)], None, false, None, Vec::new()),
                 set(

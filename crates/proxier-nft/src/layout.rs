@@ -48,9 +48,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use proxier_core::{
-    Action, Backend, Destination, FamilyRules, IpFamily, LocalTraffic, Masquerade, Protocol, ServicePortName,
-};
+use proxier_core::{Action, Backend, Destination, FamilyRules, LocalTraffic, Masquerade, Protocol, ServicePortName};
 
 use smallvec::smallvec;
 
@@ -82,20 +80,32 @@ pub const FIREWALL_IPS: &str = "firewall-ips";
 const FIREWALL_ALLOW: &str = "firewall-allow";
 const REJECT_CHAIN: &str = "reject-chain";
 const MARK_FOR_MASQUERADE: &str = "mark-for-masquerade";
+const SERVICES_CHAIN: &str = "services";
+const MASQUERADING_CHAIN: &str = "masquerading";
+
+/// The base chains, each named for its type and hook.
+const NAT_PREROUTING: &str = "nat-prerouting";
+const NAT_OUTPUT: &str = "nat-output";
+const NAT_POSTROUTING: &str = "nat-postrouting";
+const FILTER_INPUT: &str = "filter-input";
+const FILTER_FORWARD: &str = "filter-forward";
+const FILTER_OUTPUT: &str = "filter-output";
+const FILTER_PREROUTING: &str = "filter-prerouting";
+const FILTER_OUTPUT_PRE_DNAT: &str = "filter-output-pre-dnat";
 
 // Kernel hook priorities, by their nft names.
 const PRIORITY_DSTNAT: i32 = -100;
 const PRIORITY_FILTER: i32 = 0;
 const PRIORITY_SRCNAT: i32 = 100;
 
-/// Lays out one family's rules as a table named `table`, with counters.
-pub fn family_table(rules: &FamilyRules, table: &str) -> Table {
-    family_table_with(rules, table, true)
+/// Lays out one family's rules as a table, with counters.
+pub fn family_table(rules: &FamilyRules) -> Table {
+    family_table_with(rules, true)
 }
 
-/// Lays out one family's rules as a table named `table`; `counters` says whether the decisions on
-/// new connections are counted per destination (see the module's documentation).
-pub fn family_table_with(rules: &FamilyRules, table: &str, counters: bool) -> Table {
+/// Lays out one family's rules as a table; `counters` says whether the decisions on new connections
+/// are counted per destination (see the module's documentation).
+pub fn family_table_with(rules: &FamilyRules, counters: bool) -> Table {
     // The element lists are sized up front: they reach tens of thousands of elements each, and growing
     // them by doubling copies them and fragments the heap (measured: about a fifth of the layout).
     let mut per_position: Vec<usize> = Vec::new();
@@ -125,7 +135,7 @@ pub fn family_table_with(rules: &FamilyRules, table: &str, counters: bool) -> Ta
     for destination in &rules.destinations {
         layout.destination(destination);
     }
-    layout.into_table(table)
+    layout.into_table()
 }
 
 /// The objects of one table, gathered destination by destination.
@@ -299,7 +309,7 @@ impl Layout<'_> {
         Verdict::Goto(name)
     }
 
-    fn into_table(self, table: &str) -> Table {
+    fn into_table(self) -> Table {
         let rules = self.rules;
         let family = rules.family;
         let destination_type = vec![DataType::Addr(family), DataType::Proto, DataType::Service];
@@ -403,7 +413,7 @@ impl Layout<'_> {
         }
         chains.extend(self.dedicated.into_values());
 
-        Table { family, name: table.to_owned(), sets, chains }
+        Table { family, sets, chains }
     }
 }
 
@@ -487,19 +497,19 @@ fn base_chains(firewalled: bool, service_cidrs: bool, counters: bool) -> Vec<Cha
         );
     }
     let mut chains = vec![
-        base_chain("nat-prerouting", ChainType::Nat, HookPoint::Prerouting, PRIORITY_DSTNAT, vec![jump("services")]),
-        base_chain("nat-output", ChainType::Nat, HookPoint::Output, PRIORITY_DSTNAT, vec![jump("services")]),
+        base_chain(NAT_PREROUTING, ChainType::Nat, HookPoint::Prerouting, PRIORITY_DSTNAT, vec![jump(SERVICES_CHAIN)]),
+        base_chain(NAT_OUTPUT, ChainType::Nat, HookPoint::Output, PRIORITY_DSTNAT, vec![jump(SERVICES_CHAIN)]),
         base_chain(
-            "nat-postrouting",
+            NAT_POSTROUTING,
             ChainType::Nat,
             HookPoint::Postrouting,
             PRIORITY_SRCNAT,
-            vec![jump("masquerading")],
+            vec![jump(MASQUERADING_CHAIN)],
         ),
         // Rejects live in filter chains: `reject` is not allowed in prerouting before kernel 5.9.
-        base_chain("filter-input", ChainType::Filter, HookPoint::Input, PRIORITY_FILTER, vec![no_endpoints]),
-        base_chain("filter-forward", ChainType::Filter, HookPoint::Forward, PRIORITY_FILTER, after_dnat.clone()),
-        base_chain("filter-output", ChainType::Filter, HookPoint::Output, PRIORITY_FILTER, after_dnat),
+        base_chain(FILTER_INPUT, ChainType::Filter, HookPoint::Input, PRIORITY_FILTER, vec![no_endpoints]),
+        base_chain(FILTER_FORWARD, ChainType::Filter, HookPoint::Forward, PRIORITY_FILTER, after_dnat.clone()),
+        base_chain(FILTER_OUTPUT, ChainType::Filter, HookPoint::Output, PRIORITY_FILTER, after_dnat),
     ];
     if firewalled {
         // Source ranges are checked before DNAT, while the destination is still the LoadBalancer IP.
@@ -511,19 +521,13 @@ fn base_chains(firewalled: bool, service_cidrs: bool, counters: bool) -> Vec<Cha
             .with_comment("loadBalancerSourceRanges");
         let pre_dnat = PRIORITY_DSTNAT - 10;
         chains.push(base_chain(
-            "filter-prerouting",
+            FILTER_PREROUTING,
             ChainType::Filter,
             HookPoint::Prerouting,
             pre_dnat,
             vec![firewall.clone()],
         ));
-        chains.push(base_chain(
-            "filter-output-pre-dnat",
-            ChainType::Filter,
-            HookPoint::Output,
-            pre_dnat,
-            vec![firewall],
-        ));
+        chains.push(base_chain(FILTER_OUTPUT_PRE_DNAT, ChainType::Filter, HookPoint::Output, pre_dnat, vec![firewall]));
     }
     chains
 }
@@ -535,9 +539,9 @@ fn fixed_chains(counters: bool) -> Vec<Chain> {
         services.push(Rule::new(vec![Statement::DispatchVmap(POLICY_IPS.into())]));
     }
     vec![
-        chain("services", services),
+        chain(SERVICES_CHAIN, services),
         chain(
-            "masquerading",
+            MASQUERADING_CHAIN,
             vec![
                 Rule::new(vec![
                     Statement::CtStatusDnat,
@@ -593,12 +597,4 @@ fn element_comment(destination: &Destination) -> String {
         clean.push_str("...");
     }
     clean
-}
-
-/// The family's nft name.
-pub fn family_name(family: IpFamily) -> &'static str {
-    match family {
-        IpFamily::V4 => "ip",
-        IpFamily::V6 => "ip6",
-    }
 }

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use proxier_core::IpFamily;
 
+use crate::change::Change;
 use crate::ruleset::{Chain, Element, ElementKey, Rule, Set, Table, Value};
-use crate::transaction::Change;
 
 /// How long an emptied chain or set is kept before it is deleted (kube-proxy waits 1 s too).
 pub const STALE_GRACE: Duration = Duration::from_secs(1);
@@ -26,8 +26,6 @@ pub const STALE_GRACE: Duration = Duration::from_secs(1);
 /// How many contributions hold each object of proxier's tables, and what the kernel holds.
 #[derive(Debug, Default)]
 pub(crate) struct Ledger {
-    /// The name of proxier's table in each family.
-    name: String,
     families: BTreeMap<IpFamily, FamilyLedger>,
     /// Chains and sets no contribution holds, emptied in the kernel, with when they were emptied.
     stale: BTreeMap<(IpFamily, ObjectName), Instant>,
@@ -76,11 +74,6 @@ pub(crate) struct Journal {
 }
 
 impl Ledger {
-    /// An empty ledger for tables named `name`.
-    pub(crate) fn new(name: &str) -> Ledger {
-        Ledger { name: name.to_owned(), ..Ledger::default() }
-    }
-
     /// Takes a contribution's table away.
     pub(crate) fn remove(&mut self, table: &Table, journal: &mut Journal) {
         let family = table.family;
@@ -278,7 +271,7 @@ impl Ledger {
                 ..held.object.clone()
             })
             .collect();
-        Some(Table { family, name: self.name.clone(), sets, chains })
+        Some(Table { family, sets, chains })
     }
 
     fn mark(&mut self, family: IpFamily, name: ObjectName, holders: u32, now: Instant) {

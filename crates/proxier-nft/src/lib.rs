@@ -2,8 +2,11 @@
 //!
 //! A model from `proxier-core` becomes a [`ruleset::Table`] per family ([`layout`]), which renders as
 //! JSON for `nft -j -f -` ([`json`], mended for nft 1.0.6 by [`compat`]; [`json_writer`] writes the same
-//! bytes fast) and as nft text for humans ([`text`]). [`Transaction`] ties them together; [`Nft`] runs
-//! them; [`diff()`] compares with the kernel; [`Proxier`] keeps a node in step with a changing cluster.
+//! bytes fast) and as nft text for humans ([`text`]), each a list of [`change::Change`] steps.
+//! [`Transaction`] ties them together; [`Nft`] runs them; [`diff()`] compares with the kernel;
+//! [`Proxier`] keeps a node in step with the [`proxier_core::ClusterState`] it owns, through the
+//! `ledger` (per-Service shares in, the objects that appear or disappear out), [`refusal`] and
+//! [`conntrack`].
 //!
 //! # Embedding proxier
 //!
@@ -14,8 +17,7 @@
 //! 2. **Model**: [`proxier_core::compute()`] turns it into the [`proxier_core::RuleModel`] of one node,
 //!    given that node's [`proxier_core::NodeConfig`]. Problems in the input are in
 //!    [`proxier_core::RuleModel::diagnostics`]; everything else is programmed.
-//! 3. **Transaction**: [`Transaction::full`] replaces proxier's tables (and only those) with the model's;
-//!    [`Transaction::between`] writes only what changed since the tables last committed.
+//! 3. **Transaction**: [`Transaction::full`] replaces proxier's tables (and only those) with the model's.
 //! 4. **Apply**: [`Nft::apply_json`] loads it atomically: on failure the kernel keeps what it had.
 //!
 //! ```no_run
@@ -47,26 +49,33 @@
 //! let nft = Nft::default();
 //! println!("{}", diff(&nft, &transaction)?.unified);
 //! nft.apply_json(&transaction.to_json())?;
-//!
-//! // Later: only the changes, starting from what the kernel now holds.
-//! let committed = Transaction::tables(&model, "proxier");
-//! let newer = compute(&snapshot, &config);
-//! let (changes, _now_committed) =
-//!     Transaction::between(&committed, &Transaction::tables(&newer, "proxier"), "proxier");
-//! if !changes.is_empty() {
-//!     nft.apply_json(&changes.to_json())?;
-//! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! A long-running agent need not track tables itself: [`Proxier`] keeps what the rules depend on of
-//! the objects it is fed (feed it watch events with [`Proxier::apply_service`],
-//! [`Proxier::apply_endpoint_slice`], [`Proxier::apply_node`] and their `delete_*` twins), and
-//! [`Proxier::sync`] recomputes only the Services that changed, writes the transaction of their
-//! difference (its size and cost follow the change, not the cluster), repairs out-of-band changes on
-//! [`Proxier::resync`], leaves out Services whose rules the kernel refuses, and cleans stale UDP
-//! conntrack entries ([`Proxier::with_conntrack`]). `proxier run` is exactly that loop around
-//! Kubernetes watches.
+//! A long-running agent holds a [`proxier_core::ClusterState`] instead of a snapshot, inside a
+//! [`Proxier`]: feed it watch events through [`Proxier::state_mut`]
+//! ([`proxier_core::ClusterState::fold`], with list boundaries so that a relist removes what vanished,
+//! or `apply_*`/`delete_*` one object at a time), and [`Proxier::sync`] writes the transaction of the
+//! changed Services' shares only (its size and cost follow the change, not the cluster), repairs
+//! out-of-band changes on [`Proxier::resync`], leaves out Services whose rules the kernel refuses, and
+//! cleans stale UDP conntrack entries ([`Proxier::with_conntrack`]). `proxier run` is exactly that loop
+//! around Kubernetes watches; `crates/proxier-nft/examples/embed.rs` is a small one.
+//!
+//! ```no_run
+//! use proxier_core::{ClusterState, NodeConfig, Snapshot};
+//! use proxier_nft::{Nft, Proxier};
+//!
+//! let config = NodeConfig { node_name: "node-a".into(), ..NodeConfig::default() };
+//! let mut proxier = Proxier::new(ClusterState::new(config), "proxier", Nft::default());
+//! let (snapshot, _) = Snapshot::from_text("cluster.yaml", &std::fs::read_to_string("cluster.yaml")?);
+//! proxier.state_mut().relist(&snapshot); // as a watch's list would
+//! proxier.sync()?; // full: takes over any table of an earlier run
+//! let (newer, _) = Snapshot::from_text("cluster.yaml", &std::fs::read_to_string("cluster.yaml")?);
+//! proxier.state_mut().relist(&newer);
+//! let outcome = proxier.sync()?; // partial: only what changed
+//! println!("{} steps", outcome.changes);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! The tables count, per destination, the new connections sent to an endpoint, rejected and dropped
 //! ([`layout`]'s "Counters"); [`counters`] reads those counts from the kernel and attributes them to
@@ -78,6 +87,7 @@
 
 #![warn(missing_docs)]
 
+pub mod change;
 pub mod compat;
 pub mod conntrack;
 pub mod counters;
@@ -93,6 +103,7 @@ pub mod runner;
 pub mod text;
 pub mod transaction;
 
+pub use change::Change;
 pub use conntrack::{Conntrack, ConntrackFilter, ConntrackOutcome};
 pub use diff::{TableDiff, diff};
 pub use proxier::{Proxier, SyncError, SyncKind, SyncOutcome};

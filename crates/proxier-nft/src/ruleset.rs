@@ -9,13 +9,12 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use proxier_core::{Backend, IpFamily, Protocol};
 
-/// One table of one family, with everything in it.
+/// One table of one family, with everything in it. Its name is not here: a [`crate::Transaction`]
+/// names proxier's table once, for both families.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Table {
     /// `ip` or `ip6`.
     pub family: IpFamily,
-    /// The table's name (`proxier` unless `--table` says otherwise).
-    pub name: String,
     /// Sets and maps, in render order.
     pub sets: Vec<Set>,
     /// Chains, in render order.
@@ -33,6 +32,27 @@ pub enum DataType {
     Service,
     /// `verdict` (map values only).
     Verdict,
+}
+
+impl DataType {
+    /// nft's name for the type, as both the text and the JSON syntax spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DataType::Addr(IpFamily::V4) => "ipv4_addr",
+            DataType::Addr(IpFamily::V6) => "ipv6_addr",
+            DataType::Proto => "inet_proto",
+            DataType::Service => "inet_service",
+            DataType::Verdict => "verdict",
+        }
+    }
+}
+
+/// nft's name for a table family.
+pub fn family_name(family: IpFamily) -> &'static str {
+    match family {
+        IpFamily::V4 => "ip",
+        IpFamily::V6 => "ip6",
+    }
 }
 
 /// A named set (no `data`) or map (`data` set). Sets carry no comment: nft 1.0.6's JSON parser drops
@@ -142,6 +162,29 @@ pub enum HookPoint {
     Output,
     /// `postrouting`: packets leaving, after routing.
     Postrouting,
+}
+
+impl ChainType {
+    /// nft's name for the chain type.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChainType::Nat => "nat",
+            ChainType::Filter => "filter",
+        }
+    }
+}
+
+impl HookPoint {
+    /// nft's name for the hook.
+    pub fn name(self) -> &'static str {
+        match self {
+            HookPoint::Prerouting => "prerouting",
+            HookPoint::Input => "input",
+            HookPoint::Forward => "forward",
+            HookPoint::Output => "output",
+            HookPoint::Postrouting => "postrouting",
+        }
+    }
 }
 
 /// A rule: statements evaluated left to right.

@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 
 use proxier_core::IpFamily;
 
-use crate::layout::family_name;
+use crate::ruleset::family_name;
 
 /// A failed `nft` run.
 #[derive(Debug, thiserror::Error)]

@@ -5,10 +5,9 @@ use std::fmt::Write;
 
 use proxier_core::IpFamily;
 
+use crate::change::Change;
 use crate::counters::Carried;
-use crate::layout::family_name;
-use crate::ruleset::{ChainType, DataType, Element, Hook, HookPoint, Rule, Set, Statement, Table, Value, Verdict};
-use crate::transaction::Change;
+use crate::ruleset::{DataType, Element, Hook, Rule, Set, Statement, Table, Value, Verdict, family_name};
 
 /// One change to table `table`, as nft script lines; elements with counts in `carried` start from them.
 pub(crate) fn change(out: &mut String, change: &Change, table: &str, carried: &Carried) {
@@ -17,7 +16,7 @@ pub(crate) fn change(out: &mut String, change: &Change, table: &str, carried: &C
             let family = family_name(*family);
             let _ = writeln!(out, "add table {family} {table}\ndelete table {family} {table}");
         }
-        Change::CreateTable(created) => table_block(out, created, carried),
+        Change::CreateTable(created) => table_block(out, created, table, carried),
         Change::AddChain { family, name, hook } => {
             let _ = write!(out, "add chain {} {table} {name}", family_name(*family));
             if let Some(hook) = hook {
@@ -67,8 +66,8 @@ pub(crate) fn change(out: &mut String, change: &Change, table: &str, carried: &C
 }
 
 /// The table as one `table { … }` block.
-fn table_block(out: &mut String, table: &Table, carried: &Carried) {
-    let _ = writeln!(out, "table {} {} {{", family_name(table.family), table.name);
+fn table_block(out: &mut String, table: &Table, name: &str, carried: &Carried) {
+    let _ = writeln!(out, "table {} {name} {{", family_name(table.family));
     let mut first = true;
     for set in &table.sets {
         if !std::mem::take(&mut first) {
@@ -93,18 +92,7 @@ fn table_block(out: &mut String, table: &Table, carried: &Carried) {
 }
 
 fn hook_text(hook: Hook) -> String {
-    let chain_type = match hook.chain_type {
-        ChainType::Nat => "nat",
-        ChainType::Filter => "filter",
-    };
-    let point = match hook.point {
-        HookPoint::Prerouting => "prerouting",
-        HookPoint::Input => "input",
-        HookPoint::Forward => "forward",
-        HookPoint::Output => "output",
-        HookPoint::Postrouting => "postrouting",
-    };
-    format!("type {chain_type} hook {point} priority {}; policy accept;", hook.priority)
+    format!("type {} hook {} priority {}; policy accept;", hook.chain_type.name(), hook.point.name(), hook.priority)
 }
 
 fn set_type_text(set: &Set) -> String {
@@ -141,13 +129,7 @@ fn set_block(out: &mut String, set: &Set, seeds: &Seeds<'_>) {
 }
 
 fn type_name(data: DataType) -> &'static str {
-    match data {
-        DataType::Addr(IpFamily::V4) => "ipv4_addr",
-        DataType::Addr(IpFamily::V6) => "ipv6_addr",
-        DataType::Proto => "inet_proto",
-        DataType::Service => "inet_service",
-        DataType::Verdict => "verdict",
-    }
+    data.name()
 }
 
 pub(crate) fn key_text(key: &[Value]) -> String {

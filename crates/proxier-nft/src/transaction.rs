@@ -5,86 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proxier_core::{IpFamily, RuleModel};
 
+use crate::change::Change;
 use crate::counters::Carried;
 use crate::layout::family_table_with;
-use crate::ruleset::{Chain, Element, ElementKey, Hook, Rule, Set, Table};
+use crate::ruleset::{Chain, Element, ElementKey, Set, Table};
 use crate::runner::{Nft, NftError};
 use crate::{compat, json, json_writer, text};
-
-/// One step of a transaction, on proxier's table of one family. Steps run in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// Removes the table if it exists.
-    RemoveTable(IpFamily),
-    /// Creates a table with everything in it.
-    CreateTable(Table),
-    /// Adds an empty chain (a base chain when `hook` is set).
-    AddChain {
-        /// The table's family.
-        family: IpFamily,
-        /// The chain's name.
-        name: String,
-        /// Where it is attached, for a base chain.
-        hook: Option<Hook>,
-    },
-    /// Adds an empty set or map.
-    AddSet {
-        /// The table's family.
-        family: IpFamily,
-        /// The set or map.
-        set: Set,
-    },
-    /// Adds elements to a set or map.
-    AddElements {
-        /// The table's family.
-        family: IpFamily,
-        /// The set's name.
-        set: String,
-        /// The elements.
-        elements: Vec<Element>,
-    },
-    /// Deletes elements by key.
-    DeleteElements {
-        /// The table's family.
-        family: IpFamily,
-        /// The set's name.
-        set: String,
-        /// The elements (only their keys matter).
-        elements: Vec<Element>,
-    },
-    /// Removes every rule of a chain.
-    FlushChain {
-        /// The table's family.
-        family: IpFamily,
-        /// The chain's name.
-        chain: String,
-    },
-    /// Appends rules to a chain.
-    AddRules {
-        /// The table's family.
-        family: IpFamily,
-        /// The chain's name.
-        chain: String,
-        /// The rules, in order.
-        rules: Vec<Rule>,
-    },
-    /// Deletes a chain.
-    DeleteChain {
-        /// The table's family.
-        family: IpFamily,
-        /// The chain's name.
-        chain: String,
-    },
-    /// Deletes a set or map.
-    DeleteSet {
-        /// The table's family.
-        family: IpFamily,
-        /// The set's name.
-        set: String,
-        /// Whether it is a map (nft deletes sets and maps with different commands).
-        map: bool,
-    },
-}
 
 /// An atomic change to proxier's tables.
 ///
@@ -109,18 +35,18 @@ pub type Committed = Vec<Table>;
 
 impl Transaction {
     /// The tables a model lays out as, one per programmed family, with counters.
-    pub fn tables(model: &RuleModel, table_name: &str) -> Vec<Table> {
-        Transaction::tables_with(model, table_name, true)
+    pub fn tables(model: &RuleModel) -> Vec<Table> {
+        Transaction::tables_with(model, true)
     }
 
     /// The tables a model lays out as; `counters` as [`crate::layout::family_table_with`] takes it.
-    pub fn tables_with(model: &RuleModel, table_name: &str, counters: bool) -> Vec<Table> {
-        model.families.iter().map(|rules| family_table_with(rules, table_name, counters)).collect()
+    pub fn tables_with(model: &RuleModel, counters: bool) -> Vec<Table> {
+        model.families.iter().map(|rules| family_table_with(rules, counters)).collect()
     }
 
     /// [`Transaction::full`], with or without counters.
     pub fn full_with(model: &RuleModel, table_name: &str, counters: bool) -> Transaction {
-        Transaction::replacing(Transaction::tables_with(model, table_name, counters), table_name)
+        Transaction::replacing(Transaction::tables_with(model, counters), table_name)
     }
 
     /// Elements this transaction adds whose family, set and key are in `carried` start counting from
@@ -140,7 +66,7 @@ impl Transaction {
     /// The full replacement of table `table_name`, in both families, by `model`: each family's table
     /// is removed and re-created, and a family the model does not program has its table removed.
     pub fn full(model: &RuleModel, table_name: &str) -> Transaction {
-        Transaction::replacing(Transaction::tables(model, table_name), table_name)
+        Transaction::replacing(Transaction::tables(model), table_name)
     }
 
     /// The full replacement of proxier's tables by `tables`.
@@ -156,7 +82,11 @@ impl Transaction {
         Transaction { table_name: table_name.to_owned(), changes, carried: Carried::new() }
     }
 
-    /// The changes that turn `committed` into `desired`, and what is committed afterwards.
+    /// The changes that turn `committed` into `desired`, and what is committed afterwards: the
+    /// specification of an incremental transaction, which tests, benchmarks and the fuzzer hold the
+    /// live path to. A running proxier does not use it: [`crate::Proxier`] writes the difference of
+    /// the changed Services' shares through its ledger, which also keeps emptied objects for
+    /// [`crate::proxier::STALE_GRACE`] before deleting them; here they are deleted by the next call.
     ///
     /// Only elements and the rules of changed chains are written, so the size of the transaction
     /// follows the size of the change, not of the cluster. Chains and sets no longer used are emptied

@@ -17,7 +17,7 @@ fn tables(text: &str) -> Vec<proxier_nft::ruleset::Table> {
         service_cidrs: vec!["10.96.0.0/16".parse().unwrap()],
         ..Default::default()
     };
-    Transaction::tables(&compute(&snapshot, &config), "proxier")
+    Transaction::tables(&compute(&snapshot, &config))
 }
 
 /// The states a cluster goes through: endpoints added and removed, services removed and re-added,

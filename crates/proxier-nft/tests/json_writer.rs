@@ -57,7 +57,7 @@ fn bundled() -> Vec<(String, Vec<Table>)> {
                 detect_local: DetectLocal::ClusterCidr,
                 ..NodeConfig::default()
             };
-            all.push((format!("{cluster} {node}"), Transaction::tables(&compute(&snapshot, &config), "proxier")));
+            all.push((format!("{cluster} {node}"), Transaction::tables(&compute(&snapshot, &config))));
         }
     }
     all

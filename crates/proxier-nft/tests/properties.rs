@@ -57,7 +57,7 @@ proptest! {
     ) {
         let mut committed: Vec<proxier_nft::ruleset::Table> = Vec::new();
         for (objects, config) in &steps {
-            let desired = Transaction::tables(&model(objects, config), "proxier");
+            let desired = Transaction::tables(&model(objects, config));
             let full = Transaction::replacing(desired.clone(), "proxier");
             prop_assert_eq!(full.to_json(), reference_json(&full));
             prop_assert_eq!(full.to_json_compact(), compact_reference_json(&full));
@@ -75,7 +75,7 @@ proptest! {
         let mut committed: Vec<proxier_nft::ruleset::Table> = Vec::new();
         let mut kernel = committed.clone();
         for (objects, config) in &steps {
-            let desired = Transaction::tables(&model(objects, config), "proxier");
+            let desired = Transaction::tables(&model(objects, config));
             let (step, after) = Transaction::between(&committed, &desired, "proxier");
             kernel = invariants::simulate(&kernel, &step).map_err(TestCaseError::fail)?;
             invariants::same_tables(&kernel, &after).map_err(TestCaseError::fail)?;
@@ -144,8 +144,8 @@ fn kernel_incremental_equals_full() {
         let ((a, config_a), (b, config_b)) = strategy.new_tree(&mut runner).expect("generate").current();
         let (model_a, model_b) = (model(&a, &config_a), model(&b, &config_b));
         incremental.nft_args(&["-j", "-f", "-"], Some(&Transaction::full(&model_a, "proxier").to_json())).unwrap();
-        let desired = Transaction::tables(&model_b, "proxier");
-        let (step, _) = Transaction::between(&Transaction::tables(&model_a, "proxier"), &desired, "proxier");
+        let desired = Transaction::tables(&model_b);
+        let (step, _) = Transaction::between(&Transaction::tables(&model_a), &desired, "proxier");
         let output = incremental.exec_input("nft", ["-j", "-f", "-"], &step.to_json()).unwrap();
         assert!(
             output.status.success(),

@@ -1,10 +1,9 @@
 //! `Proxier` without a kernel: `nft` is replaced by `true` (accepts everything) or `false` (refuses
 //! everything), so these tests see exactly which transactions a sequence of object changes produces.
 
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use proxier_core::NodeConfig;
-use proxier_nft::transaction::Change;
+use proxier_core::state::{EndpointSlice, Service};
+use proxier_core::{ClusterState, NodeConfig};
+use proxier_nft::change::Change;
 use proxier_nft::{Nft, Proxier, SyncKind};
 
 fn service(name: &str, ip: &str, protocol: &str) -> Service {
@@ -41,14 +40,14 @@ fn config() -> NodeConfig {
 
 /// A proxier holding `n` unrelated Services with two endpoints each, already synced.
 fn proxier_with(n: u32) -> Proxier {
-    let mut proxier = Proxier::new(config(), "proxier", Nft::new("true"));
+    let mut proxier = Proxier::new(ClusterState::new(config()), "proxier", Nft::new("true"));
     for i in 0..n {
         let name = format!("unrelated-{i}");
         let ip = format!("10.96.{}.{}", 100 + i / 250, 1 + i % 250);
         let a = format!("10.244.{}.{}", 100 + i / 250, 1 + i % 250);
         let b = format!("10.245.{}.{}", 100 + i / 250, 1 + i % 250);
-        proxier.apply_service(service(&name, &ip, "TCP"));
-        proxier.apply_endpoint_slice(slice(&name, &[&a, &b], "TCP"));
+        proxier.state_mut().apply_service(service(&name, &ip, "TCP"));
+        proxier.state_mut().apply_endpoint_slice(slice(&name, &[&a, &b], "TCP"));
     }
     let first = proxier.sync().unwrap();
     assert_eq!(first.kind, SyncKind::Full);
@@ -64,15 +63,15 @@ fn edits_on(n: u32) -> Vec<Vec<Change>> {
         assert_eq!(outcome.kind, SyncKind::Partial);
         transactions.push(outcome.transaction.changes().to_vec());
     };
-    proxier.apply_service(service("web", "10.96.0.20", "TCP"));
+    proxier.state_mut().apply_service(service("web", "10.96.0.20", "TCP"));
     step(&mut proxier);
-    proxier.apply_endpoint_slice(slice("web", &["10.244.1.1"], "TCP"));
+    proxier.state_mut().apply_endpoint_slice(slice("web", &["10.244.1.1"], "TCP"));
     step(&mut proxier);
-    proxier.apply_endpoint_slice(slice("web", &["10.244.1.1", "10.244.2.2", "10.244.3.3"], "TCP"));
+    proxier.state_mut().apply_endpoint_slice(slice("web", &["10.244.1.1", "10.244.2.2", "10.244.3.3"], "TCP"));
     step(&mut proxier);
-    proxier.delete_endpoint_slice("ns", "web-abc");
+    proxier.state_mut().delete_endpoint_slice("ns", "web-abc");
     step(&mut proxier);
-    proxier.delete_service("ns", "web");
+    proxier.state_mut().delete_service("ns", "web");
     step(&mut proxier);
     transactions
 }
@@ -98,28 +97,27 @@ fn an_incremental_transaction_does_not_grow_with_unrelated_services() {
 fn nothing_changed_runs_no_nft() {
     // `false` refuses every transaction: a sync that ran nft would fail.
     let mut proxier = proxier_with(3);
-    let mut refusing = Proxier::new(config(), "proxier", Nft::new("false"));
+    let mut refusing = Proxier::new(ClusterState::new(config()), "proxier", Nft::new("false"));
     std::mem::swap(&mut proxier, &mut refusing);
     // Re-feed the same objects into a proxier that has committed state.
     let mut proxier = proxier_with(3);
     let outcome = proxier.sync().unwrap();
     assert_eq!((outcome.kind, outcome.changes), (SyncKind::Partial, 0));
     // Re-applying an identical object is no change either.
-    proxier.apply_service(service("unrelated-0", "10.96.100.1", "TCP"));
+    proxier.state_mut().apply_service(service("unrelated-0", "10.96.100.1", "TCP"));
     assert!(!proxier.has_pending_changes());
     assert_eq!(proxier.sync().unwrap().changes, 0);
 }
 
 #[test]
 fn a_failed_sync_keeps_committed_state_and_the_next_is_full() {
-    let mut proxier = Proxier::new(config(), "proxier", Nft::new("false"));
-    proxier.apply_service(service("web", "10.96.0.20", "TCP"));
+    let mut proxier = Proxier::new(ClusterState::new(config()), "proxier", Nft::new("false"));
+    proxier.state_mut().apply_service(service("web", "10.96.0.20", "TCP"));
     let error = proxier.sync().unwrap_err();
     assert!(error.to_string().contains("Full sync failed"), "{error}");
     assert!(!proxier.is_committed());
     assert!(proxier.committed().is_none());
-    assert!(proxier.has_pending_changes());
-    assert!(proxier.queued_since().is_some(), "the change is still queued");
+    assert!(proxier.has_pending_changes(), "the change is still to be programmed");
 }
 
 #[test]
@@ -128,11 +126,11 @@ fn emptied_chains_are_deleted_by_a_later_sync_after_the_grace_period() {
     // Session affinity gives the Service chains and sets of its own in the layout.
     let mut web = service("web", "10.96.0.20", "UDP");
     web.spec.as_mut().unwrap().session_affinity = Some("ClientIP".into());
-    proxier.apply_service(web);
-    proxier.apply_endpoint_slice(slice("web", &["10.244.1.1", "10.244.2.2"], "UDP"));
+    proxier.state_mut().apply_service(web);
+    proxier.state_mut().apply_endpoint_slice(slice("web", &["10.244.1.1", "10.244.2.2"], "UDP"));
     proxier.sync().unwrap();
-    proxier.delete_service("ns", "web");
-    proxier.delete_endpoint_slice("ns", "web-abc");
+    proxier.state_mut().delete_service("ns", "web");
+    proxier.state_mut().delete_endpoint_slice("ns", "web-abc");
     let removal = proxier.sync().unwrap();
     // Chains are only flushed by the transaction that stops using them (affinity sets, which no map
     // element points at, may go at once, as in kube-proxy).
@@ -155,15 +153,15 @@ fn emptied_chains_are_deleted_by_a_later_sync_after_the_grace_period() {
 fn udp_endpoint_changes_select_stale_conntrack_entries() {
     use proxier_nft::proxier::conntrack_filters;
     let mut proxier = proxier_with(0);
-    proxier.apply_service(service("dns", "10.96.0.10", "UDP"));
+    proxier.state_mut().apply_service(service("dns", "10.96.0.10", "UDP"));
     proxier.sync().unwrap();
-    let no_endpoints = proxier.model().unwrap();
-    proxier.apply_endpoint_slice(slice("dns", &["10.244.1.1", "10.244.2.2"], "UDP"));
+    let no_endpoints = proxier.state().model();
+    proxier.state_mut().apply_endpoint_slice(slice("dns", &["10.244.1.1", "10.244.2.2"], "UDP"));
     proxier.sync().unwrap();
-    let two = proxier.model().unwrap();
-    proxier.apply_endpoint_slice(slice("dns", &["10.244.2.2"], "UDP"));
+    let two = proxier.state().model();
+    proxier.state_mut().apply_endpoint_slice(slice("dns", &["10.244.2.2"], "UDP"));
     proxier.sync().unwrap();
-    let one = proxier.model().unwrap();
+    let one = proxier.state().model();
 
     let args =
         |filters: Vec<proxier_nft::ConntrackFilter>| filters.iter().map(|f| f.args().join(" ")).collect::<Vec<_>>();
@@ -178,12 +176,12 @@ fn udp_endpoint_changes_select_stale_conntrack_entries() {
     assert!(conntrack_filters(&one, &one).is_empty());
     // TCP is never touched.
     let mut tcp = proxier_with(0);
-    tcp.apply_service(service("web", "10.96.0.20", "TCP"));
+    tcp.state_mut().apply_service(service("web", "10.96.0.20", "TCP"));
     tcp.sync().unwrap();
-    let before = tcp.model().unwrap();
-    tcp.apply_endpoint_slice(slice("web", &["10.244.1.1"], "TCP"));
+    let before = tcp.state().model();
+    tcp.state_mut().apply_endpoint_slice(slice("web", &["10.244.1.1"], "TCP"));
     tcp.sync().unwrap();
-    assert!(conntrack_filters(&before, &tcp.model().unwrap()).is_empty());
+    assert!(conntrack_filters(&before, &tcp.state().model()).is_empty());
 }
 
 #[test]
@@ -193,13 +191,13 @@ fn network_programming_latency_comes_from_the_trigger_annotation() {
     let trigger = "2020-01-01T00:00:00Z";
     web.metadata.annotations =
         Some([("endpoints.kubernetes.io/last-change-trigger-time".to_owned(), trigger.to_owned())].into());
-    proxier.apply_endpoint_slice(web.clone());
+    proxier.state_mut().apply_endpoint_slice(web.clone());
     let outcome = proxier.sync().unwrap();
     assert_eq!(outcome.network_programming.len(), 1);
     assert!(outcome.network_programming[0].as_secs() > 365 * 24 * 3600);
     // The same trigger again (a resync of the same object) is not observed twice.
     web.metadata.labels.as_mut().unwrap().insert("x".into(), "y".into());
-    proxier.apply_endpoint_slice(web);
+    proxier.state_mut().apply_endpoint_slice(web);
     assert!(proxier.sync().unwrap().network_programming.is_empty());
 }
 
@@ -237,10 +235,10 @@ fn nft_without_sctp(dir: &ScratchDir) -> Nft {
 #[test]
 fn a_service_the_kernel_refuses_is_left_out_until_it_changes() {
     let dir = ScratchDir::new("refused");
-    let mut proxier = Proxier::new(config(), "proxier", nft_without_sctp(&dir));
-    proxier.apply_service(service("web", "10.96.0.20", "TCP"));
-    proxier.apply_service(service("sig", "10.96.0.30", "SCTP"));
-    proxier.apply_endpoint_slice(slice("sig", &["10.244.1.1"], "SCTP"));
+    let mut proxier = Proxier::new(ClusterState::new(config()), "proxier", nft_without_sctp(&dir));
+    proxier.state_mut().apply_service(service("web", "10.96.0.20", "TCP"));
+    proxier.state_mut().apply_service(service("sig", "10.96.0.30", "SCTP"));
+    proxier.state_mut().apply_endpoint_slice(slice("sig", &["10.244.1.1"], "SCTP"));
 
     let first = proxier.sync().unwrap();
     assert_eq!(first.kind, SyncKind::Full);
@@ -250,25 +248,25 @@ fn a_service_the_kernel_refuses_is_left_out_until_it_changes() {
     let json = first.transaction.to_json();
     assert!(json.contains("10.96.0.20") && !json.contains("\"sctp\""), "web is programmed, sig is not");
     assert!(json.contains("10.96.0.30"), "sig's ClusterIP stays in cluster-ips, rejecting");
-    assert!(proxier.model().unwrap().diagnostics.iter().any(|d| d.to_string().contains("ns/sig: the kernel refused")));
+    assert!(proxier.state().model().diagnostics.iter().any(|d| d.to_string().contains("ns/sig: the kernel refused")));
     assert_eq!(proxier.refused().len(), 1);
 
     // Other changes are written as usual; the refused Service stays out.
-    proxier.apply_endpoint_slice(slice("web", &["10.244.1.2"], "TCP"));
+    proxier.state_mut().apply_endpoint_slice(slice("web", &["10.244.1.2"], "TCP"));
     let partial = proxier.sync().unwrap();
     assert_eq!((partial.kind, partial.refused.len()), (SyncKind::Partial, 0));
     assert_eq!(proxier.refused().len(), 1);
 
     // A change to it is tried: refused again, found again, the rest kept.
-    proxier.apply_endpoint_slice(slice("sig", &["10.244.1.1", "10.244.2.2"], "SCTP"));
+    proxier.state_mut().apply_endpoint_slice(slice("sig", &["10.244.1.1", "10.244.2.2"], "SCTP"));
     assert!(proxier.sync().is_err(), "the partial sync carrying SCTP fails");
     let again = proxier.sync().unwrap();
     assert_eq!((again.kind, again.refused.len()), (SyncKind::Full, 1));
     assert!(again.transaction.to_json().contains("10.244.1.2"), "web's change survives");
 
     // Fixed: programmed incrementally, no longer refused.
-    proxier.apply_service(service("sig", "10.96.0.30", "TCP"));
-    proxier.apply_endpoint_slice(slice("sig", &["10.244.1.1"], "TCP"));
+    proxier.state_mut().apply_service(service("sig", "10.96.0.30", "TCP"));
+    proxier.state_mut().apply_endpoint_slice(slice("sig", &["10.244.1.1"], "TCP"));
     let fixed = proxier.sync().unwrap();
     assert_eq!(fixed.kind, SyncKind::Partial);
     assert!(fixed.transaction.to_json().contains("10.96.0.30"));

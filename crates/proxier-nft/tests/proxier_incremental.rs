@@ -6,12 +6,13 @@
 //! `nft` is replaced by `true`: this is about which transactions are written, not about the kernel
 //! (the kernel and traffic tests run the same code against a real one).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
-use proxier_core::{Snapshot, compute};
+use proxier_core::state::Service;
+use proxier_core::{ClusterState, Snapshot, compute};
 use proxier_nft::ruleset::Table;
 use proxier_nft::{Nft, Proxier, SyncKind, Transaction};
 use proxier_testkit::{Netns, invariants};
@@ -21,42 +22,25 @@ use proxier_testkit::objects::{as_json, cases, config, objects};
 
 const POOL: usize = 24;
 
-fn key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (String, String) {
-    (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
-}
-
 /// Each Service's affinity timeout.
 fn affinity_timeouts(snapshot: &Snapshot) -> BTreeMap<(String, String), Option<i32>> {
-    let timeout = |s: &k8s_openapi::api::core::v1::Service| {
-        s.spec.as_ref()?.session_affinity_config.as_ref()?.client_ip.as_ref()?.timeout_seconds
-    };
-    snapshot.services.iter().map(|s| (key(&s.metadata), timeout(s))).collect()
+    let timeout = |s: &Service| s.spec.as_ref()?.session_affinity_config.as_ref()?.client_ip.as_ref()?.timeout_seconds;
+    snapshot
+        .services
+        .iter()
+        .map(|s| {
+            (
+                (s.metadata.namespace.clone().unwrap_or_default(), s.metadata.name.clone().unwrap_or_default()),
+                timeout(s),
+            )
+        })
+        .collect()
 }
 
-/// Feeds `proxier` the difference between the state it holds (`held`) and `next`, as watches would.
-fn feed(proxier: &mut Proxier, held: &Snapshot, next: &Snapshot) {
-    let keys = |items: Vec<(String, String)>| items.into_iter().collect::<BTreeSet<_>>();
-    let services = keys(next.services.iter().map(|s| key(&s.metadata)).collect());
-    let slices = keys(next.endpoint_slices.iter().map(|s| key(&s.metadata)).collect());
-    let nodes = keys(next.nodes.iter().map(|n| key(&n.metadata)).collect());
-    for (namespace, name) in held.services.iter().map(|s| key(&s.metadata)).filter(|k| !services.contains(k)) {
-        proxier.delete_service(&namespace, &name);
-    }
-    for (namespace, name) in held.endpoint_slices.iter().map(|s| key(&s.metadata)).filter(|k| !slices.contains(k)) {
-        proxier.delete_endpoint_slice(&namespace, &name);
-    }
-    for (_, name) in held.nodes.iter().map(|n| key(&n.metadata)).filter(|k| !nodes.contains(k)) {
-        proxier.delete_node(&name);
-    }
-    next.services.iter().cloned().for_each(|s| {
-        proxier.apply_service(s);
-    });
-    next.endpoint_slices.iter().cloned().for_each(|s| {
-        proxier.apply_endpoint_slice(s);
-    });
-    next.nodes.iter().cloned().for_each(|n| {
-        proxier.apply_node(n);
-    });
+/// Feeds `proxier` the next cluster state as watches would: one relist of each kind, which removes
+/// what `next` no longer holds (the core's list fold).
+fn feed(proxier: &mut Proxier, next: &Snapshot) {
+    proxier.state_mut().relist(next);
 }
 
 /// A coherent cluster: Services and the slices that serve them, drawn from small pools of names,
@@ -126,18 +110,18 @@ proptest! {
         configs in (config(), config()),
         switches in prop::collection::vec(prop::bool::weighted(0.2), 7),
     ) {
-        let mut proxier = Proxier::new(configs.0.clone(), "proxier", Nft::new("true"));
+        let mut proxier = Proxier::new(ClusterState::new(configs.0.clone()), "proxier", Nft::new("true"));
         let mut kernel: Vec<Table> = Vec::new();
         let mut held = Snapshot::default();
         // The last affinity timeout each Service had: its affinity sets may still exist, emptied.
         let mut timeouts = BTreeMap::new();
         for (step, present) in states.iter().enumerate() {
             let config = if switches[step] { &configs.1 } else { &configs.0 };
-            proxier.set_config(config.clone());
+            proxier.state_mut().set_config(config.clone());
             let objects: Vec<Value> =
                 pool.iter().zip(present).filter(|(_, present)| **present).map(|(o, _)| o.clone()).collect();
             let (snapshot, _) = Snapshot::from_text("prop.json", &as_json(&objects));
-            feed(&mut proxier, &held, &snapshot);
+            feed(&mut proxier, &snapshot);
 
             let outcome = proxier.sync().map_err(|e| TestCaseError::fail(e.to_string()))?;
             if step == 0 {
@@ -153,16 +137,16 @@ proptest! {
             }
             kernel = invariants::simulate(&kernel, &outcome.transaction).map_err(TestCaseError::fail)?;
             let expected = compute(&snapshot, config);
-            let desired = Transaction::tables(&expected, "proxier");
+            let desired = Transaction::tables(&expected);
             invariants::same_tables(&invariants::without_stale(&kernel, &desired), &desired)
                 .map_err(|e| TestCaseError::fail(format!("step {step}: {e}")))?;
             let committed = proxier.committed().expect("synced");
             invariants::same_tables(&kernel, &committed).map_err(TestCaseError::fail)?;
 
-            let model = proxier.model().expect("synced");
+            let model = proxier.state().model();
             prop_assert_eq!(&model.families, &expected.families);
             prop_assert_eq!(&model.services, &expected.services);
-            let checks: Vec<_> = proxier.health_checks().cloned().collect();
+            let checks: Vec<_> = proxier.state().health_checks().cloned().collect();
             let mut expected_checks: Vec<_> = expected.families.iter().flat_map(|f| f.health_checks.clone()).collect();
             expected_checks.sort_by(|a, b| a.service.cmp(&b.service));
             prop_assert_eq!(checks, expected_checks);
@@ -176,7 +160,7 @@ proptest! {
 /// other takes it over in the same partial sync.
 #[test]
 fn a_contested_destination_passes_to_the_next_claimant() {
-    let service = |name: &str, cluster_ip: &str| -> k8s_openapi::api::core::v1::Service {
+    let service = |name: &str, cluster_ip: &str| -> Service {
         serde_json::from_value(serde_json::json!({
             "metadata": {"namespace": "ns", "name": name},
             "spec": {"clusterIP": cluster_ip, "externalIPs": ["192.168.50.100"],
@@ -189,9 +173,9 @@ fn a_contested_destination_passes_to_the_next_claimant() {
         node_ips: vec!["192.168.50.1".parse().unwrap()],
         ..Default::default()
     };
-    let mut proxier = Proxier::new(config, "proxier", Nft::new("true"));
-    proxier.apply_service(service("b", "10.96.0.2"));
-    proxier.apply_service(service("a", "10.96.0.1"));
+    let mut proxier = Proxier::new(ClusterState::new(config), "proxier", Nft::new("true"));
+    proxier.state_mut().apply_service(service("b", "10.96.0.2"));
+    proxier.state_mut().apply_service(service("a", "10.96.0.1"));
     let mut kernel = invariants::simulate(&[], &proxier.sync().unwrap().transaction).unwrap();
     let owner = |kernel: &[Table]| -> Vec<String> {
         kernel[0]
@@ -203,9 +187,9 @@ fn a_contested_destination_passes_to_the_next_claimant() {
             .collect()
     };
     assert_eq!(owner(&kernel), ["ns/a:p/tcp (externalIP)"], "{kernel:#?}");
-    assert!(proxier.model().unwrap().diagnostics.iter().any(|d| d.message.contains("already used by ns/a:p/tcp")));
+    assert!(proxier.state().model().diagnostics.iter().any(|d| d.message.contains("already used by ns/a:p/tcp")));
 
-    proxier.delete_service("ns", "a");
+    proxier.state_mut().delete_service("ns", "a");
     let outcome = proxier.sync().unwrap();
     assert_eq!(outcome.kind, SyncKind::Partial);
     kernel = invariants::simulate(&kernel, &outcome.transaction).unwrap();
@@ -233,26 +217,24 @@ fn kernel_syncs_list_as_full_applies() {
     for sample in 0..samples {
         let (pool, states, config) = strategy.new_tree(&mut runner).expect("generate").current();
         incremental.nft_args(&["flush", "ruleset"], None).unwrap();
-        let mut proxier = Proxier::new(config.clone(), "proxier", Nft::new(&program));
-        let mut held = Snapshot::default();
+        let mut proxier = Proxier::new(ClusterState::new(config.clone()), "proxier", Nft::new(&program));
         for (step, present) in states.iter().enumerate() {
             let objects: Vec<Value> =
                 pool.iter().zip(present).filter(|(_, present)| **present).map(|(o, _)| o.clone()).collect();
             let (snapshot, _) = Snapshot::from_text("prop.json", &as_json(&objects));
-            feed(&mut proxier, &held, &snapshot);
+            feed(&mut proxier, &snapshot);
             let outcome = proxier
                 .sync()
                 .unwrap_or_else(|e| panic!("sample {sample} step {step}: {e}\nobjects: {}", as_json(&objects)));
             let full = Transaction::full(&compute(&snapshot, &config), "proxier");
             whole.nft_args(&["-j", "-f", "-"], Some(&full.to_json())).unwrap();
-            let desired = Transaction::tables(&compute(&snapshot, &config), "proxier");
+            let desired = Transaction::tables(&compute(&snapshot, &config));
             assert_eq!(
                 invariants::without_stale_listing(incremental.ruleset().unwrap(), &desired),
                 whole.ruleset().unwrap(),
                 "sample {sample} step {step}: differs from the full transaction after\n{}",
                 outcome.transaction.to_text()
             );
-            held = snapshot;
         }
         // Objects emptied at different steps fall due at different times.
         while let Some(due) = proxier.next_cleanup() {

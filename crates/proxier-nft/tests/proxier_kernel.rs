@@ -1,9 +1,8 @@
 //! `Proxier` against a real kernel, in a scratch network namespace: takeover of an earlier table,
 //! drift detection and repair by `resync`, and no-op resyncs.
 
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use proxier_core::{IpFamily, NodeConfig};
+use proxier_core::state::{EndpointSlice, Service};
+use proxier_core::{ClusterState, IpFamily, NodeConfig};
 use proxier_nft::{Nft, NftError, Proxier, SyncKind};
 
 fn service(name: &str, ip: &str) -> Service {
@@ -43,9 +42,9 @@ fn takeover_drift_repair_and_quiet_resyncs() {
             node_ips: vec!["192.168.50.1".parse().unwrap()],
             ..Default::default()
         };
-        let mut proxier = Proxier::new(config, "proxier", nft.clone());
-        proxier.apply_service(service("web", "10.96.0.20"));
-        proxier.apply_endpoint_slice(slice("web", "10.244.1.5"));
+        let mut proxier = Proxier::new(ClusterState::new(config), "proxier", nft.clone());
+        proxier.state_mut().apply_service(service("web", "10.96.0.20"));
+        proxier.state_mut().apply_endpoint_slice(slice("web", "10.244.1.5"));
         let first = proxier.sync().unwrap();
         assert_eq!(first.kind, SyncKind::Full);
         let listing = nft.list_table(IpFamily::V4, "proxier")?.unwrap();
@@ -64,10 +63,10 @@ fn takeover_drift_repair_and_quiet_resyncs() {
         assert!(!proxier.resync().unwrap().drifted);
 
         // Incremental changes keep the kernel equal to the committed state.
-        proxier.apply_service(service("api", "10.96.0.30"));
-        proxier.apply_endpoint_slice(slice("api", "10.244.2.5"));
+        proxier.state_mut().apply_service(service("api", "10.96.0.30"));
+        proxier.state_mut().apply_endpoint_slice(slice("api", "10.244.2.5"));
         assert_eq!(proxier.sync().unwrap().kind, SyncKind::Partial);
-        proxier.delete_service("ns", "web");
+        proxier.state_mut().delete_service("ns", "web");
         proxier.sync().unwrap();
         let after = proxier.resync().unwrap();
         assert!(!after.drifted, "incremental syncs must leave exactly the committed state");

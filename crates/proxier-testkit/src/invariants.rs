@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use proxier_nft::Transaction;
+use proxier_nft::change::Change;
 use proxier_nft::ruleset::{Element, Table};
-use proxier_nft::transaction::Change;
 use serde_json::Value;
 
 /// The characters a sanitised element comment may hold (`layout::element_comment`).
@@ -184,7 +184,7 @@ fn canonical(tables: &[Table]) -> Canonical {
                 })
                 .collect();
             let chains = t.chains.iter().map(|c| (c.name.clone(), format!("{:?} {:?}", c.hook, c.rules))).collect();
-            (format!("{:?} {}", t.family, t.name), (sets, chains))
+            (format!("{:?}", t.family), (sets, chains))
         })
         .collect()
 }
@@ -237,7 +237,7 @@ pub fn without_stale(tables: &[Table], desired: &[Table]) -> Vec<Table> {
 pub fn without_stale_listing(mut listing: Value, desired: &[Table]) -> Value {
     let wanted = |family: &str, kind: &str, name: &str| {
         desired.iter().any(|t| {
-            proxier_nft::layout::family_name(t.family) == family
+            proxier_nft::ruleset::family_name(t.family) == family
                 && match kind {
                     "chain" => t.chains.iter().any(|c| c.name == name),
                     _ => t.sets.iter().any(|s| s.name == name),

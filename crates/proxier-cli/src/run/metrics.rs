@@ -13,7 +13,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use proxier_nft::{Proxier, SyncKind, SyncOutcome};
+use proxier_core::ClusterState;
+use proxier_nft::{SyncKind, SyncOutcome};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabel {
@@ -193,10 +194,10 @@ impl Metrics {
         self.sync_failures.inc();
     }
 
-    /// Records a successful sync. `proxier` is the state after it.
-    pub fn synced(&self, outcome: &SyncOutcome, proxier: &Proxier) {
+    /// Records a successful sync. `state` is the cluster state after it.
+    pub fn synced(&self, outcome: &SyncOutcome, state: &ClusterState) {
         let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-        self.refused_services.set(gauge(proxier.refused().len()));
+        self.refused_services.set(gauge(state.left_out().len()));
         let seconds = outcome.duration.as_secs_f64();
         self.sync_duration.observe(seconds);
         match outcome.kind {
@@ -212,7 +213,7 @@ impl Metrics {
         if outcome.drifted {
             self.resync_repairs.inc();
         }
-        let (internal, external) = proxier.no_local_endpoints();
+        let (internal, external) = state.no_local_endpoints();
         self.no_local_endpoints.get_or_create(&PolicyLabel { traffic_policy: "internal".into() }).set(gauge(internal));
         self.no_local_endpoints.get_or_create(&PolicyLabel { traffic_policy: "external".into() }).set(gauge(external));
     }

@@ -1,6 +1,7 @@
 //! `proxier run`: keeps this node's rules in step with the cluster.
 //!
-//! Watches feed a [`Proxier`]; a sync loop programs the kernel: at most once per `--min-sync-period`
+//! Watches feed the [`proxier_core::ClusterState`] a [`Proxier`] owns (the state folds each watch's
+//! lists, so a relist drops what was deleted while the watch was down); a sync loop programs the kernel: at most once per `--min-sync-period`
 //! (bursts of changes become one transaction), a full check against the kernel every `--sync-period`,
 //! retries with backoff after an `nft` failure. The first sync waits until every watch has listed,
 //! so a restart never programs a partial cluster; until then an earlier run's rules stay in force.
@@ -13,13 +14,13 @@ mod metrics;
 mod service_counters;
 mod watch;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher::Event;
+use proxier_core::state::Watched;
+use proxier_core::{ClusterState, WatchEvent};
 use proxier_nft::{Conntrack, Nft, Proxier, SyncKind, SyncOutcome};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -96,8 +97,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         http::serve(listener, http::metrics_handler(metrics.clone(), counters));
     }
 
-    let mut proxier = Proxier::new(settings.node.clone(), settings.table.clone(), Nft::new(&settings.nft))
-        .with_counters(settings.counters);
+    let state = ClusterState::new(settings.node.clone());
+    let mut proxier =
+        Proxier::new(state, settings.table.clone(), Nft::new(&settings.nft)).with_counters(settings.counters);
     if let Some(program) = &settings.conntrack {
         proxier = proxier.with_conntrack(Conntrack::new(program));
     }
@@ -129,32 +131,17 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Per-kind list bookkeeping. Objects of a (re)list are applied as they arrive — each is the current
-/// truth, and holding a whole list of API objects would cost more memory than the proxier itself —
-/// and only their names are kept until the list completes; then the held objects it did not name
-/// (deleted while the watch was down) go.
-#[derive(Default)]
-struct Relist {
-    seen: Option<BTreeSet<(String, String)>>,
-    listed: bool,
-}
-
 struct Loop {
     settings: Settings,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     checks: HealthChecks,
-    services: Relist,
-    slices: Relist,
-    nodes: Relist,
+    /// When the oldest change not yet programmed arrived (kube-proxy's "queued update").
+    queued: Option<std::time::Instant>,
     last_attempt: Option<Instant>,
     last_check: Instant,
     failures: u32,
     retry_at: Option<Instant>,
-}
-
-fn key(meta: &ObjectMeta) -> (String, String) {
-    (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
 }
 
 impl Loop {
@@ -164,9 +151,7 @@ impl Loop {
             metrics,
             checks: HealthChecks::new(health.clone()),
             health,
-            services: Relist::default(),
-            slices: Relist::default(),
-            nodes: Relist::default(),
+            queued: None,
             last_attempt: None,
             last_check: Instant::now(),
             failures: 0,
@@ -176,7 +161,7 @@ impl Loop {
 
     /// When the next sync is due; `None` until every watch has listed once.
     fn deadline(&self, proxier: &Proxier) -> Option<Instant> {
-        if !(self.services.listed && self.slices.listed && self.nodes.listed) {
+        if !proxier.state().is_complete() {
             return None;
         }
         let now = Instant::now();
@@ -195,28 +180,15 @@ impl Loop {
     }
 
     fn handle(&mut self, proxier: &mut Proxier, update: Update) {
+        let state = proxier.state_mut();
         let changed = match update {
             Update::Service(event) => {
-                let n = apply_event(
-                    &mut self.services,
-                    *event,
-                    proxier,
-                    |p| p.services().map(|s| (s.object.namespace.clone(), s.object.name.clone())).collect(),
-                    |p, s| p.apply_service(s),
-                    |p, (ns, name)| p.delete_service(ns, name),
-                );
+                let n = state.fold(watch_event(*event));
                 (0..n).for_each(|_| self.metrics.service_changed());
                 n
             }
             Update::Slice(event) => {
-                let n = apply_event(
-                    &mut self.slices,
-                    *event,
-                    proxier,
-                    |p| p.endpoint_slices().cloned().collect(),
-                    |p, s| p.apply_endpoint_slice(s),
-                    |p, (ns, name)| p.delete_endpoint_slice(ns, name),
-                );
+                let n = state.fold(watch_event(*event));
                 (0..n).for_each(|_| self.metrics.endpoints_changed());
                 n
             }
@@ -228,20 +200,14 @@ impl Loop {
                     Event::Delete(_) => self.health.set_node_deleting(true),
                     Event::Init | Event::InitDone => {}
                 }
-                apply_event(
-                    &mut self.nodes,
-                    *event,
-                    proxier,
-                    |p| p.nodes().map(|n| key(&n.metadata)).collect(),
-                    |p, n| p.apply_node(n),
-                    |p, (_, name)| p.delete_node(name),
-                )
+                state.fold(watch_event(*event))
             }
         };
         if changed > 0 {
             self.metrics.queued();
+            self.queued.get_or_insert_with(std::time::Instant::now);
         }
-        self.health.set_queued(proxier.queued_since());
+        self.health.set_queued(self.queued);
     }
 
     async fn sync(&mut self, proxier: &mut Proxier) {
@@ -254,15 +220,17 @@ impl Loop {
         }
         match result {
             Ok(outcome) => {
+                self.queued = None;
                 self.failures = 0;
                 self.retry_at = None;
                 self.report(&outcome);
                 if outcome.kind == SyncKind::Full {
                     release_free_memory();
                 }
-                self.metrics.synced(&outcome, proxier);
+                self.metrics.synced(&outcome, proxier.state());
                 self.health.updated();
-                self.checks.reconcile(&proxier.node_port_ips(), proxier.health_checks()).await;
+                let state = proxier.state();
+                self.checks.reconcile(&state.node_port_ips(), state.health_checks()).await;
             }
             Err(error) => {
                 self.failures = self.failures.saturating_add(1);
@@ -270,7 +238,7 @@ impl Loop {
                     .min(self.settings.sync_period);
                 self.retry_at = Some(Instant::now() + backoff);
                 self.metrics.sync_failed();
-                self.health.set_queued(proxier.queued_since());
+                self.health.set_queued(self.queued);
                 tracing::error!(%error, retry_in = ?backoff, "sync failed; the previous rules are intact, a full sync follows");
             }
         }
@@ -308,38 +276,14 @@ fn release_free_memory() {
     }
 }
 
-/// Applies one watch event to `proxier`; returns how many objects changed.
-fn apply_event<K: kube::Resource<DynamicType = ()> + Clone>(
-    relist: &mut Relist,
-    event: Event<K>,
-    proxier: &mut Proxier,
-    held: impl Fn(&Proxier) -> BTreeSet<(String, String)>,
-    apply: impl Fn(&mut Proxier, K) -> bool,
-    delete: impl Fn(&mut Proxier, (&str, &str)) -> bool,
-) -> usize {
+/// A kube-runtime watch event in the core's terms (kube's `Init`/`InitApply`/`InitDone` are a list).
+fn watch_event<K: Watched>(event: Event<K>) -> WatchEvent<K> {
     match event {
-        Event::Apply(object) => usize::from(apply(proxier, object)),
-        Event::Delete(object) => {
-            let (namespace, name) = key(object.meta());
-            usize::from(delete(proxier, (&namespace, &name)))
-        }
-        Event::Init => {
-            relist.seen = Some(BTreeSet::new());
-            0
-        }
-        Event::InitApply(object) => {
-            relist.seen.get_or_insert_with(BTreeSet::new).insert(key(object.meta()));
-            usize::from(apply(proxier, object))
-        }
-        Event::InitDone => {
-            let seen = relist.seen.take().unwrap_or_default();
-            relist.listed = true;
-            let mut changed = 0;
-            for (namespace, name) in held(proxier).difference(&seen) {
-                changed += usize::from(delete(proxier, (namespace, name)));
-            }
-            changed
-        }
+        Event::Apply(object) => WatchEvent::Apply(object),
+        Event::Delete(object) => WatchEvent::Delete(object),
+        Event::Init => WatchEvent::ListStart,
+        Event::InitApply(object) => WatchEvent::ListItem(object),
+        Event::InitDone => WatchEvent::ListDone,
     }
 }
 

@@ -59,8 +59,8 @@ pub fn check_model(snapshot: &Snapshot, config: &NodeConfig, incremental: bool) 
     if incremental {
         // From another node's view of the same cluster to this one, incrementally.
         let other = NodeConfig { node_name: format!("{}-other", config.node_name), ..config.clone() };
-        let before = Transaction::tables(&compute(snapshot, &other), "proxier");
-        let desired = Transaction::tables(&model, "proxier");
+        let before = Transaction::tables(&compute(snapshot, &other));
+        let desired = Transaction::tables(&model);
         let (step, committed) = Transaction::between(&before, &desired, "proxier");
         let reached = invariants::simulate(&before, &step).unwrap_or_else(|e| panic!("between: {e}"));
         invariants::same_tables(&reached, &committed).unwrap_or_else(|e| panic!("committed: {e}"));
