@@ -22,9 +22,9 @@ pub struct Input {
 /// The node being programmed and how; shared by every command that computes rules.
 #[derive(Debug, Args)]
 pub struct NodeArgs {
-    /// The Node this ruleset is for.
+    /// The Node this ruleset is for (`proxier run`: default --hostname-override, else the host name).
     #[arg(long, value_name = "NAME")]
-    pub node: String,
+    pub node: Option<String>,
     /// The pod network; non-pod sources reaching a ClusterIP are masqueraded. Comma-separated or repeated.
     #[arg(long, value_delimiter = ',', value_name = "CIDR")]
     pub cluster_cidr: Vec<IpNet>,
@@ -90,18 +90,25 @@ impl DetectLocalMode {
 }
 
 impl NodeArgs {
-    /// The node configuration these flags describe.
+    /// The node configuration these flags describe; `--node` is required.
     pub fn config(&self) -> Result<NodeConfig, String> {
+        let name = self.node.clone().ok_or("--node NAME is required: the Node these rules are for")?;
+        self.config_named(name)
+    }
+
+    /// The node configuration these flags describe, for the Node `name`.
+    pub fn config_named(&self, name: String) -> Result<NodeConfig, String> {
         let detect_local = self
             .detect_local_mode
             .unwrap_or(DetectLocalMode::ClusterCIDR)
             .detector(self.pod_bridge_interface.clone(), self.pod_interface_name_prefix.clone())?;
         Ok(NodeConfig {
-            node_name: self.node.clone(),
+            node_name: name,
             node_ips: self.node_ip.clone(),
             cluster_cidrs: self.cluster_cidr.clone(),
             detect_local,
-            // `primary` is the default; CIDRs given beside it widen nothing, as in kube-proxy.
+            // `primary` is the default; beside CIDRs it is resolved where the Node is known (`render`,
+            // `apply` and `diff` from the snapshot, `run` live).
             nodeport_addresses: self.nodeport_addresses.iter().flatten().copied().collect(),
             service_cidrs: self.service_cidr.clone(),
             masquerade_all: self.masquerade_all,
@@ -109,7 +116,8 @@ impl NodeArgs {
     }
 }
 
-fn nodeport_address(text: &str) -> Result<Option<IpNet>, String> {
+/// One `--nodeport-addresses` entry: a CIDR, or `primary` (`None`).
+pub fn nodeport_address(text: &str) -> Result<Option<IpNet>, String> {
     if text == "primary" {
         return Ok(None);
     }
@@ -148,5 +156,26 @@ fn table_name(name: &str) -> Result<String, String> {
         Ok(name.to_owned())
     } else {
         Err("a table name is a letter followed by up to 63 letters, digits, '_' or '-'".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Render {
+        #[command(flatten)]
+        input: Input,
+    }
+
+    #[test]
+    fn the_one_shot_commands_need_a_node_name() {
+        let render = Render::try_parse_from(["render", "--snapshot", "x.yaml"]).unwrap();
+        assert_eq!(render.input.node.config().unwrap_err(), "--node NAME is required: the Node these rules are for");
+        let render = Render::try_parse_from(["render", "--snapshot", "x.yaml", "--node", "a"]).unwrap();
+        assert_eq!(render.input.node.config().unwrap().node_name, "a");
     }
 }

@@ -18,12 +18,12 @@ use crate::exit::{Exit, Failure};
 use crate::flags::Input;
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    // `proxier run` sets up its own logging once its flags and file are read; the one-shot commands
+    // report on stderr themselves and log only warnings.
+    if !matches!(cli.command, Command::Run(_)) {
+        run::logging::init(run::config::LogFormat::Text, "warn");
+    }
     match run(cli.command) {
         Ok(exit) => exit.into(),
         Err(failure) => {
@@ -159,7 +159,14 @@ fn model(input: &Input) -> Result<RuleModel, Failure> {
     for diagnostic in &report.diagnostics {
         eprintln!("proxier: {diagnostic}");
     }
-    let config = input.node.config().map_err(|e| Failure::Input(anyhow::anyhow!(e)))?;
+    let mut config = input.node.config().map_err(|e| Failure::Input(anyhow::anyhow!(e)))?;
+    // `primary` beside CIDRs: the Node's primary addresses are served too (the snapshot's Node is the
+    // only node there is here: no local addresses).
+    let primary = input.node.nodeport_addresses.iter().any(Option::is_none);
+    if primary && !config.nodeport_addresses.is_empty() {
+        let cidrs = config.nodeport_addresses.clone();
+        config = run::addresses::resolve(&config, true, &cidrs, snapshot.node(&config.node_name), &[]);
+    }
     let model = compute(&snapshot, &config);
     report_model(&model);
     Ok(model)

@@ -70,12 +70,21 @@ fn the_manifests_are_the_expected_kinds_and_kustomize_lists_them_all() {
         ])
     );
     let listed: BTreeSet<String> = strings(&one(&manifests, "Kustomization")["resources"]).into_iter().collect();
+    // kube-proxy's ConfigMap is applied by hand where kubeadm did not create one: `apply -k` must never
+    // replace the cluster's own.
     let files: BTreeSet<String> = std::fs::read_dir(deploy())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".yaml") && n != "kustomization.yaml")
+        .filter(|n| n.ends_with(".yaml") && n != "kustomization.yaml" && n != "kube-proxy-configmap.yaml")
         .collect();
     assert_eq!(listed, files);
+    assert!(deploy().join("kube-proxy-configmap.yaml").exists());
+    // The image's build context is the repository root: its ignore file and the licence live there.
+    let root = deploy().join("..");
+    assert!(std::fs::read_to_string(root.join(".containerignore")).unwrap().lines().any(|l| l == "target/"));
+    assert!(std::fs::read_to_string(root.join("LICENSE")).unwrap().contains("Apache License"));
+    let cargo = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    assert!(cargo.contains("license = \"Apache-2.0\""), "the declared licence is the LICENSE file's");
 }
 
 #[test]
@@ -161,10 +170,30 @@ fn the_arguments_and_the_config_file_are_ones_proxier_run_accepts() {
         assert!(flag.starts_with("--"), "{arg}");
         assert!(help.contains(&format!("{flag} ")), "{flag} is not a flag of `proxier run`:\n{help}");
     }
-    assert!(args.iter().any(|a| a.starts_with("--node=")), "--node is required");
+    // kube-proxy's DaemonSet spelling: the Node name through --hostname-override.
+    assert!(args.iter().any(|a| a == "--hostname-override=$(NODE_NAME)"), "{args:?}");
     let env: Vec<String> =
         container["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_owned()).collect();
     assert!(env.contains(&"NODE_NAME".to_owned()));
+    // The header says what the container asks for: NET_ADMIN and SYS_ADMIN, not privileged.
+    let header = std::fs::read_to_string(deploy().join("daemonset.yaml")).unwrap();
+    let header: String = header.lines().take_while(|l| l.starts_with('#')).collect::<Vec<_>>().join("\n");
+    assert!(header.contains("NET_ADMIN") && header.contains("SYS_ADMIN"), "{header}");
+    assert!(!header.contains("no SYS_ADMIN"), "{header}");
+
+    // The initContainer tunes conntrack with the same file and exits.
+    let pod = &one(&manifests, "DaemonSet")["spec"]["template"]["spec"];
+    let init = &pod["initContainers"][0];
+    let init_args = strings(&init["args"]);
+    assert_eq!(init_args[..2], ["run", "--init-only"]);
+    assert!(init_args.iter().any(|a| a.starts_with("--config=")));
+    for arg in &init_args[1..] {
+        let flag = arg.split('=').next().unwrap();
+        // A flag without a value ends its help line.
+        let known = help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n"));
+        assert!(known, "{flag} is not a flag of `proxier run`");
+    }
+    assert_eq!(init["image"], container["image"]);
 
     // The ConfigMap holds the file --config names, with only fields `proxier run` reads.
     let config_arg = args.iter().find_map(|a| a.strip_prefix("--config=")).unwrap();
@@ -175,7 +204,12 @@ fn the_arguments_and_the_config_file_are_ones_proxier_run_accepts() {
         .find(|m| config_arg.starts_with(m["mountPath"].as_str().unwrap()))
         .unwrap();
     let file = Path::new(config_arg).strip_prefix(mount["mountPath"].as_str().unwrap()).unwrap();
-    let config_map = one(&manifests, "ConfigMap");
+    let pod = &one(&manifests, "DaemonSet")["spec"]["template"]["spec"];
+    let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == mount["name"]).unwrap();
+    assert_eq!(volume["configMap"]["name"], "kube-proxy", "kube-proxy's own ConfigMap");
+    let text = std::fs::read_to_string(deploy().join("kube-proxy-configmap.yaml")).unwrap();
+    let config_map: Value = serde_yaml_ng::from_str(&text).unwrap();
+    assert_eq!(config_map["metadata"]["name"], "kube-proxy");
     let text = config_map["data"][file.to_str().unwrap()].as_str().expect("the ConfigMap holds the --config file");
     let config: Value = serde_yaml_ng::from_str(text).unwrap();
     assert_eq!(config["kind"], "KubeProxyConfiguration");
@@ -184,15 +218,12 @@ fn the_arguments_and_the_config_file_are_ones_proxier_run_accepts() {
         "apiVersion",
         "kind",
         "mode",
-        "hostnameOverride",
         "clusterCIDR",
         "nodePortAddresses",
         "healthzBindAddress",
         "metricsBindAddress",
-        "syncPeriod",
-        "minSyncPeriod",
-        "masqueradeAll",
         "nftables",
+        "conntrack",
         "clientConnection",
     ];
     for key in config.as_object().unwrap().keys() {
@@ -200,6 +231,10 @@ fn the_arguments_and_the_config_file_are_ones_proxier_run_accepts() {
     }
     let port = config["healthzBindAddress"].as_str().unwrap().rsplit(':').next().unwrap();
     assert_eq!(port, "10256", "the probes' port");
+    // The kubeconfig the file names is the ConfigMap's other key, mounted beside it.
+    let kubeconfig = config["clientConnection"]["kubeconfig"].as_str().unwrap();
+    let key = Path::new(kubeconfig).strip_prefix(mount["mountPath"].as_str().unwrap()).unwrap();
+    assert!(config_map["data"][key.to_str().unwrap()].as_str().is_some_and(|k| k.contains("tokenFile")));
 }
 
 #[test]

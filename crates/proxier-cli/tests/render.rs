@@ -125,3 +125,18 @@ fn rule_32_sctp_services_use_no_sctp_specific_expression() {
         assert!(!line.contains("sctp dport") && !line.contains("sctp sport") && !line.contains("sctp chunk"), "{line}");
     }
 }
+
+/// `--nodeport-addresses primary,CIDR`: the Node's primary address and its addresses inside the CIDR.
+#[test]
+fn primary_beside_a_cidr_keeps_the_primary_address() {
+    let node_port = "192.168.49.11 . tcp . 30080";
+    let text = |flags: &[&str]| {
+        let out = render("single-stack.yaml", "node-a", "nft", flags);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(text(&["--cluster-cidr", "10.244.0.0/16"]).contains(node_port), "primary by default");
+    assert!(!text(&["--nodeport-addresses", "10.0.0.0/8"]).contains(node_port), "outside the CIDR");
+    assert!(text(&["--nodeport-addresses", "primary,10.0.0.0/8"]).contains(node_port), "primary beside it");
+    assert!(text(&["--nodeport-addresses", "192.168.0.0/16"]).contains(node_port), "inside the CIDR");
+}

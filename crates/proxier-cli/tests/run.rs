@@ -125,7 +125,7 @@ fn traffic_follows_services_and_endpoints() {
     ] {
         assert!(metrics.contains(name), "missing {name} in\n{metrics}");
     }
-    assert!(proxier.log().contains("unknown or unsupported configuration field ignored"), "{}", proxier.log());
+    assert!(proxier.log().contains("configuration field ignored"), "{}", proxier.log());
     assert!(proxier.log().contains("winkernel"), "{}", proxier.log());
     drop(proxier);
 }
@@ -269,6 +269,13 @@ fn udp_flows_move_after_conntrack_cleanup() {
     // The endpoint is replaced: the flow's entry (DNATed to a) is deleted and it moves to b.
     s.api.apply(slice("dns", &["10.244.1.6"], "UDP"));
     eventually("the same UDP flow moves to b", WAIT, || udp_ask(&client).as_deref() == Ok("b"));
+    // The cleanup runs were timed.
+    let (_, metrics) = s.node.http_get("127.0.0.1:10249", "/metrics").expect("metrics answer");
+    let runs = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kubeproxy_conntrack_reconciler_sync_duration_seconds_count "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(runs.is_some_and(|n| n >= 1), "{metrics}");
 }
 
 #[test]
@@ -509,4 +516,234 @@ fn service_counters_are_exported_and_survive_incremental_syncs_and_a_restart() {
         s.node.http_get("127.0.0.1:10249", "/metrics").is_some_and(|(_, m)| !m.contains(r#"service="web""#))
     });
     drop(second);
+}
+
+/// kubeadm's kube-proxy ConfigMap (testdata/kube-proxy), unchanged, as a swapped DaemonSet would run
+/// it: `--config` plus `--hostname-override`, and the kubeconfig (kubeadm's names a path inside the
+/// kube-proxy pod). Health on 0.0.0.0:10256, metrics and /proxyMode on 127.0.0.1:10249 (inside the
+/// test's namespace), conntrack timeouts set in that namespace and not on the host, kube-proxy's
+/// leftovers warned about and left alone, info logs by default.
+#[test]
+fn kubeadm_configuration_runs_unchanged() {
+    let Some(s) = setup() else { return };
+    s.api.apply(service("web", "10.96.0.20", "TCP"));
+    s.api.apply(slice("web", &["10.244.1.5"], "TCP"));
+    // kube-proxy's leftovers: its nftables table, and an iptables-nft chain.
+    s.node.exec_ok("nft", &["add table ip kube-proxy; add chain ip kube-proxy services"]);
+    s.node.exec_ok("nft", &["add table ip nat; add chain ip nat KUBE-SERVICES"]);
+    let netfilter = "/proc/sys/net/netfilter";
+    let host = |name: &str| std::fs::read_to_string(format!("{netfilter}/{name}")).ok();
+    let host_before: Vec<Option<String>> =
+        ["nf_conntrack_max", "nf_conntrack_tcp_timeout_established"].iter().map(|n| host(n)).collect();
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/kube-proxy/kubeadm-config.conf");
+    let kubeconfig = s.kubeconfig.to_str().unwrap();
+    let args = ["run", "--config", config, "--hostname-override", "node-a", "--kubeconfig", kubeconfig];
+    let proxier = s.node.proxier(&args, None);
+
+    eventually("web answers from a", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("a"));
+    eventually("healthz answers on 10256", WAIT, || {
+        s.node.http_get(&format!("{NODE_IP}:10256"), "/healthz").is_some_and(|(status, _)| status == 200)
+    });
+    let (_, body) = s.node.http_get("127.0.0.1:10256", "/healthz").unwrap();
+    let body: Value = serde_json::from_str(&body).expect("healthz JSON");
+    assert!(body["lastUpdated"].as_str().is_some_and(|t| !t.is_empty()), "{body}");
+    assert!(body["currentTime"].is_string() && body["nodeEligible"] == true, "{body}");
+    assert_eq!(s.node.http_get("127.0.0.1:10249", "/proxyMode"), Some((200, "nftables".into())));
+    assert_eq!(s.node.http_get("127.0.0.1:10249", "/healthz"), Some((200, "ok".into())));
+    let (status, configz) = s.node.http_get("127.0.0.1:10249", "/configz").unwrap();
+    assert_eq!(status, 200);
+    let configz: Value = serde_json::from_str(&configz).unwrap();
+    assert_eq!(configz["kubeproxy.config.k8s.io"]["clusterCIDR"], "10.244.0.0/16");
+    assert_eq!(configz["kubeproxy.config.k8s.io"]["nftables"]["syncPeriod"], "30s");
+    let (_, metrics) = s.node.http_get("127.0.0.1:10249", "/metrics").unwrap();
+    for name in [
+        "kubeproxy_sync_proxy_rules_service_changes_pending 0",
+        "kubeproxy_sync_proxy_rules_endpoint_changes_pending 0",
+        "kubeproxy_conntrack_reconciler_sync_duration_seconds_count",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "proxier_build_info{",
+    ] {
+        assert!(metrics.contains(name), "missing {name} in\n{metrics}");
+    }
+    // Metrics stay on loopback, as kube-proxy's default.
+    assert!(s.node.http_get(&format!("{NODE_IP}:10249"), "/metrics").is_none());
+
+    // Conntrack: kube-proxy's timeouts in the test's namespace; the host's values untouched.
+    let netns = |name: &str| s.node.exec_ok("cat", &[&format!("{netfilter}/{name}")]).trim().to_owned();
+    eventually("conntrack timeouts are set", WAIT, || {
+        netns("nf_conntrack_tcp_timeout_established") == "86400"
+            && netns("nf_conntrack_tcp_timeout_close_wait") == "3600"
+    });
+    let host_after: Vec<Option<String>> =
+        ["nf_conntrack_max", "nf_conntrack_tcp_timeout_established"].iter().map(|n| host(n)).collect();
+    assert_eq!(host_before, host_after, "the host's conntrack settings are not proxier's to change");
+
+    // Logs: info by default, a start line, one line per sync, leftovers named, no warning for kubeadm's
+    // fields.
+    let log = proxier.log();
+    assert!(log.contains("proxier starting") && log.contains("10.244.0.0/16"), "{log}");
+    assert!(log.contains("synced"), "{log}");
+    assert!(log.contains("kube-proxy's rules are still on this node"), "{log}");
+    assert!(log.contains("table ip kube-proxy") && log.contains("ip nat KUBE-SERVICES"), "{log}");
+    assert!(log.contains("nft delete table ip kube-proxy"), "{log}");
+    assert!(!log.contains("configuration field ignored"), "{log}");
+    assert!(log.contains("left nf_conntrack_max"), "the global maximum is left to the host: {log}");
+    // The leftovers are still there.
+    assert!(s.node.exec("nft", &["list", "table", "ip", "kube-proxy"]).status.success());
+    assert!(s.node.exec("nft", &["list", "chain", "ip", "nat", "KUBE-SERVICES"]).status.success());
+    drop(proxier);
+}
+
+/// `--init-only` sets the conntrack values and exits; a read-only /proc/sys gives one warning, not a
+/// failure; `--cleanup` removes proxier's tables and nothing else.
+#[test]
+fn init_only_and_cleanup() {
+    if !node::netns_available("proxier run --init-only") {
+        return;
+    }
+    let node = Node::new(&[]);
+    let netfilter = "/proc/sys/net/netfilter";
+    // nf_conntrack's files exist in a namespace once the module is loaded; a conntrack rule loads it.
+    node.exec_ok("nft", &["add table ip probe; add chain ip probe c; add rule ip probe c ct state new accept"]);
+    node.exec_ok("nft", &["delete table ip probe"]);
+    let read = |name: &str| node.exec_ok("cat", &[&format!("{netfilter}/{name}")]).trim().to_owned();
+    let flags = [
+        "run",
+        "--init-only",
+        "--node",
+        "n",
+        "--conntrack-tcp-timeout-established",
+        "2h",
+        "--conntrack-tcp-timeout-close-wait",
+        "7m",
+        "--conntrack-tcp-be-liberal",
+        "--conntrack-udp-timeout",
+        "45s",
+        "--conntrack-udp-timeout-stream",
+        "3m",
+        "--conntrack-max-per-core",
+        "65536",
+        "--conntrack-min",
+        "1",
+    ];
+    let host_max = std::fs::read_to_string(format!("{netfilter}/nf_conntrack_max")).ok();
+    let status = node.proxier(&flags, None).wait(WAIT);
+    assert!(status.success());
+    assert_eq!(read("nf_conntrack_tcp_timeout_established"), "7200");
+    assert_eq!(read("nf_conntrack_tcp_timeout_close_wait"), "420");
+    assert_eq!(read("nf_conntrack_tcp_be_liberal"), "1");
+    assert_eq!(read("nf_conntrack_udp_timeout"), "45");
+    assert_eq!(read("nf_conntrack_udp_timeout_stream"), "180");
+    assert_eq!(std::fs::read_to_string(format!("{netfilter}/nf_conntrack_max")).ok(), host_max);
+
+    // A read-only /proc/sys (a private mount namespace; the host's mounts are untouched).
+    let script = format!(
+        "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec {} \"$@\"",
+        env!("CARGO_BIN_EXE_proxier")
+    );
+    let mut args = vec!["-m", "sh", "-c", script.as_str(), "proxier"];
+    args.extend(["run", "--init-only", "--node", "n", "--conntrack-tcp-timeout-established", "3h"]);
+    let out = node.exec("unshare", &args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("read-only").count(), 1, "one warning: {stderr}");
+    assert_eq!(read("nf_conntrack_tcp_timeout_established"), "7200", "unchanged");
+
+    // --cleanup: proxier's tables go, another table stays.
+    node.exec_ok("nft", &["add table ip proxier; add table ip6 proxier; add table ip kube-proxy"]);
+    let status = node.proxier(&["run", "--cleanup", "--node", "n"], None).wait(WAIT);
+    assert!(status.success());
+    assert!(!node.exec("nft", &["list", "table", "ip", "proxier"]).status.success());
+    assert!(!node.exec("nft", &["list", "table", "ip6", "proxier"]).status.success());
+    assert!(node.exec("nft", &["list", "table", "ip", "kube-proxy"]).status.success());
+    // On a terminal the text log is coloured, unless NO_COLOR is set (script(1) gives it a terminal).
+    let on_terminal = |no_color: &str| {
+        let command = format!("{no_color} {} run --cleanup --node n", env!("CARGO_BIN_EXE_proxier"));
+        let out = node.exec("script", &["-qec", &command, "/dev/null"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(on_terminal("env -u NO_COLOR").contains("\u{1b}["), "coloured on a terminal");
+    let plain = on_terminal("env NO_COLOR=1");
+    assert!(plain.contains("cleanup: no table proxier") && !plain.contains("\u{1b}["), "{plain:?}");
+    // Another mode is refused with exit 2.
+    let out = node.exec(env!("CARGO_BIN_EXE_proxier"), &["run", "--node", "n", "--proxy-mode", "ipvs"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("proxier is an nftables proxy"));
+}
+
+/// With the API server down: JSON log lines, each naming the server and the cause, one per backoff step
+/// (not one per watch).
+#[test]
+fn api_errors_are_logged_once_per_backoff_step_as_json() {
+    let Some(s) = setup() else { return };
+    s.api.set_down(true);
+    let proxier = s.node.proxier_run(&s.kubeconfig, &["--logging-format", "json"]);
+    std::thread::sleep(Duration::from_secs(4));
+    let log = proxier.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    let errors: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "API server request failed; the rules stay as they are, retrying with backoff")
+        .collect();
+    assert!(!errors.is_empty(), "{log}");
+    for error in &errors {
+        assert!(error["server"].as_str().is_some_and(|s| s.contains("127.0.0.1:6443")), "{error}");
+        assert!(error["cause"].as_str().is_some_and(|c| !c.is_empty()), "{error}");
+    }
+    // Three watches fail at each step: fewer lines than three per step means they were merged.
+    let times: Vec<String> = errors.iter().map(|e| e["timestamp"].as_str().unwrap().to_owned()).collect();
+    let mut seconds: Vec<f64> = times
+        .iter()
+        .map(|t| {
+            let time = t.split('T').nth(1).unwrap().trim_end_matches('Z');
+            let parts: Vec<f64> = time.split(':').map(|p| p.parse().unwrap()).collect();
+            parts[0] * 3600.0 + parts[1] * 60.0 + parts[2]
+        })
+        .collect();
+    seconds.sort_by(f64::total_cmp);
+    for pair in seconds.windows(2) {
+        assert!(pair[1] - pair[0] > 0.3, "two error lines in one backoff step: {times:?}\n{log}");
+    }
+    assert!(lines.iter().any(|l| l["message"] == "proxier starting"), "{log}");
+}
+
+/// `--nodeport-addresses` CIDRs: NodePorts on every local address inside them, following addresses as
+/// they come and go; `primary` beside a CIDR adds the Node's primary address.
+#[test]
+fn nodeports_follow_local_addresses_inside_the_cidrs() {
+    let Some(s) = setup() else { return };
+    let mut web = service("web", "10.96.0.20", "TCP");
+    web["spec"]["type"] = json!("NodePort");
+    web["spec"]["ports"][0]["nodePort"] = json!(30080);
+    s.api.apply(web);
+    s.api.apply(slice("web", &["10.244.1.5"], "TCP"));
+    let proxier = s.node.proxier_run(&s.kubeconfig, &["--nodeport-addresses", "10.77.0.0/16"]);
+    eventually("web answers", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("a"));
+    // A secondary address inside the CIDR appears: NodePorts are served on it.
+    s.node.exec_ok("ip", &["addr", "add", "10.77.0.5/32", "dev", "dummy0"]);
+    eventually("the NodePort answers on the new address", WAIT, || {
+        s.node.tcp_probe("10.77.0.5:30080").as_deref() == Ok("a")
+    });
+    // The Node's own address is outside the CIDR: not served there.
+    assert!(s.node.tcp_probe(&format!("{NODE_IP}:30080")).is_err());
+    // The address goes away: so does the NodePort on it.
+    s.node.exec_ok("ip", &["addr", "del", "10.77.0.5/32", "dev", "dummy0"]);
+    eventually("10.77.0.5 leaves the NodePort addresses", WAIT, || {
+        s.node.table().is_some_and(|t| !t.contains("10.77.0.5"))
+    });
+    drop(proxier);
+
+    let _proxier = s.node.proxier_run(&s.kubeconfig, &["--nodeport-addresses", "primary,10.78.0.0/16"]);
+    s.node.exec_ok("ip", &["addr", "add", "10.78.0.9/32", "dev", "dummy0"]);
+    eventually("served on the primary address", WAIT, || {
+        s.node.tcp_probe(&format!("{NODE_IP}:30080")).as_deref() == Ok("a")
+    });
+    eventually("and on the address inside the CIDR", WAIT, || {
+        s.node.tcp_probe("10.78.0.9:30080").as_deref() == Ok("a")
+    });
 }

@@ -65,6 +65,8 @@ pub struct ConntrackOutcome {
     pub deleted: u64,
     /// Runs that failed, with conntrack's message.
     pub errors: Vec<String>,
+    /// Time spent running the filters (zero when there were none).
+    pub duration: std::time::Duration,
 }
 
 /// The `conntrack` program, by path (default: `conntrack` from `PATH`).
@@ -89,6 +91,7 @@ impl Conntrack {
     /// only delays a flow's move to a new endpoint until it times out.
     pub fn delete(&self, filters: &[ConntrackFilter]) -> ConntrackOutcome {
         let mut outcome = ConntrackOutcome { filters: filters.len(), ..Default::default() };
+        let start = std::time::Instant::now();
         for filter in filters {
             let output = Command::new(&self.program)
                 .args(filter.args())
@@ -116,6 +119,9 @@ impl Conntrack {
                     }
                 }
             }
+        }
+        if !filters.is_empty() {
+            outcome.duration = start.elapsed();
         }
         outcome
     }

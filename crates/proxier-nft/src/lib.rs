@@ -108,5 +108,5 @@ pub use conntrack::{Conntrack, ConntrackFilter, ConntrackOutcome};
 pub use diff::{TableDiff, diff};
 pub use proxier::{Proxier, SyncError, SyncKind, SyncOutcome};
 pub use refusal::Refused;
-pub use runner::{Nft, NftError};
+pub use runner::{Nft, NftError, TableNames};
 pub use transaction::Transaction;

@@ -159,7 +159,57 @@ fn check_output(program: &str, action: &'static str, output: Output) -> Result<S
     Err(NftError::Failed { program: program.to_owned(), action, message })
 }
 
+/// One table of the live ruleset, by name, with its chains' names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableNames {
+    /// The family as nft spells it (`ip`, `ip6`, `inet`, ...).
+    pub family: String,
+    /// The table's name.
+    pub name: String,
+    /// Its chains' names, sorted.
+    pub chains: Vec<String>,
+}
+
 impl Nft {
+    /// Every table of every family, with its chains' names: what `nft -j list tables` and `nft -j list
+    /// chains` print. Reads names only; changes nothing.
+    pub fn table_names(&self) -> Result<Vec<TableNames>, NftError> {
+        let parse = |text: &str, action: &'static str| -> Result<Vec<serde_json::Value>, NftError> {
+            let value: serde_json::Value = serde_json::from_str(text).map_err(|e| NftError::Failed {
+                program: self.program.display().to_string(),
+                action,
+                message: format!("unreadable JSON: {e}"),
+            })?;
+            Ok(value.get("nftables").and_then(|v| v.as_array()).cloned().unwrap_or_default())
+        };
+        let field =
+            |object: &serde_json::Value, name: &str| object.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+        let mut tables: Vec<TableNames> = Vec::new();
+        for item in parse(&self.run(&["-j", "list", "tables"], None, "list tables")?, "list tables")? {
+            if let Some(table) = item.get("table")
+                && let (Some(family), Some(name)) = (field(table, "family"), field(table, "name"))
+            {
+                tables.push(TableNames { family, name, chains: Vec::new() });
+            }
+        }
+        for item in parse(&self.run(&["-j", "list", "chains"], None, "list chains")?, "list chains")? {
+            let Some(chain) = item.get("chain") else { continue };
+            let (Some(family), Some(table), Some(name)) =
+                (field(chain, "family"), field(chain, "table"), field(chain, "name"))
+            else {
+                continue;
+            };
+            if let Some(entry) = tables.iter_mut().find(|t| t.family == family && t.name == table) {
+                entry.chains.push(name);
+            }
+        }
+        for table in &mut tables {
+            table.chains.sort();
+        }
+        tables.sort_by(|a, b| (&a.family, &a.name).cmp(&(&b.family, &b.name)));
+        Ok(tables)
+    }
+
     /// Deletes proxier's table `name` in every family where it exists, in one transaction, and says
     /// which existed. No other table is read or touched.
     pub fn delete_tables(&self, name: &str) -> Result<Vec<IpFamily>, NftError> {

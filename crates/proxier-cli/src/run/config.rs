@@ -1,21 +1,48 @@
-//! `proxier run`'s settings: command-line flags, a KubeProxyConfiguration-style `--config` file, and
-//! the defaults kube-proxy uses. A flag given on the command line wins over the file.
+//! `proxier run`'s settings: command-line flags (spelled as kube-proxy spells them), a
+//! KubeProxyConfiguration file (`--config`: v1alpha1 as kubeadm writes it, or v1alpha2) and kube-proxy's
+//! defaults. A flag given on the command line wins over the file. In the file, an empty, zero or null
+//! value means kube-proxy's default, as it does for kube-proxy, so kubeadm's ConfigMap works unchanged.
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use ipnet::IpNet;
 use proxier_core::NodeConfig;
+use serde::Deserialize;
 use serde_json::Value;
 
-use crate::flags::{DetectLocalMode, NodeArgs, interface_name};
+use crate::flags::{DetectLocalMode, NodeArgs, interface_name, nodeport_address};
 
 pub const DEFAULT_SYNC_PERIOD: Duration = Duration::from_secs(30);
 pub const DEFAULT_MIN_SYNC_PERIOD: Duration = Duration::from_secs(1);
 pub const DEFAULT_HEALTHZ: &str = "0.0.0.0:10256";
 pub const DEFAULT_METRICS: &str = "127.0.0.1:10249";
+const DEFAULT_HEALTHZ_PORT: u16 = 10256;
+const DEFAULT_METRICS_PORT: u16 = 10249;
+/// kube-proxy's conntrack defaults: 32,768 entries per core, at least 131,072; established TCP 24 h,
+/// close-wait 1 h.
+pub const DEFAULT_CONNTRACK_MAX_PER_CORE: u32 = 32_768;
+pub const DEFAULT_CONNTRACK_MIN: u32 = 131_072;
+pub const DEFAULT_TCP_ESTABLISHED: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_TCP_CLOSE_WAIT: Duration = Duration::from_secs(3600);
+/// kube-proxy's default oomScoreAdj: the OOM killer picks almost anything else first.
+pub const DEFAULT_OOM_SCORE_ADJ: i32 = -999;
+
+const V1ALPHA1: &str = "kubeproxy.config.k8s.io/v1alpha1";
+const V1ALPHA2: &str = "kubeproxy.config.k8s.io/v1alpha2";
+
+/// `--logging-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One line of `key=value` text per event.
+    Text,
+    /// One JSON object per event.
+    Json,
+}
 
 /// `proxier run` flags.
 #[derive(Debug, Args)]
@@ -26,33 +53,113 @@ pub struct RunArgs {
     /// service account when running in a pod).
     #[arg(long, value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
-    /// A KubeProxyConfiguration-style YAML file for the options proxier supports (flags win over it).
+    /// A KubeProxyConfiguration file (v1alpha1 or v1alpha2), e.g. kube-proxy's ConfigMap; flags win over it.
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// The Node name to use instead of --node (kube-proxy's spelling).
+    /// The Node name, as kube-proxy spells it (`--node` wins; without either, the host name).
     #[arg(long, value_name = "NAME")]
     pub hostname_override: Option<String>,
+    /// kube-proxy's mode flag: only `nftables` (or empty) is accepted; proxier is an nftables proxy.
+    #[arg(long, value_name = "MODE")]
+    pub proxy_mode: Option<String>,
+    /// Log verbosity as kube-proxy's klog levels: 0-2 info, 3-4 debug, 5 and more trace (RUST_LOG, when
+    /// set, wins) [default: 0].
+    #[arg(short = 'v', long = "v", value_name = "LEVEL")]
+    pub verbosity: Option<u8>,
+    /// Log format [default: text].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub logging_format: Option<LogFormat>,
+    /// The node's address, as kube-proxy's --bind-address sets it (`0.0.0.0` or `::`: from the Node object).
+    #[arg(long, value_name = "IP")]
+    pub bind_address: Option<IpAddr>,
+    /// Remove proxier's tables (and nothing else), then exit.
+    #[arg(long, conflicts_with = "init_only")]
+    pub cleanup: bool,
+    /// Apply the conntrack and OOM settings, then exit (for an initContainer).
+    #[arg(long)]
+    pub init_only: bool,
     /// How often the kernel's tables are checked against the committed state and repaired (default 30s).
     #[arg(long, value_name = "DURATION", value_parser = go_duration)]
     pub sync_period: Option<Duration>,
     /// The least time between two syncs: bursts of changes are coalesced into one (default 1s).
     #[arg(long, value_name = "DURATION", value_parser = go_duration)]
     pub min_sync_period: Option<Duration>,
-    /// Where /healthz and /livez are served (default 0.0.0.0:10256; empty disables).
+    /// Where /healthz and /livez are served (default 0.0.0.0:10256; a bare IP takes port 10256; empty
+    /// disables).
     #[arg(long, value_name = "IP:PORT")]
     pub healthz_bind_address: Option<String>,
-    /// Where /metrics is served (default 127.0.0.1:10249; empty disables).
+    /// Where /metrics, /healthz, /proxyMode and /configz are served (default 127.0.0.1:10249; a bare IP
+    /// takes port 10249; empty disables).
     #[arg(long, value_name = "IP:PORT")]
     pub metrics_bind_address: Option<String>,
     /// The conntrack program, for deleting stale UDP entries; `none` disables the cleanup.
     #[arg(long, default_value = "conntrack", value_name = "PATH")]
     pub conntrack: PathBuf,
+    /// Conntrack entries allowed per CPU core (0 leaves nf_conntrack_max as it is) [default: 32768].
+    #[arg(long, value_name = "N")]
+    pub conntrack_max_per_core: Option<u32>,
+    /// The least nf_conntrack_max, whatever the core count [default: 131072].
+    #[arg(long, value_name = "N")]
+    pub conntrack_min: Option<u32>,
+    /// Idle timeout of established TCP connections (0 leaves it as it is) [default: 24h0m0s].
+    #[arg(long, value_name = "DURATION", value_parser = go_duration)]
+    pub conntrack_tcp_timeout_established: Option<Duration>,
+    /// Timeout of TCP connections in CLOSE_WAIT (0 leaves it as it is) [default: 1h0m0s].
+    #[arg(long, value_name = "DURATION", value_parser = go_duration)]
+    pub conntrack_tcp_timeout_close_wait: Option<Duration>,
+    /// Let conntrack accept out-of-window TCP packets (nf_conntrack_tcp_be_liberal).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub conntrack_tcp_be_liberal: Option<bool>,
+    /// Timeout of unreplied UDP flows (0 leaves it as it is) [default: 0].
+    #[arg(long, value_name = "DURATION", value_parser = go_duration)]
+    pub conntrack_udp_timeout: Option<Duration>,
+    /// Timeout of UDP flows that saw replies (0 leaves it as it is) [default: 0].
+    #[arg(long, value_name = "DURATION", value_parser = go_duration)]
+    pub conntrack_udp_timeout_stream: Option<Duration>,
+    /// The OOM score adjustment of the proxier process, -1000..1000 [default: -999].
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-1000..=1000))]
+    pub oom_score_adj: Option<i32>,
+}
+
+/// The conntrack settings kube-proxy applies at start. `None` leaves the kernel's value as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConntrackSettings {
+    /// `maxPerCore` × cores, at least `min`; global to the host, so set only where the kernel allows.
+    pub max_per_core: u32,
+    pub min: u32,
+    #[serde(serialize_with = "go_duration_opt")]
+    pub tcp_established_timeout: Option<Duration>,
+    #[serde(serialize_with = "go_duration_opt")]
+    pub tcp_close_wait_timeout: Option<Duration>,
+    pub tcp_be_liberal: bool,
+    #[serde(serialize_with = "go_duration_opt")]
+    pub udp_timeout: Option<Duration>,
+    #[serde(serialize_with = "go_duration_opt")]
+    pub udp_stream_timeout: Option<Duration>,
+}
+
+impl ConntrackSettings {
+    /// nf_conntrack_max for `cores` cores, or `None` to leave it (`maxPerCore` 0), as kube-proxy computes it.
+    pub fn max(&self, cores: usize) -> Option<u64> {
+        if self.max_per_core == 0 {
+            return None;
+        }
+        let scaled = u64::from(self.max_per_core).saturating_mul(cores as u64);
+        Some(scaled.max(u64::from(self.min)))
+    }
 }
 
 /// Everything `proxier run` needs, flags and file merged.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub node: NodeConfig,
+    /// `--nodeport-addresses` / `nodePortAddresses`: whether `primary` was named, and the CIDRs. NodePorts
+    /// are served on the node's primary addresses (with `primary`, or when nothing is given) and on every
+    /// local address inside the CIDRs.
+    pub nodeport_primary: bool,
+    pub nodeport_cidrs: Vec<IpNet>,
     pub table: String,
     pub nft: PathBuf,
     pub conntrack: Option<PathBuf>,
@@ -61,16 +168,26 @@ pub struct Settings {
     pub min_sync_period: Duration,
     pub healthz: Option<SocketAddr>,
     pub metrics: Option<SocketAddr>,
+    pub conntrack_settings: ConntrackSettings,
+    pub oom_score_adj: i32,
+    pub log_format: LogFormat,
+    pub verbosity: u8,
+    pub cleanup: bool,
+    pub init_only: bool,
+    /// Where the Node name came from, for the start line.
+    pub node_name_source: &'static str,
     /// Per-destination counters in the tables, exported as metrics (off with --no-counters).
     pub counters: bool,
 }
 
-/// The supported part of a KubeProxyConfiguration file.
+/// The parts of a KubeProxyConfiguration file `proxier run` uses, defaults not yet applied (`None`:
+/// the file leaves it to the default).
 #[derive(Debug, Default, PartialEq)]
 pub struct FileConfig {
     pub hostname_override: Option<String>,
+    pub bind_address: Option<IpAddr>,
     pub cluster_cidrs: Vec<IpNet>,
-    pub nodeport_addresses: Vec<IpNet>,
+    pub nodeport_addresses: Vec<Option<IpNet>>,
     pub masquerade_all: bool,
     pub sync_period: Option<Duration>,
     pub min_sync_period: Option<Duration>,
@@ -82,30 +199,437 @@ pub struct FileConfig {
     pub bridge_interface: Option<String>,
     /// `detectLocal.interfaceNamePrefix`.
     pub interface_name_prefix: Option<String>,
-    /// Fields proxier does not know or support, as dotted paths.
-    pub ignored: Vec<String>,
+    pub conntrack_max_per_core: Option<u32>,
+    pub conntrack_min: Option<u32>,
+    pub tcp_established: Option<Duration>,
+    pub tcp_close_wait: Option<Duration>,
+    pub tcp_be_liberal: bool,
+    pub udp_timeout: Option<Duration>,
+    pub udp_stream_timeout: Option<Duration>,
+    pub oom_score_adj: Option<i32>,
+    pub log_format: Option<LogFormat>,
+    pub verbosity: Option<u8>,
+    /// Set fields proxier does not use, each with why (dotted path, reason). Fields left at their zero
+    /// value are not listed: kubeadm writes every field.
+    pub ignored: Vec<(String, &'static str)>,
+}
+
+// The file as kube-proxy's types declare it: v1alpha1 and v1alpha2 together (v1alpha2 moved the sync
+// periods to the top, the conntrack settings, masqueradeAll and oomScoreAdj under `linux`, and the
+// cluster CIDRs under `detectLocal`). Every section is optional and every value may be null.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct KubeProxyConfiguration {
+    api_version: Option<String>,
+    kind: Option<String>,
+    feature_gates: Option<Value>,
+    client_connection: Option<ClientConnection>,
+    logging: Option<Logging>,
+    hostname_override: Option<String>,
+    bind_address: Option<String>,
+    healthz_bind_address: Option<String>,
+    metrics_bind_address: Option<String>,
+    bind_address_hard_fail: Option<bool>,
+    enable_profiling: Option<bool>,
+    show_hidden_metrics_for_version: Option<String>,
+    mode: Option<String>,
+    iptables: Option<Value>,
+    ipvs: Option<Value>,
+    winkernel: Option<Value>,
+    windows: Option<Value>,
+    windows_run_as_service: Option<Value>,
+    nftables: Option<NftablesSection>,
+    detect_local_mode: Option<String>,
+    detect_local: Option<DetectLocalSection>,
+    #[serde(rename = "clusterCIDR")]
+    cluster_cidr: Option<String>,
+    node_port_addresses: Option<Vec<String>>,
+    conntrack: Option<ConntrackSection>,
+    linux: Option<LinuxSection>,
+    oom_score_adj: Option<i32>,
+    port_range: Option<String>,
+    udp_idle_timeout: Option<String>,
+    config_sync_period: Option<String>,
+    sync_period: Option<String>,
+    min_sync_period: Option<String>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct ClientConnection {
+    kubeconfig: Option<String>,
+    accept_content_types: Option<String>,
+    content_type: Option<String>,
+    qps: Option<Value>,
+    burst: Option<Value>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct Logging {
+    format: Option<String>,
+    verbosity: Option<u8>,
+    flush_frequency: Option<Value>,
+    vmodule: Option<Value>,
+    options: Option<Value>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct NftablesSection {
+    sync_period: Option<String>,
+    min_sync_period: Option<String>,
+    masquerade_all: Option<bool>,
+    masquerade_bit: Option<Value>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct DetectLocalSection {
+    bridge_interface: Option<String>,
+    interface_name_prefix: Option<String>,
+    #[serde(rename = "clusterCIDRs")]
+    cluster_cidrs: Option<Vec<String>>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct ConntrackSection {
+    max_per_core: Option<u32>,
+    min: Option<u32>,
+    tcp_established_timeout: Option<String>,
+    tcp_close_wait_timeout: Option<String>,
+    tcp_be_liberal: Option<bool>,
+    udp_timeout: Option<String>,
+    udp_stream_timeout: Option<String>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct LinuxSection {
+    conntrack: Option<ConntrackSection>,
+    masquerade_all: Option<bool>,
+    oom_score_adj: Option<i32>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, Value>,
+}
+
+/// Whether a value is the zero value Go writes for an unset field: null, false, 0, "", "0", "0s", an
+/// empty list, or an object of zero values.
+fn is_zero(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty() || s == "0" || s == "0s",
+        Value::Array(items) => items.is_empty(),
+        Value::Object(fields) => fields.values().all(is_zero),
+    }
+}
+
+/// A string field: empty means unset.
+fn text(value: Option<String>) -> Option<String> {
+    value.filter(|s| !s.is_empty())
+}
+
+/// A duration field: empty or zero means the default.
+fn duration(value: Option<String>, name: &str) -> Result<Option<Duration>, String> {
+    match text(value) {
+        None => Ok(None),
+        Some(t) => go_duration(&t).map(|d| Some(d).filter(|d| !d.is_zero())).map_err(|e| format!("{name}: {e}")),
+    }
+}
+
+/// A conntrack timeout: null means the default, zero means "leave the kernel's value" (kube-proxy).
+fn timeout(value: Option<String>, name: &str) -> Result<Option<Duration>, String> {
+    match value {
+        None => Ok(None),
+        Some(t) if t.is_empty() => Ok(None),
+        Some(t) => go_duration(&t).map(Some).map_err(|e| format!("{name}: {e}")),
+    }
+}
+
+/// Comma-separated or listed CIDRs.
+fn cidrs<'a>(items: impl IntoIterator<Item = &'a str>, name: &str) -> Result<Vec<IpNet>, String> {
+    items
+        .into_iter()
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|e| format!("{name}: {s:?}: {e}")))
+        .collect()
+}
+
+impl FileConfig {
+    fn ignore_unknown(&mut self, prefix: &str, unknown: BTreeMap<String, Value>) {
+        for key in unknown.into_keys() {
+            self.ignored.push((format!("{prefix}{key}"), "not a KubeProxyConfiguration field"));
+        }
+    }
+
+    /// Lists `value` as ignored when it is set to something other than its zero value.
+    fn ignore_if_set(&mut self, name: &str, value: &Option<Value>, why: &'static str) {
+        if value.as_ref().is_some_and(|v| !is_zero(v)) {
+            self.ignored.push((name.to_owned(), why));
+        }
+    }
+
+    fn conntrack(&mut self, section: ConntrackSection, prefix: &str) -> Result<(), String> {
+        let name = |field: &str| format!("{prefix}{field}");
+        self.conntrack_max_per_core = section.max_per_core.or(self.conntrack_max_per_core);
+        self.conntrack_min = section.min.or(self.conntrack_min);
+        self.tcp_established =
+            timeout(section.tcp_established_timeout, &name("tcpEstablishedTimeout"))?.or(self.tcp_established);
+        self.tcp_close_wait =
+            timeout(section.tcp_close_wait_timeout, &name("tcpCloseWaitTimeout"))?.or(self.tcp_close_wait);
+        self.tcp_be_liberal |= section.tcp_be_liberal.unwrap_or(false);
+        self.udp_timeout = duration(section.udp_timeout, &name("udpTimeout"))?.or(self.udp_timeout);
+        self.udp_stream_timeout =
+            duration(section.udp_stream_timeout, &name("udpStreamTimeout"))?.or(self.udp_stream_timeout);
+        self.ignore_unknown(prefix, section.unknown);
+        Ok(())
+    }
+}
+
+/// Reads a KubeProxyConfiguration file.
+pub fn read_config(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    parse_config(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Parses a KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1 or v1alpha2).
+pub fn parse_config(source: &str) -> Result<FileConfig, String> {
+    let file: KubeProxyConfiguration = serde_yaml_ng::from_str(source).map_err(|e| e.to_string())?;
+    match file.api_version.as_deref() {
+        None | Some(V1ALPHA1 | V1ALPHA2) => {}
+        Some(other) => return Err(format!("apiVersion {other:?}: proxier reads {V1ALPHA1} and {V1ALPHA2}")),
+    }
+    if let Some(kind) = file.kind.as_deref().filter(|k| *k != "KubeProxyConfiguration") {
+        return Err(format!("kind {kind:?}: expected KubeProxyConfiguration"));
+    }
+    check_mode(file.mode.as_deref().unwrap_or(""), "mode")?;
+    let mut config = FileConfig::default();
+    const NOT_USED: &str = "not used by proxier";
+    const OTHER_MODE: &str = "applies to another kube-proxy mode; proxier is an nftables proxy";
+
+    config.hostname_override = text(file.hostname_override);
+    config.bind_address = match text(file.bind_address) {
+        None => None,
+        Some(t) => {
+            let ip: IpAddr = t.parse().map_err(|e| format!("bindAddress: {t:?}: {e}"))?;
+            Some(ip).filter(|ip| !ip.is_unspecified())
+        }
+    };
+    config.healthz = text(file.healthz_bind_address);
+    config.metrics = text(file.metrics_bind_address);
+    config.cluster_cidrs = cidrs(file.cluster_cidr.as_deref(), "clusterCIDR")?;
+    for address in file.node_port_addresses.iter().flatten() {
+        // Newer kube-proxy's keywords beside `primary`: `all` (the zero CIDRs) and `localhost`.
+        match address.as_str() {
+            "all" => config.nodeport_addresses.extend(["0.0.0.0/0", "::/0"].map(|net| net.parse().ok())),
+            "localhost" => config.ignored.push((
+                "nodePortAddresses: localhost".into(),
+                "NodePorts are not served on loopback addresses in nftables mode",
+            )),
+            _ => config
+                .nodeport_addresses
+                .push(nodeport_address(address).map_err(|e| format!("nodePortAddresses: {e}"))?),
+        }
+    }
+    if let Some(mode) = text(file.detect_local_mode) {
+        let mode = DetectLocalMode::from_str(&mode, false).map_err(|_| {
+            format!("detectLocalMode: {mode:?} is not ClusterCIDR, NodeCIDR, BridgeInterface or InterfaceNamePrefix")
+        })?;
+        config.detect_local_mode = Some(mode);
+    }
+    if let Some(section) = file.detect_local {
+        let interface = |value: Option<String>, name: &str| {
+            text(value).map(|s| interface_name(&s).map_err(|e| format!("detectLocal.{name}: {e}"))).transpose()
+        };
+        config.bridge_interface = interface(section.bridge_interface, "bridgeInterface")?;
+        config.interface_name_prefix = interface(section.interface_name_prefix, "interfaceNamePrefix")?;
+        let listed = cidrs(section.cluster_cidrs.iter().flatten().map(String::as_str), "detectLocal.clusterCIDRs")?;
+        if !listed.is_empty() {
+            config.cluster_cidrs = listed;
+        }
+        config.ignore_unknown("detectLocal.", section.unknown);
+    }
+    if let Some(section) = file.nftables {
+        config.sync_period = duration(section.sync_period, "nftables.syncPeriod")?;
+        config.min_sync_period = duration(section.min_sync_period, "nftables.minSyncPeriod")?;
+        config.masquerade_all |= section.masquerade_all.unwrap_or(false);
+        config.ignore_if_set(
+            "nftables.masqueradeBit",
+            &section.masquerade_bit,
+            "proxier marks packets for masquerade with its own bit",
+        );
+        config.ignore_unknown("nftables.", section.unknown);
+    }
+    // v1alpha2's top-level periods win over the nftables section (they replace it there).
+    if let Some(period) = duration(file.sync_period, "syncPeriod")? {
+        config.sync_period = Some(period);
+    }
+    if let Some(period) = duration(file.min_sync_period, "minSyncPeriod")? {
+        config.min_sync_period = Some(period);
+    }
+    if let Some(section) = file.conntrack {
+        config.conntrack(section, "conntrack.")?;
+    }
+    config.oom_score_adj = file.oom_score_adj;
+    if let Some(section) = file.linux {
+        if let Some(conntrack) = section.conntrack {
+            config.conntrack(conntrack, "linux.conntrack.")?;
+        }
+        config.masquerade_all |= section.masquerade_all.unwrap_or(false);
+        config.oom_score_adj = section.oom_score_adj.or(config.oom_score_adj);
+        config.ignore_unknown("linux.", section.unknown);
+    }
+    if let Some(adj) = config.oom_score_adj.filter(|a| !(-1000..=1000).contains(a)) {
+        return Err(format!("oomScoreAdj: {adj} is outside -1000..1000"));
+    }
+    if let Some(section) = file.client_connection {
+        config.kubeconfig = text(section.kubeconfig).map(PathBuf::from);
+        let strings = [("acceptContentTypes", section.accept_content_types), ("contentType", section.content_type)];
+        for (name, value) in strings {
+            config.ignore_if_set(
+                &format!("clientConnection.{name}"),
+                &value.map(Value::String),
+                "proxier's client speaks JSON",
+            );
+        }
+        config.ignore_if_set("clientConnection.qps", &section.qps, "proxier's client is not rate-limited");
+        config.ignore_if_set("clientConnection.burst", &section.burst, "proxier's client is not rate-limited");
+        config.ignore_unknown("clientConnection.", section.unknown);
+    }
+    if let Some(section) = file.logging {
+        config.log_format = match text(section.format).as_deref() {
+            None => None,
+            Some("text") => Some(LogFormat::Text),
+            Some("json") => Some(LogFormat::Json),
+            Some(other) => return Err(format!("logging.format: {other:?} is not text or json")),
+        };
+        config.verbosity = section.verbosity.filter(|v| *v > 0);
+        config.ignore_if_set("logging.flushFrequency", &section.flush_frequency, "proxier does not buffer logs");
+        config.ignore_if_set("logging.vmodule", &section.vmodule, NOT_USED);
+        config.ignore_if_set("logging.options", &section.options, NOT_USED);
+        config.ignore_unknown("logging.", section.unknown);
+    }
+    let others: [(&str, Option<Value>, &'static str); 11] = [
+        ("featureGates", file.feature_gates, "proxier has no feature gates"),
+        (
+            "bindAddressHardFail",
+            file.bind_address_hard_fail.map(Value::Bool),
+            "proxier always exits when it cannot bind",
+        ),
+        ("enableProfiling", file.enable_profiling.map(Value::Bool), NOT_USED),
+        ("showHiddenMetricsForVersion", file.show_hidden_metrics_for_version.map(Value::String), NOT_USED),
+        ("portRange", file.port_range.map(Value::String), OTHER_MODE),
+        ("udpIdleTimeout", file.udp_idle_timeout.map(Value::String), OTHER_MODE),
+        ("configSyncPeriod", file.config_sync_period.map(Value::String), "proxier's watches need no periodic relist"),
+        ("iptables", file.iptables, OTHER_MODE),
+        ("ipvs", file.ipvs, OTHER_MODE),
+        ("winkernel", file.winkernel, OTHER_MODE),
+        ("windows", file.windows.or(file.windows_run_as_service), OTHER_MODE),
+    ];
+    for (name, value, why) in others {
+        // Sections of other modes are named by the fields set in them, so the warning says what is lost.
+        match value {
+            Some(Value::Object(fields)) => {
+                for (field, value) in fields {
+                    config.ignore_if_set(&format!("{name}.{field}"), &Some(value), why);
+                }
+            }
+            value => config.ignore_if_set(name, &value, why),
+        }
+    }
+    config.ignore_unknown("", file.unknown);
+    Ok(config)
+}
+
+/// `mode` / `--proxy-mode`: only nftables, which an empty value means here.
+fn check_mode(mode: &str, name: &str) -> Result<(), String> {
+    if mode.is_empty() || mode == "nftables" {
+        return Ok(());
+    }
+    Err(format!(
+        "{name} {mode:?}: proxier is an nftables proxy and has no {mode} mode; use `nftables` (or leave it empty)"
+    ))
+}
+
+/// The host name, lowercased, as kube-proxy uses it when no Node name is given.
+fn host_name() -> Result<String, String> {
+    let mut buffer = [0u8; 256];
+    // SAFETY: gethostname writes at most `len` bytes into the buffer we own.
+    let result = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
+    if result != 0 {
+        return Err(format!("cannot read the host name: {}", std::io::Error::last_os_error()));
+    }
+    let end = buffer.iter().position(|&b| b == 0).unwrap_or(buffer.len());
+    let name = String::from_utf8_lossy(&buffer[..end]).trim().to_lowercase();
+    if name.is_empty() {
+        return Err("the host name is empty: give --node or --hostname-override".into());
+    }
+    Ok(name)
 }
 
 impl RunArgs {
-    /// Merges the flags with `--config` (warning about fields it ignores) and the defaults.
-    pub fn settings(&self) -> Result<Settings, String> {
-        let file = match &self.config {
-            Some(path) => read_config(path)?,
-            None => FileConfig::default(),
-        };
-        for field in &file.ignored {
-            tracing::warn!(file = %self.config.as_deref().unwrap_or(Path::new("")).display(), field, "unknown or unsupported configuration field ignored");
+    /// The file's settings (empty without `--config`).
+    pub fn file(&self) -> Result<FileConfig, String> {
+        match &self.config {
+            Some(path) => read_config(path),
+            None => Ok(FileConfig::default()),
         }
-        let mut node = self.node.config()?;
-        if let Some(name) = self.hostname_override.clone().or(file.hostname_override.clone()) {
-            node.node_name = name;
+    }
+
+    /// Log format and verbosity: flags, then the file, then text at level 0.
+    pub fn logging(&self, file: &FileConfig) -> (LogFormat, u8) {
+        (
+            self.logging_format.or(file.log_format).unwrap_or(LogFormat::Text),
+            self.verbosity.or(file.verbosity).unwrap_or(0),
+        )
+    }
+
+    /// Merges the flags with the file and the defaults.
+    pub fn settings(&self, file: &FileConfig) -> Result<Settings, String> {
+        if let Some(mode) = &self.proxy_mode {
+            check_mode(mode, "--proxy-mode")?;
+        }
+        let (name, node_name_source) = match (&self.node.node, &self.hostname_override, &file.hostname_override) {
+            (Some(name), _, _) => (name.clone(), "--node"),
+            (None, Some(name), _) => (name.clone(), "--hostname-override"),
+            (None, None, Some(name)) => (name.clone(), "hostnameOverride"),
+            (None, None, None) => (host_name()?, "the host name"),
+        };
+        let mut node = self.node.config_named(name)?;
+        if node.node_ips.is_empty()
+            && let Some(ip) = self.bind_address.filter(|ip| !ip.is_unspecified()).or(file.bind_address)
+        {
+            node.node_ips = vec![ip];
         }
         if node.cluster_cidrs.is_empty() {
             node.cluster_cidrs = file.cluster_cidrs.clone();
         }
-        if self.node.nodeport_addresses.is_empty() {
-            node.nodeport_addresses = file.nodeport_addresses.clone();
-        }
+        let nodeport_addresses = if self.node.nodeport_addresses.is_empty() {
+            &file.nodeport_addresses
+        } else {
+            &self.node.nodeport_addresses
+        };
+        let nodeport_cidrs: Vec<IpNet> = nodeport_addresses.iter().flatten().copied().collect();
+        let nodeport_primary = nodeport_cidrs.is_empty() || nodeport_addresses.iter().any(Option::is_none);
+        node.nodeport_addresses = nodeport_cidrs.clone();
         node.masquerade_all |= file.masquerade_all;
         if self.node.detect_local_mode.is_none()
             && let Some(mode) = file.detect_local_mode
@@ -114,37 +638,68 @@ impl RunArgs {
             let prefix = self.node.pod_interface_name_prefix.clone().or(file.interface_name_prefix.clone());
             node.detect_local = mode.detector(bridge, prefix)?;
         }
-        let address = |flag: &Option<String>, file: &Option<String>, default: &str| {
+        let address = |flag: &Option<String>, file: &Option<String>, default: &str, port: u16| {
+            // An empty flag disables the server; an empty field in the file means the default.
             let text = flag.clone().or(file.clone()).unwrap_or_else(|| default.to_owned());
-            bind_address(&text)
+            bind_address(&text, port)
         };
-        let sync_period = self.sync_period.or(file.sync_period).unwrap_or(DEFAULT_SYNC_PERIOD);
-        let min_sync_period = self.min_sync_period.or(file.min_sync_period).unwrap_or(DEFAULT_MIN_SYNC_PERIOD);
-        if sync_period.is_zero() {
+        // Zero from a flag is refused; zero in the file means the default (dropped when read).
+        if self.sync_period.is_some_and(|p| p.is_zero()) {
             return Err("--sync-period must be greater than 0".into());
         }
+        let sync_period = self.sync_period.or(file.sync_period).unwrap_or(DEFAULT_SYNC_PERIOD);
+        let min_sync_period = self.min_sync_period.or(file.min_sync_period).unwrap_or(DEFAULT_MIN_SYNC_PERIOD);
+        let zero_leaves = |d: Option<Duration>| d.filter(|d| !d.is_zero());
+        let conntrack_settings = ConntrackSettings {
+            max_per_core: self
+                .conntrack_max_per_core
+                .or(file.conntrack_max_per_core)
+                .unwrap_or(DEFAULT_CONNTRACK_MAX_PER_CORE),
+            min: self.conntrack_min.or(file.conntrack_min).unwrap_or(DEFAULT_CONNTRACK_MIN),
+            tcp_established_timeout: zero_leaves(Some(
+                self.conntrack_tcp_timeout_established.or(file.tcp_established).unwrap_or(DEFAULT_TCP_ESTABLISHED),
+            )),
+            tcp_close_wait_timeout: zero_leaves(Some(
+                self.conntrack_tcp_timeout_close_wait.or(file.tcp_close_wait).unwrap_or(DEFAULT_TCP_CLOSE_WAIT),
+            )),
+            tcp_be_liberal: self.conntrack_tcp_be_liberal.unwrap_or(file.tcp_be_liberal),
+            udp_timeout: zero_leaves(self.conntrack_udp_timeout.or(file.udp_timeout)),
+            udp_stream_timeout: zero_leaves(self.conntrack_udp_timeout_stream.or(file.udp_stream_timeout)),
+        };
+        let (log_format, verbosity) = self.logging(file);
         Ok(Settings {
             node,
+            nodeport_primary,
+            nodeport_cidrs,
             counters: !self.node.no_counters,
             table: self.node.nft.table.clone(),
             nft: self.node.nft.nft.clone(),
             conntrack: (self.conntrack != Path::new("none")).then(|| self.conntrack.clone()),
-            kubeconfig: self.kubeconfig.clone().or(file.kubeconfig),
+            kubeconfig: self.kubeconfig.clone().or(file.kubeconfig.clone()),
             sync_period,
             min_sync_period,
-            healthz: address(&self.healthz_bind_address, &file.healthz, DEFAULT_HEALTHZ)?,
-            metrics: address(&self.metrics_bind_address, &file.metrics, DEFAULT_METRICS)?,
+            healthz: address(&self.healthz_bind_address, &file.healthz, DEFAULT_HEALTHZ, DEFAULT_HEALTHZ_PORT)?,
+            metrics: address(&self.metrics_bind_address, &file.metrics, DEFAULT_METRICS, DEFAULT_METRICS_PORT)?,
+            conntrack_settings,
+            oom_score_adj: self.oom_score_adj.or(file.oom_score_adj).unwrap_or(DEFAULT_OOM_SCORE_ADJ),
+            log_format,
+            verbosity,
+            cleanup: self.cleanup,
+            init_only: self.init_only,
+            node_name_source,
         })
     }
 }
 
-/// `IP:PORT`; empty disables. kube-proxy also takes a bare IP (port 0 there means "default"); here a
-/// bare IP is refused to keep the meaning plain.
-fn bind_address(text: &str) -> Result<Option<SocketAddr>, String> {
+/// `IP:PORT`, or a bare IP with kube-proxy's default `port`; empty disables.
+fn bind_address(text: &str, port: u16) -> Result<Option<SocketAddr>, String> {
     if text.is_empty() {
         return Ok(None);
     }
-    text.parse().map(Some).map_err(|e| format!("{text:?} is not IP:PORT: {e}"))
+    if let Ok(ip) = text.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        return Ok(Some(SocketAddr::new(ip, port)));
+    }
+    text.parse().map(Some).map_err(|e| format!("{text:?} is not IP:PORT or IP: {e}"))
 }
 
 /// A Go duration as kube-proxy's flags and files take it: `30s`, `1m0s`, `500ms`, `1h30m`, `0`.
@@ -179,106 +734,89 @@ pub fn go_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
-/// Reads a KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1 or v1alpha2) file.
-pub fn read_config(path: &Path) -> Result<FileConfig, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    parse_config(&text).map_err(|e| format!("{}: {e}", path.display()))
+/// A duration written as Go writes one (`24h0m0s`, `1.5s`, `500ms`).
+pub fn format_go_duration(duration: Duration) -> String {
+    let total = duration.as_secs();
+    if total == 0 {
+        let millis = duration.as_millis();
+        return if millis > 0 { format!("{millis}ms") } else { "0s".into() };
+    }
+    let (hours, minutes) = (total / 3600, total / 60 % 60);
+    let seconds = (total % 60) as f64 + f64::from(duration.subsec_nanos()) / 1e9;
+    match (hours, minutes) {
+        (0, 0) => format!("{seconds}s"),
+        (0, _) => format!("{minutes}m{seconds}s"),
+        _ => format!("{hours}h{minutes}m{seconds}s"),
+    }
 }
 
-pub fn parse_config(text: &str) -> Result<FileConfig, String> {
-    let value: Value = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
-    let Value::Object(fields) = value else { return Err("not a KubeProxyConfiguration object".into()) };
-    let mut config = FileConfig::default();
-    let string = |v: &Value, name: &str| -> Result<String, String> {
-        v.as_str().map(str::to_owned).ok_or_else(|| format!("{name}: expected a string"))
-    };
-    let duration = |v: &Value, name: &str| -> Result<Duration, String> {
-        go_duration(&string(v, name)?).map_err(|e| format!("{name}: {e}"))
-    };
-    let cidrs = |v: &Value, name: &str| -> Result<Vec<IpNet>, String> {
-        let items: Vec<String> = match v {
-            Value::String(s) => s.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
-            Value::Array(items) => items.iter().map(|i| string(i, name)).collect::<Result<_, _>>()?,
-            Value::Null => Vec::new(),
-            _ => return Err(format!("{name}: expected a list of CIDRs")),
+fn go_duration_opt<S: serde::Serializer>(value: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&value.map_or_else(|| "0s".to_owned(), format_go_duration))
+}
+
+impl Settings {
+    /// The effective configuration as a KubeProxyConfiguration (v1alpha1), as `/configz` serves it and
+    /// the start line logs it.
+    pub fn as_kube_proxy_configuration(&self) -> Value {
+        let address = |a: &Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+        let nodeport: Vec<String> = self
+            .nodeport_primary
+            .then(|| "primary".to_owned())
+            .into_iter()
+            .chain(self.nodeport_cidrs.iter().map(ToString::to_string))
+            .collect();
+        let (mode, bridge, prefix) = match &self.node.detect_local {
+            proxier_core::DetectLocal::ClusterCidr => ("ClusterCIDR", "", ""),
+            proxier_core::DetectLocal::NodeCidr => ("NodeCIDR", "", ""),
+            proxier_core::DetectLocal::BridgeInterface(b) => ("BridgeInterface", b.as_str(), ""),
+            proxier_core::DetectLocal::InterfaceNamePrefix(p) => ("InterfaceNamePrefix", "", p.as_str()),
         };
-        items
-            .iter()
-            .filter(|s| s.as_str() != "primary")
-            .map(|s| s.parse().map_err(|e| format!("{name}: {s:?}: {e}")))
-            .collect()
-    };
-    let sync_fields = |fields: &serde_json::Map<String, Value>, prefix: &str, config: &mut FileConfig| {
-        let mut ignored = Vec::new();
-        for (key, v) in fields {
-            let name = format!("{prefix}{key}");
-            match key.as_str() {
-                "syncPeriod" => config.sync_period = Some(duration(v, &name)?),
-                "minSyncPeriod" => config.min_sync_period = Some(duration(v, &name)?),
-                "masqueradeAll" => config.masquerade_all |= v.as_bool().unwrap_or(false),
-                _ => ignored.push(name),
-            }
-        }
-        Ok::<_, String>(ignored)
-    };
-    for (key, v) in &fields {
-        match key.as_str() {
-            "apiVersion" | "kind" => {}
-            "mode" if v.as_str().is_none_or(|m| m.is_empty() || m == "nftables") => {}
-            "hostnameOverride" => config.hostname_override = Some(string(v, key)?).filter(|s| !s.is_empty()),
-            "clusterCIDR" => config.cluster_cidrs = cidrs(v, key)?,
-            "nodePortAddresses" => config.nodeport_addresses = cidrs(v, key)?,
-            "healthzBindAddress" => config.healthz = Some(string(v, key)?),
-            "metricsBindAddress" => config.metrics = Some(string(v, key)?),
-            "syncPeriod" | "minSyncPeriod" | "masqueradeAll" => {
-                let single = serde_json::Map::from_iter([(key.clone(), v.clone())]);
-                let ignored = sync_fields(&single, "", &mut config)?;
-                config.ignored.extend(ignored);
-            }
-            "nftables" => match v {
-                Value::Object(inner) => {
-                    let ignored = sync_fields(inner, "nftables.", &mut config)?;
-                    config.ignored.extend(ignored);
-                }
-                _ => config.ignored.push(key.clone()),
+        let cluster_cidr: Vec<String> = self.node.cluster_cidrs.iter().map(ToString::to_string).collect();
+        serde_json::json!({
+            "apiVersion": V1ALPHA1,
+            "kind": "KubeProxyConfiguration",
+            "mode": "nftables",
+            "hostnameOverride": self.node.node_name,
+            "bindAddress": self.node.node_ips.first().map(ToString::to_string).unwrap_or_else(|| "0.0.0.0".into()),
+            "clusterCIDR": cluster_cidr.join(","),
+            "clientConnection": {"kubeconfig": self.kubeconfig.as_ref().map(|p| p.display().to_string()).unwrap_or_default()},
+            "healthzBindAddress": address(&self.healthz),
+            "metricsBindAddress": address(&self.metrics),
+            "nodePortAddresses": nodeport,
+            "detectLocalMode": mode,
+            "detectLocal": {"bridgeInterface": bridge, "interfaceNamePrefix": prefix},
+            "nftables": {
+                "syncPeriod": format_go_duration(self.sync_period),
+                "minSyncPeriod": format_go_duration(self.min_sync_period),
+                "masqueradeAll": self.node.masquerade_all,
             },
-            "detectLocalMode" => {
-                let mode = string(v, key)?;
-                if !mode.is_empty() {
-                    let mode = clap::ValueEnum::from_str(&mode, false).map_err(|_| {
-                        format!("{key}: {mode:?} is not ClusterCIDR, NodeCIDR, BridgeInterface or InterfaceNamePrefix")
-                    })?;
-                    config.detect_local_mode = Some(mode);
-                }
-            }
-            "detectLocal" => {
-                let Value::Object(inner) = v else { return Err(format!("{key}: expected an object")) };
-                for (field, v) in inner {
-                    let name = format!("{key}.{field}");
-                    let interface =
-                        |v| string(v, &name).and_then(|s| interface_name(&s).map_err(|e| format!("{name}: {e}")));
-                    match field.as_str() {
-                        "bridgeInterface" => config.bridge_interface = Some(interface(v)?),
-                        "interfaceNamePrefix" => config.interface_name_prefix = Some(interface(v)?),
-                        _ => config.ignored.push(name),
-                    }
-                }
-            }
-            "clientConnection" => match v.get("kubeconfig").and_then(Value::as_str) {
-                Some(path) if !path.is_empty() => config.kubeconfig = Some(PathBuf::from(path)),
-                _ => {}
-            },
-            _ => config.ignored.push(key.clone()),
-        }
+            "conntrack": self.conntrack_settings,
+            "oomScoreAdj": self.oom_score_adj,
+            "logging": {"format": self.log_format, "verbosity": self.verbosity},
+        })
     }
-    Ok(config)
 }
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
     use proxier_core::DetectLocal;
 
     use super::*;
+
+    #[derive(Parser)]
+    struct Run {
+        #[command(flatten)]
+        args: RunArgs,
+    }
+
+    fn args(flags: &[&str]) -> RunArgs {
+        Run::try_parse_from(std::iter::once("run").chain(flags.iter().copied())).unwrap().args
+    }
+
+    fn settings(flags: &[&str], file: &str) -> Result<Settings, String> {
+        args(flags).settings(&parse_config(file)?)
+    }
 
     #[test]
     fn go_durations() {
@@ -290,6 +828,13 @@ mod tests {
         assert!(go_duration("5").is_err());
         assert!(go_duration("s").is_err());
         assert!(go_duration("").is_err());
+        assert_eq!(format_go_duration(Duration::from_secs(86400)), "24h0m0s");
+        assert_eq!(format_go_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(format_go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(format_go_duration(Duration::from_millis(100)), "100ms");
+        for d in ["24h0m0s", "1h0m0s", "1m30s", "30s", "1.5s", "100ms", "0s"] {
+            assert_eq!(format_go_duration(go_duration(d).unwrap()), d);
+        }
     }
 
     #[test]
@@ -299,20 +844,204 @@ mod tests {
              clusterCIDR: 10.244.0.0/16,fd00::/56\nhostnameOverride: node-x\nhealthzBindAddress: 0.0.0.0:10256\n\
              metricsBindAddress: 127.0.0.1:10249\nnodePortAddresses: [primary, 192.168.0.0/16]\n\
              nftables: {syncPeriod: 1m0s, minSyncPeriod: 2s, masqueradeAll: true, masqueradeBit: 14}\n\
-             clientConnection: {kubeconfig: /etc/kube.conf}\nconntrack: {maxPerCore: 0}\n",
+             clientConnection: {kubeconfig: /etc/kube.conf, qps: 5}\nconntrack: {maxPerCore: 0}\nbogus: 1\n",
         )
         .unwrap();
         assert_eq!(config.hostname_override.as_deref(), Some("node-x"));
         assert_eq!(config.cluster_cidrs.len(), 2);
-        assert_eq!(config.nodeport_addresses, vec!["192.168.0.0/16".parse::<IpNet>().unwrap()]);
+        assert_eq!(config.nodeport_addresses, vec![None, Some("192.168.0.0/16".parse::<IpNet>().unwrap())]);
         assert_eq!(config.sync_period, Some(Duration::from_secs(60)));
         assert_eq!(config.min_sync_period, Some(Duration::from_secs(2)));
         assert!(config.masquerade_all);
+        assert_eq!(config.conntrack_max_per_core, Some(0));
         assert_eq!(config.kubeconfig, Some(PathBuf::from("/etc/kube.conf")));
-        assert_eq!(config.ignored, vec!["conntrack".to_owned(), "nftables.masqueradeBit".to_owned()]);
-        // Another mode is not ours to honour: warned.
-        assert_eq!(parse_config("mode: iptables\n").unwrap().ignored, vec!["mode".to_owned()]);
-        assert!(parse_config("syncPeriod: soon\n").is_err());
+        let ignored: Vec<&str> = config.ignored.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(ignored, ["nftables.masqueradeBit", "clientConnection.qps", "bogus"]);
+        assert!(parse_config("nftables: {syncPeriod: soon}\n").unwrap_err().starts_with("nftables.syncPeriod: "));
+        assert!(parse_config("conntrack: {maxPerCore: lots}\n").unwrap_err().contains("conntrack.maxPerCore"));
+        assert!(parse_config("apiVersion: kubeproxy.config.k8s.io/v1beta9\n").unwrap_err().contains("v1alpha2"));
+        assert!(parse_config("kind: KubeletConfiguration\n").is_err());
+        assert!(parse_config("oomScoreAdj: -2000\n").is_err());
+        assert!(parse_config("logging: {format: xml}\n").is_err());
+        assert!(parse_config("- a list\n").is_err());
+    }
+
+    #[test]
+    fn modes_other_than_nftables_are_refused() {
+        for mode in ["", "nftables"] {
+            assert!(parse_config(&format!("mode: {mode:?}\n")).is_ok());
+            assert!(settings(&["--proxy-mode", mode], "").is_ok());
+        }
+        for mode in ["iptables", "ipvs", "kernelspace"] {
+            let error = parse_config(&format!("mode: {mode}\n")).unwrap_err();
+            assert!(error.contains("proxier is an nftables proxy"), "{error}");
+            let error = settings(&["--proxy-mode", mode], "").unwrap_err();
+            assert!(error.starts_with("--proxy-mode"), "{error}");
+        }
+    }
+
+    #[test]
+    fn empty_zero_and_null_mean_the_default() {
+        let file = "healthzBindAddress: \"\"\nmetricsBindAddress: \"\"\nhostnameOverride: \"\"\nbindAddress: 0.0.0.0\n\
+                    detectLocalMode: \"\"\ndetectLocal: {bridgeInterface: \"\", interfaceNamePrefix: \"\"}\n\
+                    nftables: {syncPeriod: 0s, minSyncPeriod: 0s, masqueradeAll: false, masqueradeBit: null}\n\
+                    conntrack: {maxPerCore: null, min: null, tcpEstablishedTimeout: null, tcpCloseWaitTimeout: null,\n  \
+                    tcpBeLiberal: false, udpTimeout: 0s, udpStreamTimeout: 0s}\nnodePortAddresses: null\n\
+                    oomScoreAdj: null\nclusterCIDR: \"\"\nlogging: {format: \"\", verbosity: 0, flushFrequency: 0}\n\
+                    iptables: {masqueradeAll: false, syncPeriod: 0s}\nipvs: {scheduler: \"\", excludeCIDRs: null}\n";
+        let config = parse_config(file).unwrap();
+        assert!(config.ignored.is_empty(), "{:?}", config.ignored);
+        let s = settings(&["--node", "n"], file).unwrap();
+        assert_eq!(s.healthz, Some("0.0.0.0:10256".parse().unwrap()));
+        assert_eq!(s.metrics, Some("127.0.0.1:10249".parse().unwrap()));
+        assert_eq!((s.sync_period, s.min_sync_period), (DEFAULT_SYNC_PERIOD, DEFAULT_MIN_SYNC_PERIOD));
+        assert_eq!(s.node.detect_local, DetectLocal::ClusterCidr);
+        assert!(s.node.node_ips.is_empty());
+        assert!(s.nodeport_primary && s.nodeport_cidrs.is_empty());
+        assert_eq!(s.oom_score_adj, -999);
+        assert_eq!((s.log_format, s.verbosity), (LogFormat::Text, 0));
+        let c = &s.conntrack_settings;
+        assert_eq!((c.max_per_core, c.min), (32_768, 131_072));
+        assert_eq!(c.tcp_established_timeout, Some(Duration::from_secs(86_400)));
+        assert_eq!(c.tcp_close_wait_timeout, Some(Duration::from_secs(3600)));
+        assert_eq!((c.tcp_be_liberal, c.udp_timeout, c.udp_stream_timeout), (false, None, None));
+        assert_eq!(c.max(2), Some(131_072));
+        assert_eq!(c.max(8), Some(262_144));
+        // An empty flag still disables a server; a zero flag period is refused.
+        let s = settings(&["--node", "n", "--healthz-bind-address", "", "--metrics-bind-address", "10.0.0.1"], file);
+        let s = s.unwrap();
+        assert_eq!((s.healthz, s.metrics), (None, Some("10.0.0.1:10249".parse().unwrap())));
+        assert!(settings(&["--node", "n", "--sync-period", "0s"], file).is_err());
+    }
+
+    #[test]
+    fn other_modes_sections_are_quiet_unless_set() {
+        let config = parse_config(
+            "iptables: {masqueradeAll: true, syncPeriod: 30s}\nipvs: {scheduler: rr}\nwinkernel: {enableDSR: true}\n\
+             enableProfiling: true\nfeatureGates: {}\nportRange: \"\"\n",
+        )
+        .unwrap();
+        let ignored: Vec<&str> = config.ignored.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            ignored,
+            [
+                "enableProfiling",
+                "iptables.masqueradeAll",
+                "iptables.syncPeriod",
+                "ipvs.scheduler",
+                "winkernel.enableDSR"
+            ]
+        );
+        assert!(!config.masquerade_all, "iptables.masqueradeAll is the iptables mode's");
+    }
+
+    #[test]
+    fn v1alpha2_fields() {
+        let file = "apiVersion: kubeproxy.config.k8s.io/v1alpha2\nkind: KubeProxyConfiguration\nmode: nftables\n\
+                    syncPeriod: 45s\nminSyncPeriod: 3s\ndetectLocal: {clusterCIDRs: [10.244.0.0/16, fd00::/56]}\n\
+                    linux: {masqueradeAll: true, oomScoreAdj: -500,\n  \
+                    conntrack: {maxPerCore: 1000, min: 5000, tcpEstablishedTimeout: 2h, tcpCloseWaitTimeout: 0s,\n    \
+                    tcpBeLiberal: true, udpTimeout: 30s, udpStreamTimeout: 2m}}\n";
+        let s = settings(&["--node", "n"], file).unwrap();
+        assert_eq!((s.sync_period, s.min_sync_period), (Duration::from_secs(45), Duration::from_secs(3)));
+        assert_eq!(s.node.cluster_cidrs.len(), 2);
+        assert!(s.node.masquerade_all);
+        assert_eq!(s.oom_score_adj, -500);
+        assert_eq!(
+            s.conntrack_settings,
+            ConntrackSettings {
+                max_per_core: 1000,
+                min: 5000,
+                tcp_established_timeout: Some(Duration::from_secs(7200)),
+                tcp_close_wait_timeout: None,
+                tcp_be_liberal: true,
+                udp_timeout: Some(Duration::from_secs(30)),
+                udp_stream_timeout: Some(Duration::from_secs(120)),
+            }
+        );
+        assert!(parse_config(file).unwrap().ignored.is_empty());
+    }
+
+    #[test]
+    fn conntrack_flags_win_over_the_file() {
+        let file = "conntrack: {maxPerCore: 1000, min: 5000, tcpEstablishedTimeout: 2h, tcpCloseWaitTimeout: 30m,\n  \
+                    tcpBeLiberal: true, udpTimeout: 30s, udpStreamTimeout: 2m}\n";
+        let flags = [
+            "--node",
+            "n",
+            "--conntrack-max-per-core",
+            "0",
+            "--conntrack-min",
+            "7",
+            "--conntrack-tcp-timeout-established",
+            "0",
+            "--conntrack-tcp-timeout-close-wait",
+            "5m",
+            "--conntrack-tcp-be-liberal=false",
+            "--conntrack-udp-timeout",
+            "10s",
+            "--conntrack-udp-timeout-stream",
+            "0s",
+        ];
+        let c = settings(&flags, file).unwrap().conntrack_settings;
+        assert_eq!(c.max(4), None, "max-per-core 0 leaves nf_conntrack_max alone");
+        assert_eq!(c.min, 7);
+        assert_eq!(c.tcp_established_timeout, None, "0 leaves the timeout alone");
+        assert_eq!(c.tcp_close_wait_timeout, Some(Duration::from_secs(300)));
+        assert!(!c.tcp_be_liberal);
+        assert_eq!(c.udp_timeout, Some(Duration::from_secs(10)));
+        assert_eq!(c.udp_stream_timeout, None);
+        assert!(
+            settings(&["--node", "n", "--conntrack-tcp-be-liberal"], "").unwrap().conntrack_settings.tcp_be_liberal
+        );
+        let s = settings(&["--node", "n"], file).unwrap();
+        assert_eq!(s.conntrack_settings.max(4), Some(5000));
+        assert_eq!(s.conntrack_settings.tcp_close_wait_timeout, Some(Duration::from_secs(1800)));
+    }
+
+    #[test]
+    fn node_name_address_and_logging_flags() {
+        let s = settings(&["--hostname-override", "node-b"], "hostnameOverride: node-c\n").unwrap();
+        assert_eq!((s.node.node_name.as_str(), s.node_name_source), ("node-b", "--hostname-override"));
+        let s = settings(&["--node", "node-a", "--hostname-override", "node-b"], "").unwrap();
+        assert_eq!(s.node.node_name, "node-a");
+        let s = settings(&[], "hostnameOverride: node-c\n").unwrap();
+        assert_eq!(s.node.node_name, "node-c");
+        let s = settings(&[], "").unwrap();
+        assert_eq!(s.node.node_name, host_name().unwrap());
+        assert_eq!(s.node_name_source, "the host name");
+
+        let s = settings(&["--bind-address", "192.168.1.9"], "bindAddress: 10.0.0.1\n").unwrap();
+        assert_eq!(s.node.node_ips, vec!["192.168.1.9".parse::<IpAddr>().unwrap()]);
+        let s = settings(&["--bind-address", "0.0.0.0"], "bindAddress: 10.0.0.1\n").unwrap();
+        assert_eq!(s.node.node_ips, vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
+
+        let s = settings(&["-v", "4", "--logging-format", "json"], "logging: {format: text, verbosity: 2}\n").unwrap();
+        assert_eq!((s.log_format, s.verbosity), (LogFormat::Json, 4));
+        let s = settings(&["--v=3"], "logging: {format: json}\n").unwrap();
+        assert_eq!((s.log_format, s.verbosity), (LogFormat::Json, 3));
+        let s = settings(&["--oom-score-adj", "-10", "--cleanup"], "oomScoreAdj: 5\n").unwrap();
+        assert_eq!((s.oom_score_adj, s.cleanup, s.init_only), (-10, true, false));
+        assert!(settings(&["--init-only"], "").unwrap().init_only);
+        assert!(Run::try_parse_from(["run", "--cleanup", "--init-only"]).is_err());
+        assert!(Run::try_parse_from(["run", "--oom-score-adj", "-1001"]).is_err());
+    }
+
+    #[test]
+    fn nodeport_addresses_primary_beside_cidrs() {
+        let s = settings(&[], "nodePortAddresses: [primary, 192.168.0.0/16]\n").unwrap();
+        assert!(s.nodeport_primary);
+        assert_eq!(s.nodeport_cidrs, vec!["192.168.0.0/16".parse::<IpNet>().unwrap()]);
+        let s = settings(&["--nodeport-addresses", "10.0.0.0/8"], "nodePortAddresses: [primary]\n").unwrap();
+        assert!(!s.nodeport_primary);
+        assert_eq!(s.nodeport_cidrs, vec!["10.0.0.0/8".parse::<IpNet>().unwrap()]);
+        assert!(settings(&[], "nodePortAddresses: [nowhere]\n").is_err());
+        // kube-proxy's keywords: `all` is every address of both families; `localhost` is not served.
+        let file = parse_config("nodePortAddresses: [all, localhost]\n").unwrap();
+        assert_eq!(file.nodeport_addresses, ["0.0.0.0/0", "::/0"].map(|n| Some(n.parse::<IpNet>().unwrap())));
+        assert_eq!(file.ignored.len(), 1);
+        let s = settings(&[], "nodePortAddresses: [all]\n").unwrap();
+        assert!(!s.nodeport_primary && s.nodeport_cidrs.len() == 2);
     }
 
     #[test]
@@ -334,27 +1063,48 @@ mod tests {
                 .unwrap_err()
                 .starts_with("detectLocal.bridgeInterface: ")
         );
-
-        let dir = std::env::temp_dir().join(format!("proxier-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("config.yaml");
-        std::fs::write(&path, file).unwrap();
-        let settings = |flags: &[&str]| {
-            use clap::Parser;
-            #[derive(Parser)]
-            struct Run {
-                #[command(flatten)]
-                args: RunArgs,
-            }
-            let mut argv = vec!["run", "--node", "n", "--config", path.to_str().unwrap()];
-            argv.extend_from_slice(flags);
-            Run::parse_from(argv).args.settings().map(|s| s.node.detect_local)
+        let detector = |flags: &[&str], file: &str| {
+            let mut all = vec!["--node", "n"];
+            all.extend_from_slice(flags);
+            settings(&all, file).map(|s| s.node.detect_local)
         };
-        assert_eq!(settings(&[]), Ok(DetectLocal::BridgeInterface("cbr0".into())));
-        assert_eq!(settings(&["--pod-bridge-interface", "br1"]), Ok(DetectLocal::BridgeInterface("br1".into())));
-        assert_eq!(settings(&["--detect-local-mode", "NodeCIDR"]), Ok(DetectLocal::NodeCidr));
-        std::fs::write(&path, "detectLocalMode: InterfaceNamePrefix\n").unwrap();
-        assert!(settings(&[]).unwrap_err().contains("needs an interface name prefix"));
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(detector(&[], file), Ok(DetectLocal::BridgeInterface("cbr0".into())));
+        assert_eq!(detector(&["--pod-bridge-interface", "br1"], file), Ok(DetectLocal::BridgeInterface("br1".into())));
+        assert_eq!(detector(&["--detect-local-mode", "NodeCIDR"], file), Ok(DetectLocal::NodeCidr));
+        assert!(
+            detector(&[], "detectLocalMode: InterfaceNamePrefix\n")
+                .unwrap_err()
+                .contains("needs an interface name prefix")
+        );
+    }
+
+    #[test]
+    fn kubeadms_configuration_is_read_without_a_warning() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/kube-proxy/kubeadm-config.conf");
+        let file = read_config(&path).unwrap();
+        assert!(file.ignored.is_empty(), "{:?}", file.ignored);
+        let s = args(&["--hostname-override", "node-a"]).settings(&file).unwrap();
+        assert_eq!(s.node.node_name, "node-a");
+        assert_eq!(s.node.cluster_cidrs, vec!["10.244.0.0/16".parse::<IpNet>().unwrap()]);
+        assert_eq!(s.kubeconfig, Some(PathBuf::from("/var/lib/kube-proxy/kubeconfig.conf")));
+        assert_eq!(s.healthz, Some("0.0.0.0:10256".parse().unwrap()));
+        assert_eq!(s.metrics, Some("127.0.0.1:10249".parse().unwrap()));
+        assert_eq!((s.sync_period, s.min_sync_period), (DEFAULT_SYNC_PERIOD, DEFAULT_MIN_SYNC_PERIOD));
+        assert!(s.node.node_ips.is_empty() && s.nodeport_primary && !s.node.masquerade_all);
+        assert_eq!(s.conntrack_settings.tcp_established_timeout, Some(DEFAULT_TCP_ESTABLISHED));
+    }
+
+    #[test]
+    fn configz_is_the_effective_configuration() {
+        let s = settings(&["--node", "n", "--cluster-cidr", "10.244.0.0/16"], "nftables: {syncPeriod: 10s}\n").unwrap();
+        let c = s.as_kube_proxy_configuration();
+        assert_eq!(c["mode"], "nftables");
+        assert_eq!(c["hostnameOverride"], "n");
+        assert_eq!(c["clusterCIDR"], "10.244.0.0/16");
+        assert_eq!(c["nftables"]["syncPeriod"], "10s");
+        assert_eq!(c["conntrack"]["tcpEstablishedTimeout"], "24h0m0s");
+        assert_eq!(c["conntrack"]["maxPerCore"], 32768);
+        assert_eq!(c["nodePortAddresses"], serde_json::json!(["primary"]));
+        assert_eq!(c["healthzBindAddress"], "0.0.0.0:10256");
     }
 }

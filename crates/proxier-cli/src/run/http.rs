@@ -135,8 +135,15 @@ impl Health {
     }
 }
 
-/// /metrics: the registry, and the kernel's per-Service counters when `counters` reads them.
-pub fn metrics_handler(metrics: Arc<Metrics>, counters: Option<Arc<ServiceCounters>>) -> Handler {
+/// The metrics port, as kube-proxy's: /metrics (with the kernel's per-Service counters when `counters`
+/// reads them); /healthz (the process answers: `ok`), /livez (the same staleness check as on the health
+/// port); /proxyMode (`nftables`); /configz (the effective configuration, `configz` as JSON).
+pub fn metrics_handler(
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    configz: String,
+    counters: Option<Arc<ServiceCounters>>,
+) -> Handler {
     Arc::new(move |path| match path {
         "/metrics" => Reply {
             status: 200,
@@ -152,6 +159,21 @@ pub fn metrics_handler(metrics: Arc<Metrics>, counters: Option<Arc<ServiceCounte
                 body
             },
         },
+        "/healthz" => Reply { status: 200, content_type: "text/plain; charset=utf-8", body: "ok".into() },
+        "/livez" => {
+            let healthy = health.healthy();
+            Reply {
+                status: if healthy { 200 } else { 503 },
+                content_type: "text/plain; charset=utf-8",
+                body: if healthy {
+                    "ok".into()
+                } else {
+                    "stale: a change waits longer than twice the sync period".into()
+                },
+            }
+        }
+        "/proxyMode" => Reply { status: 200, content_type: "text/plain; charset=utf-8", body: "nftables".into() },
+        "/configz" => Reply { status: 200, content_type: "application/json", body: configz.clone() },
         _ => Reply { status: 404, content_type: "text/plain", body: "404 page not found\n".into() },
     })
 }
@@ -264,5 +286,20 @@ mod tests {
         assert!(reply.body.contains(r#""nodeEligible": false"#), "{}", reply.body);
         assert_eq!(handler("/livez").status, 200, "livez ignores the Node's deletion");
         assert_eq!(handler("/other").status, 404);
+    }
+
+    #[test]
+    fn the_metrics_port_serves_kube_proxys_paths() {
+        let health = Arc::new(Health::new(Duration::from_secs(30)));
+        let handler =
+            metrics_handler(Arc::new(Metrics::new()), health, r#"{"kubeproxy.config.k8s.io":{}}"#.into(), None);
+        assert_eq!(handler("/proxyMode").body, "nftables");
+        assert_eq!((handler("/healthz").status, handler("/healthz").body.as_str()), (200, "ok"));
+        assert_eq!(handler("/livez").status, 200);
+        let configz = handler("/configz");
+        assert_eq!((configz.status, configz.content_type), (200, "application/json"));
+        assert!(configz.body.contains("kubeproxy.config.k8s.io"));
+        assert!(handler("/metrics").body.contains("kubeproxy_sync_proxy_rules_duration_seconds"));
+        assert_eq!(handler("/nothing").status, 404);
     }
 }

@@ -7,11 +7,19 @@
 //! so a restart never programs a partial cluster; until then an earlier run's rules stay in force.
 //! SIGTERM or SIGINT stops it and leaves the rules in place, as kube-proxy does (`proxier delete`
 //! removes them).
+//!
+//! At start, as kube-proxy: the conntrack and OOM tuning ([`tuning`]), a warning for each of
+//! kube-proxy's leftovers ([`leftovers`]), and a start line with the effective configuration.
+//! `--cleanup` and `--init-only` do one of those steps and exit.
 
+pub mod addresses;
 pub mod config;
 mod http;
+mod leftovers;
+pub mod logging;
 mod metrics;
 mod service_counters;
+mod tuning;
 mod watch;
 
 use std::sync::Arc;
@@ -43,16 +51,78 @@ fn node_is_leaving(node: &k8s_openapi::api::core::v1::Node) -> bool {
     node.metadata.deletion_timestamp.is_some() || tainted
 }
 
-/// Runs until SIGTERM or SIGINT: [`Exit::Success`] on a signal, [`Exit::BadInput`] for bad settings,
-/// [`Exit::Changed`] (status 1) when it cannot start or stops on an error.
+/// Runs until SIGTERM or SIGINT: [`Exit::Success`] on a signal (or when `--cleanup` / `--init-only`
+/// is done), [`Exit::BadInput`] for bad settings, [`Exit::Changed`] (status 1) when it cannot start
+/// (`--init-only`: could not set a value) or stops on an error, [`Exit::NftFailed`] when `--cleanup`'s
+/// nft fails.
 pub fn main(args: &RunArgs) -> Exit {
-    let settings = match args.settings() {
+    // The file is read before logging starts: it may choose the log format and level.
+    let file = match args.file() {
+        Ok(file) => file,
+        Err(error) => {
+            eprintln!("proxier: {error}");
+            return Exit::BadInput;
+        }
+    };
+    let (format, verbosity) = args.logging(&file);
+    logging::init(format, &logging::filter(verbosity));
+    let path = args.config.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
+    for (field, why) in &file.ignored {
+        tracing::warn!(file = %path, field, why, "configuration field ignored");
+    }
+    let settings = match args.settings(&file) {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("proxier: {error}");
             return Exit::BadInput;
         }
     };
+    let nft = Nft::new(&settings.nft);
+    if settings.cleanup {
+        return match nft.delete_tables(&settings.table) {
+            Ok(removed) => {
+                for family in &removed {
+                    let family = if *family == proxier_core::IpFamily::V4 { "ip" } else { "ip6" };
+                    tracing::info!("cleanup: deleted table {family} {}", settings.table);
+                }
+                if removed.is_empty() {
+                    tracing::info!("cleanup: no table {} to delete", settings.table);
+                }
+                Exit::Success
+            }
+            Err(error) => {
+                eprintln!("proxier: cleanup failed: {error}");
+                Exit::NftFailed
+            }
+        };
+    }
+    let kernel = tuning::Kernel::default();
+    // The OOM score is the process's own, and lowering it needs CAP_SYS_RESOURCE, which a container
+    // rarely has (the kubelet sets one by QoS class): as kube-proxy, a failure is only noted.
+    let oom = kernel.apply_oom_score_adj(settings.oom_score_adj);
+    match oom.failed.first() {
+        Some(failure) => tracing::info!("oom_score_adj left as it is: {failure}"),
+        None => oom.log(),
+    }
+    let report = kernel.apply_conntrack(&settings.conntrack_settings, tuning::cores());
+    report.log();
+    if settings.init_only {
+        if !report.missing.is_empty() {
+            tracing::warn!(
+                not_set = %report.missing.join(" "),
+                "nf_conntrack is not loaded yet: these values are set when proxier runs"
+            );
+        }
+        return if report.failed.is_empty() { Exit::Success } else { Exit::Changed };
+    }
+    leftovers::warn(&nft);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        node = %settings.node.node_name,
+        node_from = settings.node_name_source,
+        config = %settings.as_kube_proxy_configuration(),
+        "proxier starting"
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -60,7 +130,7 @@ pub fn main(args: &RunArgs) -> Exit {
             return Exit::Changed;
         }
     };
-    match runtime.block_on(run(settings)) {
+    match runtime.block_on(run(settings, !report.missing.is_empty())) {
         Ok(()) => Exit::Success,
         Err(error) => {
             eprintln!("proxier: {error:#}");
@@ -69,7 +139,8 @@ pub fn main(args: &RunArgs) -> Exit {
     }
 }
 
-async fn client(settings: &Settings) -> anyhow::Result<kube::Client> {
+/// The Kubernetes client, and the API server's address for log lines.
+async fn client(settings: &Settings) -> anyhow::Result<(kube::Client, String)> {
     let config = match &settings.kubeconfig {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path)?;
@@ -77,12 +148,13 @@ async fn client(settings: &Settings) -> anyhow::Result<kube::Client> {
         }
         None => kube::Config::infer().await?,
     };
-    Ok(kube::Client::try_from(config)?)
+    let server = config.cluster_url.to_string();
+    Ok((kube::Client::try_from(config)?, server))
 }
 
-async fn run(settings: Settings) -> anyhow::Result<()> {
+async fn run(settings: Settings, retune: bool) -> anyhow::Result<()> {
     use anyhow::Context;
-    let client = client(&settings).await.context("cannot configure the Kubernetes client")?;
+    let (client, server) = client(&settings).await.context("cannot configure the Kubernetes client")?;
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new(settings.sync_period));
     if let Some(address) = settings.healthz {
@@ -91,10 +163,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     if let Some(address) = settings.metrics {
         let listener = TcpListener::bind(address).await.with_context(|| format!("metrics on {address}"))?;
+        let configz = serde_json::json!({"kubeproxy.config.k8s.io": settings.as_kube_proxy_configuration()});
         let counters = settings
             .counters
             .then(|| Arc::new(service_counters::ServiceCounters::new(Nft::new(&settings.nft), &settings.table)));
-        http::serve(listener, http::metrics_handler(metrics.clone(), counters));
+        http::serve(listener, http::metrics_handler(metrics.clone(), health.clone(), configz.to_string(), counters));
     }
 
     let state = ClusterState::new(settings.node.clone());
@@ -104,11 +177,17 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         proxier = proxier.with_conntrack(Conntrack::new(program));
     }
     let (sender, mut updates) = mpsc::channel(1024);
-    watch::start(client, &settings.node.node_name, sender);
-    tracing::info!(node = %settings.node.node_name, table = %settings.table, "watching the cluster");
+    watch::start(client, &settings.node.node_name, &server, sender);
+    tracing::info!(node = %settings.node.node_name, table = %settings.table, %server, "watching the cluster");
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // Local addresses matter only with --nodeport-addresses CIDRs; then they are polled (getifaddrs is
+    // cheap) so a new secondary address or VIP serves NodePorts within a second.
+    let follow_addresses = !settings.nodeport_cidrs.is_empty();
+    let mut address_tick = tokio::time::interval(Duration::from_secs(1));
+    address_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut state = Loop::new(settings, metrics, health.clone());
+    state.retune = retune;
     loop {
         let deadline = state.deadline(&proxier);
         let far = Instant::now() + Duration::from_secs(3600);
@@ -118,6 +197,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
                 None => break,
             },
             () = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => state.sync(&mut proxier).await,
+            _ = address_tick.tick(), if follow_addresses => state.follow_addresses(&mut proxier),
             _ = sigterm.recv() => {
                 tracing::info!("SIGTERM: stopping; proxier's rules stay in place (`proxier delete` removes them)");
                 break;
@@ -142,6 +222,13 @@ struct Loop {
     last_check: Instant,
     failures: u32,
     retry_at: Option<Instant>,
+    /// Service and EndpointSlice changes taken in since the last successful sync.
+    pending: (usize, usize),
+    /// Whether conntrack values whose files were missing at start (nf_conntrack not loaded) are to be
+    /// set after the first successful sync, which loads it.
+    retune: bool,
+    /// The local addresses last seen (with --nodeport-addresses CIDRs).
+    local: Vec<std::net::IpAddr>,
 }
 
 impl Loop {
@@ -156,6 +243,9 @@ impl Loop {
             last_check: Instant::now(),
             failures: 0,
             retry_at: None,
+            pending: (0, 0),
+            retune: false,
+            local: Vec::new(),
         }
     }
 
@@ -180,16 +270,19 @@ impl Loop {
     }
 
     fn handle(&mut self, proxier: &mut Proxier, update: Update) {
+        let mut node_event = false;
         let state = proxier.state_mut();
         let changed = match update {
             Update::Service(event) => {
                 let n = state.fold(watch_event(*event));
                 (0..n).for_each(|_| self.metrics.service_changed());
+                self.pending.0 += n;
                 n
             }
             Update::Slice(event) => {
                 let n = state.fold(watch_event(*event));
                 (0..n).for_each(|_| self.metrics.endpoints_changed());
+                self.pending.1 += n;
                 n
             }
             Update::Node(event) => {
@@ -200,6 +293,7 @@ impl Loop {
                     Event::Delete(_) => self.health.set_node_deleting(true),
                     Event::Init | Event::InitDone => {}
                 }
+                node_event = true;
                 state.fold(watch_event(*event))
             }
         };
@@ -207,7 +301,12 @@ impl Loop {
             self.metrics.queued();
             self.queued.get_or_insert_with(std::time::Instant::now);
         }
+        self.metrics.pending(self.pending);
         self.health.set_queued(self.queued);
+        if node_event {
+            // The Node's addresses feed the NodePort addresses when CIDRs are configured.
+            self.reresolve(proxier);
+        }
     }
 
     async fn sync(&mut self, proxier: &mut Proxier) {
@@ -223,7 +322,13 @@ impl Loop {
                 self.queued = None;
                 self.failures = 0;
                 self.retry_at = None;
+                self.pending = (0, 0);
+                self.metrics.pending(self.pending);
                 self.report(&outcome);
+                if std::mem::take(&mut self.retune) {
+                    let kernel = tuning::Kernel::default();
+                    kernel.apply_conntrack(&self.settings.conntrack_settings, tuning::cores()).log();
+                }
                 if outcome.kind == SyncKind::Full {
                     release_free_memory();
                 }
@@ -251,17 +356,49 @@ impl Loop {
         for error in &outcome.conntrack.errors {
             tracing::warn!(%error, "conntrack cleanup failed");
         }
-        if outcome.changes > 0 {
-            tracing::info!(
-                kind = ?outcome.kind,
-                changes = outcome.changes,
-                elements = outcome.elements,
-                duration = ?outcome.duration,
-                conntrack_deleted = outcome.conntrack.deleted,
-                "synced"
-            );
-        } else {
-            tracing::debug!(kind = ?outcome.kind, duration = ?outcome.duration, "nothing to change");
+        tracing::info!(
+            kind = ?outcome.kind,
+            changes = outcome.changes,
+            elements = outcome.elements,
+            duration = ?outcome.duration,
+            conntrack_deleted = outcome.conntrack.deleted,
+            "synced"
+        );
+    }
+
+    /// Polls the local addresses; on a change, recomputes the NodePort addresses.
+    fn follow_addresses(&mut self, proxier: &mut Proxier) {
+        match addresses::local_addresses() {
+            Ok(local) if local != self.local => {
+                tracing::info!(addresses = ?local, "local addresses changed");
+                self.local = local;
+                self.reresolve(proxier);
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "cannot read the local addresses"),
+        }
+    }
+
+    /// Hands proxier the node configuration for the current Node object and local addresses (a no-op
+    /// when nothing changed, and always without --nodeport-addresses CIDRs).
+    fn reresolve(&mut self, proxier: &mut Proxier) {
+        if self.settings.nodeport_cidrs.is_empty() {
+            return;
+        }
+        let name = &self.settings.node.node_name;
+        let state = proxier.state();
+        let node = state.nodes().find(|n| n.metadata.name.as_deref() == Some(name.as_str()));
+        let config = addresses::resolve(
+            &self.settings.node,
+            self.settings.nodeport_primary,
+            &self.settings.nodeport_cidrs,
+            node,
+            &self.local,
+        );
+        if &config != state.config() && proxier.state_mut().set_config(config) {
+            self.metrics.queued();
+            self.queued.get_or_insert_with(std::time::Instant::now);
+            self.health.set_queued(self.queued);
         }
     }
 }

@@ -70,18 +70,23 @@ impl Node {
 
     /// Starts `proxier run` in the namespace with the test's usual flags plus `extra`.
     pub fn proxier_run(&self, kubeconfig: &std::path::Path, extra: &[&str]) -> Proxier {
+        let mut args = vec!["run", "--node", "node-a", "--kubeconfig", kubeconfig.to_str().unwrap()];
+        args.extend(["--cluster-cidr", "10.244.0.0/16", "--min-sync-period", "100ms", "--sync-period", "3s"]);
+        args.extend(["--healthz-bind-address", "127.0.0.1:10256", "--metrics-bind-address", "127.0.0.1:10249"]);
+        args.extend_from_slice(extra);
+        self.proxier(&args, Some("info"))
+    }
+
+    /// Starts `proxier` with exactly `args` in the namespace; `rust_log` sets RUST_LOG (`None`: unset,
+    /// so proxier's own default applies).
+    pub fn proxier(&self, args: &[&str], rust_log: Option<&str>) -> Proxier {
         let mut command = Command::new("ip");
-        command
-            .args(["netns", "exec", &self.name, env!("CARGO_BIN_EXE_proxier"), "run", "--node", "node-a"])
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args(["--cluster-cidr", "10.244.0.0/16", "--min-sync-period", "100ms", "--sync-period", "3s"])
-            .args(["--healthz-bind-address", "127.0.0.1:10256", "--metrics-bind-address", "127.0.0.1:10249"])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        command.args(["netns", "exec", &self.name, env!("CARGO_BIN_EXE_proxier")]).args(args);
+        match rust_log {
+            Some(level) => command.env("RUST_LOG", level),
+            None => command.env_remove("RUST_LOG"),
+        };
+        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("start proxier run");
         let log = Arc::new(std::sync::Mutex::new(String::new()));
         if let Some(stderr) = child.stderr.take() {
@@ -267,6 +272,24 @@ impl Proxier {
 
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Waits (at most `timeout`) for proxier to exit by itself.
+    pub fn wait(mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                // Let the reader thread drain what is left of stderr.
+                std::thread::sleep(Duration::from_millis(100));
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("proxier did not exit within {timeout:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
