@@ -11,7 +11,10 @@
 #      objects it leaves, and the same load through the library phase by phase (scale_probe sync);
 #   2. one endpoint change end to end at N = PERF_CHANGE_SIZES (default 10000 44000): 20 changes, each
 #      recompute + Transaction::between + JSON + nft, timed by phase, with the transaction's size;
-#   3. RSS of the embeddable `Proxier` holding a PERF_RSS_SIZE × 10 cluster (default 10000);
+#   3. RSS of the embeddable `Proxier` holding a PERF_RSS_SIZE × 10 cluster (default 10000), and the
+#      end-to-end time of each of PERF_CHURN_CHANGES (default 200) endpoint changes in a row, written to
+#      target/perf/churn.csv (docs/perf/churn.csv is a copy; `cargo run -p proxier-cli --example plots`
+#      redraws docs/img from docs/perf);
 #   4. the data plane: new TCP connections per second client → ClusterIP → pod, through a node namespace
 #      doing the NAT, with 1 Service loaded, with PERF_DP_SIZE (default 30000) loaded (with and without
 #      per-Service counters), and straight to the pod IP with no rules at all; PERF_DP_ROUNDS rounds
@@ -162,8 +165,15 @@ if part 3; then
 file=$(snapshot "$RSS_SIZE")
 new_ns live
 ns=$NS
-ip netns exec "$ns" "$PROBE" live --snapshot "$file" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" --changes 20 \
-    | grep '^live\.' | tr ' ' '\n' | sed "s/^/live.$RSS_SIZE./" | tee -a "$RESULTS"
+ip netns exec "$ns" "$PROBE" live --snapshot "$file" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" \
+    --changes "${PERF_CHURN_CHANGES:-200}" | grep '^live\.' | tr ' ' '\n' > "$WORK/live.txt"
+grep -v '^live\.change\.each_ms=' "$WORK/live.txt" | sed "s/^/live.$RSS_SIZE./" | tee -a "$RESULTS"
+{
+    echo "# scripts/perf.sh part 3: $RSS_SIZE Services × $ENDPOINTS endpoints, one endpoint change after another"
+    echo "series,change,milliseconds"
+    sed -n 's/^live\.change\.each_ms=//p' "$WORK/live.txt" | tr ',' '\n' \
+        | awk -v label="$RSS_SIZE Services × $ENDPOINTS endpoints" '{ print label "," NR "," $1 }'
+} > "$OUT_DIR/churn.csv"
 del_ns "$ns"
 fi
 
@@ -212,8 +222,8 @@ load_rules() {
     case $1 in
         direct) "${apply[@]}" delete >/dev/null 2>&1 ;;
         one) "${apply[@]}" apply --snapshot "$WORK/echo.json" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" 2>/dev/null ;;
-        full) "${apply[@]}" apply --snapshot "$file" "$WORK/echo.json" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" 2>/dev/null ;;
-        full_nocount) "${apply[@]}" apply --snapshot "$file" "$WORK/echo.json" --node "$NODE" \
+        full) "${apply[@]}" apply --snapshot "$file" --snapshot "$WORK/echo.json" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" 2>/dev/null ;;
+        full_nocount) "${apply[@]}" apply --snapshot "$file" --snapshot "$WORK/echo.json" --node "$NODE" \
             --cluster-cidr "$CLUSTER_CIDR" --no-counters 2>/dev/null ;;
     esac
 }

@@ -2,8 +2,11 @@
 //!
 //! ```text
 //! scale_probe sync   --snapshot FILE --node NAME [--cluster-cidr CIDR] [--changes K] [--table NAME] [--counters off]
+//!                    [--backend nft|netlink|both]
 //!     cold load through the library, phase by phase, then K one-endpoint changes applied with
-//!     Transaction::between, each phase timed; prints key=value lines.
+//!     Transaction::between, each phase timed; prints key=value lines. The changes go to the kernel by
+//!     `nft -j -f` (default), by proxier's persistent netlink socket, or alternately by each (`both`:
+//!     even changes by nft, odd ones by netlink, so that both see the same kernel and load).
 //! scale_probe live   --snapshot FILE --node NAME [--cluster-cidr CIDR] [--changes K] [--table NAME]
 //!     the same through the embeddable `Proxier` (what `proxier run` holds), then its RSS.
 //! scale_probe cold   --snapshot FILE --node NAME [--cluster-cidr CIDR] [--repeat R] [--reference yes|no]
@@ -230,6 +233,12 @@ fn sync(args: &Args) {
     if candidates.is_empty() || changes == 0 {
         return;
     }
+    let backend = arg_or(args, "backend", "nft");
+    if !["nft", "netlink", "both"].contains(&backend) {
+        fail("--backend is nft, netlink or both");
+    }
+    let mut socket = (backend != "nft")
+        .then(|| proxier_nft::netlink::NftSocket::open().unwrap_or_else(|e| fail(&format!("netlink socket: {e}"))));
     let mut committed = tables;
     let mut series: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut sizes = Vec::new();
@@ -251,10 +260,28 @@ fn sync(args: &Args) {
         phases.push(("render", time, last_cpu()));
         let userspace = phases.iter().fold((Duration::ZERO, Duration::ZERO), |(w, c), p| (w + p.1, c + p.2));
         phases.push(("userspace", userspace.0, userspace.1));
-        let (applied, time) = timed(|| transaction.apply(&nft));
-        phases.push(("nft", time, last_cpu()));
-        applied.unwrap_or_else(|e| fail(&format!("change {k}: {e}")));
-        phases.push(("total", started.elapsed(), userspace.1 + last_cpu()));
+        // A change carrying counts goes by nft whatever the backend, as in the syncer (netlink writes no
+        // counter values).
+        let by_netlink = (backend == "netlink" || (backend == "both" && k % 2 == 1)) && !transaction.carries_counts();
+        let apply_cpu = match socket.as_mut().filter(|_| by_netlink) {
+            Some(socket) => {
+                let (batch, time) = timed(|| proxier_nft::netlink::Batch::encode(&transaction));
+                let encode_cpu = last_cpu();
+                phases.push(("netlink_encode", time, encode_cpu));
+                let mut batch = batch.unwrap_or_else(|e| fail(&format!("change {k}: netlink cannot carry it: {e}")));
+                let (applied, time) = timed(|| socket.commit(&mut batch));
+                phases.push(("netlink", time, last_cpu()));
+                applied.unwrap_or_else(|e| fail(&format!("change {k}: {e}")));
+                encode_cpu + last_cpu()
+            }
+            None => {
+                let (applied, time) = timed(|| transaction.apply(&nft));
+                phases.push(("nft", time, last_cpu()));
+                applied.unwrap_or_else(|e| fail(&format!("change {k}: {e}")));
+                last_cpu()
+            }
+        };
+        phases.push(("total", started.elapsed(), userspace.1 + apply_cpu));
         committed = after;
         sizes.push((commands(&document), document.len()));
         // The same change computed for the changed Service alone: what an incremental compute and layout
@@ -282,10 +309,51 @@ fn sync(args: &Args) {
         }
     }
     report_series("change", &series);
+    if let Some(socket) = socket.as_mut() {
+        drift_check(socket, table);
+    }
     sizes.sort_unstable();
     println!("change.commands_min={}", sizes[0].0);
     println!("change.commands_max={}", sizes[sizes.len() - 1].0);
     println!("change.json_bytes_max={}", sizes.iter().map(|s| s.1).max().unwrap_or(0));
+}
+
+/// What the periodic drift check costs with the event watch when nobody touched the tables (the
+/// tables are loaded: the cost must not depend on their size), and when someone did: one outside
+/// commit to the table is seen.
+fn drift_check(socket: &mut proxier_nft::netlink::NftSocket, table: &str) {
+    use proxier_nft::netlink::{Drift, TableWatch};
+    let mut watch = TableWatch::open(table).unwrap_or_else(|e| fail(&format!("event watch: {e}")));
+    let rounds = 1000;
+    let started = Instant::now();
+    let cpu = cpu_time();
+    for _ in 0..rounds {
+        if watch.take() != Drift::Unchanged {
+            fail("drift where nothing changed");
+        }
+    }
+    println!("drift.check_unchanged_us={:.2}", started.elapsed().as_secs_f64() * 1e6 / f64::from(rounds));
+    println!("drift.check_unchanged_cpu_us={:.2}", (cpu_time() - cpu).as_secs_f64() * 1e6 / f64::from(rounds));
+    // An own commit, unwatched, then an outside one: only the second is drift.
+    let generation = socket.generation().unwrap_or_else(|e| fail(&format!("generation: {e}")));
+    println!("drift.generation={generation}");
+    let nft = Nft::default();
+    watch
+        .own_commit(socket, |_| {
+            let result = nft.apply_text(&format!("add chain ip {table} probe-own\n"));
+            let commits = u32::from(result.is_ok());
+            (result, commits)
+        })
+        .unwrap_or_else(|e| fail(&format!("own commit: {e}")));
+    if watch.take() != Drift::Unchanged {
+        fail("an own commit taken for drift");
+    }
+    nft.apply_text(&format!("delete chain ip {table} probe-own\n")).unwrap_or_else(|e| fail(&format!("{e}")));
+    let (drift, time) = timed(|| watch.take());
+    match drift {
+        Drift::Changed(_) => println!("drift.check_changed_us={:.2}", time.as_secs_f64() * 1e6),
+        other => fail(&format!("an outside commit not seen: {other:?}")),
+    }
 }
 
 /// Resident memory after handing freed heap back to the kernel, in KiB.
@@ -376,6 +444,9 @@ fn live(args: &Args) {
         sizes.push((outcome.changes, outcome.elements));
     }
     report_series("live.change", &series);
+    // Every change's end-to-end time in order: the churn plot of docs/performance.md is drawn from it.
+    let each: Vec<String> = series.get("total_ms").into_iter().flatten().map(|v| format!("{v:.2}")).collect();
+    println!("live.change.each_ms={}", each.join(","));
     if let (Some(min), Some(max)) = (sizes.iter().min(), sizes.iter().max()) {
         println!("live.change.steps_min={} live.change.elements_min={}", min.0, min.1);
         println!("live.change.steps_max={} live.change.elements_max={}", max.0, max.1);

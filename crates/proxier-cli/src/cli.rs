@@ -5,54 +5,148 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::flags::{Input, NftArgs};
+use crate::flags::{Input, NftArgs, Output, output_parser};
 
-/// A Kubernetes service proxy on nftables.
+/// A Kubernetes service proxy on nftables: run it on a node in place of kube-proxy, or render, diff,
+/// apply, trace and explain a node's rules from a snapshot of the cluster.
 #[derive(Debug, Parser)]
-#[command(name = "proxier", version, about, after_help = crate::exit::help())]
+#[command(
+    name = "proxier",
+    version,
+    long_version = crate::version::LONG,
+    long_about = None,
+    after_help = format!("{}\n\n{}", EXAMPLES, crate::exit::help()),
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
+const EXAMPLES: &str = "Examples:
+  proxier render -f cluster.yaml --node node-a --cluster-cidr 10.244.0.0/16 -o nft
+  kubectl get svc,endpointslices,nodes -A -o yaml | proxier explain -f - -n shop web
+  proxier trace -f cluster.yaml --node node-a --from node --to 10.96.0.10:53/udp
+  sudo proxier diff -f cluster.yaml --node node-a --cluster-cidr 10.244.0.0/16
+  proxier completion bash > /etc/bash_completion.d/proxier";
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print the full nft transaction for a node on stdout.
+    #[command(after_help = "Examples:
+  proxier render -f cluster.yaml --node node-a --cluster-cidr 10.244.0.0/16 -o nft
+  proxier render -f cluster.yaml --node node-a | nft -c -j -f -")]
     Render {
         #[command(flatten)]
         input: Input,
         /// `json` is exactly what `nft -j -f -` reads; `nft` is the same in nft's text syntax.
-        #[arg(long, value_enum, default_value_t = Format::Json)]
-        format: Format,
+        #[arg(short = 'o', long = "output", alias = "format", value_name = "FORMAT", default_value = "json",
+              value_parser = output_parser(&[Output::Json, Output::Nft]))]
+        output: Output,
     },
     /// Apply the transaction atomically to the kernel of the current network namespace.
+    #[command(after_help = "Examples:
+  sudo proxier apply -f cluster.yaml --node node-a --cluster-cidr 10.244.0.0/16
+  sudo proxier apply -f cluster.yaml --node node-a --check")]
     Apply {
         #[command(flatten)]
         input: Input,
-        /// Only check the transaction against the kernel (`nft -c`); change nothing.
+        /// Only check the transaction against the kernel (`nft -c`); change nothing. Says what was checked.
         #[arg(long)]
         check: bool,
+        /// Replace live rules that hold Services even when the snapshot gives this node none (without it,
+        /// such an apply is refused: a snapshot without Services is more often a wrong file than an empty
+        /// cluster).
+        #[arg(long)]
+        allow_empty: bool,
     },
     /// Show, as nft text, what `apply` would change in the live kernel (exit 1 when it would).
+    ///
+    /// Both sides are valid nft: the live tables as the kernel lists them, and the desired ones loaded into
+    /// a scratch network namespace and listed back, each with its sets, maps and chains sorted by name and
+    /// set elements in address order. Needs root (CAP_SYS_ADMIN for the scratch namespace, CAP_NET_ADMIN to
+    /// list the tables).
+    #[command(after_help = "Examples:
+  sudo proxier diff -f cluster.yaml --node node-a --cluster-cidr 10.244.0.0/16
+  sudo proxier diff -f cluster.yaml --node node-a --color=always | less -R")]
     Diff {
         #[command(flatten)]
         input: Input,
+        /// Colour the diff: `auto` on a terminal unless NO_COLOR is set.
+        #[arg(long, value_enum, value_name = "WHEN", default_value_t = Color::Auto, num_args = 0..=1,
+              default_missing_value = "always", require_equals = true)]
+        color: Color,
     },
     /// Remove proxier's tables (and nothing else).
+    #[command(after_help = "Examples:
+  sudo proxier delete
+  sudo proxier delete --table proxier-test")]
     Delete {
         #[command(flatten)]
         nft: NftArgs,
     },
     /// Keep this node's rules in step with the cluster: watch the API server and sync incrementally.
+    #[command(after_help = "Examples:
+  proxier run --node \"$NODE_NAME\" --cluster-cidr 10.244.0.0/16
+  proxier run --node node-a --kubeconfig /etc/kubernetes/proxier.conf --config /etc/proxier/config.yaml")]
     Run(Box<crate::run::RunArgs>),
     /// Write a synthetic cluster snapshot (Services, EndpointSlices, Nodes) for benchmarks and scale tests.
+    #[command(after_help = "Examples:
+  proxier gen --services 10000 --endpoints 5 --out big.json
+  proxier gen --services 50 --endpoints 3 --mix clusterip=1,nodeport=1 -o yaml | proxier explain -f -")]
     Gen(GenArgs),
     /// Show where one new connection goes on a node and why, from the snapshot (the kernel is not read).
+    #[command(after_help = "Examples:
+  proxier trace -f cluster.yaml --node node-a --from pod:shop/web-1 --to 10.96.120.33:80/tcp
+  proxier trace -f cluster.yaml --node node-b --from 198.51.100.7 --to 192.168.49.12:30200/tcp -o json")]
     Trace(Box<crate::inspect::TraceArgs>),
     /// Show how each Service is reached: addresses, DNS names, Ingresses, warnings.
+    #[command(after_help = "Examples:
+  proxier explain -f cluster.yaml shop/web
+  proxier explain -f cluster.yaml -n shop web -o yaml
+  kubectl get svc,endpointslices,nodes,ingresses -A -o yaml | proxier explain -f - -A")]
     Explain(Box<crate::inspect::ExplainArgs>),
     /// Show the kernel's per-Service counts of new connections sent, rejected and dropped (live tables).
     Stats(crate::stats::StatsArgs),
+    /// Print a shell completion script on stdout.
+    #[command(after_help = "Examples:
+  proxier completion bash > /etc/bash_completion.d/proxier
+  proxier completion zsh > \"${fpath[1]}/_proxier\"
+  proxier completion fish > ~/.config/fish/completions/proxier.fish")]
+    Completion {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) of proxier or one of its commands on stdout.
+    #[command(after_help = "Examples:
+  proxier man | man -l -
+  proxier man diff > proxier-diff.1")]
+    Man {
+        /// A command, for its own page (`proxier-COMMAND(1)`).
+        #[arg(value_name = "COMMAND")]
+        command: Option<String>,
+    },
+    /// Print the version, the commit and date it was built from, the Rust compiler and the nft found.
+    #[command(after_help = "Examples:
+  proxier version
+  proxier version -o json --nft /usr/sbin/nft")]
+    Version {
+        #[arg(short = 'o', long = "output", value_name = "FORMAT", default_value = "text",
+              value_parser = output_parser(&[Output::Text, Output::Json, Output::Yaml]))]
+        output: Output,
+        /// The nft program whose version is reported.
+        #[arg(long, default_value = "nft", value_name = "PATH")]
+        nft: PathBuf,
+    },
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Color {
+    /// On a terminal, unless the NO_COLOR environment variable is set (and not empty).
+    Auto,
+    Always,
+    Never,
 }
 
 /// `proxier gen`: see `generator.rs` for what is generated.
@@ -89,17 +183,12 @@ pub struct GenArgs {
     #[arg(long, default_value = "30000-32767", value_name = "LOW-HIGH", value_parser = port_range)]
     pub node_port_range: (u16, u16),
     /// Output syntax (default: yaml for a *.yaml or *.yml --out, else json).
-    #[arg(long, value_enum, value_name = "FORMAT")]
-    pub format: Option<GenFormat>,
+    #[arg(short = 'o', long = "output", alias = "format", value_name = "FORMAT",
+          value_parser = output_parser(&[Output::Json, Output::Yaml]))]
+    pub output: Option<Output>,
     /// Write here instead of stdout.
     #[arg(long, value_name = "PATH")]
     pub out: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum GenFormat {
-    Json,
-    Yaml,
 }
 
 fn port_range(text: &str) -> Result<(u16, u16), String> {
@@ -110,10 +199,4 @@ fn port_range(text: &str) -> Result<(u16, u16), String> {
         return Err(format!("{low}-{high} is empty"));
     }
     Ok((low, high))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    Json,
-    Nft,
 }

@@ -1,22 +1,133 @@
-//! Flag groups shared by several commands (`render`, `apply`, `diff`, `delete`, `trace`, `run`): the
-//! snapshot, the node being programmed, and proxier's table. Flags are named as kube-proxy names them
-//! wherever kube-proxy has them. A leaf module: it uses nothing else of the binary.
+//! Flag groups shared by several commands (`render`, `apply`, `diff`, `delete`, `trace`, `explain`, `run`):
+//! the snapshot, the node being programmed, proxier's table, and the one output flag. Flags are named as
+//! kube-proxy names them wherever kube-proxy has them, and as kubectl names them otherwise (`-f`, `-o`,
+//! `-n`, `-A`). A leaf module: it uses nothing else of the binary.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use clap::{Args, ValueEnum};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{ArgAction, Args, ValueEnum};
 use ipnet::IpNet;
 use proxier_core::{DetectLocal, NodeConfig};
 
 /// The snapshot to read and the node to compute rules for.
 #[derive(Debug, Args)]
 pub struct Input {
-    /// Files or directories of `kubectl get svc,endpointslices,nodes -A -o yaml|json` output.
-    #[arg(long, required = true, num_args = 1.., value_name = "PATH")]
-    pub snapshot: Vec<PathBuf>,
+    #[command(flatten)]
+    pub snapshot: SnapshotArgs,
     #[command(flatten)]
     pub node: NodeArgs,
+}
+
+/// Where the cluster objects come from, and how much is said about them on stderr.
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// A file or directory of `kubectl get svc,endpointslices,nodes -A -o yaml|json` output, or `-` for
+    /// stdin. Repeatable: `-f a.yaml -f dir/`.
+    #[arg(short = 'f', long = "snapshot", visible_alias = "filename", required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Print every note, not only the first few of each kind.
+    #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// The one output flag, `-o/--output`, of every command that prints data. Each command accepts the
+/// formats that fit it (see [`output_parser`]); `--help` lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// For people.
+    Text,
+    /// For programs; versioned where proxier defines the schema (`apiVersion`, `kind`).
+    Json,
+    /// The same as `json`, as YAML.
+    Yaml,
+    /// nft's text syntax (what `nft -f` reads).
+    Nft,
+}
+
+/// `apiVersion` of the JSON and YAML that proxier defines (`trace`, `explain`, `stats`, `version`):
+/// fields are only ever added within one version.
+pub const API_VERSION: &str = "proxier.dev/v1";
+
+/// The value parser for `-o/--output` of a command that prints `allowed` (the first is its default):
+///
+/// ```ignore
+/// #[arg(short = 'o', long = "output", default_value = "text", value_parser = output_parser(&[Output::Text, Output::Json]))]
+/// output: Output,
+/// ```
+pub fn output_parser(allowed: &'static [Output]) -> impl TypedValueParser<Value = Output> {
+    let names: Vec<&'static str> = allowed.iter().map(|o| o.name()).collect();
+    PossibleValuesParser::new(names).map(|name: String| {
+        // PossibleValuesParser let through only the names of `allowed`.
+        Output::ALL.into_iter().find(|o| o.name() == name).unwrap_or(Output::Text)
+    })
+}
+
+impl Output {
+    const ALL: [Output; 4] = [Output::Text, Output::Json, Output::Yaml, Output::Nft];
+
+    /// The name `-o` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Output::Text => "text",
+            Output::Json => "json",
+            Output::Yaml => "yaml",
+            Output::Nft => "nft",
+        }
+    }
+}
+
+/// A document whose schema proxier defines, as `-o json` and `-o yaml` print it: `apiVersion` and `kind`
+/// first, then the document's own fields.
+#[derive(Debug, serde::Serialize)]
+pub struct Versioned<'a, T: serde::Serialize> {
+    #[serde(rename = "apiVersion")]
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    #[serde(flatten)]
+    pub body: &'a T,
+}
+
+/// `body` as `-o json` (pretty, with a final newline) or `-o yaml` print it, under [`API_VERSION`] and
+/// `kind`; `None` for the other formats, which each command prints its own way.
+pub fn document<T: serde::Serialize>(output: Output, kind: &'static str, body: &T) -> Option<Result<String, String>> {
+    let versioned = Versioned { api_version: API_VERSION, kind, body };
+    match output {
+        Output::Json => Some(serde_json::to_string_pretty(&versioned).map(|t| t + "\n").map_err(|e| e.to_string())),
+        Output::Yaml => Some(serde_yaml_ng::to_string(&versioned).map_err(|e| e.to_string())),
+        Output::Text | Output::Nft => None,
+    }
+}
+
+/// A CIDR, with errors that name the bad part (the address or the prefix length).
+pub fn cidr(text: &str) -> Result<IpNet, String> {
+    let Some((address, prefix)) = text.split_once('/') else {
+        return Err(format!("{text:?} is not a CIDR: expected ADDRESS/PREFIX-LENGTH, e.g. 10.244.0.0/16"));
+    };
+    let address: IpAddr =
+        address.parse().map_err(|_| format!("{text:?}: {address:?} is not an IPv4 or IPv6 address"))?;
+    let max = if address.is_ipv4() { 32 } else { 128 };
+    let family = if address.is_ipv4() { "IPv4" } else { "IPv6" };
+    let length: u8 = prefix
+        .parse()
+        .ok()
+        .filter(|&l| l <= max)
+        .ok_or_else(|| format!("{text:?}: prefix length {prefix:?} is not a number from 0 to {max} ({family})"))?;
+    IpNet::new(address, length).map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// An IP address, with an error that names it.
+pub fn ip_address(text: &str) -> Result<IpAddr, String> {
+    text.parse().map_err(|_| format!("{text:?} is not an IPv4 or IPv6 address"))
+}
+
+/// `--nodeport-addresses`: a CIDR, or `primary` (the node's primary address of each family; `None`).
+pub fn nodeport_address(text: &str) -> Result<Option<IpNet>, String> {
+    if text == "primary" {
+        return Ok(None);
+    }
+    cidr(text).map(Some).map_err(|e| format!("{e}; or `primary`"))
 }
 
 /// The node being programmed and how; shared by every command that computes rules.
@@ -26,7 +137,7 @@ pub struct NodeArgs {
     #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
     /// The pod network; non-pod sources reaching a ClusterIP are masqueraded. Comma-separated or repeated.
-    #[arg(long, value_delimiter = ',', value_name = "CIDR")]
+    #[arg(long, value_delimiter = ',', value_name = "CIDR", value_parser = cidr)]
     pub cluster_cidr: Vec<IpNet>,
     /// How pod sources are recognised [default: ClusterCIDR].
     #[arg(long, value_enum)]
@@ -42,13 +153,13 @@ pub struct NodeArgs {
     #[arg(long, value_delimiter = ',', value_name = "CIDR|primary", value_parser = nodeport_address)]
     pub nodeport_addresses: Vec<Option<IpNet>>,
     /// The Service ranges: an address in them that no Service holds is dropped.
-    #[arg(long, value_delimiter = ',', value_name = "CIDR")]
+    #[arg(long, value_delimiter = ',', value_name = "CIDR", value_parser = cidr)]
     pub service_cidr: Vec<IpNet>,
     /// Masquerade every connection to a ClusterIP.
     #[arg(long)]
     pub masquerade_all: bool,
     /// The node's addresses, overriding the Node object's status.addresses. Repeatable.
-    #[arg(long, value_delimiter = ',', value_name = "IP")]
+    #[arg(long, value_delimiter = ',', value_name = "IP", value_parser = ip_address)]
     pub node_ip: Vec<IpAddr>,
     /// Lay out the rules without per-Service counters (`proxier stats` and the counter metrics then
     /// have nothing to report).
@@ -114,14 +225,6 @@ impl NodeArgs {
             masquerade_all: self.masquerade_all,
         })
     }
-}
-
-/// One `--nodeport-addresses` entry: a CIDR, or `primary` (`None`).
-pub fn nodeport_address(text: &str) -> Result<Option<IpNet>, String> {
-    if text == "primary" {
-        return Ok(None);
-    }
-    text.parse().map(Some).map_err(|e| format!("{text:?} is neither a CIDR nor `primary`: {e}"))
 }
 
 /// Interface names reach nft rules: allow only what the kernel allows in one (at most 15 bytes).

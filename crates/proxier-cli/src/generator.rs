@@ -230,7 +230,11 @@ pub fn write(list: &Value, syntax: Syntax, out: &mut dyn Write) -> std::io::Resu
         Syntax::Json => {
             let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
             let mut serializer = serde_json::Serializer::with_formatter(&mut *out, formatter);
-            serde::Serialize::serialize(list, &mut serializer).map_err(std::io::Error::other)?;
+            // Keep an I/O error's kind (a closed pipe must stay recognisable as one).
+            serde::Serialize::serialize(list, &mut serializer).map_err(|e| match e.io_error_kind() {
+                Some(kind) => std::io::Error::new(kind, e),
+                None => std::io::Error::other(e),
+            })?;
             out.write_all(b"\n")
         }
         Syntax::Yaml => serde_yaml_ng::to_writer(out, list).map_err(std::io::Error::other),

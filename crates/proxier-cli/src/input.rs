@@ -4,14 +4,19 @@
 //! `*.json` files (extension matched without regard to case) in sorted path order. Inside a directory, entries
 //! whose name starts with `.` are skipped: that keeps out editor and VCS files and the `..data` links of a
 //! mounted ConfigMap, which would otherwise load every file twice. Symbolic links are followed; a directory
-//! reached twice (a link loop) is read once.
+//! reached twice (a link loop) is read once. The path `-` is stdin, as in kubectl (`-f -`).
+//!
+//! Fail closed: a file that cannot be read as a whole (not UTF-8, a syntax error, a List cut short, empty)
+//! is an error, and so the whole snapshot is: nothing is computed from part of it. Only inside a directory
+//! is a file that holds no Kubernetes objects at all (no document with `kind` or `apiVersion`: a version or
+//! permissions file of a support bundle, say) skipped, and named in [`Loaded::skipped_files`].
 
 use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use proxier_core::snapshot::{LoadReport, Snapshot};
+use proxier_core::snapshot::{LoadReport, Snapshot, TextContents, TextError};
 
 /// Why the snapshot could not be read. Problems inside the files are not errors: they are in the
 /// [`LoadReport`].
@@ -23,25 +28,108 @@ pub enum InputError {
     /// A file is not UTF-8 text.
     #[error("{} is not UTF-8 text (invalid byte at offset {offset})", path.display())]
     NotUtf8 { path: PathBuf, offset: usize },
+    /// `-` (stdin) was given more than once.
+    #[error("stdin (-) can be read only once")]
+    StdinTwice,
     /// A directory holds no snapshot file.
     #[error("no snapshot files (*.yaml, *.yml, *.json) found under {}", dir.display())]
     NoFiles { dir: PathBuf },
+    /// A file is not YAML or JSON as a whole (a syntax error, a List cut short).
+    #[error("unreadable snapshot {}: {error}", path.display())]
+    Unparseable { path: PathBuf, error: TextError },
+    /// A file holds nothing (no document, or only comments and `---`).
+    #[error("unreadable snapshot {}: the file is empty", path.display())]
+    Empty { path: PathBuf },
+    /// A file named on the command line holds documents, but none is a Kubernetes object.
+    #[error("unreadable snapshot {}: no Kubernetes objects in it (no document has `kind` or `apiVersion`)", path.display())]
+    NotKubernetes { path: PathBuf },
+    /// A directory's snapshot files hold no Kubernetes objects at all.
+    #[error(
+        "no Kubernetes objects found under {} (no document of its snapshot files has `kind` or `apiVersion`)",
+        dir.display()
+    )]
+    NoObjects { dir: PathBuf },
+}
+
+/// A snapshot read from files, with what was found besides the objects.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub snapshot: Snapshot,
+    pub report: LoadReport,
+    /// Files under a directory that hold no Kubernetes objects, skipped (in the order read).
+    pub skipped_files: Vec<PathBuf>,
+}
+
+impl Loaded {
+    /// Prints the notes of files and kinds skipped on stderr (the diagnostics of loading are printed
+    /// with the model's, summarised: see [`crate::notes`]).
+    pub fn print_skipped(&self) {
+        if let Some(note) = self.skipped_files_note() {
+            eprintln!("proxier: note: {note}");
+        }
+        if let Some(note) = self.report.skipped_note() {
+            eprintln!("proxier: note: {note}");
+        }
+    }
+
+    /// Adds one file's text (stdin is the path `-`); returns whether it held Kubernetes objects. A file
+    /// without any is skipped inside a directory and refused when named on its own.
+    fn add_file(&mut self, path: PathBuf, text: &str, in_directory: bool) -> Result<bool, InputError> {
+        let source = if path.as_os_str() == "-" { "<stdin>".to_owned() } else { path.display().to_string() };
+        match self.snapshot.add_text(&source, text, &mut self.report) {
+            Ok(TextContents::Objects(_)) => Ok(true),
+            Ok(TextContents::Empty) => Err(InputError::Empty { path }),
+            Ok(TextContents::NotKubernetes) if in_directory => {
+                self.skipped_files.push(path);
+                Ok(false)
+            }
+            Ok(TextContents::NotKubernetes) => Err(InputError::NotKubernetes { path }),
+            Err(error) => Err(InputError::Unparseable { path, error }),
+        }
+    }
+
+    /// `skipped 2 files that hold no Kubernetes objects: A, B`, or `None`.
+    pub fn skipped_files_note(&self) -> Option<String> {
+        if self.skipped_files.is_empty() {
+            return None;
+        }
+        let noun = if self.skipped_files.len() == 1 { "file that holds" } else { "files that hold" };
+        let names: Vec<String> = self.skipped_files.iter().map(|p| p.display().to_string()).collect();
+        Some(format!("skipped {} {noun} no Kubernetes objects: {}", names.len(), names.join(", ")))
+    }
 }
 
 /// Reads every snapshot path: a file, or a directory read recursively for *.yaml, *.yml and *.json files in sorted order.
 ///
 /// Files are loaded in the order given (each directory's files sorted by path), so for an object defined
-/// twice the later file wins (with a warning in the report). No paths give an empty snapshot.
-pub fn load_snapshot(paths: &[PathBuf]) -> Result<(Snapshot, LoadReport), InputError> {
-    let mut snapshot = Snapshot::default();
-    let mut report = LoadReport::default();
+/// twice the later file wins (with a warning in the report). No paths give an empty snapshot. The first
+/// file that cannot be read as a whole ends it with an error: nothing is returned.
+pub fn load_snapshot(paths: &[PathBuf]) -> Result<Loaded, InputError> {
+    let mut loaded = Loaded::default();
+    let mut stdin_read = false;
     for path in paths {
+        if path.as_os_str() == "-" {
+            // Stdin holds one stream: a second `-` would find it empty, so it is an error, not silence.
+            if std::mem::replace(&mut stdin_read, true) {
+                return Err(InputError::StdinTwice);
+            }
+            let mut bytes = Vec::new();
+            io::Read::read_to_end(&mut io::stdin().lock(), &mut bytes).map_err(|error| unreadable(path, error))?;
+            let text = utf8(path, bytes)?;
+            loaded.add_file(path.clone(), &text, false)?;
+            continue;
+        }
+        let in_directory = fs::metadata(path).is_ok_and(|m| m.is_dir());
+        let mut objects = false;
         for file in snapshot_files(path)? {
             let text = read_text(&file)?;
-            snapshot.add_text(&file.display().to_string(), &text, &mut report);
+            objects |= loaded.add_file(file, &text, in_directory)?;
+        }
+        if in_directory && !objects {
+            return Err(InputError::NoObjects { dir: path.clone() });
         }
     }
-    Ok((snapshot, report))
+    Ok(loaded)
 }
 
 /// The files to read for one path: the path itself if it is a file, else the snapshot files under it.
@@ -91,6 +179,10 @@ fn is_snapshot_file(path: &Path) -> bool {
 
 fn read_text(path: &Path) -> Result<String, InputError> {
     let bytes = fs::read(path).map_err(|error| unreadable(path, error))?;
+    utf8(path, bytes)
+}
+
+fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, InputError> {
     String::from_utf8(bytes)
         .map_err(|error| InputError::NotUtf8 { path: path.to_owned(), offset: error.utf8_error().valid_up_to() })
 }
@@ -155,7 +247,7 @@ mod tests {
         dir.write(".hidden/n.yaml", node("hidden").as_bytes());
         dir.write("..data/n.yaml", node("configmap-link").as_bytes());
 
-        let (snapshot, report) = load_snapshot(std::slice::from_ref(&dir.0)).unwrap();
+        let Loaded { snapshot, report, .. } = load_snapshot(std::slice::from_ref(&dir.0)).unwrap();
         assert_eq!(node_names(&snapshot), ["n1", "n2"]);
         assert_eq!(snapshot.services.len(), 1);
         assert_eq!(snapshot.services[0].spec.as_ref().unwrap().cluster_ip.as_deref(), Some("10.0.0.2"));
@@ -176,7 +268,7 @@ mod tests {
         let dir = TempDir::new("files");
         let first = dir.write("snapshot.txt", node("n1").as_bytes());
         let second = dir.write("bad.yaml", b"apiVersion: v1\nkind: Node\nmetadata: {}\n");
-        let (snapshot, report) = load_snapshot(&[first, second.clone()]).unwrap();
+        let Loaded { snapshot, report, .. } = load_snapshot(&[first, second.clone()]).unwrap();
         assert_eq!(node_names(&snapshot), ["n1"]);
         assert_eq!(report.diagnostics.len(), 1);
         assert_eq!(report.diagnostics[0].source.as_deref(), Some(second.display().to_string().as_str()));
@@ -217,14 +309,43 @@ mod tests {
         let dir = TempDir::new("loop");
         dir.write("sub/n.yaml", node("n1").as_bytes());
         std::os::unix::fs::symlink(&dir.0, dir.0.join("sub/back")).unwrap();
-        let (snapshot, report) = load_snapshot(std::slice::from_ref(&dir.0)).unwrap();
+        let Loaded { snapshot, report, .. } = load_snapshot(std::slice::from_ref(&dir.0)).unwrap();
         assert_eq!(node_names(&snapshot), ["n1"]);
         assert!(report.diagnostics.is_empty());
     }
 
     #[test]
+    fn one_unreadable_file_refuses_the_whole_snapshot() {
+        let dir = TempDir::new("refused");
+        dir.write("a.yaml", node("n1").as_bytes());
+        let bad = dir.write("b/cut.json", b"{\"apiVersion\": \"v1\", \"kind\": \"Node\", \"metadata\": {\"na");
+        let error = load_snapshot(std::slice::from_ref(&dir.0)).unwrap_err();
+        assert!(matches!(&error, InputError::Unparseable { path, .. } if path == &bad), "{error}");
+        let empty = dir.write("c.yaml", b"# nothing\n---\n");
+        std::fs::remove_file(&bad).unwrap();
+        let error = load_snapshot(std::slice::from_ref(&dir.0)).unwrap_err();
+        assert_eq!(error.to_string(), format!("unreadable snapshot {}: the file is empty", empty.display()));
+    }
+
+    #[test]
+    fn files_without_kubernetes_objects_are_skipped_only_inside_directories() {
+        let dir = TempDir::new("foreign");
+        dir.write("a.yaml", node("n1").as_bytes());
+        let version = dir.write("version.json", b"{\"major\": \"1\"}");
+        let loaded = load_snapshot(std::slice::from_ref(&dir.0)).unwrap();
+        assert_eq!(node_names(&loaded.snapshot), ["n1"]);
+        assert_eq!(loaded.skipped_files, std::slice::from_ref(&version));
+        assert_eq!(
+            loaded.skipped_files_note().unwrap(),
+            format!("skipped 1 file that holds no Kubernetes objects: {}", version.display())
+        );
+        let error = load_snapshot(std::slice::from_ref(&version)).unwrap_err();
+        assert!(matches!(&error, InputError::NotKubernetes { path } if path == &version), "{error}");
+    }
+
+    #[test]
     fn no_paths_give_an_empty_snapshot() {
-        let (snapshot, report) = load_snapshot(&[]).unwrap();
+        let Loaded { snapshot, report, .. } = load_snapshot(&[]).unwrap();
         assert!(snapshot.nodes.is_empty() && snapshot.services.is_empty());
         assert!(report.diagnostics.is_empty());
     }

@@ -1,4 +1,5 @@
-//! `proxier`: render, apply, diff and delete nftables rules for Kubernetes Services.
+//! `proxier`: a Kubernetes service proxy on nftables — run on a node, or render, diff, apply, trace and
+//! explain a node's rules from a snapshot.
 
 mod cli;
 mod exit;
@@ -6,16 +7,21 @@ mod flags;
 mod generator;
 mod input;
 mod inspect;
+mod notes;
 mod run;
 mod stats;
+mod version;
 
-use clap::Parser;
-use proxier_core::{Diagnostic, RuleModel, Treatment, compute};
-use proxier_nft::{Nft, Transaction, diff, refusal};
+use std::io::IsTerminal;
 
-use crate::cli::{Cli, Command, Format};
+use clap::{CommandFactory, Parser};
+use proxier_core::{Diagnostic, RuleModel, compute};
+use proxier_nft::{Nft, NftError, Transaction, diff, refusal};
+
+use crate::cli::{Cli, Color, Command};
 use crate::exit::{Exit, Failure};
-use crate::flags::Input;
+use crate::flags::{Input, Output};
+use crate::notes::Notes;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -35,23 +41,27 @@ fn main() -> std::process::ExitCode {
 
 fn run(command: Command) -> Result<Exit, Failure> {
     match command {
-        Command::Render { input, format } => {
+        Command::Render { input, output } => {
             let transaction = transaction(&input)?;
-            let output = match format {
-                Format::Json => transaction.to_json(),
-                Format::Nft => transaction.to_text(),
+            let text = match output {
+                Output::Nft => transaction.to_text(),
+                _ => transaction.to_json(),
             };
-            print!("{output}");
+            emit(&text)?;
             Ok(Exit::Success)
         }
-        Command::Apply { input, check } => {
+        Command::Apply { input, check, allow_empty } => {
             let model = model(&input)?;
             let nft = Nft::new(&input.node.nft.nft);
             let counters = !input.node.no_counters;
+            if !check && !allow_empty && programs_nothing(&model) {
+                refuse_to_empty(&nft, &input.node.nft.table)?;
+            }
             if check {
                 let transaction = Transaction::full_with(&model, &input.node.nft.table, counters);
                 nft.check_json(&transaction.to_json_compact())
                     .map_err(|e| Failure::Nft(anyhow::Error::new(e).context("the kernel would refuse these rules")))?;
+                println!("{}", checked(&model, &transaction));
                 return Ok(Exit::Success);
             }
             let carried = if counters { carried_counts(&nft, &input.node.nft.table) } else { Default::default() };
@@ -69,13 +79,24 @@ fn run(command: Command) -> Result<Exit, Failure> {
             eprintln!("proxier: applied, except {count} Service(s) whose rules the kernel refused");
             Ok(Exit::PartlyApplied)
         }
-        Command::Diff { input } => {
+        Command::Diff { input, color } => {
             let transaction = transaction(&input)?;
-            let difference = diff(&Nft::new(&input.node.nft.nft), &transaction).map_err(|e| Failure::Nft(e.into()))?;
+            let difference = diff(&Nft::new(&input.node.nft.nft), &transaction).map_err(diff_failure)?;
             if difference.is_empty() {
                 return Ok(Exit::Success);
             }
-            print!("{}", difference.unified);
+            let colored = match color {
+                Color::Always => true,
+                Color::Never => false,
+                Color::Auto => {
+                    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+                }
+            };
+            if colored {
+                emit(&proxier_nft::diff::colorize(&difference.unified))?;
+            } else {
+                emit(&difference.unified)?;
+            }
             Ok(Exit::Changed)
         }
         Command::Gen(args) => generate(&args),
@@ -94,7 +115,74 @@ fn run(command: Command) -> Result<Exit, Failure> {
             }
             Ok(Exit::Success)
         }
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "proxier", &mut std::io::stdout().lock());
+            Ok(Exit::Success)
+        }
+        Command::Man { command } => man(command.as_deref()),
+        Command::Version { output, nft } => version::run(output, &nft),
     }
+}
+
+/// What `apply --check` says when the kernel accepts the rules.
+fn checked(model: &RuleModel, transaction: &Transaction) -> String {
+    let tables: Vec<String> = transaction
+        .created_tables()
+        .map(|table| {
+            let elements: usize = table.sets.iter().map(|set| set.elements.len()).sum();
+            let rules: usize = table.chains.iter().map(|chain| chain.rules.len()).sum();
+            format!(
+                "table {} {}: {} chains, {rules} rules, {} sets and maps, {elements} elements",
+                if table.family == proxier_core::IpFamily::V4 { "ip" } else { "ip6" },
+                transaction.table_name(),
+                table.chains.len(),
+                table.sets.len()
+            )
+        })
+        .collect();
+    format!(
+        "check passed: the kernel accepts the rules for node {} ({} Services programmed; {}); nothing was changed",
+        model.node,
+        model.programmed_services().len(),
+        tables.join("; ")
+    )
+}
+
+/// `diff`'s errors; without the privileges it needs, says which and what to run instead.
+fn diff_failure(error: NftError) -> Failure {
+    let denied = match &error {
+        NftError::Spawn { error, .. } => error.kind() == std::io::ErrorKind::PermissionDenied,
+        NftError::Failed { message, .. } => message.contains("Operation not permitted"),
+    };
+    let error = anyhow::Error::new(error);
+    if denied {
+        return Failure::Nft(error.context(
+            "diff needs root (CAP_SYS_ADMIN for a scratch network namespace, CAP_NET_ADMIN to list the live \
+             tables); without it, `proxier render -o nft` prints the desired rules",
+        ));
+    }
+    Failure::Nft(error)
+}
+
+/// `proxier man [COMMAND]`: the roff page of proxier, or of one command (`proxier-COMMAND`).
+fn man(command: Option<&str>) -> Result<Exit, Failure> {
+    let mut root = Cli::command();
+    root.build();
+    let page = match command {
+        None => root,
+        Some(name) => {
+            let sub = root.find_subcommand(name).cloned().ok_or_else(|| {
+                let names: Vec<&str> = root.get_subcommands().map(|c| c.get_name()).collect();
+                Failure::Input(anyhow::anyhow!("no command {name:?} (expected one of {})", names.join(", ")))
+            })?;
+            // The page is named `proxier-diff` as git names its pages; the name lives as long as the process.
+            sub.name(&*String::leak(format!("proxier-{name}")))
+        }
+    };
+    let mut out = Vec::new();
+    clap_mangen::Man::new(page).render(&mut out).map_err(|e| Failure::Input(e.into()))?;
+    std::io::Write::write_all(&mut std::io::stdout().lock(), &out).map_err(|e| Failure::Input(e.into()))?;
+    Ok(Exit::Success)
 }
 
 /// `proxier gen`: writes the snapshot and says on stderr what is in it.
@@ -112,9 +200,9 @@ fn generate(args: &cli::GenArgs) -> Result<Exit, Failure> {
         node_port_range: args.node_port_range,
     };
     let yaml_file = args.out.as_ref().and_then(|p| p.extension()).is_some_and(|e| e == "yaml" || e == "yml");
-    let syntax = match args.format {
-        Some(cli::GenFormat::Yaml) => generator::Syntax::Yaml,
-        Some(cli::GenFormat::Json) => generator::Syntax::Json,
+    let syntax = match args.output {
+        Some(Output::Yaml) => generator::Syntax::Yaml,
+        Some(_) => generator::Syntax::Json,
         None if yaml_file => generator::Syntax::Yaml,
         None => generator::Syntax::Json,
     };
@@ -128,9 +216,43 @@ fn generate(args: &cli::GenArgs) -> Result<Exit, Failure> {
         None => generator::write(&list, syntax, &mut std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let target = args.out.as_ref().map_or("stdout".into(), |p| p.display().to_string());
+    // A reader that went away (`proxier gen | head`) is not an error, as for any Unix filter.
+    let written = written.or_else(|e| if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e) });
     written.map_err(|e| Failure::Input(anyhow::Error::new(e).context(format!("cannot write {target}"))))?;
     eprintln!("proxier: generated {summary}");
     Ok(Exit::Success)
+}
+
+/// Whether the model programs no Service at all: no destination and no ClusterIP in any family.
+fn programs_nothing(model: &RuleModel) -> bool {
+    model.families.iter().all(|family| family.destinations.is_empty() && family.cluster_ips.is_empty())
+}
+
+/// Refuses (exit 2) to replace live rules that hold Services with a model that holds none: a snapshot that
+/// yields no Service for this node is far more often the wrong file than a cluster without Services.
+fn refuse_to_empty(nft: &Nft, table: &str) -> Result<(), Failure> {
+    let live = nft.live_service_elements(table).map_err(|e| Failure::Nft(e.into()))?;
+    if live == 0 {
+        return Ok(());
+    }
+    Err(Failure::Input(anyhow::anyhow!(
+        "refusing to apply: the snapshot gives this node no Services, but the live table {table} programs \
+         Services ({live} entries in service-ips and cluster-ips); nothing changed (pass --allow-empty to remove \
+         them all)"
+    )))
+}
+
+/// Writes `text` to stdout. A closed pipe (`proxier render … | head -1`) ends the output quietly, as it does
+/// for other Unix tools; Rust ignores SIGPIPE, so without this `print!` would panic.
+pub(crate) fn emit(text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Failure::Input(anyhow::Error::new(e).context("cannot write stdout")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Reads the snapshot, computes the node's model, reports what it found, and builds the transaction.
@@ -152,13 +274,9 @@ fn carried_counts(nft: &Nft, table: &str) -> proxier_nft::counters::Carried {
 
 /// Reads the snapshot, computes the node's model and reports what it found.
 fn model(input: &Input) -> Result<RuleModel, Failure> {
-    let (snapshot, report) = input::load_snapshot(&input.snapshot).map_err(|e| Failure::Input(e.into()))?;
-    if let Some(note) = report.skipped_note() {
-        eprintln!("proxier: note: {note}");
-    }
-    for diagnostic in &report.diagnostics {
-        eprintln!("proxier: {diagnostic}");
-    }
+    let loaded = input::load_snapshot(&input.snapshot.paths).map_err(|e| Failure::Input(e.into()))?;
+    loaded.print_skipped();
+    let (snapshot, report) = (loaded.snapshot, loaded.report);
     let mut config = input.node.config().map_err(|e| Failure::Input(anyhow::anyhow!(e)))?;
     // `primary` beside CIDRs: the Node's primary addresses are served too (the snapshot's Node is the
     // only node there is here: no local addresses).
@@ -168,23 +286,9 @@ fn model(input: &Input) -> Result<RuleModel, Failure> {
         config = run::addresses::resolve(&config, true, &cidrs, snapshot.node(&config.node_name), &[]);
     }
     let model = compute(&snapshot, &config);
-    report_model(&model);
+    let mut notes = Notes::default();
+    notes.diagnostics(&report.diagnostics);
+    notes.model(&model);
+    notes.print(input.snapshot.verbose);
     Ok(model)
-}
-
-fn report_model(model: &RuleModel) {
-    for summary in &model.services {
-        let what = match &summary.treatment {
-            Treatment::Headless => "is headless: no proxy rules (DNS returns the pod IPs)".to_owned(),
-            Treatment::ExternalName { target } => {
-                format!("is an ExternalName for {target:?}: no proxy rules (DNS returns a CNAME)")
-            }
-            Treatment::NotProxied { reason } => format!("is not proxied: {reason}"),
-            Treatment::Proxied { .. } | Treatment::Invalid => continue,
-        };
-        eprintln!("proxier: note: {} {what}", summary.service);
-    }
-    for diagnostic in &model.diagnostics {
-        eprintln!("proxier: {diagnostic}");
-    }
 }

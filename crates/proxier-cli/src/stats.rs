@@ -4,29 +4,24 @@
 
 use std::fmt::Write;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use proxier_nft::Nft;
 use proxier_nft::counters::{self, ServiceCounts, ServiceDestination, Stats};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::exit::{Exit, Failure};
-use crate::flags::NftArgs;
+use crate::flags::{NftArgs, Output, document, output_parser};
 
 /// `proxier stats`.
 #[derive(Debug, Args)]
 pub struct StatsArgs {
     #[command(flatten)]
     pub nft: NftArgs,
-    /// `text`: a table, busiest Service first; `json`: the machine-readable form.
-    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    /// `text`: a table, busiest Service first; `json`: the machine-readable form (with `apiVersion`
+    /// and `kind: Stats`).
+    #[arg(short = 'o', long = "output", value_name = "FORMAT", default_value = "text",
+          value_parser = output_parser(&[Output::Text, Output::Json]))]
     pub output: Output,
-}
-
-/// How `stats` prints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    Text,
-    Json,
 }
 
 /// Reads the counters and prints them.
@@ -41,15 +36,17 @@ pub fn run(args: &StatsArgs) -> Result<Exit, Failure> {
         );
     }
     let stats = Stats::from_elements(&elements);
-    match args.output {
-        Output::Json => println!("{}", to_json(&stats)),
-        Output::Text => print!("{}", to_text(&stats)),
-    }
+    let printed = match document(args.output, "Stats", &to_value(&stats)) {
+        Some(document) => document.map_err(|e| Failure::Input(anyhow::anyhow!(e)))?,
+        None => to_text(&stats),
+    };
+    crate::emit(&printed)?;
     Ok(Exit::Success)
 }
 
-/// The JSON form: Services in (namespace, name, port, protocol, via) order.
-pub fn to_json(stats: &Stats) -> String {
+/// The JSON document's own fields (`apiVersion` and `kind` are added when printed): Services in
+/// (namespace, name, port, protocol, via) order.
+pub fn to_value(stats: &Stats) -> Value {
     let services: Vec<_> = stats
         .services
         .iter()
@@ -63,14 +60,12 @@ pub fn to_json(stats: &Stats) -> String {
     let unknown: Vec<_> =
         stats.unknown_ports.iter().map(|(address, n)| json!({"address": address, "rejected": n})).collect();
     let unallocated: Vec<_> = stats.unallocated.iter().map(|(cidr, n)| json!({"cidr": cidr, "dropped": n})).collect();
-    let document = json!({
+    json!({
         "services": services,
         "unknown_ports": unknown,
         "unallocated": unallocated,
         "unattributed": stats.unattributed,
-    });
-    // Serialising a `Value` cannot fail.
-    serde_json::to_string_pretty(&document).unwrap_or_default()
+    })
 }
 
 /// The table form: busiest first (connections, rejects and drops together), then by name.
@@ -162,7 +157,10 @@ mod tests {
         assert!(lines[1].ends_with("7         0        2"), "{text}");
         assert!(lines[2].contains("quiet"), "{text}");
         assert!(text.contains("  10.96.0.1  3\n"), "{text}");
-        let json: serde_json::Value = serde_json::from_str(&to_json(&stats)).unwrap();
+        let printed = document(Output::Json, "Stats", &to_value(&stats)).unwrap().unwrap();
+        let json: Value = serde_json::from_str(&printed).unwrap();
+        assert_eq!(json["apiVersion"], crate::flags::API_VERSION);
+        assert_eq!(json["kind"], "Stats");
         assert_eq!(
             json["services"][0],
             json!({"namespace": "a", "name": "busy", "port": "", "protocol": "tcp", "via": "node_port",

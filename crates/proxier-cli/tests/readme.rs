@@ -1,4 +1,5 @@
-//! The README's console examples, replayed through the real binary so they cannot drift: every
+//! The console examples of the README and docs/troubleshooting.md ([`DOCUMENTS`]), replayed through the
+//! real binary so they cannot drift: every
 //! ```` ```console ```` block is a list of commands (`$ ` for a user, `# ` for root) each followed by
 //! the output it prints. Commands run with `sh -c` in `testdata/` (where the walkthrough `cd`s to), with
 //! the `proxier` under test first on `PATH`; stdout must equal the output shown, byte for byte.
@@ -14,13 +15,18 @@ use std::process::Command;
 
 use proxier_testkit::Netns;
 
+/// The documents whose console examples are replayed.
+const DOCUMENTS: [&str; 2] = ["README.md", "docs/troubleshooting.md"];
+
 /// The namespace name the README's root examples use.
 const README_NETNS: &str = "demo";
 
 /// One command of a console block and the output shown after it.
 #[derive(Debug)]
 struct Example {
-    /// The README line the command is on (1-based), for messages.
+    /// The document it is in.
+    document: &'static str,
+    /// The document's line the command is on (1-based), for messages.
     line: usize,
     root: bool,
     command: String,
@@ -31,8 +37,19 @@ fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Every command of every console block, in order.
-fn examples(readme: &str) -> Vec<Example> {
+/// Every command of every console block of every document, in order.
+fn all_examples() -> Vec<Example> {
+    DOCUMENTS
+        .iter()
+        .flat_map(|document| {
+            let text = std::fs::read_to_string(repository().join(document)).unwrap();
+            examples(document, &text)
+        })
+        .collect()
+}
+
+/// Every command of every console block of one document, in order.
+fn examples(document: &'static str, readme: &str) -> Vec<Example> {
     let mut examples: Vec<Example> = Vec::new();
     let mut in_console = false;
     for (index, line) in readme.lines().enumerate() {
@@ -45,15 +62,21 @@ fn examples(readme: &str) -> Vec<Example> {
         } else if let Some((root, command)) =
             line.strip_prefix("$ ").map(|c| (false, c)).or_else(|| line.strip_prefix("# ").map(|c| (true, c)))
         {
-            examples.push(Example { line: index + 1, root, command: command.to_owned(), output: String::new() });
+            examples.push(Example {
+                document,
+                line: index + 1,
+                root,
+                command: command.to_owned(),
+                output: String::new(),
+            });
         } else {
             let example =
-                examples.last_mut().unwrap_or_else(|| panic!("README line {}: output before a command", index + 1));
+                examples.last_mut().unwrap_or_else(|| panic!("{document} line {}: output before a command", index + 1));
             example.output.push_str(line);
             example.output.push('\n');
         }
     }
-    assert!(!in_console, "README: a console block is not closed");
+    assert!(!in_console, "{document}: a console block is not closed");
     examples
 }
 
@@ -73,13 +96,14 @@ fn replay(example: &Example, netns: Option<&str>) -> Result<(), String> {
         .current_dir(repository().join("testdata"))
         .env("PATH", path)
         .output()
-        .map_err(|e| format!("README line {}: cannot run sh: {e}", example.line))?;
+        .map_err(|e| format!("{} line {}: cannot run sh: {e}", example.document, example.line))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if stdout == example.output {
         return Ok(());
     }
     Err(format!(
-        "README line {}: `{}` prints something else now.\n--- README\n{}--- actual (exit {:?}; stderr: {})\n{}",
+        "{} line {}: `{}` prints something else now.\n--- document\n{}--- actual (exit {:?}; stderr: {})\n{}",
+        example.document,
         example.line,
         example.command,
         example.output,
@@ -91,8 +115,7 @@ fn replay(example: &Example, netns: Option<&str>) -> Result<(), String> {
 
 #[test]
 fn readme_user_examples_print_what_the_readme_shows() {
-    let readme = std::fs::read_to_string(repository().join("README.md")).unwrap();
-    let examples: Vec<Example> = examples(&readme).into_iter().filter(|e| !e.root).collect();
+    let examples: Vec<Example> = all_examples().into_iter().filter(|e| !e.root).collect();
     // render, explain and two traces: a parser that found fewer would be testing nothing.
     assert!(examples.len() >= 4, "found only {} user examples: {examples:?}", examples.len());
     let failures: Vec<String> = examples.iter().filter_map(|e| replay(e, None).err()).collect();
@@ -101,8 +124,7 @@ fn readme_user_examples_print_what_the_readme_shows() {
 
 #[test]
 fn readme_root_examples_print_what_the_readme_shows() {
-    let readme = std::fs::read_to_string(repository().join("README.md")).unwrap();
-    let examples: Vec<Example> = examples(&readme).into_iter().filter(|e| e.root).collect();
+    let examples: Vec<Example> = all_examples().into_iter().filter(|e| e.root).collect();
     assert!(examples.len() >= 4, "found only {} root examples: {examples:?}", examples.len());
     let Some(netns) = Netns::for_test("readme_root_examples_print_what_the_readme_shows") else { return };
     let mut failures = Vec::new();
@@ -110,12 +132,19 @@ fn readme_root_examples_print_what_the_readme_shows() {
         // The namespace itself is the test's: created above, deleted on drop.
         let lifecycle = [format!("ip netns add {README_NETNS}"), format!("ip netns del {README_NETNS}")];
         if lifecycle.contains(&example.command) {
-            assert!(example.output.is_empty(), "README line {}: output after {}", example.line, example.command);
+            assert!(
+                example.output.is_empty(),
+                "{} line {}: output after {}",
+                example.document,
+                example.line,
+                example.command
+            );
             continue;
         }
         assert!(
             example.command.contains(&format!("ip netns exec {README_NETNS} ")),
-            "README line {}: a root example must run inside the `{README_NETNS}` namespace: {}",
+            "{} line {}: a root example must run inside the `{README_NETNS}` namespace: {}",
+            example.document,
             example.line,
             example.command
         );
@@ -124,4 +153,69 @@ fn readme_root_examples_print_what_the_readme_shows() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+fn help(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_proxier")).args(args).output().expect("run proxier");
+    assert!(output.status.success(), "proxier {args:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The subcommands `proxier --help` lists (without `help`).
+fn subcommands() -> Vec<String> {
+    let top = help(&["--help"]);
+    let list = top.split("Commands:\n").nth(1).expect("a Commands section").split("\n\n").next().unwrap_or("");
+    list.lines()
+        .filter(|line| line.starts_with("  ") && !line.starts_with("   "))
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn readme_cli_section_agrees_with_help() {
+    let readme = std::fs::read_to_string(repository().join("README.md")).unwrap();
+    let section = readme.split("\n## CLI\n").nth(1).expect("README has a CLI section");
+    let section = section.split("\n## ").next().unwrap_or(section);
+    let block = section.split("```text\n").nth(1).and_then(|b| b.split("\n```").next()).expect("a text block");
+    let commands = subcommands();
+    assert!(commands.len() >= 10, "{commands:?}");
+    let usages: Vec<String> = commands
+        .iter()
+        .map(|command| {
+            let text = help(&[command, "--help"]);
+            let usage = text.lines().find_map(|l| l.strip_prefix("Usage: ")).expect("a Usage line");
+            usage.to_owned()
+        })
+        .collect();
+    assert_eq!(block.lines().collect::<Vec<_>>(), usages, "the README's command list is not what --help prints");
+
+    // Every flag of every command is described somewhere in the README.
+    let mut missing = Vec::new();
+    for command in &commands {
+        let text = help(&[command, "--help"]);
+        // Option lines: `  -o, --output <FORMAT>` or `      --node <NAME>`.
+        let options =
+            text.lines().map(str::trim_start).filter(|l| l.starts_with('-')).map(|l| l.split("  ").next().unwrap_or(l));
+        for word in options.flat_map(|l| l.split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == '=')) {
+            let Some(flag) =
+                word.strip_prefix("--").filter(|f| f.chars().next().is_some_and(|c| c.is_ascii_lowercase()))
+            else {
+                continue;
+            };
+            let flag: String = flag.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+            if ["help", "version"].contains(&flag.as_str()) {
+                continue;
+            }
+            let described = readme.match_indices(&format!("--{flag}")).any(|(at, found)| {
+                readme[at + found.len()..].chars().next().is_none_or(|c| !c.is_ascii_alphanumeric() && c != '-')
+            });
+            if !described {
+                missing.push(format!("{command} --{flag}"));
+            }
+        }
+    }
+    missing.dedup();
+    assert!(missing.is_empty(), "flags --help shows that the README does not describe: {missing:?}");
 }

@@ -249,6 +249,53 @@ fn sigterm_leaves_rules_and_a_restart_keeps_connections() {
     assert!(second.log().contains("kind=Full") || second.log().contains("Full"), "{}", second.log());
 }
 
+/// SIGTERM in the middle of a sync (here an `nft` that hangs) ends the process within a second: the
+/// sync is not waited for, and the rules of the last completed sync stay.
+#[test]
+fn sigterm_mid_sync_exits_at_once() {
+    let Some(s) = setup() else { return };
+    let flag = std::env::temp_dir().join(format!("{}.nft-hangs", s.node.name));
+    let hanging = std::env::temp_dir().join(format!("{}.nft-hanging", s.node.name));
+    let wrapper = std::env::temp_dir().join(format!("{}.nft-slow", s.node.name));
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ -e {} ]; then echo $$ > {}; exec sleep 60; fi\nexec nft \"$@\"\n",
+            flag.display(),
+            hanging.display()
+        ),
+    )
+    .unwrap();
+    std::process::Command::new("chmod").arg("+x").arg(&wrapper).status().unwrap();
+    struct Cleanup(Vec<std::path::PathBuf>, std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            // The hung `nft` stand-in is this test's own process: ended here.
+            if let Some(pid) = std::fs::read_to_string(&self.1).ok().and_then(|p| p.trim().parse::<i32>().ok()) {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            self.0.iter().chain([&self.1]).for_each(|p| drop(std::fs::remove_file(p)));
+        }
+    }
+    let _cleanup = Cleanup(vec![flag.clone(), wrapper.clone()], hanging.clone());
+
+    s.api.apply(service("web", "10.96.0.20", "TCP"));
+    s.api.apply(slice("web", &["10.244.1.5"], "TCP"));
+    // The hang is injected into `nft`: every change goes through it.
+    let proxier = s.node.proxier_run(&s.kubeconfig, &["--nft", wrapper.to_str().unwrap(), "--netlink", "false"]);
+    eventually("web answers", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("a"));
+    std::fs::write(&flag, "").unwrap();
+    s.api.apply(slice("web", &["10.244.1.6"], "TCP"));
+    eventually("a sync is under way", WAIT, || hanging.exists());
+    let started = Instant::now();
+    let status = proxier.terminate();
+    let took = started.elapsed();
+    assert!(status.success(), "SIGTERM is a clean stop: {status}");
+    // The target is one second; the margin is for a loaded machine (the sync would take a minute).
+    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?} mid-sync");
+    assert_eq!(s.node.tcp_probe(WEB).as_deref(), Ok("a"), "the last completed sync's rules stay");
+}
+
 #[test]
 fn udp_flows_move_after_conntrack_cleanup() {
     let Some(s) = setup() else { return };
@@ -303,7 +350,8 @@ fn nft_failures_keep_the_rules_and_drift_is_repaired() {
 
     s.api.apply(service("web", "10.96.0.20", "TCP"));
     s.api.apply(slice("web", &["10.244.1.5"], "TCP"));
-    let proxier = s.node.proxier_run(&s.kubeconfig, &["--nft", wrapper.to_str().unwrap()]);
+    // Failures are injected into `nft`: every change goes through it.
+    let proxier = s.node.proxier_run(&s.kubeconfig, &["--nft", wrapper.to_str().unwrap(), "--netlink", "false"]);
     eventually("web answers", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("a"));
 
     std::fs::write(&flag, "").unwrap();
@@ -320,6 +368,38 @@ fn nft_failures_keep_the_rules_and_drift_is_repaired() {
     assert!(s.node.tcp_probe(WEB).is_err());
     eventually("the resync repairs the table", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("b"));
     assert!(proxier.log().contains("changed behind its back"), "{}", proxier.log());
+}
+
+/// With the netlink backend (the default): endpoint changes go over the socket, and a hand edit of
+/// proxier's table is seen in nf_tables' events and repaired by the periodic check (3s here) without
+/// listing the tables; an edit of another table is left alone.
+#[test]
+fn netlink_changes_and_event_driven_drift_repair() {
+    let Some(s) = setup() else { return };
+    s.api.apply(service("web", "10.96.0.20", "TCP"));
+    s.api.apply(slice("web", &["10.244.1.5"], "TCP"));
+    let proxier = s.node.proxier_run(&s.kubeconfig, &[]);
+    eventually("web answers", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("a"));
+    s.api.apply(slice("web", &["10.244.1.6"], "TCP"));
+    eventually("web moves to b", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("b"));
+    assert!(
+        proxier.log().contains("by_netlink=true"),
+        "the endpoint change did not go over netlink:\n{}",
+        proxier.log()
+    );
+
+    // Another table changing is not drift.
+    s.node.exec_ok("nft", &["add", "table", "ip", "someone-else"]);
+    s.node.exec_ok("nft", &["add", "chain", "ip", "someone-else", "c"]);
+    // Someone empties proxier's service map behind its back: the next periodic check repairs it.
+    s.node.exec_ok("nft", &["flush", "map", "ip", "proxier", "service-ips"]);
+    assert!(s.node.tcp_probe(WEB).is_err());
+    eventually("the check repairs the table", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("b"));
+    let log = proxier.log();
+    assert!(log.contains("changed behind its back"), "{log}");
+    assert_eq!(log.matches("behind its back: replaced them").count(), 1, "one repair, for the one edit:\n{log}");
+    assert!(!log.contains("cannot tell"), "{log}");
+    assert!(s.node.exec_ok("nft", &["list", "tables"]).contains("someone-else"), "the other table is left alone");
 }
 
 /// A kernel refusing one Service's rules (simulated: an nft wrapper refusing SCTP, as a kernel without

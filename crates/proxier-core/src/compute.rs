@@ -69,6 +69,9 @@ impl Computation {
         let mut model = assemble(&node, &services);
         model.diagnostics.extend(diagnostics);
         model.diagnostics.extend(orphan_slices(&endpoints, &model.services));
+        if let Some(warning) = no_endpoints_at_all(snapshot, &model) {
+            model.diagnostics.push(warning);
+        }
         for diagnostic in &mut model.diagnostics {
             if diagnostic.source.is_none() {
                 diagnostic.source = snapshot.sources.get(&diagnostic.object).cloned();
@@ -78,6 +81,22 @@ impl Computation {
         model.diagnostics.dedup();
         Computation { model, node, endpoints }
     }
+}
+
+/// One warning when the snapshot has proxied Services but not a single EndpointSlice or Endpoints: then
+/// every one is rejected, and the likely cause is a `kubectl get` that left out `endpointslices`.
+fn no_endpoints_at_all(snapshot: &Snapshot, model: &RuleModel) -> Option<Diagnostic> {
+    let proxied = model.services.iter().filter(|s| matches!(s.treatment, Treatment::Proxied { .. })).count();
+    if proxied == 0 || !snapshot.endpoint_slices.is_empty() || !snapshot.endpoints.is_empty() {
+        return None;
+    }
+    Some(Diagnostic::warning(
+        ObjectRef::snapshot(),
+        format!(
+            "{proxied} proxied Service(s) but no EndpointSlices or Endpoints at all: none has an endpoint, and \
+             every one rejects connections (was `endpointslices` left out of `kubectl get`?)"
+        ),
+    ))
 }
 
 /// A Service as read from the API: what kind of Service it is and the problems found reading it.

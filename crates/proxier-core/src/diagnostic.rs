@@ -20,8 +20,21 @@ impl ObjectRef {
     }
 }
 
+/// The `kind` of diagnostics about the snapshot as a whole (shown as just `snapshot`).
+pub const SNAPSHOT_KIND: &str = "snapshot";
+
+impl ObjectRef {
+    /// The snapshot as a whole, for problems that concern no single object.
+    pub fn snapshot() -> Self {
+        ObjectRef::new(SNAPSHOT_KIND, "", "")
+    }
+}
+
 impl fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.kind == SNAPSHOT_KIND && self.name.is_empty() && self.namespace.is_empty() {
+            return f.write_str(SNAPSHOT_KIND);
+        }
         let name = if self.name.is_empty() { "<unnamed>" } else { &self.name };
         let (kind, name) = (printable(&self.kind), printable(name));
         if self.namespace.is_empty() {

@@ -9,7 +9,7 @@ use crate::diagnostic::{Diagnostic, ObjectRef};
 use crate::ip::parse_ip_sloppy;
 use crate::model::{Backend, IpFamily, Protocol};
 use crate::service::shorten;
-use crate::snapshot::{SERVICE_NAME_LABEL, Snapshot};
+use crate::snapshot::{LEGACY_ENDPOINTS_MANAGER, MANAGED_BY_LABEL, SERVICE_NAME_LABEL, Snapshot};
 
 /// One endpoint of one service port, with the conditions that decide whether it is used.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -105,20 +105,26 @@ impl EndpointIndex {
 
     fn add_slice(&mut self, slice: &EndpointSlice, diagnostics: &mut Vec<Diagnostic>) {
         let namespace = slice.metadata.namespace.clone().unwrap_or_default();
-        let object = ObjectRef::new("EndpointSlice", &namespace, slice.metadata.name.as_deref().unwrap_or_default());
+        let labels = slice.metadata.labels.as_ref();
+        let legacy = labels.and_then(|l| l.get(MANAGED_BY_LABEL)).is_some_and(|m| m == LEGACY_ENDPOINTS_MANAGER);
+        // A slice converted from legacy Endpoints is named as the Endpoints object (the Service's name), so
+        // that messages point at what is in the user's file; its fields are the slice's, so none is named.
+        let object = match labels.and_then(|l| l.get(SERVICE_NAME_LABEL)) {
+            Some(service) if legacy => ObjectRef::new("Endpoints", &namespace, service),
+            _ => ObjectRef::new("EndpointSlice", &namespace, slice.metadata.name.as_deref().unwrap_or_default()),
+        };
+        let at = |diagnostic: Diagnostic, field: String| if legacy { diagnostic } else { diagnostic.at(field) };
         let endpoint_count = slice.endpoints.as_ref().map_or(0, Vec::len);
         let addressed = matches!(slice.address_type.as_str(), "IPv4" | "IPv6");
         if addressed && slice.ports.as_ref().is_none_or(Vec::is_empty) && endpoint_count > 0 {
-            diagnostics.push(
-                Diagnostic::warning(
-                    object.clone(),
-                    format!("no ports: its {endpoint_count} endpoint(s) serve no Service port"),
-                )
-                .at("ports"),
+            let warning = Diagnostic::warning(
+                object.clone(),
+                format!("no ports: its {endpoint_count} endpoint(s) serve no Service port"),
             );
+            diagnostics.push(at(warning, "ports".into()));
         }
         let mut problem = |field: String, message: String| {
-            diagnostics.push(Diagnostic::error(object.clone(), message).at(field));
+            diagnostics.push(at(Diagnostic::error(object.clone(), message), field));
         };
         let Some(service) = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) else {
             problem(format!("metadata.labels[{SERVICE_NAME_LABEL:?}]"), "missing: slice belongs to no Service".into());

@@ -350,7 +350,11 @@ impl Context<'_> {
             let with_local: Vec<&str> =
                 self.nodes.iter().map(|n| n.name.as_str()).filter(|n| !without_local.iter().any(|w| w == n)).collect();
             let etp_note = service.external_local.then(|| {
-                if with_local.is_empty() {
+                if self.nodes.is_empty() {
+                    "externalTrafficPolicy Local: the snapshot has no Nodes, so which nodes have a local endpoint \
+                     is not known; each node serves it from its own endpoints and drops it where it has none"
+                        .to_owned()
+                } else if with_local.is_empty() {
                     "externalTrafficPolicy Local: no node has a local endpoint, dropped everywhere".to_owned()
                 } else {
                     format!("externalTrafficPolicy Local: served by {}, client address kept", with_local.join(", "))
@@ -365,6 +369,14 @@ impl Context<'_> {
                     }
                 })
             };
+            if let Some(node_port) = port.node_port
+                && self.nodes.is_empty()
+            {
+                out.warnings.push(format!(
+                    "{label}: nodePort {node_port}: the snapshot has no Nodes, so the addresses it is served on are \
+                     not known (add the Node objects to the snapshot: `kubectl get nodes -o yaml`)"
+                ));
+            }
             if let Some(node_port) = port.node_port {
                 for node in self.nodes {
                     for &ip in node.node_port_ips.iter().filter(|ip| families.contains(&IpFamily::of(ip))) {
@@ -405,6 +417,17 @@ impl Context<'_> {
                     address: format!("{ip}:{}", port.port),
                     via: "LoadBalancer IP".into(),
                     note: Some(note),
+                });
+            }
+            for hostname in self.hostname_ingress(&object.namespace, &object.name) {
+                let forward = match port.node_port {
+                    Some(node_port) => format!("the load balancer must forward to the nodes' port {node_port}"),
+                    None => "the load balancer must forward to the nodes".to_owned(),
+                };
+                from_outside.push(Access {
+                    address: format!("{hostname}:{}", port.port),
+                    via: "LoadBalancer hostname".into(),
+                    note: Some(format!("not programmed: a hostname has no address to match; {forward}")),
                 });
             }
             let mut external_ips = service.external_ips.clone();
@@ -482,6 +505,25 @@ impl Context<'_> {
             .collect()
     }
 
+    /// LoadBalancer ingress given only as a hostname (AWS load balancers), not with `ipMode: Proxy` (those are
+    /// in [`Context::proxy_mode_ingress`]): proxier has no address to program for them.
+    fn hostname_ingress(&self, namespace: &str, name: &str) -> Vec<String> {
+        let service =
+            self.snapshot.services.iter().find(|s| {
+                s.metadata.namespace.as_deref() == Some(namespace) && s.metadata.name.as_deref() == Some(name)
+            });
+        let ingress = service
+            .and_then(|s| s.status.as_ref())
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref());
+        ingress
+            .into_iter()
+            .flatten()
+            .filter(|entry| entry.ip_mode.as_deref() != Some("Proxy") && entry.ip.as_deref().is_none_or(str::is_empty))
+            .filter_map(|entry| entry.hostname.clone().filter(|h| !h.is_empty()))
+            .collect()
+    }
+
     /// Nodes of the snapshot where no endpoint would serve a `Local` policy.
     fn nodes_without_local(&self, endpoints: &[&EndpointInfo]) -> Vec<String> {
         self.nodes
@@ -498,22 +540,28 @@ impl Context<'_> {
     fn headless(&self, service: &Service, namespace: &str, name: &str, fqdn: &str, out: &mut ServiceExplanation) {
         let publish_not_ready = service.spec.as_ref().and_then(|s| s.publish_not_ready_addresses).unwrap_or(false);
         let mut records = BTreeSet::new();
-        let mut pods: Vec<(IpAddr, String)> = Vec::new();
+        // Each endpoint: address, what it is, whether ready, and its DNS host label.
+        let mut members: Vec<(IpAddr, String, bool)> = Vec::new();
         let mut ports: Vec<(String, Protocol, u16)> = Vec::new();
+        // SRV targets per named port: one per endpoint serving it, as the Kubernetes DNS specification
+        // gives them for headless Services (`<hostname>.<service>.<ns>.svc.<zone>`).
+        let mut srv: BTreeSet<(String, Protocol, u16, String)> = BTreeSet::new();
         for slice in self.slices.iter().filter(|slice| {
             slice.metadata.namespace.as_deref() == Some(namespace)
                 && slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).map(String::as_str)
                     == Some(name)
                 && matches!(slice.address_type.as_str(), "IPv4" | "IPv6")
         }) {
+            let mut slice_ports = Vec::new();
             for port in slice.ports.iter().flatten() {
                 let protocol =
                     Protocol::from_kubernetes(port.protocol.as_deref().unwrap_or("TCP")).unwrap_or(Protocol::Tcp);
                 if let Some(number) = port.port.and_then(|p| u16::try_from(p).ok()).filter(|&p| p != 0) {
                     let entry = (port.name.clone().unwrap_or_default(), protocol, number);
                     if !ports.contains(&entry) {
-                        ports.push(entry);
+                        ports.push(entry.clone());
                     }
+                    slice_ports.push(entry);
                 }
             }
             for endpoint in slice.endpoints.iter().flatten() {
@@ -536,25 +584,27 @@ impl Context<'_> {
                     record: record_type(&ip).into(),
                     value: ip.to_string(),
                 });
-                let pod = endpoint.target_ref.as_ref().and_then(|t| t.name.clone());
-                pods.push((ip, pod.map_or_else(|| "endpoint".to_owned(), |p| format!("pod {namespace}/{p}"))));
+                for (port_name, protocol, number) in slice_ports.iter().filter(|(n, _, _)| !n.is_empty()) {
+                    srv.insert((port_name.clone(), *protocol, *number, format!("{host}.{fqdn}")));
+                }
+                members.push((ip, describe_target(endpoint.target_ref.as_ref(), namespace), ready));
             }
         }
         out.dns = records.into_iter().collect();
         if out.dns.is_empty() {
             out.warnings.push("no ready endpoint: the name resolves to nothing".to_owned());
         }
+        for (port_name, protocol, number, target) in &srv {
+            out.dns.push(DnsRecord {
+                name: format!("_{port_name}._{protocol}.{fqdn}"),
+                record: "SRV".into(),
+                value: format!("0 100 {number} {target}"),
+            });
+        }
         for (port_name, protocol, number) in ports {
-            if !port_name.is_empty() {
-                out.dns.push(DnsRecord {
-                    name: format!("_{port_name}._{protocol}.{fqdn}"),
-                    record: "SRV".into(),
-                    value: format!("0 100 {number} {fqdn}"),
-                });
-            }
-            let direct: Vec<Access> = pods
+            let direct: Vec<Access> = members
                 .iter()
-                .map(|(ip, via)| Access { address: address(*ip, number), via: via.clone(), note: None })
+                .map(|(ip, via, _)| Access { address: address(*ip, number), via: via.clone(), note: None })
                 .collect();
             let mut with_dns = direct.clone();
             with_dns.push(Access {
@@ -562,13 +612,21 @@ impl Context<'_> {
                 via: "DNS".into(),
                 note: Some("resolves to the pod addresses".into()),
             });
+            let mut counts = EndpointCounts::default();
+            for (_, _, ready) in &members {
+                if *ready {
+                    counts.ready += 1;
+                } else {
+                    counts.not_serving += 1;
+                }
+            }
             out.ports.push(PortExplanation {
                 name: port_name,
                 protocol,
                 port: number,
                 node_port: None,
-                endpoints: Vec::new(),
-                counts: EndpointCounts::default(),
+                endpoints: members.iter().map(|(ip, _, _)| Backend { ip: *ip, port: number }).collect(),
+                counts,
                 from_pods: with_dns,
                 from_nodes: direct,
                 from_outside: Vec::new(),
@@ -648,6 +706,18 @@ impl Context<'_> {
             }
         }
         out
+    }
+}
+
+/// What an endpoint is, as explain shows it: `pod NS/NAME`, `node NAME` for an endpoint backed by a Node
+/// (the API server's own endpoints, kubelets), another kind by name, or `endpoint` when nothing says.
+fn describe_target(target: Option<&k8s_openapi::api::core::v1::ObjectReference>, namespace: &str) -> String {
+    let Some(target) = target else { return "endpoint".to_owned() };
+    let Some(name) = target.name.as_deref() else { return "endpoint".to_owned() };
+    match target.kind.as_deref() {
+        Some("Pod") | None => format!("pod {}/{name}", target.namespace.as_deref().unwrap_or(namespace)),
+        Some("Node") => format!("node {name}"),
+        Some(kind) => format!("{kind} {name}"),
     }
 }
 

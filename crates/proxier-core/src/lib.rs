@@ -41,6 +41,6 @@ pub use model::{
     Protocol, RuleModel, ServicePortName, ServiceSummary, Treatment,
 };
 pub use node::NodeContext;
-pub use snapshot::{LoadReport, Snapshot};
+pub use snapshot::{LoadReport, Snapshot, TextContents, TextError};
 pub use state::{Changes, ClusterState, ShareChange, WatchEvent};
 pub use trace::{Source, Target, Trace, TraceError, trace};

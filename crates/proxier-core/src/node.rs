@@ -228,6 +228,11 @@ pub fn node_ips(node: Option<&Node>, config: &NodeConfig, diagnostics: &mut Vec<
             }
         }
     }
+    if ips.is_empty() {
+        let message = "no usable InternalIP or ExternalIP address and no node IP configured: NodePorts are not \
+                       programmed on this node";
+        diagnostics.push(Diagnostic::warning(object, message).at("status.addresses"));
+    }
     ips
 }
 

@@ -110,7 +110,15 @@ pub fn read_service(service: &Service, diagnostics: &mut Vec<Diagnostic>) -> Ser
         return ServiceClass::Invalid;
     };
     if spec.type_.as_deref() == Some("ExternalName") {
-        return ServiceClass::ExternalName(spec.external_name.clone().unwrap_or_default());
+        return match spec.external_name.as_deref().map(str::trim).filter(|target| !target.is_empty()) {
+            Some(target) => ServiceClass::ExternalName(target.to_owned()),
+            None => {
+                // The API server refuses such a Service; a CNAME to nothing is no answer either.
+                let message = "missing: an ExternalName Service needs a target; not programmed".to_owned();
+                problem(Severity::Error, "spec.externalName".into(), message);
+                ServiceClass::Invalid
+            }
+        };
     }
 
     let ip_texts: Vec<(String, &str)> = match (&spec.cluster_ips, &spec.cluster_ip) {

@@ -17,14 +17,19 @@
 //!   counted in [`LoadReport::skipped_kinds`]: no rule comes from them. An Ingress that does not deserialize is
 //!   only counted, never an error.
 //! - A namespaced object without `metadata.namespace` is placed in `default`, as `kubectl apply` would.
-//! - Every problem becomes a [`Diagnostic`] and the rest of the text still loads.
+//! - A problem with one object becomes a [`Diagnostic`] and the rest of the text still loads.
 //!
-//! Syntax errors: the YAML parser (libyaml) cannot continue after a syntax error. So the text is first cut
-//! before each `---` line that starts a new document (directive lines such as `%YAML 1.2` just before it go
-//! with it), and each piece is parsed on its own: a syntax error costs only the document it is in (and any
-//! documents after it in the same piece, which only `...` end markers can produce). Line numbers in the
-//! messages are those of the whole text. In a JSON text, the values before the error load and the rest of the
-//! text is lost. After [`MAX_SYNTAX_ERRORS`] syntax errors the rest of a text is not read.
+//! A text that cannot be read as a whole is refused, and nothing of it is loaded ([`TextError`]): a syntax
+//! error anywhere in it (a truncated file, a YAML error, bytes that are not YAML), or a List document
+//! without `kind` (kubectl prints `kind: List` after the items, so a cut-off `-o yaml` dump parses but has
+//! lost it). Loading part of a broken text would program part of a cluster, and a node that trusted it
+//! would drop every Service the text no longer shows: fail closed. Messages give the document's number and
+//! the line and column in the whole text.
+//!
+//! [`Snapshot::add_text`] also says what the text held ([`TextContents`]): objects, nothing at all (an
+//! empty file), or documents none of which has `kind` or `apiVersion` (a JSON file of some other tool
+//! beside the dumps, as support bundles and must-gather trees have). What to do with the last two is the
+//! caller's choice; nothing is loaded from them and no diagnostic is reported.
 //!
 //! After loading, every list in the [`Snapshot`] is sorted by namespace and name, so the same objects give the
 //! same Snapshot whatever order the files were in. An object loaded twice (same kind, namespace and name) keeps
@@ -46,8 +51,12 @@ use crate::diagnostic::{Diagnostic, ObjectRef, Severity};
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// Syntax errors reported for one text before the rest of it is given up.
-pub const MAX_SYNTAX_ERRORS: usize = 20;
+/// The label naming who manages an EndpointSlice.
+pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
+
+/// The [`MANAGED_BY_LABEL`] value of the slices [`Snapshot::legacy_endpoint_slices`] makes: messages about
+/// such a slice name the Endpoints object it came from (which has the Service's name), not the slice.
+pub const LEGACY_ENDPOINTS_MANAGER: &str = "proxier.legacy-endpoints";
 
 /// How deep Lists may nest inside Lists (kubectl never nests them at all).
 const MAX_LIST_DEPTH: usize = 4;
@@ -114,15 +123,93 @@ impl LoadReport {
     }
 }
 
+/// What a text held, when it could be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextContents {
+    /// This many Kubernetes objects (every kind, including those proxier skips and those reported as
+    /// invalid; Lists count their items, not themselves).
+    Objects(usize),
+    /// No document at all: an empty text, or only blank lines, comments, `---` and nulls.
+    Empty,
+    /// Documents, none of which has a string `kind` or `apiVersion`: not Kubernetes objects.
+    NotKubernetes,
+}
+
+/// Why a whole text was refused. Nothing of such a text is loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TextError {
+    /// A YAML or JSON syntax error; `message` has the line and column in the whole text.
+    #[error("document {document}: {message}")]
+    Syntax {
+        /// The document's number in the text, counting from 1.
+        document: usize,
+        /// The parser's message.
+        message: String,
+    },
+    /// A List document without `kind`.
+    #[error("document {document}: {LIST_WITHOUT_KIND}")]
+    ListWithoutKind {
+        /// The document's number in the text, counting from 1.
+        document: usize,
+    },
+}
+
+const LIST_WITHOUT_KIND: &str = "a List (`apiVersion` and `items`) without `kind`; kubectl prints `kind` after the \
+                                 items, so the text was probably cut short";
+
+impl TextError {
+    /// The number of the document at fault, counting from 1.
+    pub fn document(&self) -> usize {
+        match self {
+            TextError::Syntax { document, .. } | TextError::ListWithoutKind { document } => *document,
+        }
+    }
+
+    /// The message without the document number.
+    pub fn message(&self) -> String {
+        match self {
+            TextError::Syntax { message, .. } => message.clone(),
+            TextError::ListWithoutKind { .. } => LIST_WITHOUT_KIND.to_owned(),
+        }
+    }
+}
+
 impl Snapshot {
     /// Adds every object found in `text`; `source` names it in messages (usually the file path).
     ///
-    /// Never fails: problems go to `report`, and everything else in the text is loaded.
-    pub fn add_text(&mut self, source: &str, text: &str, report: &mut LoadReport) {
-        let mut reader = Reader { source, report: &mut *report, loaded: Snapshot::default() };
-        for (i, document) in parse_documents(text).into_iter().enumerate() {
+    /// A text that cannot be read as a whole (see the module documentation) is refused with a
+    /// [`TextError`] and nothing of it is added. Otherwise problems with single objects go to `report`,
+    /// every other object is loaded, and the result says what the text held.
+    pub fn add_text(&mut self, source: &str, text: &str, report: &mut LoadReport) -> Result<TextContents, TextError> {
+        let documents = parse_documents(text)?;
+        let mut present = 0usize;
+        let mut kubernetes = false;
+        for (i, document) in documents.iter().enumerate() {
+            let Value::Object(map) = document else {
+                present += usize::from(!document.is_null());
+                continue;
+            };
+            present += 1;
+            let has = |key: &str| matches!(map.get(key), Some(Value::String(_)));
+            kubernetes |= has("kind") || has("apiVersion");
+            // kubectl prints `apiVersion` and `items` first and `kind: List` last: a List without `kind`
+            // is a dump that was cut short.
+            if !has("kind") && map.contains_key("items") && has("apiVersion") {
+                return Err(TextError::ListWithoutKind { document: i.saturating_add(1) });
+            }
+        }
+        if present == 0 {
+            return Ok(TextContents::Empty);
+        }
+        if !kubernetes {
+            return Ok(TextContents::NotKubernetes);
+        }
+
+        let mut reader = Reader { source, report: &mut *report, loaded: Snapshot::default(), objects: 0 };
+        for (i, document) in documents.into_iter().enumerate() {
             reader.document(i.saturating_add(1), document);
         }
+        let objects = reader.objects;
         let loaded = reader.loaded;
 
         // Duplicates are warned about kind by kind, each kind in document order.
@@ -138,13 +225,25 @@ impl Snapshot {
         let mut ingresses = Merger::new(&mut self.ingresses);
         loaded.ingresses.into_iter().for_each(|o| ingresses.put(o, source, sources, report));
         self.sort();
+        Ok(TextContents::Objects(objects))
     }
 
     /// Convenience: a Snapshot from one text.
+    ///
+    /// A text refused by [`Snapshot::add_text`] gives an empty Snapshot and one error in the report (the
+    /// object is [`DOCUMENT_KIND`] and the document's number), so that the report is never silent about it.
     pub fn from_text(source: &str, text: &str) -> (Snapshot, LoadReport) {
         let mut snapshot = Snapshot::default();
         let mut report = LoadReport::default();
-        snapshot.add_text(source, text, &mut report);
+        if let Err(error) = snapshot.add_text(source, text, &mut report) {
+            report.diagnostics.push(Diagnostic {
+                severity: Severity::Error,
+                source: Some(source.to_owned()),
+                object: ObjectRef::new(DOCUMENT_KIND, "", &error.document().to_string()),
+                field: None,
+                message: error.message(),
+            });
+        }
         (snapshot, report)
     }
 
@@ -152,7 +251,8 @@ impl Snapshot {
     /// (matched by the `kubernetes.io/service-name` label and namespace). Returns the converted slices.
     ///
     /// Each subset becomes one slice per address family, named `<endpoints-name>-legacy-<n>` (n counts from 0
-    /// over the Endpoints' slices, IPv4 before IPv6 within a subset). The family is IPv6 if the address
+    /// over the Endpoints' slices, IPv4 before IPv6 within a subset) and labelled as managed by
+    /// [`LEGACY_ENDPOINTS_MANAGER`]. The family is IPv6 if the address
     /// contains `:`, else IPv4; addresses are not validated here. `addresses` are ready and serving,
     /// `notReadyAddresses` neither; none are terminating. Hostname, nodeName, targetRef and the ports (name,
     /// port, protocol, appProtocol) are carried over. Endpoints are converted whether or not their Service is
@@ -282,7 +382,10 @@ fn slices_from_endpoints(endpoints: &Endpoints) -> Vec<EndpointSlice> {
                 metadata: ObjectMeta {
                     name: Some(format!("{name}-legacy-{}", slices.len())),
                     namespace: endpoints.metadata.namespace.clone(),
-                    labels: Some(BTreeMap::from([(SERVICE_NAME_LABEL.to_owned(), name.to_owned())])),
+                    labels: Some(BTreeMap::from([
+                        (SERVICE_NAME_LABEL.to_owned(), name.to_owned()),
+                        (MANAGED_BY_LABEL.to_owned(), LEGACY_ENDPOINTS_MANAGER.to_owned()),
+                    ])),
                     ..ObjectMeta::default()
                 },
                 address_type: family.to_owned(),
@@ -301,10 +404,8 @@ fn address_family(ip: &str) -> &'static str {
 // ---------------------------------------------------------------------------------------------------------
 // Text to documents.
 
-/// One document of a text: its value, or the syntax error that stopped it.
-type Document = Result<Value, String>;
-
-fn parse_documents(text: &str) -> Vec<Document> {
+/// The documents of a text, or the first syntax error in it.
+fn parse_documents(text: &str) -> Result<Vec<Value>, TextError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if !matches!(text.trim_start().chars().next(), Some('{' | '[')) {
         return parse_yaml(text);
@@ -312,115 +413,33 @@ fn parse_documents(text: &str) -> Vec<Document> {
     let mut documents = Vec::new();
     for value in serde_json::Deserializer::from_str(text).into_iter::<Value>() {
         match value {
-            Ok(value) => documents.push(Ok(value)),
+            Ok(value) => documents.push(value),
             Err(json_error) => {
                 // Flow-style YAML also starts with `{`: use YAML if it reads the whole text.
-                let yaml = parse_yaml(text);
-                if yaml.iter().all(Result::is_ok) {
-                    return yaml;
+                if let Ok(yaml) = parse_yaml(text) {
+                    return Ok(yaml);
                 }
-                documents.push(Err(json_error.to_string()));
-                break;
+                let document = documents.len().saturating_add(1);
+                return Err(TextError::Syntax { document, message: json_error.to_string() });
             }
         }
     }
-    documents
+    Ok(documents)
 }
 
-fn parse_yaml(text: &str) -> Vec<Document> {
+fn parse_yaml(text: &str) -> Result<Vec<Value>, TextError> {
     let mut documents = Vec::new();
-    let mut errors = 0usize;
-    for (first_line, piece) in yaml_pieces(text) {
-        if errors >= MAX_SYNTAX_ERRORS {
-            documents.push(Err(format!(
-                "too many syntax errors; the text from line {} on was not read",
-                first_line.saturating_add(1)
-            )));
-            break;
-        }
-        // libyaml keeps failing after an error (the iterator would never end): stop the piece at the first one.
-        for document in serde_yaml_ng::Deserializer::from_str(piece) {
-            match Value::deserialize(document) {
-                Ok(value) => documents.push(Ok(value)),
-                Err(error) => {
-                    errors += 1;
-                    documents.push(Err(yaml_error_message(first_line, piece, &error)));
-                    break;
-                }
+    // libyaml cannot go on after an error (the iterator would never end): the first one ends the text.
+    for document in serde_yaml_ng::Deserializer::from_str(text) {
+        match Value::deserialize(document) {
+            Ok(value) => documents.push(value),
+            Err(error) => {
+                let document = documents.len().saturating_add(1);
+                return Err(TextError::Syntax { document, message: error.to_string() });
             }
         }
     }
-    documents
-}
-
-/// The message of a YAML error in a piece starting at line `first_line` (0-based) of the text, with line
-/// numbers of the whole text: the piece is parsed again after as many empty lines. (Only done on errors, and at
-/// most [`MAX_SYNTAX_ERRORS`] times per text.)
-fn yaml_error_message(first_line: usize, piece: &str, error: &serde_yaml_ng::Error) -> String {
-    if first_line == 0 {
-        return error.to_string();
-    }
-    let mut padded = "\n".repeat(first_line);
-    padded.push_str(piece);
-    for document in serde_yaml_ng::Deserializer::from_str(&padded) {
-        if let Err(error) = Value::deserialize(document) {
-            return error.to_string();
-        }
-    }
-    format!("{error} (in the document starting at line {})", first_line.saturating_add(1))
-}
-
-/// Cuts a YAML text before every `---` line that starts a new document, so that a syntax error in one document
-/// does not stop the others. Returns each piece with the 0-based number of its first line.
-///
-/// A `---` line only cuts if the piece before it has content (not just blank lines, comments and directives),
-/// and a run of blank, comment and directive lines just before it moves with it if the run has a directive.
-/// Per the YAML spec a `---` at the start of a line cannot be inside a document's content, so cutting there
-/// does not change what a valid text means.
-fn yaml_pieces(text: &str) -> Vec<(usize, &str)> {
-    let mut pieces = Vec::new();
-    let mut piece_start = (0usize, 0usize); // (byte offset, line number)
-    let mut has_content = false;
-    // Start of the run of blank/comment/directive lines after the last content line, and whether it has a
-    // directive.
-    let mut run_start: Option<(usize, usize)> = None;
-    let mut run_has_directive = false;
-    let mut offset = 0usize;
-    for (line_number, line) in text.split_inclusive('\n').enumerate() {
-        let trimmed = line.trim_end_matches(['\n', '\r']);
-        let here = (offset, line_number);
-        offset += line.len();
-        if is_document_start(trimmed) {
-            if has_content {
-                let cut = match run_start {
-                    Some(run) if run_has_directive => run,
-                    _ => here,
-                };
-                if let Some(piece) = text.get(piece_start.0..cut.0) {
-                    pieces.push((piece_start.1, piece));
-                }
-                piece_start = cut;
-            }
-            has_content = true;
-            run_start = None;
-            run_has_directive = false;
-        } else if trimmed.starts_with('%') || trimmed.trim().is_empty() || trimmed.trim_start().starts_with('#') {
-            run_start.get_or_insert(here);
-            run_has_directive |= trimmed.starts_with('%');
-        } else {
-            has_content = true;
-            run_start = None;
-            run_has_directive = false;
-        }
-    }
-    if let Some(piece) = text.get(piece_start.0..) {
-        pieces.push((piece_start.1, piece));
-    }
-    pieces
-}
-
-fn is_document_start(line: &str) -> bool {
-    line.strip_prefix("---").is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']))
+    Ok(documents)
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -437,6 +456,8 @@ struct Reader<'a> {
     report: &'a mut LoadReport,
     /// The objects read from the text, each list in document order.
     loaded: Snapshot,
+    /// Objects seen, of every kind (valid or not); Lists count their items.
+    objects: usize,
 }
 
 impl Reader<'_> {
@@ -453,19 +474,20 @@ impl Reader<'_> {
         *count = count.saturating_add(1);
     }
 
-    fn document(&mut self, number: usize, document: Document) {
+    fn document(&mut self, number: usize, document: Value) {
         let here = || ObjectRef::new(DOCUMENT_KIND, "", &number.to_string());
         match document {
-            Err(message) => self.error(here(), None, message),
-            Ok(Value::Null) => {}
-            Ok(Value::Object(map)) => self.object(map, None, 0),
-            Ok(other) => {
+            Value::Null => {}
+            Value::Object(map) => self.object(map, None, 0),
+            other => {
                 self.error(here(), None, format!("expected a Kubernetes object or List, found {}", describe(&other)))
             }
         }
     }
 
     fn object(&mut self, mut map: Map<String, Value>, list: Option<&ListContext>, depth: usize) {
+        // Counted here whatever becomes of it; a List takes itself off again (only its items count).
+        self.objects = self.objects.saturating_add(1);
         if let Some(list) = list
             && matches!(map.get("kind"), None | Some(Value::Null))
         {
@@ -555,6 +577,7 @@ impl Reader<'_> {
     }
 
     fn list(&mut self, kind: String, api_version: Option<String>, mut map: Map<String, Value>, depth: usize) {
+        self.objects = self.objects.saturating_sub(1);
         let (namespace, name) = metadata_names(&map);
         let object = || ObjectRef::new(&kind, &namespace, &name);
         if depth >= MAX_LIST_DEPTH {
@@ -911,8 +934,8 @@ items:
     }
 
     #[test]
-    fn a_document_that_is_not_an_object_is_reported() {
-        let (_, report) = Snapshot::from_text("f.yaml", "- a\n- b\n---\njust text\n");
+    fn a_document_that_is_not_an_object_is_reported_among_objects() {
+        let (_, report) = Snapshot::from_text("f.yaml", "- a\n- b\n---\njust text\n---\n{apiVersion: v1, kind: Pod}\n");
         assert_eq!(
             messages(&report),
             [
@@ -923,31 +946,85 @@ items:
     }
 
     #[test]
-    fn a_yaml_syntax_error_costs_only_its_document() {
+    fn texts_without_kubernetes_objects_are_told_apart_and_load_nothing() {
+        let contents = |text: &str| {
+            let mut snapshot = Snapshot::default();
+            let mut report = LoadReport::default();
+            let contents = snapshot.add_text("f", text, &mut report).unwrap();
+            assert!(report.diagnostics.is_empty() && snapshot.services.is_empty());
+            contents
+        };
+        for text in ["", "\n\n", "# only a comment\n", "---\n", "null\n", "\u{feff}", "---\n...\n---\n"] {
+            assert_eq!(contents(text), TextContents::Empty, "{text:?}");
+        }
+        // A support bundle's version file, a list of permissions, a map of errors, a scalar.
+        for text in [
+            "{\"info\": {\"major\": \"1\"}, \"string\": \"v1.33.4\"}",
+            "[{\"verbs\": [\"*\"]}]",
+            "{\"default\": \"the server could not find the requested resource\"}",
+            "just text\n",
+        ] {
+            assert_eq!(contents(text), TextContents::NotKubernetes, "{text:?}");
+        }
+        let text = "{apiVersion: v1, kind: List, items: [{apiVersion: v1, kind: Pod}, {apiVersion: v1, kind: Node, \
+                    metadata: {name: n}}]}";
+        assert_eq!(contents(text), TextContents::Objects(2));
+    }
+
+    /// Refuses `text` (nothing is loaded) and returns the error.
+    fn refused(text: &str) -> TextError {
+        let mut snapshot = Snapshot::default();
+        let mut report = LoadReport::default();
+        let error = snapshot.add_text("s", text, &mut report).unwrap_err();
+        assert!(report.diagnostics.is_empty() && snapshot.nodes.is_empty() && snapshot.services.is_empty());
+        error
+    }
+
+    #[test]
+    fn a_yaml_syntax_error_refuses_the_whole_text() {
         let text = "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\n\
                     ---\napiVersion: v1\nkind: Node\nmetadata:\n  name: [broken\n\
                     ---\napiVersion: v1\nkind: Node\nmetadata:\n  name: n3\n";
-        let (snapshot, report) = Snapshot::from_text("s.yaml", text);
-        assert_eq!(names(&snapshot.nodes), ["n1", "n3"]);
-        assert_eq!(report.diagnostics.len(), 1);
-        let d = &report.diagnostics[0];
-        assert_eq!(d.object, ObjectRef::new("document", "", "2"));
-        assert_eq!(d.field, None);
         // Line 10 of the whole text is the `---` after the broken flow sequence that starts on line 9.
         assert_eq!(
-            d.message,
-            "did not find expected ',' or ']' at line 10 column 1, while parsing a flow sequence at line 9 column 9"
+            refused(text),
+            TextError::Syntax {
+                document: 2,
+                message: "did not find expected ',' or ']' at line 10 column 1, while parsing a flow sequence at \
+                          line 9 column 9"
+                    .to_owned()
+            }
+        );
+        let (snapshot, report) = Snapshot::from_text("s.yaml", text);
+        assert!(snapshot.nodes.is_empty());
+        assert_eq!(
+            messages(&report),
+            ["error: s.yaml: document 2: did not find expected ',' or ']' at line 10 column 1, while parsing a flow \
+              sequence at line 9 column 9"]
         );
     }
 
     #[test]
-    fn yaml_syntax_error_in_the_first_document_keeps_its_line() {
-        let text = "a: b: c\n---\n{apiVersion: v1, kind: Node, metadata: {name: n}}\n";
-        let (snapshot, report) = Snapshot::from_text("s.yaml", text);
-        assert_eq!(names(&snapshot.nodes), ["n"]);
+    fn a_truncated_dump_is_refused() {
+        let dump = "apiVersion: v1\nitems:\n- apiVersion: v1\n  kind: Node\n  metadata:\n    name: a\n\
+                    - apiVersion: v1\n  kind: Node\n  metadata:\n    name: b\nkind: List\nmetadata:\n  resourceVersion: \"\"\n";
+        assert_eq!(names(&load_clean(dump).nodes), ["a", "b"]);
+        // Cut inside a quoted string: a syntax error at the cut.
+        let error = refused(&dump[..dump.find("\"\"").unwrap() + 1]);
+        assert!(matches!(&error, TextError::Syntax { document: 1, message } if message.contains("line 13")), "{error}");
+        // Cut at the end of a line: valid YAML, but the List has lost its `kind`.
+        let cut = &dump[..dump.find("kind: List").unwrap()];
+        assert_eq!(refused(cut), TextError::ListWithoutKind { document: 1 });
         assert_eq!(
-            messages(&report),
-            ["error: s.yaml: document 1: mapping values are not allowed in this context at line 1 column 5"]
+            refused(cut).to_string(),
+            "document 1: a List (`apiVersion` and `items`) without `kind`; kubectl prints `kind` after the items, \
+             so the text was probably cut short"
+        );
+        // JSON cut anywhere is a syntax error.
+        let json = "{\"apiVersion\": \"v1\", \"items\": [{\"apiVersion\": \"v1\", \"kind\": \"Node\", \"metadata\": {\"name\": \"a\"}}";
+        assert_eq!(
+            refused(json),
+            TextError::Syntax { document: 1, message: "EOF while parsing a list at line 1 column 94".to_owned() }
         );
     }
 
@@ -956,24 +1033,15 @@ items:
         let text = "%YAML 1.2\n---\napiVersion: v1\nkind: Node\nmetadata: {name: a}\n...\n\
                     %YAML 1.2\n---\napiVersion: v1\nkind: Node\nmetadata: {name: b}\n";
         assert_eq!(names(&load_clean(text).nodes), ["a", "b"]);
-        assert_eq!(yaml_pieces(text).iter().map(|(line, _)| *line).collect::<Vec<_>>(), [0, 6]);
     }
 
     #[test]
-    fn a_json_syntax_error_keeps_earlier_values() {
+    fn a_json_syntax_error_refuses_earlier_values_too() {
         let text = "{\"apiVersion\":\"v1\",\"kind\":\"Node\",\"metadata\":{\"name\":\"n1\"}}\n{\"kind\": \"Node\",,}\n";
-        let (snapshot, report) = Snapshot::from_text("s.json", text);
-        assert_eq!(names(&snapshot.nodes), ["n1"]);
-        assert_eq!(messages(&report), ["error: s.json: document 2: key must be a string at line 2 column 17"]);
-    }
-
-    #[test]
-    fn too_many_syntax_errors_stop_the_text() {
-        let text = "a: [\n---\n".repeat(MAX_SYNTAX_ERRORS + 5);
-        let (_, report) = Snapshot::from_text("s.yaml", &text);
-        assert_eq!(report.diagnostics.len(), MAX_SYNTAX_ERRORS + 1);
-        let last = report.diagnostics.last().unwrap();
-        assert_eq!(last.message, "too many syntax errors; the text from line 40 on was not read");
+        assert_eq!(
+            refused(text),
+            TextError::Syntax { document: 2, message: "key must be a string at line 2 column 17".to_owned() }
+        );
     }
 
     #[test]
@@ -1024,7 +1092,10 @@ items:
             "metadata": {
                 "name": "web-legacy-0",
                 "namespace": "default",
-                "labels": {"kubernetes.io/service-name": "web"}
+                "labels": {
+                    "kubernetes.io/service-name": "web",
+                    "endpointslice.kubernetes.io/managed-by": "proxier.legacy-endpoints"
+                }
             },
             "addressType": "IPv4",
             "endpoints": [
@@ -1055,8 +1126,8 @@ items:
             "{apiVersion: v1, kind: Service, metadata: {name: web, namespace: d}, spec: {clusterIP: 10.0.0.2}}";
         let mut snapshot = Snapshot::default();
         let mut report = LoadReport::default();
-        snapshot.add_text("a.yaml", first, &mut report);
-        snapshot.add_text("b.yaml", second, &mut report);
+        snapshot.add_text("a.yaml", first, &mut report).unwrap();
+        snapshot.add_text("b.yaml", second, &mut report).unwrap();
         assert_eq!(snapshot.services.len(), 1);
         assert_eq!(snapshot.services[0].spec.as_ref().unwrap().cluster_ip.as_deref(), Some("10.0.0.2"));
         assert_eq!(
@@ -1099,7 +1170,7 @@ items:
         let mut reversed = Snapshot::default();
         let mut report = LoadReport::default();
         for (i, object) in objects.iter().rev().enumerate() {
-            reversed.add_text(&format!("{i}.yaml"), object, &mut report);
+            reversed.add_text(&format!("{i}.yaml"), object, &mut report).unwrap();
         }
         assert!(report.diagnostics.is_empty());
         assert_eq!(names(&forward.services), ["x/z", "y/a", "y/b"]);
@@ -1146,9 +1217,16 @@ items:
             "---\u{e9}\n---\n",
         ];
         for input in inputs {
-            let (snapshot, report) = Snapshot::from_text("x", input);
-            // Each is reported (except the empty one), not dropped silently or panicked on.
-            assert_eq!(report.diagnostics.is_empty(), input == "\r\n---\r\n\r\n", "{input:.40?}");
+            let mut snapshot = Snapshot::default();
+            let mut report = LoadReport::default();
+            // Each is refused, reported, or said to hold nothing of Kubernetes: never loaded or panicked on.
+            match snapshot.add_text("x", input, &mut report) {
+                Err(_) => assert!(report.diagnostics.is_empty(), "{input:.40?}"),
+                Ok(TextContents::Objects(_)) => assert!(report.has_errors(), "{input:.40?}"),
+                Ok(TextContents::Empty | TextContents::NotKubernetes) => {
+                    assert!(report.diagnostics.is_empty(), "{input:.40?}")
+                }
+            }
             assert!(snapshot.nodes.is_empty() && snapshot.services.is_empty(), "{input:.40?}");
         }
         let (_, report) = Snapshot::from_text("x", &deep_list);

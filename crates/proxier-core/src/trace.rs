@@ -103,8 +103,15 @@ impl FromStr for Target {
         };
         let (ip, port) = address.rsplit_once(':').ok_or_else(bad)?;
         let ip = ip.strip_prefix('[').and_then(|ip| ip.strip_suffix(']')).unwrap_or(ip);
-        let ip = crate::ip::parse_ip_sloppy(ip).ok_or_else(bad)?.ip;
-        let port = port.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(bad)?;
+        // Name the bad part, so that a typo in a long target is found at once.
+        let ip = crate::ip::parse_ip_sloppy(ip)
+            .ok_or_else(|| format!("{text:?}: {ip:?} is not an IPv4 or IPv6 address"))?
+            .ip;
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| format!("{text:?}: port {port:?} is not a number from 1 to 65535"))?;
         Ok(Target { ip, port, protocol })
     }
 }
@@ -125,6 +132,19 @@ pub enum TraceError {
         namespace: String,
         /// The pod's name.
         name: String,
+    },
+    /// Endpoints name this as their `targetRef`, but as another kind (a Node: kubelet and API server
+    /// endpoints); it is traced from its address.
+    #[error("{namespace}/{name} is not a pod: endpoints name it as a {kind}; trace from its address ({ips}) instead")]
+    NotAPod {
+        /// The namespace given.
+        namespace: String,
+        /// The name given.
+        name: String,
+        /// The `targetRef` kind the endpoints give.
+        kind: String,
+        /// Its endpoint addresses, comma-separated.
+        ips: String,
     },
     /// The pod is known, but has no address of the destination's family.
     #[error("pod {pod} has no {family} address in the snapshot")]
@@ -409,6 +429,35 @@ pub fn pod_addresses(snapshot: &Snapshot) -> Vec<PodAddress> {
     pods
 }
 
+/// An endpoint whose `targetRef` names `name` as some kind other than Pod (a Node: its namespace is not
+/// checked, Nodes have none), with its addresses; `None` when no endpoint does.
+fn non_pod_target(snapshot: &Snapshot, namespace: &str, name: &str) -> Option<(String, Vec<IpAddr>)> {
+    let legacy = snapshot.legacy_endpoint_slices();
+    let mut found: Option<(String, Vec<IpAddr>)> = None;
+    for slice in snapshot.endpoint_slices.iter().chain(&legacy) {
+        let slice_namespace = slice.metadata.namespace.as_deref().unwrap_or_default();
+        for endpoint in slice.endpoints.iter().flatten() {
+            let Some(target) = endpoint.target_ref.as_ref() else { continue };
+            let kind = target.kind.as_deref().unwrap_or_default();
+            let target_namespace = target.namespace.as_deref().unwrap_or(slice_namespace);
+            if kind == "Pod"
+                || target.name.as_deref() != Some(name)
+                || (kind != "Node" && target_namespace != namespace)
+            {
+                continue;
+            }
+            let entry = found.get_or_insert_with(|| (kind.to_owned(), Vec::new()));
+            let ips = endpoint.addresses.iter().filter_map(|a| crate::ip::parse_ip_sloppy(a)).map(|p| p.ip);
+            for ip in ips {
+                if !entry.1.contains(&ip) {
+                    entry.1.push(ip);
+                }
+            }
+        }
+    }
+    found
+}
+
 /// Traces a new connection from `source` to `target` through the rules `config.node_name` gets for
 /// `snapshot`. Computes the model; see [`trace_computation`] to reuse one.
 pub fn trace(snapshot: &Snapshot, config: &NodeConfig, source: &Source, target: Target) -> Result<Trace, TraceError> {
@@ -480,6 +529,10 @@ fn source_report(
             let mine: Vec<&PodAddress> =
                 pods.iter().filter(|p| &p.pod.namespace == namespace && &p.pod.name == name).collect();
             if mine.is_empty() {
+                if let Some((kind, ips)) = non_pod_target(snapshot, namespace, name) {
+                    let ips = ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+                    return Err(TraceError::NotAPod { namespace: namespace.clone(), name: name.clone(), kind, ips });
+                }
                 return Err(TraceError::UnknownPod { namespace: namespace.clone(), name: name.clone() });
             }
             let Some(address) = mine.iter().find(|p| IpFamily::of(&p.ip) == family) else {

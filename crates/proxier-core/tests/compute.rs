@@ -347,3 +347,56 @@ fn the_model_does_not_depend_on_object_order() {
     let backward = model(&format!("{WEB}\n---\n{DNS}"), &config());
     assert_eq!(forward, backward);
 }
+
+/// The messages of a snapshot's model, as the binary prints them.
+fn messages(text: &str, node: &str) -> Vec<String> {
+    let (snapshot, _) = Snapshot::from_text("dump.yaml", text);
+    let config = NodeConfig { node_name: node.into(), ..Default::default() };
+    compute(&snapshot, &config).diagnostics.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn services_without_any_endpoint_object_get_one_warning() {
+    let services = "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: x}\nspec: {clusterIP: 10.96.0.1, \
+                    ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: b, namespace: x}\n\
+                    spec: {clusterIP: 10.96.0.2, ports: [{port: 80}]}\n";
+    let with_node = format!("{NODES}\n---\n{services}");
+    assert_eq!(
+        messages(&with_node, "node-a"),
+        ["warning: snapshot: 2 proxied Service(s) but no EndpointSlices or Endpoints at all: none has an endpoint, \
+          and every one rejects connections (was `endpointslices` left out of `kubectl get`?)"]
+    );
+    // One slice anywhere (even of another Service) means endpoints were asked for: no warning.
+    let slice = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: a-1, namespace: x, labels: \
+                 {kubernetes.io/service-name: a}}\naddressType: IPv4\nendpoints: [{addresses: [10.244.1.5]}]\nports: \
+                 [{port: 8080}]\n";
+    assert_eq!(messages(&format!("{with_node}\n---\n{slice}"), "node-a"), Vec::<String>::new());
+}
+
+#[test]
+fn a_node_without_usable_addresses_is_named_with_what_is_not_programmed() {
+    // As an OpenShift Insights archive has it: addresses anonymised.
+    let node = "apiVersion: v1\nkind: Node\nmetadata: {name: worker}\nstatus:\n  addresses:\n  - {type: InternalIP, \
+                address: xx.x.xx.x}\n  - {type: Hostname, address: xx-xx}\n";
+    assert_eq!(
+        messages(node, "worker"),
+        [
+            "warning: dump.yaml: Node worker: status.addresses: no usable InternalIP or ExternalIP address and no \
+             node IP configured: NodePorts are not programmed on this node",
+            "error: dump.yaml: Node worker: status.addresses[0].address: \"xx.x.xx.x\" is not an IP address; ignored",
+        ]
+    );
+}
+
+#[test]
+fn messages_about_legacy_endpoints_name_the_endpoints_object_and_its_file() {
+    let text = "apiVersion: v1\nkind: Endpoints\nmetadata: {name: gone, namespace: x}\nsubsets:\n- addresses: \
+                [{ip: 10.244.1.5}, {ip: not-an-ip}]\n  ports: [{port: 8080}]\n";
+    assert_eq!(
+        messages(&format!("{NODES}\n---\n{text}"), "node-a"),
+        [
+            "warning: dump.yaml: Endpoints x/gone: its Service x/gone is not in the snapshot; ignored",
+            "error: dump.yaml: Endpoints x/gone: \"not-an-ip\" is not an IP address; endpoint skipped",
+        ]
+    );
+}

@@ -13,7 +13,7 @@ fn explained(texts: &[&str]) -> Explanation {
     let mut snapshot = Snapshot::default();
     let mut report = LoadReport::default();
     for (i, text) in texts.iter().enumerate() {
-        snapshot.add_text(&format!("text-{i}"), text, &mut report);
+        snapshot.add_text(&format!("text-{i}"), text, &mut report).unwrap();
     }
     explain(&snapshot, &ExplainOptions::default())
 }
@@ -184,4 +184,121 @@ fn every_bundled_cluster_explains_every_service() {
         serde_json::to_string(&all).unwrap();
         assert!(!all.to_text().is_empty());
     }
+}
+
+// Real-data cases: each of these was wrong before (see docs/robustness.md).
+
+const LOCAL_LB_WITHOUT_NODES: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.0.20
+  externalTrafficPolicy: Local
+  ports: [{name: http, port: 80, nodePort: 30080, protocol: TCP}]
+status:
+  loadBalancer:
+    ingress:
+    - {ip: 203.0.113.7}
+    - {hostname: a1b2c3.elb.us-east-1.amazonaws.com}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: shop, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+endpoints: [{addresses: [10.244.1.5], nodeName: node-a, conditions: {ready: true}}]
+ports: [{name: http, port: 8080, protocol: TCP}]
+"#;
+
+#[test]
+fn without_nodes_a_local_load_balancer_is_not_called_dropped_and_node_ports_say_why_they_have_no_address() {
+    let all = explained(&[LOCAL_LB_WITHOUT_NODES]);
+    let web = service(&all, "shop", "web");
+    let lb = web.ports[0].from_outside.iter().find(|a| a.address == "203.0.113.7:80").unwrap();
+    assert_eq!(
+        lb.note.as_deref(),
+        Some(
+            "externalTrafficPolicy Local: the snapshot has no Nodes, so which nodes have a local endpoint is not \
+             known; each node serves it from its own endpoints and drops it where it has none"
+        )
+    );
+    assert!(!format!("{all:?}").contains("dropped everywhere"));
+    assert!(web.warnings.contains(
+        &"port http (80/tcp): nodePort 30080: the snapshot has no Nodes, so the addresses it is served on are not known \
+          (add the Node objects to the snapshot: `kubectl get nodes -o yaml`)"
+            .to_owned()
+    ));
+}
+
+#[test]
+fn a_hostname_only_load_balancer_ingress_is_shown_as_not_programmed() {
+    let all = explained(&[LOCAL_LB_WITHOUT_NODES]);
+    let web = service(&all, "shop", "web");
+    let hostname =
+        web.ports[0].from_outside.iter().find(|a| a.address == "a1b2c3.elb.us-east-1.amazonaws.com:80").unwrap();
+    assert_eq!(hostname.via, "LoadBalancer hostname");
+    assert_eq!(
+        hostname.note.as_deref(),
+        Some(
+            "not programmed: a hostname has no address to match; the load balancer must forward to the nodes' port 30080"
+        )
+    );
+}
+
+const HEADLESS_AND_NODE_BACKED: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: kubelet, namespace: kube-system}
+spec: {clusterIP: None, ports: [{name: https-metrics, port: 10250, protocol: TCP}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: kubelet-1, namespace: kube-system, labels: {kubernetes.io/service-name: kubelet}}
+addressType: IPv4
+endpoints:
+- {addresses: [192.168.49.11], conditions: {ready: true}, targetRef: {kind: Node, name: node-a}}
+- {addresses: [192.168.49.12], conditions: {ready: true}, hostname: second, targetRef: {kind: Node, name: node-b}}
+ports: [{name: https-metrics, port: 10250, protocol: TCP}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: nowhere, namespace: shop}
+spec: {type: ExternalName}
+"#;
+
+#[test]
+fn headless_services_have_one_srv_record_per_endpoint_and_node_backed_endpoints_are_nodes() {
+    let all = explained(&[HEADLESS_AND_NODE_BACKED]);
+    let kubelet = service(&all, "kube-system", "kubelet");
+    let srv: Vec<String> = dns(kubelet).into_iter().filter(|r| r.contains(" SRV ")).collect();
+    assert_eq!(
+        srv,
+        [
+            "_https-metrics._tcp.kubelet.kube-system.svc.cluster.local SRV 0 100 10250 \
+             192-168-49-11.kubelet.kube-system.svc.cluster.local",
+            "_https-metrics._tcp.kubelet.kube-system.svc.cluster.local SRV 0 100 10250 \
+             second.kubelet.kube-system.svc.cluster.local",
+        ]
+    );
+    let port = &kubelet.ports[0];
+    let vias: Vec<&str> = port.from_nodes.iter().map(|a| a.via.as_str()).collect();
+    assert_eq!(vias, ["node node-a", "node node-b"]);
+    assert_eq!(
+        port.endpoints.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["192.168.49.11:10250", "192.168.49.12:10250"]
+    );
+    assert_eq!(port.counts.ready, 2);
+}
+
+#[test]
+fn an_external_name_service_without_a_target_is_invalid() {
+    let all = explained(&[HEADLESS_AND_NODE_BACKED]);
+    let nowhere = service(&all, "shop", "nowhere");
+    assert_eq!(nowhere.treatment, "invalid: not programmed");
+    assert!(nowhere.dns.is_empty(), "{:?}", nowhere.dns);
+    assert_eq!(
+        nowhere.warnings,
+        ["spec.externalName: missing: an ExternalName Service needs a target; not programmed"]
+    );
 }

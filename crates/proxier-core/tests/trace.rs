@@ -293,3 +293,36 @@ fn every_destination_of_every_bundled_cluster_traces_to_its_model_action() {
         }
     }
 }
+
+#[test]
+fn a_node_backed_endpoint_is_not_a_pod_and_is_traced_by_its_address() {
+    let text = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: kubernetes, namespace: default}
+spec: {clusterIP: 10.96.0.1, ports: [{name: https, port: 443, protocol: TCP}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: kubernetes, namespace: default, labels: {kubernetes.io/service-name: kubernetes}}
+addressType: IPv4
+endpoints: [{addresses: [192.168.49.11], conditions: {ready: true}, targetRef: {kind: Node, name: node-a}}]
+ports: [{name: https, port: 6443, protocol: TCP}]
+"#;
+    let (snapshot, _) = Snapshot::from_text("cluster", text);
+    let error = trace(
+        &snapshot,
+        &config("node-a"),
+        &"pod:default/node-a".parse().unwrap(),
+        "10.96.0.1:443/tcp".parse().unwrap(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "default/node-a is not a pod: endpoints name it as a Node; trace from its address (192.168.49.11) instead"
+    );
+    assert!(matches!(error, TraceError::NotAPod { .. }));
+    // By its address it is traced.
+    let by_ip = run(text, &config("node-a"), "192.168.49.11", "10.96.0.1:443/tcp");
+    assert_eq!(endpoints(&by_ip), ["192.168.49.11:6443"]);
+}

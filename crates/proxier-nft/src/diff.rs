@@ -129,17 +129,78 @@ fn canonical_elements(listing: &str) -> String {
         let body = body.trim_end().trim_end_matches('}');
         let mut elements: Vec<String> =
             body.split(',').map(str::trim).filter(|e| !e.is_empty()).map(without_counter_values).collect();
-        elements.sort_unstable();
+        elements.sort_by_cached_key(|element| element_order(element));
         out.push_str(indent);
         out.push_str("elements = {\n");
-        for element in elements {
+        for (i, element) in elements.iter().enumerate() {
             out.push_str(indent);
             out.push('\t');
-            out.push_str(&element);
-            out.push_str(",\n");
+            out.push_str(element);
+            // No comma after the last element, as nft lists them: the text stays what `nft -f` reads.
+            out.push_str(if i + 1 < elements.len() { ",\n" } else { "\n" });
         }
         out.push_str(indent);
         out.push_str("}\n");
+    }
+    out
+}
+
+/// One part of an element's key as it sorts: addresses by value (`10.96.77.5` before `10.96.201.14`),
+/// prefixes and ranges by their first address, numbers (ports) by value, anything else as text.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum KeyPart {
+    Address(std::net::IpAddr, u8),
+    Number(u64),
+    Text(String),
+}
+
+/// The order of set elements in a listing: their key parts (`a . b . c`) compared part by part.
+fn element_order(element: &str) -> Vec<KeyPart> {
+    // The key ends where a comment, a timeout or the map's value begins.
+    let key = [" comment ", " timeout ", " expires ", " : "]
+        .iter()
+        .filter_map(|marker| element.find(marker))
+        .min()
+        .map_or(element, |end| &element[..end]);
+    let part = |text: &str| {
+        let first = text.split('-').next().unwrap_or(text);
+        let (address, prefix) = first.split_once('/').unwrap_or((first, ""));
+        if let Ok(address) = address.parse::<std::net::IpAddr>() {
+            return KeyPart::Address(address, prefix.parse().unwrap_or(u8::MAX));
+        }
+        match text.parse::<u64>() {
+            Ok(number) => KeyPart::Number(number),
+            Err(_) => KeyPart::Text(text.to_owned()),
+        }
+    };
+    let mut order: Vec<KeyPart> = key.split(" . ").map(|p| part(p.trim())).collect();
+    // Equal keys (which a set cannot hold twice) still sort the same way every time.
+    order.push(KeyPart::Text(element.to_owned()));
+    order
+}
+
+/// A unified diff with ANSI colours, as `git diff` colours it: file headers bold, hunk headers cyan,
+/// removed lines red, added lines green.
+pub fn colorize(unified: &str) -> String {
+    let mut out = String::with_capacity(unified.len() + unified.len() / 8);
+    for line in unified.split_inclusive('\n') {
+        let (body, newline) = line.strip_suffix('\n').map_or((line, ""), |b| (b, "\n"));
+        let color = if body.starts_with("+++ ") || body.starts_with("--- ") {
+            "\x1b[1m"
+        } else if body.starts_with("@@") {
+            "\x1b[36m"
+        } else if body.starts_with('+') {
+            "\x1b[32m"
+        } else if body.starts_with('-') {
+            "\x1b[31m"
+        } else {
+            out.push_str(line);
+            continue;
+        };
+        out.push_str(color);
+        out.push_str(body);
+        out.push_str("\x1b[m");
+        out.push_str(newline);
     }
     out
 }
@@ -153,7 +214,7 @@ mod tests {
         let live = "table ip t {\n\tmap m {\n\t\ttype ipv4_addr : verdict\n\t\tcounter\n\t\telements = { 10.0.0.1 counter packets 3 bytes 180 comment \"a\" : drop }\n\t}\n}\n";
         let desired = "table ip t {\n\tmap m {\n\t\ttype ipv4_addr : verdict\n\t\tcounter\n\t\telements = { 10.0.0.1 counter comment \"a\" : drop }\n\t}\n}\n";
         assert_eq!(canonical(live), canonical(desired));
-        assert!(canonical(live).contains("\t10.0.0.1 comment \"a\" : drop,\n"), "{}", canonical(live));
+        assert!(canonical(live).contains("\t10.0.0.1 comment \"a\" : drop\n"), "{}", canonical(live));
     }
 
     #[test]
@@ -161,12 +222,37 @@ mod tests {
         let a = "table ip t {\n\tset aff {\n\t\ttype ipv4_addr\n\t\tflags timeout\n\t\ttimeout 3h\n\t\telements = { 10.0.0.1 timeout 3h expires 2h }\n\t}\n\tset s {\n\t\ttype ipv4_addr\n\t\telements = { 10.0.0.2, 10.0.0.1 }\n\t}\n}\n";
         let b = "table ip t {\n\tset aff {\n\t\ttype ipv4_addr\n\t\tflags timeout\n\t\ttimeout 3h\n\t}\n\tset s {\n\t\ttype ipv4_addr\n\t\telements = { 10.0.0.1,\n\t\t\t10.0.0.2 }\n\t}\n}\n";
         assert_eq!(canonical(a), canonical(b));
-        assert!(canonical(a).contains("\t\t\t10.0.0.1,\n\t\t\t10.0.0.2,\n"));
+        assert!(canonical(a).contains("\t\t\t10.0.0.1,\n\t\t\t10.0.0.2\n"));
         let c = "table ip t {\n\tset s {\n\t\ttype ipv4_addr\n\t}\n\n\tchain x {\n\t\tdrop\n\t}\n}\n";
         let d = "table ip t {\n\tchain x {\n\t\tdrop\n\t}\n\n\tset s {\n\t\ttype ipv4_addr\n\t}\n}\n";
         assert_eq!(canonical(c), canonical(d));
         assert_ne!(canonical(c), canonical(&d.replace("drop", "accept")));
         let sorted = "table ip t {\n\tchain x {\n\t\tdrop\n\t}\n\tset s {\n\t\ttype ipv4_addr\n\t}\n}\n";
         assert_eq!(canonical(c), sorted, "blocks sorted, the table's brace closing it");
+    }
+
+    #[test]
+    fn elements_are_in_address_order() {
+        let listing = "table ip t {\n\tmap m {\n\t\ttype ipv4_addr . inet_proto . inet_service : verdict\n\t\telements = { 10.96.201.14 . tcp . 80 comment \"b\" : goto x, 10.96.77.5 . tcp . 443 : goto x,\n\t\t\t10.96.77.5 . tcp . 80 : goto y, 9.0.0.0/8 . udp . 53 : drop }\n\t}\n}\n";
+        let canonical = canonical(listing);
+        let keys: Vec<&str> = canonical.lines().filter(|l| l.starts_with("\t\t\t")).map(str::trim).collect();
+        assert_eq!(
+            keys,
+            [
+                "9.0.0.0/8 . udp . 53 : drop,",
+                "10.96.77.5 . tcp . 80 : goto y,",
+                "10.96.77.5 . tcp . 443 : goto x,",
+                "10.96.201.14 . tcp . 80 comment \"b\" : goto x"
+            ]
+        );
+    }
+
+    #[test]
+    fn colours_follow_git() {
+        let colored = colorize("--- a\n+++ b\n@@ -1 +1 @@\n-x\n+y\n z\n");
+        assert_eq!(
+            colored,
+            "\x1b[1m--- a\x1b[m\n\x1b[1m+++ b\x1b[m\n\x1b[36m@@ -1 +1 @@\x1b[m\n\x1b[31m-x\x1b[m\n\x1b[32m+y\x1b[m\n z\n"
+        );
     }
 }

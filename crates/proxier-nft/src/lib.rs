@@ -80,7 +80,13 @@
 //! The tables count, per destination, the new connections sent to an endpoint, rejected and dropped
 //! ([`layout`]'s "Counters"); [`counters`] reads those counts from the kernel and attributes them to
 //! Service ports, and transactions carry them over when they would reset them
-//! ([`Transaction::with_carried_counts`]).
+//! ([`Transaction::with_carried_counts`]; such a transaction goes by `nft`, never over netlink).
+//!
+//! Without an `nft` process: [`netlink::NftSocket`] applies a transaction's element, set and chain
+//! changes on one persistent nf_tables socket (well under a millisecond, where an `nft` run costs about
+//! 16 ms), and says which it cannot carry (rules, whole tables, interval sets: those stay with `nft`).
+//! [`netlink::TableWatch`] tells from nf_tables' own change events whether anyone else touched
+//! proxier's tables, so that the expensive comparison with the kernel runs only when someone did.
 //!
 //! To see where a packet goes without touching the kernel, use [`proxier_core::trace()`] on the same
 //! snapshot and config; [`proxier_core::explain()`] tells how each Service is reached.
@@ -96,6 +102,7 @@ pub mod json;
 pub mod json_writer;
 pub mod layout;
 mod ledger;
+pub mod netlink;
 pub mod proxier;
 pub mod refusal;
 pub mod ruleset;

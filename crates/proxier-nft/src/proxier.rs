@@ -17,14 +17,18 @@
 //!   [`STALE_GRACE`] later: kernels before 6.2 release a chain late after the last map element
 //!   pointing at it goes ([`Proxier::next_cleanup`] says when).
 //! - [`Proxier::resync`] is the periodic check: it lists proxier's own tables from the kernel, compares
-//!   them with the committed state and, only if someone changed them, replaces them whole.
+//!   them with the committed state and, only if someone changed them, replaces them whole. With
+//!   [`Proxier::with_netlink`] it reads nf_tables' change events instead ([`crate::netlink::TableWatch`]):
+//!   nothing is listed, and the tables are replaced only when someone else changed them.
+//! - With [`Proxier::with_netlink`], partial syncs go over a persistent netlink socket when it carries
+//!   them (element, set and chain changes; rules and full loads stay with `nft`).
 //! - When the kernel refuses a full sync, the Services whose rules it refuses are found
 //!   ([`crate::refusal`]) and left out ([`ClusterState::leave_out`]); the rest is applied.
 //! - After a sync, stale UDP conntrack entries are deleted ([`crate::conntrack`]) when a UDP
 //!   destination lost endpoints or went from none to some.
 //!
-//! Every transaction reaches the kernel through one method (`Proxier::apply`, with [`Nft`]): the seam
-//! where another way of loading a transaction would slot in.
+//! Every transaction reaches the kernel through one method (`Proxier::apply`): over the netlink
+//! socket when [`Proxier::with_netlink`] gave one and it carries the transaction, else with [`Nft`].
 //!
 //! ```no_run
 //! use proxier_core::{ClusterState, NodeConfig, WatchEvent};
@@ -56,6 +60,7 @@ use crate::conntrack::{Conntrack, ConntrackFilter, ConntrackOutcome};
 use crate::diff::canonical;
 use crate::layout::family_table_with;
 use crate::ledger::{Journal, Ledger};
+use crate::netlink::{Batch, Drift, NetlinkError, NftSocket, TableWatch};
 use crate::refusal::{Refused, refused_services};
 use crate::ruleset::Table;
 use crate::runner::{Nft, NftError};
@@ -92,6 +97,8 @@ pub struct SyncOutcome {
     pub network_programming: Vec<Duration>,
     /// Stale UDP conntrack entries deleted after the sync.
     pub conntrack: ConntrackOutcome,
+    /// The transaction went over the netlink socket rather than through `nft`.
+    pub by_netlink: bool,
     /// Services newly left out because the kernel refused their rules (a full sync that failed
     /// found them with `nft -c`, see [`crate::refusal`], and applied the rest), each with nft's
     /// message. They stay out until they or their endpoints change; [`Proxier::refused`] lists them.
@@ -109,6 +116,15 @@ pub enum SyncError {
         /// nft's error.
         #[source]
         source: NftError,
+    },
+    /// The kernel refused the transaction sent over netlink, or its answer was incomplete.
+    #[error("{kind:?} sync failed: {source}")]
+    Netlink {
+        /// The kind of sync that failed.
+        kind: SyncKind,
+        /// What the kernel said, naming the object it refused.
+        #[source]
+        source: NetlinkError,
     },
     /// [`Proxier::resync`] could not list the kernel's tables or load the committed ones for comparison.
     #[error("cannot read proxier's tables from the kernel: {0}")]
@@ -139,6 +155,21 @@ pub struct Proxier {
     /// The kernel's canonical listing of the committed tables, by `generation`.
     listing: Option<(u64, Vec<Option<String>>)>,
     generation: u64,
+    /// The netlink socket and event watch, when enabled.
+    live: Option<Live>,
+}
+
+/// [`Proxier::with_netlink`]'s socket and watch, both in the node's network namespace.
+#[derive(Debug)]
+struct Live {
+    socket: NftSocket,
+    watch: TableWatch,
+}
+
+/// Why applying a transaction failed.
+enum ApplyFailure {
+    Nft(NftError),
+    Netlink(NetlinkError),
 }
 
 impl Proxier {
@@ -160,6 +191,7 @@ impl Proxier {
             triggers: Vec::new(),
             listing: None,
             generation: 0,
+            live: None,
         }
     }
 
@@ -167,6 +199,15 @@ impl Proxier {
     /// [`crate::layout::family_table_with`]. Counts carry over every sync that would reset them.
     pub fn with_counters(mut self, counters: bool) -> Proxier {
         self.counters = counters;
+        self
+    }
+
+    /// Sends partial syncs over `socket` when netlink carries them, and lets `watch` replace
+    /// [`Proxier::resync`]'s listing of the kernel's tables. Both must have been opened in the
+    /// network namespace `nft` programs; `watch` must watch this Proxier's table name.
+    pub fn with_netlink(mut self, socket: NftSocket, mut watch: TableWatch) -> Proxier {
+        watch.trust(&socket);
+        self.live = Some(Live { socket, watch });
         self
     }
 
@@ -281,24 +322,65 @@ impl Proxier {
             transaction
         };
 
-        if !transaction.is_empty()
-            && let Err(source) = self.apply(&transaction)
-        {
-            // The kernel refused the whole transaction: it holds what it held. If some Services'
-            // rules are to blame, leave them out and apply the rest; else start over next time.
-            self.listing = None;
-            match self.without_refused(kind, &source) {
-                Some((transaction, refused)) if self.apply(&transaction).is_ok() => {
-                    return Ok(self.committed_now(SyncKind::Full, transaction, refused, start));
-                }
-                _ => {
+        let mut by_netlink = false;
+        if !transaction.is_empty() {
+            match self.apply(&transaction) {
+                Ok(netlink) => by_netlink = netlink,
+                Err(failure) => {
+                    // The kernel refused the whole transaction: it holds what it held. If some
+                    // Services' rules are to blame, leave them out and apply the rest; else start
+                    // over next time.
+                    self.listing = None;
+                    if let ApplyFailure::Nft(source) = &failure
+                        && let Some((transaction, refused)) = self.without_refused(kind, source)
+                        && self.apply(&transaction).is_ok()
+                    {
+                        return Ok(self.committed_now(SyncKind::Full, transaction, refused, start));
+                    }
                     self.committed = false;
                     self.ledger = Ledger::default();
-                    return Err(SyncError::Apply { kind, source });
+                    return Err(match failure {
+                        ApplyFailure::Nft(source) => SyncError::Apply { kind, source },
+                        ApplyFailure::Netlink(source) => SyncError::Netlink { kind, source },
+                    });
                 }
             }
         }
-        Ok(self.committed_now(kind, transaction, Refused::new(), start))
+        let mut outcome = self.committed_now(kind, transaction, Refused::new(), start);
+        outcome.by_netlink = by_netlink;
+        Ok(outcome)
+    }
+
+    /// Applies `transaction`: over netlink when enabled and it carries it (`Ok(true)`), else by `nft`
+    /// (as text when it carries counts, see [`Transaction::apply`]). A transaction carrying counts
+    /// always goes by `nft`: the netlink encoder writes no counter values, so a re-created element
+    /// would start again from zero. With the watch, the commit is made unwatched (it is proxier's own).
+    fn apply(&mut self, transaction: &Transaction) -> Result<bool, ApplyFailure> {
+        let Some(Live { socket, watch }) = &mut self.live else {
+            return transaction.apply(&self.nft).map(|()| false).map_err(ApplyFailure::Nft);
+        };
+        let nft = &self.nft;
+        let by_nft = |_: &mut NftSocket| {
+            let result = transaction.apply(nft).map(|()| false).map_err(ApplyFailure::Nft);
+            let commits = u32::from(result.is_ok());
+            (result, commits)
+        };
+        if transaction.carries_counts() {
+            return watch.own_commit(socket, by_nft);
+        }
+        let Ok(mut batch) = Batch::encode(transaction) else { return watch.own_commit(socket, by_nft) };
+        let sent = watch.own_commit(socket, |socket| {
+            let result = socket.commit(&mut batch);
+            // An incomplete answer may hide a commit: counted as one, so that only others count.
+            let commits = u32::from(!matches!(result, Err(NetlinkError::Refused { .. } | NetlinkError::TooLarge(_))));
+            (result, commits)
+        });
+        match sent {
+            Ok(()) => Ok(true),
+            // Nothing was sent: `nft` takes it.
+            Err(NetlinkError::TooLarge(_)) => watch.own_commit(socket, by_nft),
+            Err(error) => Err(ApplyFailure::Netlink(error)),
+        }
     }
 
     /// The periodic full check: reads proxier's tables (and only them) from the kernel and compares
@@ -308,9 +390,30 @@ impl Proxier {
     /// The committed side is loaded into a scratch network namespace and listed back, so both sides
     /// are in the kernel's canonical form (needs CAP_SYS_ADMIN). Elements the data plane adds itself
     /// (session-affinity sets) are not compared.
+    ///
+    /// With [`Proxier::with_netlink`] nothing is listed: the watch says whether anyone else changed the
+    /// tables since the last check (then they are replaced whole, `drifted` set), or that it cannot
+    /// tell (events lost, or another commit raced one of proxier's: then they are replaced too). When
+    /// nobody touched them the check costs reading an empty socket.
     pub fn resync(&mut self) -> Result<SyncOutcome, SyncError> {
         let start = Instant::now();
-        let drifted = self.committed && self.drifted().map_err(SyncError::Read)?;
+        let drifted = match &mut self.live {
+            // Events tell, without reading the tables.
+            Some(live) => match live.watch.take() {
+                Drift::Unchanged => false,
+                Drift::Changed(what) => {
+                    tracing::warn!(table = %self.table, changes = ?what, "proxier's table was changed behind its back");
+                    self.committed
+                }
+                Drift::Unknown(reason) => {
+                    // Replacing the tables costs less than listing them to compare.
+                    tracing::warn!(%reason, "cannot tell whether proxier's tables were changed: replacing them");
+                    self.force_full = true;
+                    false
+                }
+            },
+            None => self.committed && self.drifted().map_err(SyncError::Read)?,
+        };
         if drifted {
             self.force_full = true;
         }
@@ -318,12 +421,6 @@ impl Proxier {
         outcome.drifted = drifted;
         outcome.duration = start.elapsed();
         Ok(outcome)
-    }
-
-    /// Loads a transaction into the kernel: every sync's one way there (as text when it carries
-    /// counts, see [`Transaction::apply`]).
-    fn apply(&self, transaction: &Transaction) -> Result<(), NftError> {
-        transaction.apply(&self.nft)
     }
 
     /// Whether the kernel's tables differ from the committed state.
@@ -439,6 +536,7 @@ impl Proxier {
             network_programming: Vec::new(),
             conntrack: ConntrackOutcome::default(),
             refused: Refused::new(),
+            by_netlink: false,
         }
     }
 }

@@ -9,6 +9,7 @@ use std::process::{Command, Output, Stdio};
 
 use proxier_core::IpFamily;
 
+use crate::layout::{CLUSTER_IPS, SERVICE_IPS};
 use crate::ruleset::family_name;
 
 /// A failed `nft` run.
@@ -66,6 +67,11 @@ impl Nft {
     /// Checks a JSON transaction against the kernel without changing anything (`nft -c`).
     pub fn check_json(&self, document: &str) -> Result<(), NftError> {
         self.run(&["-c", "-j", "-f", "-"], Some(document), "check").map(drop)
+    }
+
+    /// What `nft --version` prints, e.g. `nftables v1.0.6 (Lester Gooch …)` (the release name after it).
+    pub fn version(&self) -> Result<String, NftError> {
+        self.run(&["--version"], None, "version").map(|text| text.trim().to_owned())
     }
 
     /// Applies a text script atomically.
@@ -225,5 +231,37 @@ impl Nft {
             self.apply_text(&script)?;
         }
         Ok(existing)
+    }
+}
+
+impl Nft {
+    /// How many Service destinations and ClusterIPs proxier's live table `name` holds, over both families
+    /// (elements of its `service-ips` map and `cluster-ips` set); 0 when the table does not exist. Read
+    /// before replacing the rules with a model that holds none, which would cut every Service on the node.
+    pub fn live_service_elements(&self, name: &str) -> Result<usize, NftError> {
+        let mut total = 0usize;
+        for family in IpFamily::ALL {
+            if !self.table_exists(family, name)? {
+                continue;
+            }
+            let listing = self.run(&["-j", "list", "table", family_name(family), name], None, "list")?;
+            let document: serde_json::Value = serde_json::from_str(&listing).map_err(|e| NftError::Failed {
+                program: self.program.display().to_string(),
+                action: "list",
+                message: format!("unreadable JSON listing: {e}"),
+            })?;
+            let objects = document.get("nftables").and_then(serde_json::Value::as_array).into_iter().flatten();
+            for object in objects {
+                let set = object.get("map").or_else(|| object.get("set"));
+                let Some(set) = set.filter(|s| {
+                    matches!(s.get("name").and_then(serde_json::Value::as_str), Some(SERVICE_IPS | CLUSTER_IPS))
+                }) else {
+                    continue;
+                };
+                let elements = set.get("elem").and_then(serde_json::Value::as_array).map_or(0, Vec::len);
+                total = total.saturating_add(elements);
+            }
+        }
+        Ok(total)
     }
 }

@@ -40,7 +40,7 @@ pub(crate) fn change(out: &mut String, change: &Change, table: &str, carried: &C
         }
         Change::AddElements { family, set, elements } => {
             let seeds = Seeds { family: *family, set, carried };
-            let items: Vec<String> = elements.iter().map(|e| element_text(e, &seeds)).collect();
+            let items: Vec<String> = elements.iter().map(|e| seeded_element_text(e, &seeds)).collect();
             let _ = writeln!(out, "add element {} {table} {set} {{ {} }}", family_name(*family), items.join(", "));
         }
         Change::DeleteElements { family, set, elements } => {
@@ -121,7 +121,7 @@ fn set_block(out: &mut String, set: &Set, seeds: &Seeds<'_>) {
         out.push_str("\t\telements = {");
         for (i, element) in set.elements.iter().enumerate() {
             out.push_str(if i == 0 { " " } else { ",\n\t\t\t     " });
-            out.push_str(&element_text(element, seeds));
+            out.push_str(&seeded_element_text(element, seeds));
         }
         out.push_str(" }\n");
     }
@@ -143,13 +143,24 @@ struct Seeds<'a> {
     carried: &'a Carried,
 }
 
-fn element_text(element: &Element, seeds: &Seeds<'_>) -> String {
+/// An element as nft writes it, without a counter value.
+pub(crate) fn element_text(element: &Element) -> String {
+    element_rest(element, key_text(&element.key))
+}
+
+/// An element as nft writes it, its counter starting from the count carried for it, if any.
+fn seeded_element_text(element: &Element, seeds: &Seeds<'_>) -> String {
     let mut text = key_text(&element.key);
     if !seeds.carried.is_empty()
         && let Some((packets, bytes)) = seeds.carried.get(&(seeds.family, seeds.set.to_owned(), text.clone()))
     {
         let _ = write!(text, " counter packets {packets} bytes {bytes}");
     }
+    element_rest(element, text)
+}
+
+/// `text` (an element's key, perhaps with its counter) followed by the element's comment and data.
+fn element_rest(element: &Element, mut text: String) -> String {
     if let Some(comment) = &element.comment {
         let _ = write!(text, " comment {}", quoted(comment));
     }

@@ -58,6 +58,11 @@ impl Transaction {
         self
     }
 
+    /// Whether elements it adds start from carried counts (then it must be applied as text).
+    pub fn carries_counts(&self) -> bool {
+        !self.carried.is_empty()
+    }
+
     /// Applies the transaction atomically: as compact JSON, or as text when it carries counts.
     pub fn apply(&self, nft: &Nft) -> Result<(), NftError> {
         if self.carried.is_empty() { nft.apply_json(&self.to_json_compact()) } else { nft.apply_text(&self.to_text()) }

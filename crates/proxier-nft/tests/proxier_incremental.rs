@@ -6,6 +6,9 @@
 //! `nft` is replaced by `true`: this is about which transactions are written, not about the kernel
 //! (the kernel and traffic tests run the same code against a real one).
 
+#[path = "support/cluster.rs"]
+mod cluster;
+
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
@@ -18,9 +21,8 @@ use proxier_nft::{Nft, Proxier, SyncKind, Transaction};
 use proxier_testkit::{Netns, invariants};
 use serde_json::Value;
 
+use cluster::{POOL, coherent, feed, kernel_sequence};
 use proxier_testkit::objects::{as_json, cases, config, objects};
-
-const POOL: usize = 24;
 
 /// Each Service's affinity timeout.
 fn affinity_timeouts(snapshot: &Snapshot) -> BTreeMap<(String, String), Option<i32>> {
@@ -35,69 +37,6 @@ fn affinity_timeouts(snapshot: &Snapshot) -> BTreeMap<(String, String), Option<i
             )
         })
         .collect()
-}
-
-/// Feeds `proxier` the next cluster state as watches would: one relist of each kind, which removes
-/// what `next` no longer holds (the core's list fold).
-fn feed(proxier: &mut Proxier, next: &Snapshot) {
-    proxier.state_mut().relist(next);
-}
-
-/// A coherent cluster: Services and the slices that serve them, drawn from small pools of names,
-/// addresses and ports, so that endpoints match, destinations are contested and policies bite.
-fn coherent(max: usize) -> impl Strategy<Value = Vec<Value>> {
-    let names = || prop::sample::select(&["a", "b", "c", "d"][..]);
-    let service = (
-        names(),
-        prop::sample::select(&["10.96.0.1", "10.96.0.2", "10.96.0.3", "fd00:96::1"][..]),
-        prop::sample::select(&["ClusterIP", "NodePort", "LoadBalancer"][..]),
-        prop::collection::vec(prop::sample::select(&["192.168.50.100", "192.168.50.101"][..]), 0..2),
-        prop::sample::select(&["Cluster", "Local"][..]),
-        prop::sample::select(&["None", "ClientIP"][..]),
-        prop::sample::select(&[80u16, 53][..]),
-        prop::sample::select(&["TCP", "UDP"][..]),
-        (prop::sample::select(&[30080u16, 30081][..]), prop::option::of(prop::sample::select(&[60, 120][..]))),
-    )
-        .prop_map(|(name, ip, kind, external, policy, affinity, port, protocol, (node_port, timeout))| {
-            serde_json::json!({
-                "apiVersion": "v1", "kind": "Service",
-                "metadata": {"namespace": "ns", "name": name},
-                "spec": {"clusterIP": ip, "type": kind, "externalIPs": external,
-                         "externalTrafficPolicy": policy, "sessionAffinity": affinity,
-                         "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": timeout}},
-                         "healthCheckNodePort": if policy == "Local" && kind == "LoadBalancer" { Some(32000) } else { None },
-                         "ports": [{"name": "p", "port": port, "protocol": protocol,
-                                    "nodePort": if kind == "ClusterIP" { None } else { Some(node_port) }}]},
-                "status": {"loadBalancer": {"ingress": if kind == "LoadBalancer" { vec![serde_json::json!({"ip": "192.168.60.1"})] } else { vec![] }}}
-            })
-        });
-    let endpoint = (
-        prop::sample::select(&["10.244.1.1", "10.244.1.2", "10.244.2.1", "10.244.2.2"][..]),
-        prop::sample::select(&["node-a", "node-b"][..]),
-        any::<bool>(),
-        prop::bool::weighted(0.2),
-    )
-        .prop_map(|(ip, node, ready, terminating)| {
-            serde_json::json!({"addresses": [ip], "nodeName": node,
-                               "conditions": {"ready": ready, "serving": ready || terminating, "terminating": terminating}})
-        });
-    let slice = (names(), 0..3u8, prop::collection::vec(endpoint, 0..4), prop::sample::select(&["TCP", "UDP"][..]))
-        .prop_map(|(service, n, endpoints, protocol)| {
-            serde_json::json!({
-                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                "metadata": {"namespace": "ns", "name": format!("{service}-{n}"),
-                             "labels": {"kubernetes.io/service-name": service}},
-                "addressType": "IPv4", "endpoints": endpoints,
-                "ports": [{"name": "p", "port": 8080, "protocol": protocol}]
-            })
-        });
-    let node = prop::sample::select(&["10.244.1.0/24", "10.244.3.0/24"][..]).prop_map(|cidr| {
-        serde_json::json!({"apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": "node-a", "labels": {"topology.kubernetes.io/zone": "z"}},
-            "spec": {"podCIDRs": [cidr]},
-            "status": {"addresses": [{"type": "InternalIP", "address": "192.168.50.1"}]}})
-    });
-    prop::collection::vec(prop_oneof![3 => service, 4 => slice, 1 => node], 0..max)
 }
 
 proptest! {
@@ -218,34 +157,8 @@ fn kernel_syncs_list_as_full_applies() {
         let (pool, states, config) = strategy.new_tree(&mut runner).expect("generate").current();
         incremental.nft_args(&["flush", "ruleset"], None).unwrap();
         let mut proxier = Proxier::new(ClusterState::new(config.clone()), "proxier", Nft::new(&program));
-        for (step, present) in states.iter().enumerate() {
-            let objects: Vec<Value> =
-                pool.iter().zip(present).filter(|(_, present)| **present).map(|(o, _)| o.clone()).collect();
-            let (snapshot, _) = Snapshot::from_text("prop.json", &as_json(&objects));
-            feed(&mut proxier, &snapshot);
-            let outcome = proxier
-                .sync()
-                .unwrap_or_else(|e| panic!("sample {sample} step {step}: {e}\nobjects: {}", as_json(&objects)));
-            let full = Transaction::full(&compute(&snapshot, &config), "proxier");
-            whole.nft_args(&["-j", "-f", "-"], Some(&full.to_json())).unwrap();
-            let desired = Transaction::tables(&compute(&snapshot, &config));
-            assert_eq!(
-                invariants::without_stale_listing(incremental.ruleset().unwrap(), &desired),
-                whole.ruleset().unwrap(),
-                "sample {sample} step {step}: differs from the full transaction after\n{}",
-                outcome.transaction.to_text()
-            );
-        }
-        // Objects emptied at different steps fall due at different times.
-        while let Some(due) = proxier.next_cleanup() {
-            std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
-            proxier.sync().unwrap_or_else(|e| panic!("sample {sample}: cleanup: {e}"));
-        }
-        assert_eq!(
-            incremental.ruleset().unwrap(),
-            whole.ruleset().unwrap(),
-            "sample {sample}: emptied objects left after the grace"
-        );
+        // proxier's own `nft` writes into `incremental`.
+        kernel_sequence(&mut proxier, &pool, &states, &config, &incremental, &whole, sample, |_, _| {});
     }
     eprintln!("{samples} sequences of syncs listed as their full transactions in the kernel");
 }

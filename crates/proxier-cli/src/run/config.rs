@@ -95,6 +95,11 @@ pub struct RunArgs {
     /// The conntrack program, for deleting stale UDP entries; `none` disables the cleanup.
     #[arg(long, default_value = "conntrack", value_name = "PATH")]
     pub conntrack: PathBuf,
+    /// Write incremental changes over a persistent nf_tables netlink socket and detect outside changes
+    /// of proxier's tables from nf_tables events (`false`: every change through `nft`, and the periodic
+    /// check lists the tables).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub netlink: bool,
     /// Conntrack entries allowed per CPU core (0 leaves nf_conntrack_max as it is) [default: 32768].
     #[arg(long, value_name = "N")]
     pub conntrack_max_per_core: Option<u32>,
@@ -163,6 +168,7 @@ pub struct Settings {
     pub table: String,
     pub nft: PathBuf,
     pub conntrack: Option<PathBuf>,
+    pub netlink: bool,
     pub kubeconfig: Option<PathBuf>,
     pub sync_period: Duration,
     pub min_sync_period: Duration,
@@ -675,6 +681,7 @@ impl RunArgs {
             table: self.node.nft.table.clone(),
             nft: self.node.nft.nft.clone(),
             conntrack: (self.conntrack != Path::new("none")).then(|| self.conntrack.clone()),
+            netlink: self.netlink,
             kubeconfig: self.kubeconfig.clone().or(file.kubeconfig.clone()),
             sync_period,
             min_sync_period,

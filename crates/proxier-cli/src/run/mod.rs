@@ -29,6 +29,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher::Event;
 use proxier_core::state::Watched;
 use proxier_core::{ClusterState, WatchEvent};
+use proxier_nft::netlink::{NftSocket, TableWatch};
 use proxier_nft::{Conntrack, Nft, Proxier, SyncKind, SyncOutcome};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -176,11 +177,32 @@ async fn run(settings: Settings, retune: bool) -> anyhow::Result<()> {
     if let Some(program) = &settings.conntrack {
         proxier = proxier.with_conntrack(Conntrack::new(program));
     }
+    if settings.netlink {
+        // In this process's network namespace, which is the one `nft` programs.
+        match NftSocket::open().and_then(|socket| Ok((socket, TableWatch::open(&settings.table)?))) {
+            Ok((socket, watch)) => proxier = proxier.with_netlink(socket, watch),
+            Err(error) => {
+                tracing::warn!(%error, "no nf_tables netlink socket: every change goes through nft, and the periodic check lists the tables")
+            }
+        }
+    }
     let (sender, mut updates) = mpsc::channel(1024);
     watch::start(client, &settings.node.node_name, &server, sender);
     tracing::info!(node = %settings.node.node_name, table = %settings.table, %server, "watching the cluster");
 
+    // A sync can take seconds at scale and cannot be interrupted where it runs (in `nft`, or in the
+    // kernel processing a batch), so the signal is not left to the loop: SIGTERM ends the process at
+    // once, mid-sync too. That is safe because the kernel applies a transaction whole or not at all,
+    // and the rules stay either way; a DaemonSet's grace period is not spent waiting.
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::spawn(async move {
+        let signal = tokio::select! {
+            _ = sigterm.recv() => "SIGTERM",
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+        };
+        tracing::info!("{signal}: stopping; proxier's rules stay in place (`proxier delete` removes them)");
+        std::process::exit(0);
+    });
     // Local addresses matter only with --nodeport-addresses CIDRs; then they are polled (getifaddrs is
     // cheap) so a new secondary address or VIP serves NodePorts within a second.
     let follow_addresses = !settings.nodeport_cidrs.is_empty();
@@ -198,14 +220,6 @@ async fn run(settings: Settings, retune: bool) -> anyhow::Result<()> {
             },
             () = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => state.sync(&mut proxier).await,
             _ = address_tick.tick(), if follow_addresses => state.follow_addresses(&mut proxier),
-            _ = sigterm.recv() => {
-                tracing::info!("SIGTERM: stopping; proxier's rules stay in place (`proxier delete` removes them)");
-                break;
-            }
-            _ = tokio::signal::ctrl_c() => {
-                tracing::info!("SIGINT: stopping; proxier's rules stay in place (`proxier delete` removes them)");
-                break;
-            }
         }
     }
     Ok(())
@@ -362,6 +376,7 @@ impl Loop {
             elements = outcome.elements,
             duration = ?outcome.duration,
             conntrack_deleted = outcome.conntrack.deleted,
+            by_netlink = outcome.by_netlink,
             "synced"
         );
     }
