@@ -16,9 +16,13 @@
 #      target/perf/churn.csv (docs/perf/churn.csv is a copy; `cargo run -p proxier-cli --example plots`
 #      redraws docs/img from docs/perf);
 #   4. the data plane: new TCP connections per second client → ClusterIP → pod, through a node namespace
-#      doing the NAT, with 1 Service loaded, with PERF_DP_SIZE (default 30000) loaded, and straight to the
-#      pod IP with no rules at all; PERF_DP_ROUNDS rounds (default 3) of PERF_DP_SECONDS (default 5) each,
-#      interleaved, medians reported.
+#      doing the NAT, with 1 Service loaded, with PERF_DP_SIZE (default 30000) loaded (with and without
+#      per-Service counters), and straight to the pod IP with no rules at all; PERF_DP_ROUNDS rounds
+#      (default 3) of PERF_DP_SECONDS (default 5) each, interleaved, medians reported.
+#
+# Parts 1 and 2 run once with the per-Service counters and once without (--no-counters), recorded as
+# cold.N.… / cold_nocount.N.… and change.N.… / change_nocount.N.…. PERF_PARTS (default "1 2 3 4") picks
+# the parts to run.
 #
 # Every namespace it creates is named pf<pid>-…, and all of them are deleted on exit, failure or ^C.
 # Traffic flows only between those namespaces. Raw key=value results go to target/perf/results.txt.
@@ -32,6 +36,8 @@ DP_SIZE=${PERF_DP_SIZE:-30000}
 REPEAT=${PERF_REPEAT:-3}
 DP_ROUNDS=${PERF_DP_ROUNDS:-3}
 DP_SECONDS=${PERF_DP_SECONDS:-5}
+PARTS=${PERF_PARTS:-"1 2 3 4"}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 ENDPOINTS=10
 CLUSTER_CIDR=10.128.0.0/9
 NODE=node-1
@@ -99,42 +105,63 @@ snapshot() {
     echo "$file"
 }
 
-# 1. Cold apply, kernel objects, and the library's phases.
-for n in $COLD_SIZES; do
-    file=$(snapshot "$n")
-    times=()
-    for ((i = 1; i <= REPEAT; i++)); do
-        new_ns cold
-    ns=$NS
-        start=$(now_ns)
-        ip netns exec "$ns" "$PROXIER" apply --snapshot "$file" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" 2>/dev/null
-        times+=($((($(now_ns) - start) / 1000000)))
-        if ((i == REPEAT)); then
-            ip netns exec "$ns" "$PROBE" count | sed "s/^/cold.$n./" | tee -a "$RESULTS"
-        fi
+# 1. Cold apply, kernel objects, and the library's phases; with counters (cold.…) and without.
+for counters in on off; do
+    suffix=$([[ $counters == on ]] && echo "" || echo _nocount)
+    flag=$([[ $counters == on ]] && echo "" || echo --no-counters)
+    part 1 || break
+    for n in $COLD_SIZES; do
+        file=$(snapshot "$n")
+        times=()
+        for ((i = 1; i <= REPEAT; i++)); do
+            new_ns cold
+            ns=$NS
+            start=$(now_ns)
+            ip netns exec "$ns" "$PROXIER" apply --snapshot "$file" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" \
+                $flag 2>/dev/null
+            times+=($((($(now_ns) - start) / 1000000)))
+            if ((i == REPEAT)); then
+                ip netns exec "$ns" "$PROBE" count | sed "s/^/cold$suffix.$n./" | tee -a "$RESULTS"
+                if [[ $counters == on ]]; then
+                    # Reading every counter (what a scrape costs), and re-applying (the counts carried over).
+                    start=$(now_ns)
+                    ip netns exec "$ns" "$PROXIER" stats -o json >/dev/null
+                    record "cold.$n.stats_ms=$((($(now_ns) - start) / 1000000))"
+                    start=$(now_ns)
+                    ip netns exec "$ns" "$PROXIER" apply --snapshot "$file" --node "$NODE" \
+                        --cluster-cidr "$CLUSTER_CIDR" 2>/dev/null
+                    record "cold.$n.reapply_ms=$((($(now_ns) - start) / 1000000))"
+                fi
+            fi
+            del_ns "$ns"
+        done
+        record "cold$suffix.$n.apply_ms=$(printf '%s\n' "${times[@]}" | median)"
+        record "cold$suffix.$n.apply_ms_all=${times[*]}"
+
+        new_ns sync
+        ns=$NS
+        ip netns exec "$ns" "$PROBE" sync --snapshot "$file" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" \
+            --changes 0 --counters "$counters" | sed "s/^/sync$suffix.$n./" | tee -a "$RESULTS"
         del_ns "$ns"
     done
-    record "cold.$n.apply_ms=$(printf '%s\n' "${times[@]}" | median)"
-    record "cold.$n.apply_ms_all=${times[*]}"
-
-    new_ns sync
-    ns=$NS
-    ip netns exec "$ns" "$PROBE" sync --snapshot "$file" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" --changes 0 \
-        | sed "s/^/sync.$n./" | tee -a "$RESULTS"
-    del_ns "$ns"
 done
 
-# 2. One endpoint change, end to end.
-for n in $CHANGE_SIZES; do
-    file=$(snapshot "$n")
-    new_ns change
-    ns=$NS
-    ip netns exec "$ns" "$PROBE" sync --snapshot "$file" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" --changes 20 \
-        | grep '^change\.' | sed "s/^/change.$n./" | tee -a "$RESULTS"
-    del_ns "$ns"
+# 2. One endpoint change, end to end; with counters (change.…) and without.
+for counters in on off; do
+    suffix=$([[ $counters == on ]] && echo "" || echo _nocount)
+    part 2 || break
+    for n in $CHANGE_SIZES; do
+        file=$(snapshot "$n")
+        new_ns change
+        ns=$NS
+        ip netns exec "$ns" "$PROBE" sync --snapshot "$file" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" \
+            --changes 20 --counters "$counters" | grep '^change\.' | sed "s/^/change$suffix.$n./" | tee -a "$RESULTS"
+        del_ns "$ns"
+    done
 done
 
 # 3. Live mode: the embeddable Proxier holding the cluster; its sync times and RSS.
+if part 3; then
 file=$(snapshot "$RSS_SIZE")
 new_ns live
 ns=$NS
@@ -148,8 +175,10 @@ grep -v '^live\.change\.each_ms=' "$WORK/live.txt" | sed "s/^/live.$RSS_SIZE./" 
         | awk -v label="$RSS_SIZE Services × $ENDPOINTS endpoints" '{ print label "," NR "," $1 }'
 } > "$OUT_DIR/churn.csv"
 del_ns "$ns"
+fi
 
 # 4. Data plane: client → node (NAT) → pod.
+if part 4; then
 file=$(snapshot "$DP_SIZE")
 new_ns client
 client=$NS
@@ -194,12 +223,14 @@ load_rules() {
         direct) "${apply[@]}" delete >/dev/null 2>&1 ;;
         one) "${apply[@]}" apply --snapshot "$WORK/echo.json" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" 2>/dev/null ;;
         full) "${apply[@]}" apply --snapshot "$file" --snapshot "$WORK/echo.json" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" 2>/dev/null ;;
+        full_nocount) "${apply[@]}" apply --snapshot "$file" --snapshot "$WORK/echo.json" --node "$NODE" \
+            --cluster-cidr "$CLUSTER_CIDR" --no-counters 2>/dev/null ;;
     esac
 }
 target() { [[ $1 == direct ]] && echo 10.255.2.2:8080 || echo 10.96.0.10:80; }
 
 # Check every path works before timing anything.
-for mode in direct one full; do
+for mode in direct one full full_nocount; do
     load_rules "$mode"
     check=$(ip netns exec "$client" "$PROBE" connect --to "$(target "$mode")" --seconds 0.5)
     if [[ $(field ok "$check") == 0 || $(field failed "$check") != 0 ]]; then
@@ -210,10 +241,10 @@ done
 record "dataplane.services_loaded_full=$(ip netns exec "$node" "$PROBE" count | value kernel.elements) elements"
 
 declare -A rates p50s
-modes=(direct one full)
+modes=(direct one full full_nocount)
 for ((r = 0; r < DP_ROUNDS; r++)); do
-    for ((m = 0; m < 3; m++)); do
-        mode=${modes[$(((m + r) % 3))]}
+    for ((m = 0; m < 4; m++)); do
+        mode=${modes[$(((m + r) % 4))]}
         load_rules "$mode"
         out=$(ip netns exec "$client" "$PROBE" connect --to "$(target "$mode")" --seconds "$DP_SECONDS")
         say "round $((r + 1)) $mode: $out"
@@ -221,7 +252,7 @@ for ((r = 0; r < DP_ROUNDS; r++)); do
         p50s[$mode]+="$(field p50_us "$out") "
     done
 done
-for mode in direct one full; do
+for mode in direct one full full_nocount; do
     record "dataplane.$mode.rate=$(tr ' ' '\n' <<<"${rates[$mode]}" | grep . | median)"
     record "dataplane.$mode.rate_all=${rates[$mode]% }"
     record "dataplane.$mode.p50_us=$(tr ' ' '\n' <<<"${p50s[$mode]}" | grep . | median)"
@@ -232,5 +263,8 @@ full=$(grep '^dataplane.full.rate=' "$RESULTS" | cut -d= -f2)
 record "dataplane.full_over_one=$(awk -v a="$full" -v b="$one" 'BEGIN { printf "%.3f", a / b }')"
 record "dataplane.full_over_direct=$(awk -v a="$full" -v b="$direct" 'BEGIN { printf "%.3f", a / b }')"
 record "dataplane.one_over_direct=$(awk -v a="$one" -v b="$direct" 'BEGIN { printf "%.3f", a / b }')"
+nocount=$(grep '^dataplane.full_nocount.rate=' "$RESULTS" | cut -d= -f2)
+record "dataplane.full_over_full_nocount=$(awk -v a="$full" -v b="$nocount" 'BEGIN { printf "%.3f", a / b }')"
+fi
 
 say "done; raw results in $RESULTS"

@@ -1,7 +1,7 @@
 //! Scale probe: the measurements `scripts/perf.sh` makes that the `proxier` binary cannot make itself.
 //!
 //! ```text
-//! scale_probe sync   --snapshot FILE --node NAME [--cluster-cidr CIDR] [--changes K] [--table NAME]
+//! scale_probe sync   --snapshot FILE --node NAME [--cluster-cidr CIDR] [--changes K] [--table NAME] [--counters off]
 //!                    [--backend nft|netlink|both]
 //!     cold load through the library, phase by phase, then K one-endpoint changes applied with
 //!     Transaction::between, each phase timed; prints key=value lines. The changes go to the kernel by
@@ -182,6 +182,8 @@ fn sync(args: &Args) {
     let config = config(args);
     let table = arg_or(args, "table", "proxier");
     let changes: usize = number(args, "changes", "20");
+    // `--counters off`: the layout without per-destination counters, for side-by-side figures.
+    let counters = arg_or(args, "counters", "on") != "off";
     let nft = Nft::default();
     let mut snapshot = load(args);
     let baseline = resident();
@@ -189,7 +191,7 @@ fn sync(args: &Args) {
 
     let (model, compute_time) = timed(|| compute(&snapshot, &config));
     let compute_cpu = last_cpu();
-    let (tables, layout_time) = timed(|| Transaction::tables(&model));
+    let (tables, layout_time) = timed(|| Transaction::tables_with(&model, counters));
     let layout_cpu = last_cpu();
     let (document, render_time) = timed(|| Transaction::replacing(tables.clone(), table).to_json_compact());
     let render_cpu = last_cpu();
@@ -246,15 +248,21 @@ fn sync(args: &Args) {
         let mut phases = Vec::new();
         let (model, time) = timed(|| compute(&snapshot, &config));
         phases.push(("compute", time, last_cpu()));
-        let (desired, time) = timed(|| Transaction::tables(&model));
+        let (desired, time) = timed(|| Transaction::tables_with(&model, counters));
         phases.push(("layout", time, last_cpu()));
         let ((transaction, after), time) = timed(|| Transaction::between(&committed, &desired, table));
         phases.push(("between", time, last_cpu()));
+        // As the syncer does: counts of elements the change re-creates are read and carried over.
+        let (transaction, time) =
+            timed(|| if counters { proxier_nft::counters::carry_into(&nft, transaction, false) } else { transaction });
+        phases.push(("carry", time, last_cpu()));
         let (document, time) = timed(|| transaction.to_json_compact());
         phases.push(("render", time, last_cpu()));
         let userspace = phases.iter().fold((Duration::ZERO, Duration::ZERO), |(w, c), p| (w + p.1, c + p.2));
         phases.push(("userspace", userspace.0, userspace.1));
-        let by_netlink = backend == "netlink" || (backend == "both" && k % 2 == 1);
+        // A change carrying counts goes by nft whatever the backend, as in the syncer (netlink writes no
+        // counter values).
+        let by_netlink = (backend == "netlink" || (backend == "both" && k % 2 == 1)) && !transaction.carries_counts();
         let apply_cpu = match socket.as_mut().filter(|_| by_netlink) {
             Some(socket) => {
                 let (batch, time) = timed(|| proxier_nft::netlink::Batch::encode(&transaction));
@@ -267,7 +275,7 @@ fn sync(args: &Args) {
                 encode_cpu + last_cpu()
             }
             None => {
-                let (applied, time) = timed(|| nft.apply_json(&document));
+                let (applied, time) = timed(|| transaction.apply(&nft));
                 phases.push(("nft", time, last_cpu()));
                 applied.unwrap_or_else(|e| fail(&format!("change {k}: {e}")));
                 last_cpu()

@@ -105,6 +105,8 @@ pub enum Command {
   proxier explain -f cluster.yaml -n shop web -o yaml
   kubectl get svc,endpointslices,nodes,ingresses -A -o yaml | proxier explain -f - -A")]
     Explain(Box<crate::inspect::ExplainArgs>),
+    /// Show the kernel's per-Service counts of new connections sent, rejected and dropped (live tables).
+    Stats(crate::stats::StatsArgs),
     /// Print a shell completion script on stdout.
     #[command(after_help = "Examples:
   proxier completion bash > /etc/bash_completion.d/proxier

@@ -35,7 +35,7 @@ exit_statuses! {
     Changed = 1,
     /// bad arguments, settings or an unreadable snapshot; nothing was changed
     BadInput = 2,
-    /// nft failed (apply, delete, diff, run --cleanup); the previous ruleset is unchanged
+    /// nft failed (apply, delete, diff, run --cleanup, stats); the previous ruleset is unchanged
     NftFailed = 3,
     /// apply: applied, except the Services whose rules the kernel refused (each named on stderr)
     PartlyApplied = 4,

@@ -161,6 +161,10 @@ pub struct NodeArgs {
     /// The node's addresses, overriding the Node object's status.addresses. Repeatable.
     #[arg(long, value_delimiter = ',', value_name = "IP", value_parser = ip_address)]
     pub node_ip: Vec<IpAddr>,
+    /// Lay out the rules without per-Service counters (`proxier stats` and the counter metrics then
+    /// have nothing to report).
+    #[arg(long)]
+    pub no_counters: bool,
     #[command(flatten)]
     pub nft: NftArgs,
 }

@@ -9,6 +9,7 @@ mod input;
 mod inspect;
 mod notes;
 mod run;
+mod stats;
 mod version;
 
 use std::io::IsTerminal;
@@ -52,19 +53,22 @@ fn run(command: Command) -> Result<Exit, Failure> {
         Command::Apply { input, check, allow_empty } => {
             let model = model(&input)?;
             let nft = Nft::new(&input.node.nft.nft);
+            let counters = !input.node.no_counters;
             if !check && !allow_empty && programs_nothing(&model) {
                 refuse_to_empty(&nft, &input.node.nft.table)?;
             }
             if check {
-                let transaction = Transaction::full(&model, &input.node.nft.table);
+                let transaction = Transaction::full_with(&model, &input.node.nft.table, counters);
                 nft.check_json(&transaction.to_json_compact())
                     .map_err(|e| Failure::Nft(anyhow::Error::new(e).context("the kernel would refuse these rules")))?;
                 println!("{}", checked(&model, &transaction));
                 return Ok(Exit::Success);
             }
-            let refused = refusal::apply_full(&nft, &model, &input.node.nft.table).map_err(|e| {
-                Failure::Nft(anyhow::Error::new(e).context("rules not applied; the previous ruleset is unchanged"))
-            })?;
+            let carried = if counters { carried_counts(&nft, &input.node.nft.table) } else { Default::default() };
+            let refused =
+                refusal::apply_full_with(&nft, &model, &input.node.nft.table, counters, &carried).map_err(|e| {
+                    Failure::Nft(anyhow::Error::new(e).context("rules not applied; the previous ruleset is unchanged"))
+                })?;
             if refused.is_empty() {
                 return Ok(Exit::Success);
             }
@@ -99,6 +103,7 @@ fn run(command: Command) -> Result<Exit, Failure> {
         Command::Run(args) => Ok(run::main(&args)),
         Command::Trace(args) => inspect::run_trace(&args),
         Command::Explain(args) => inspect::run_explain(&args),
+        Command::Stats(args) => stats::run(&args),
         Command::Delete { nft } => {
             let removed = Nft::new(&nft.nft).delete_tables(&nft.table).map_err(|e| Failure::Nft(e.into()))?;
             if removed.is_empty() {
@@ -252,7 +257,19 @@ pub(crate) fn emit(text: &str) -> Result<(), Failure> {
 
 /// Reads the snapshot, computes the node's model, reports what it found, and builds the transaction.
 fn transaction(input: &Input) -> Result<Transaction, Failure> {
-    Ok(Transaction::full(&model(input)?, &input.node.nft.table))
+    Ok(Transaction::full_with(&model(input)?, &input.node.nft.table, !input.node.no_counters))
+}
+
+/// The counts of the live tables, to carry into their replacement. Unreadable counts are not a
+/// reason to leave the rules stale: the apply goes on, with a warning that they start again.
+fn carried_counts(nft: &Nft, table: &str) -> proxier_nft::counters::Carried {
+    match proxier_nft::counters::read(nft, table) {
+        Ok(elements) => proxier_nft::counters::carried(&elements),
+        Err(error) => {
+            eprintln!("proxier: warning: the counters start again from zero: {error}");
+            Default::default()
+        }
+    }
 }
 
 /// Reads the snapshot, computes the node's model and reports what it found.

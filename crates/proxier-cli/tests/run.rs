@@ -547,6 +547,57 @@ fn run_on_a_test_bed_node() {
     assert_eq!(tcp_probe_in(a.netns(), WEB).as_deref(), Ok("web-a"), "a pod on node-a reaches web-a (hairpin)");
 }
 
+/// `proxier stats -o json` in the node: connections sent to `default/web:p` through its ClusterIP.
+fn web_connections(node: &Node) -> Option<u64> {
+    let stats = node.exec_ok(env!("CARGO_BIN_EXE_proxier"), &["stats", "-o", "json"]);
+    let stats: Value = serde_json::from_str(&stats).expect("stats JSON");
+    let services = stats["services"].as_array()?;
+    let web = services.iter().find(|s| s["name"] == "web" && s["via"] == "cluster_ip")?;
+    web["connections"].as_u64()
+}
+
+#[test]
+fn service_counters_are_exported_and_survive_incremental_syncs_and_a_restart() {
+    let Some(s) = setup() else { return };
+    s.api.apply(service("web", "10.96.0.20", "TCP"));
+    s.api.apply(slice("web", &["10.244.1.5"], "TCP"));
+    let first = s.node.proxier_run(&s.kubeconfig, &[]);
+    eventually("web answers", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("a"));
+    let before = web_connections(&s.node).expect("web is counted");
+    assert!(before >= 1);
+    for _ in 0..3 {
+        assert_eq!(s.node.tcp_probe(WEB).as_deref(), Ok("a"));
+    }
+    assert_eq!(web_connections(&s.node), Some(before + 3));
+    let labels = r#"{namespace="default",service="web",port="p",protocol="tcp",via="cluster_ip"}"#;
+    let (_, metrics) = s.node.http_get("127.0.0.1:10249", "/metrics").expect("metrics answer");
+    assert!(metrics.contains(&format!("proxier_service_connections_total{labels} {}\n", before + 3)), "{metrics}");
+    assert!(metrics.contains(&format!("proxier_service_rejected_connections_total{labels} 0\n")), "{metrics}");
+    assert!(metrics.contains(&format!("proxier_service_dropped_connections_total{labels} 0\n")), "{metrics}");
+
+    // An incremental sync that re-creates web's map element (one endpoint becomes two) keeps the count.
+    s.api.apply(slice("web", &["10.244.1.5", "10.244.1.6"], "TCP"));
+    eventually("the second endpoint is programmed", WAIT, || {
+        s.node.table().is_some_and(|t| t.contains("10.244.1.6") && t.contains("goto balance-2"))
+    });
+    assert_eq!(web_connections(&s.node), Some(before + 3));
+    assert!(first.log().contains("Partial") || first.log().contains("partial"), "{}", first.log());
+    // A restart replaces the tables whole, and carries the counts over.
+    assert!(first.terminate().success());
+    let second = s.node.proxier_run(&s.kubeconfig, &[]);
+    eventually("the restarted proxier synced", WAIT, || second.log().contains("Full"));
+    assert_eq!(web_connections(&s.node), Some(before + 3));
+    assert!(s.node.tcp_probe(WEB).is_ok());
+    assert_eq!(web_connections(&s.node), Some(before + 4));
+    // A deleted Service's series disappears.
+    s.api.delete(Kind::Service, "default", "web");
+    eventually("web's counters are gone", WAIT, || web_connections(&s.node).is_none());
+    eventually("web's series is gone", Duration::from_secs(20), || {
+        s.node.http_get("127.0.0.1:10249", "/metrics").is_some_and(|(_, m)| !m.contains(r#"service="web""#))
+    });
+    drop(second);
+}
+
 /// kubeadm's kube-proxy ConfigMap (testdata/kube-proxy), unchanged, as a swapped DaemonSet would run
 /// it: `--config` plus `--hostname-override`, and the kubeconfig (kubeadm's names a path inside the
 /// kube-proxy pod). Health on 0.0.0.0:10256, metrics and /proxyMode on 127.0.0.1:10249 (inside the

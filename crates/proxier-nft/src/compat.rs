@@ -7,7 +7,8 @@
 //!   rejects: they become `{"drop": null}`;
 //! - its flag sets are `HashSet`s, serialised in random order: they are sorted, so output is
 //!   byte-identical for identical input;
-//! - `elem` objects carry `null` fields (`timeout`, `expires`, `counter`), dropped for readability.
+//! - `elem` objects carry `null` fields (`timeout`, `expires`, `counter`), dropped for readability;
+//! - its sets and maps have no `stmt` list, so per-element counters are added by [`add_set_counters`].
 
 use serde_json::{Map, Value};
 
@@ -22,6 +23,29 @@ pub fn mend(document: &mut Value) {
             let Some(object) = object.as_object_mut() else { continue };
             for (kind, body) in object.iter_mut() {
                 mend_object(kind, body);
+            }
+        }
+    }
+}
+
+/// Declares `counter` (`"stmt": [{"counter": null}]`) on the sets and maps named in `counted`, as
+/// `(family, name)`, wherever the document adds them.
+pub fn add_set_counters(document: &mut Value, counted: &[(proxier_core::IpFamily, &str)]) {
+    if counted.is_empty() {
+        return;
+    }
+    let Some(commands) = document.get_mut("nftables").and_then(Value::as_array_mut) else { return };
+    for command in commands {
+        let Some(Value::Object(object)) = command.get_mut("add") else { continue };
+        for (kind, body) in object.iter_mut() {
+            let Some(body) = body.as_object_mut().filter(|_| kind == "set" || kind == "map") else { continue };
+            let family = body.get("family").and_then(Value::as_str);
+            let name = body.get("name").and_then(Value::as_str);
+            let wanted =
+                counted.iter().any(|(f, n)| Some(crate::ruleset::family_name(*f)) == family && Some(*n) == name);
+            if wanted {
+                let counter = Value::Object(Map::from_iter([("counter".to_owned(), Value::Null)]));
+                body.insert("stmt".into(), Value::Array(vec![counter]));
             }
         }
     }

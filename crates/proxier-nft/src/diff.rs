@@ -82,6 +82,23 @@ pub fn canonical(listing: &str) -> String {
     head + &blocks.join("") + &tail
 }
 
+/// An element without its counter (`counter packets 3 bytes 180`): the set declares it for every
+/// element, and its values count traffic, they are not configuration.
+fn without_counter_values(element: &str) -> String {
+    let mut words = element.split(' ').peekable();
+    let mut kept = Vec::new();
+    while let Some(word) = words.next() {
+        if word == "counter" {
+            while words.next_if(|w| *w == "packets" || *w == "bytes").is_some() {
+                words.next();
+            }
+            continue;
+        }
+        kept.push(word);
+    }
+    kept.join(" ")
+}
+
 fn canonical_elements(listing: &str) -> String {
     let mut out = String::new();
     let mut timeout_set = false;
@@ -110,7 +127,8 @@ fn canonical_elements(listing: &str) -> String {
             continue;
         }
         let body = body.trim_end().trim_end_matches('}');
-        let mut elements: Vec<&str> = body.split(',').map(str::trim).filter(|e| !e.is_empty()).collect();
+        let mut elements: Vec<String> =
+            body.split(',').map(str::trim).filter(|e| !e.is_empty()).map(without_counter_values).collect();
         elements.sort_by_cached_key(|element| element_order(element));
         out.push_str(indent);
         out.push_str("elements = {\n");
@@ -190,6 +208,14 @@ pub fn colorize(unified: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counter_values_are_not_compared() {
+        let live = "table ip t {\n\tmap m {\n\t\ttype ipv4_addr : verdict\n\t\tcounter\n\t\telements = { 10.0.0.1 counter packets 3 bytes 180 comment \"a\" : drop }\n\t}\n}\n";
+        let desired = "table ip t {\n\tmap m {\n\t\ttype ipv4_addr : verdict\n\t\tcounter\n\t\telements = { 10.0.0.1 counter comment \"a\" : drop }\n\t}\n}\n";
+        assert_eq!(canonical(live), canonical(desired));
+        assert!(canonical(live).contains("\t10.0.0.1 comment \"a\" : drop\n"), "{}", canonical(live));
+    }
 
     #[test]
     fn timeout_set_elements_are_not_compared() {

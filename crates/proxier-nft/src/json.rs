@@ -30,6 +30,7 @@ pub(crate) fn deletion_placeholder(name: &str, map: bool) -> Set {
         data: map.then_some(DataType::Verdict),
         interval: false,
         timeout: None,
+        counter: false,
         elements: Vec::new(),
     }
 }

@@ -376,6 +376,14 @@ fn set_command(w: &mut Writer, verb: &str, family: IpFamily, table: &str, set: &
             w.key_string("map", map_type(data));
         }
         w.key_string("name", &set.name);
+        if set.counter {
+            // As compat::add_set_counters declares it.
+            w.key("stmt");
+            w.begin_array();
+            w.item();
+            w.null_object("counter");
+            w.end_array();
+        }
         w.key_string("table", table);
         // The reference path's map has no timeout field set.
         if let (None, Some(timeout)) = (set.data, set.timeout) {
@@ -855,6 +863,8 @@ mod tests {
             data,
             interval,
             timeout,
+            // Both forms exercised: every set without a timeout counts.
+            counter: timeout.is_none(),
             elements,
         };
         Table {

@@ -17,6 +17,28 @@
 //! nat postrouting ─► masquerading: hairpin (ip saddr . ip daddr @hairpin) and marked connections
 //! ```
 //!
+//! # Counters
+//!
+//! Unless laid out without them ([`family_table_with`]), the maps and sets where a new connection's
+//! fate is decided are declared with `counter`: the kernel gives every element its own packet and byte
+//! counter, and a lookup that finds the element counts the packet. Each decision is counted once, at
+//! the point where it is taken, keyed by the destination the client used:
+//!
+//! - `service-ips`: connections sent to an endpoint. nat chains see only a connection's first packet
+//!   (later packets follow the conntrack entry), so packets here are new connections, UDP flows too.
+//! - `no-endpoint-services`: new connections rejected (no usable endpoint) or dropped (a `Local`
+//!   policy with no local endpoint); the element's verdict says which.
+//! - `policy-ips` holds the destinations whose fate depends on the source (externalTrafficPolicy
+//!   `Local`); their chains count each outcome in `policy-connections` or `policy-drops`, so that a
+//!   dropped connection is never counted as sent.
+//! - `firewall-ips`: looked up only after the source failed `firewall-allow`, so it counts the new
+//!   connections `loadBalancerSourceRanges` dropped.
+//! - `cluster-ips` and `service-cidrs`: rejects to undefined ports of a ClusterIP, drops to unallocated
+//!   service addresses.
+//!
+//! A rejected or dropped connection is never confirmed by conntrack, so each new attempt (a TCP SYN
+//! retransmission, every UDP datagram) counts again.
+//!
 //! Why this shape: kube-proxy's chain-per-service-and-endpoint layout takes minutes to load at 10k
 //! services, while element-only layouts load in about a second (docs/performance.md). nft 1.0.6's JSON
 //! parser cannot express a map whose value is a concatenation (address . port) or whose key holds a
@@ -37,13 +59,24 @@ use crate::ruleset::{
 /// The packet-mark bit that asks postrouting to masquerade (kube-proxy's default, bit 14).
 pub const MASQUERADE_MARK: u32 = 0x4000;
 
-pub(crate) const SERVICE_IPS: &str = "service-ips";
-const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
-pub(crate) const CLUSTER_IPS: &str = "cluster-ips";
-const SERVICE_CIDRS: &str = "service-cidrs";
+/// The verdict map of destinations with endpoints (counting connections sent to an endpoint).
+pub const SERVICE_IPS: &str = "service-ips";
+/// Destinations whose fate depends on the source (externalTrafficPolicy `Local`), with counters on.
+pub const POLICY_IPS: &str = "policy-ips";
+/// Counts, per source-dependent destination, the new connections sent to an endpoint.
+pub const POLICY_CONNECTIONS: &str = "policy-connections";
+/// Counts, per source-dependent destination, the new connections its `Local` policy dropped.
+pub const POLICY_DROPS: &str = "policy-drops";
+/// The verdict map of destinations without a usable endpoint (rejected, or dropped by a `Local` policy).
+pub const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
+/// Allocated ClusterIPs (counting rejects to ports no Service defines).
+pub const CLUSTER_IPS: &str = "cluster-ips";
+/// The service CIDRs (counting drops to addresses no Service holds).
+pub const SERVICE_CIDRS: &str = "service-cidrs";
 const POD_CIDRS: &str = "pod-cidrs";
 const HAIRPIN: &str = "hairpin";
-const FIREWALL_IPS: &str = "firewall-ips";
+/// Destinations with `loadBalancerSourceRanges` (counting the connections the ranges drop).
+pub const FIREWALL_IPS: &str = "firewall-ips";
 const FIREWALL_ALLOW: &str = "firewall-allow";
 const REJECT_CHAIN: &str = "reject-chain";
 const MARK_FOR_MASQUERADE: &str = "mark-for-masquerade";
@@ -65,8 +98,14 @@ const PRIORITY_DSTNAT: i32 = -100;
 const PRIORITY_FILTER: i32 = 0;
 const PRIORITY_SRCNAT: i32 = 100;
 
-/// Lays out one family's rules as a table.
+/// Lays out one family's rules as a table, with counters.
 pub fn family_table(rules: &FamilyRules) -> Table {
+    family_table_with(rules, true)
+}
+
+/// Lays out one family's rules as a table; `counters` says whether the decisions on new connections
+/// are counted per destination (see the module's documentation).
+pub fn family_table_with(rules: &FamilyRules, counters: bool) -> Table {
     // The element lists are sized up front: they reach tens of thousands of elements each, and growing
     // them by doubling copies them and fragments the heap (measured: about a fifth of the layout).
     let mut per_position: Vec<usize> = Vec::new();
@@ -80,7 +119,11 @@ pub fn family_table(rules: &FamilyRules) -> Table {
     }
     let mut layout = Layout {
         rules,
+        counters,
         service_ips: Vec::with_capacity(rules.destinations.len()),
+        policy_ips: Vec::new(),
+        policy_connections: Vec::new(),
+        policy_drops: Vec::new(),
         no_endpoint: Vec::new(),
         firewall_ips: Vec::new(),
         firewall_allow: Vec::new(),
@@ -98,7 +141,12 @@ pub fn family_table(rules: &FamilyRules) -> Table {
 /// The objects of one table, gathered destination by destination.
 struct Layout<'a> {
     rules: &'a FamilyRules,
+    counters: bool,
     service_ips: Vec<Element>,
+    /// With counters: destinations whose fate depends on the source, and what each can count.
+    policy_ips: Vec<Element>,
+    policy_connections: Vec<Element>,
+    policy_drops: Vec<Element>,
     no_endpoint: Vec<Element>,
     firewall_ips: Vec<Element>,
     firewall_allow: Vec<Element>,
@@ -143,6 +191,21 @@ impl Layout<'_> {
                 }
                 Verdict::Goto(balance_chain(backends.len(), masquerade))
             }
+            Action::BySource { pods, node, others } if self.counters => {
+                let outcomes = [pods, node, others];
+                let counted = |list: &mut Vec<Element>| {
+                    list.push(Element { key: key.clone(), data: None, comment: comment.clone() })
+                };
+                if outcomes.iter().any(|a| ***a != Action::Drop) {
+                    counted(&mut self.policy_connections);
+                }
+                if outcomes.iter().any(|a| ***a == Action::Drop) {
+                    counted(&mut self.policy_drops);
+                }
+                let verdict = self.verdict(&destination.service_port, &destination.action);
+                self.policy_ips.push(Element { key, data: Some(Value::Verdict(verdict)), comment });
+                return;
+            }
             action => self.verdict(&destination.service_port, action),
         };
         self.service_ips.push(Element { key, data: Some(Value::Verdict(verdict)), comment });
@@ -179,6 +242,7 @@ impl Layout<'_> {
                                 data: None,
                                 interval: false,
                                 timeout: Some(*timeout),
+                                counter: false,
                                 elements: Vec::new(),
                             });
                             rules.push(Rule::new(vec![
@@ -203,25 +267,32 @@ impl Layout<'_> {
                 if !self.dedicated.contains_key(&name) {
                     let mut rules = Vec::new();
                     if pods != others {
-                        let verdict = self.verdict(service_port, pods);
                         let mut statements = pod_match(&self.rules.local_traffic, false);
-                        statements.push(Statement::Verdict(verdict));
+                        statements.extend(self.outcome(service_port, pods));
                         rules.push(Rule::new(statements).with_comment("Short-circuit pod traffic"));
                     }
-                    let verdict = self.verdict(service_port, node);
-                    rules.push(
-                        Rule::new(vec![Statement::FibSaddrLocal, Statement::Verdict(verdict)])
-                            .with_comment("Short-circuit traffic from this node"),
-                    );
-                    let verdict = self.verdict(service_port, others);
-                    rules.push(
-                        Rule::new(vec![Statement::Verdict(verdict)]).with_comment("External traffic: local endpoints"),
-                    );
+                    let mut statements = vec![Statement::FibSaddrLocal];
+                    statements.extend(self.outcome(service_port, node));
+                    rules.push(Rule::new(statements).with_comment("Short-circuit traffic from this node"));
+                    let statements = self.outcome(service_port, others);
+                    rules.push(Rule::new(statements).with_comment("External traffic: local endpoints"));
                     self.dedicated.insert(name.clone(), chain(&name, rules));
                 }
                 Verdict::Goto(name)
             }
         }
+    }
+
+    /// The end of a source-dependent rule: the verdict for `action`, after counting it (with counters)
+    /// in the set of its outcome. Every destination of the chain is in that set by construction, so the
+    /// lookup always matches: it only counts.
+    fn outcome(&mut self, service_port: &ServicePortName, action: &Action) -> Vec<Statement> {
+        let verdict = Statement::Verdict(self.verdict(service_port, action));
+        if !self.counters {
+            return vec![verdict];
+        }
+        let counted = if *action == Action::Drop { POLICY_DROPS } else { POLICY_CONNECTIONS };
+        vec![Statement::DestinationIn(counted.into()), verdict]
     }
 
     /// A chain that marks for masquerade as asked, then continues to `target`.
@@ -242,8 +313,20 @@ impl Layout<'_> {
         let rules = self.rules;
         let family = rules.family;
         let destination_type = vec![DataType::Addr(family), DataType::Proto, DataType::Service];
+        let counters = self.counters;
         let set = |name: &str, key: Vec<DataType>, data: Option<DataType>, interval: bool, elements: Vec<Element>| {
-            Set { name: name.into(), key, data, interval, timeout: None, elements }
+            let counter = counters
+                && [
+                    SERVICE_IPS,
+                    NO_ENDPOINT_SERVICES,
+                    CLUSTER_IPS,
+                    SERVICE_CIDRS,
+                    FIREWALL_IPS,
+                    POLICY_CONNECTIONS,
+                    POLICY_DROPS,
+                ]
+                .contains(&name);
+            Set { name: name.into(), key, data, interval, timeout: None, counter, elements }
         };
         let addresses = |ips: &[std::net::IpAddr]| ips.iter().map(|&ip| element(smallvec![Value::Addr(ip)])).collect();
         // An interval set refuses overlapping or repeated prefixes (EEXIST): they are merged first.
@@ -273,6 +356,11 @@ impl Layout<'_> {
                     .collect(),
             ),
         ];
+        if counters {
+            sets.push(set(POLICY_IPS, destination_type.clone(), Some(DataType::Verdict), false, self.policy_ips));
+            sets.push(set(POLICY_CONNECTIONS, destination_type.clone(), None, false, self.policy_connections));
+            sets.push(set(POLICY_DROPS, destination_type.clone(), None, false, self.policy_drops));
+        }
         if let LocalTraffic::Cidrs(cidrs) = &rules.local_traffic {
             // The local-traffic detector: sources in the pod network.
             sets.push(set(POD_CIDRS, vec![DataType::Addr(family)], None, true, prefixes(cidrs)));
@@ -301,8 +389,8 @@ impl Layout<'_> {
         }
         sets.extend(self.affinity_sets.into_values());
 
-        let mut chains = base_chains(firewalled, !rules.service_cidrs.is_empty());
-        chains.extend(fixed_chains());
+        let mut chains = base_chains(firewalled, !rules.service_cidrs.is_empty(), counters);
+        chains.extend(fixed_chains(counters));
         let counts: BTreeSet<usize> = self.balancers.iter().map(|(n, _)| *n).collect();
         for &n in &counts {
             let target = (0..n).map(backend_chain).collect();
@@ -385,7 +473,7 @@ fn base_chain(name: &str, chain_type: ChainType, point: HookPoint, priority: i32
     Chain { name: name.into(), hook: Some(Hook { chain_type, point, priority }), rules }
 }
 
-fn base_chains(firewalled: bool, service_cidrs: bool) -> Vec<Chain> {
+fn base_chains(firewalled: bool, service_cidrs: bool, counters: bool) -> Vec<Chain> {
     let jump = |chain: &str| Rule::new(vec![Statement::Verdict(Verdict::Jump(chain.into()))]);
     let no_endpoints = Rule::new(vec![Statement::CtStateNew, Statement::DispatchVmap(NO_ENDPOINT_SERVICES.into())])
         .with_comment("Reject or drop destinations without usable endpoints");
@@ -425,13 +513,12 @@ fn base_chains(firewalled: bool, service_cidrs: bool) -> Vec<Chain> {
     ];
     if firewalled {
         // Source ranges are checked before DNAT, while the destination is still the LoadBalancer IP.
-        let firewall = Rule::new(vec![
-            Statement::CtStateNew,
-            Statement::DestinationIn(FIREWALL_IPS.into()),
-            Statement::DestinationSourceNotIn(FIREWALL_ALLOW.into()),
-            Statement::Verdict(Verdict::Drop),
-        ])
-        .with_comment("loadBalancerSourceRanges");
+        // With counters, the (counting) firewall-ips lookup comes last, so it counts only drops.
+        let (first, second) =
+            (Statement::DestinationIn(FIREWALL_IPS.into()), Statement::DestinationSourceNotIn(FIREWALL_ALLOW.into()));
+        let (first, second) = if counters { (second, first) } else { (first, second) };
+        let firewall = Rule::new(vec![Statement::CtStateNew, first, second, Statement::Verdict(Verdict::Drop)])
+            .with_comment("loadBalancerSourceRanges");
         let pre_dnat = PRIORITY_DSTNAT - 10;
         chains.push(base_chain(
             FILTER_PREROUTING,
@@ -445,10 +532,14 @@ fn base_chains(firewalled: bool, service_cidrs: bool) -> Vec<Chain> {
     chains
 }
 
-fn fixed_chains() -> Vec<Chain> {
+fn fixed_chains(counters: bool) -> Vec<Chain> {
     let chain = |name: &str, rules: Vec<Rule>| Chain { name: name.into(), hook: None, rules };
+    let mut services = vec![Rule::new(vec![Statement::DispatchVmap(SERVICE_IPS.into())])];
+    if counters {
+        services.push(Rule::new(vec![Statement::DispatchVmap(POLICY_IPS.into())]));
+    }
     vec![
-        chain(SERVICES_CHAIN, vec![Rule::new(vec![Statement::DispatchVmap(SERVICE_IPS.into())])]),
+        chain(SERVICES_CHAIN, services),
         chain(
             MASQUERADING_CHAIN,
             vec![

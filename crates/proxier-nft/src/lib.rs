@@ -77,6 +77,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! The tables count, per destination, the new connections sent to an endpoint, rejected and dropped
+//! ([`layout`]'s "Counters"); [`counters`] reads those counts from the kernel and attributes them to
+//! Service ports, and transactions carry them over when they would reset them
+//! ([`Transaction::with_carried_counts`]; such a transaction goes by `nft`, never over netlink).
+//!
 //! Without an `nft` process: [`netlink::NftSocket`] applies a transaction's element, set and chain
 //! changes on one persistent nf_tables socket (well under a millisecond, where an `nft` run costs about
 //! 16 ms), and says which it cannot carry (rules, whole tables, interval sets: those stay with `nft`).
@@ -91,6 +96,7 @@
 pub mod change;
 pub mod compat;
 pub mod conntrack;
+pub mod counters;
 pub mod diff;
 pub mod json;
 pub mod json_writer;

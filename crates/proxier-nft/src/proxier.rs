@@ -58,7 +58,7 @@ use proxier_core::{ClusterState, Destination, DestinationKind, IpFamily, Protoco
 use crate::change::Change;
 use crate::conntrack::{Conntrack, ConntrackFilter, ConntrackOutcome};
 use crate::diff::canonical;
-use crate::layout::family_table;
+use crate::layout::family_table_with;
 use crate::ledger::{Journal, Ledger};
 use crate::netlink::{Batch, Drift, NetlinkError, NftSocket, TableWatch};
 use crate::refusal::{Refused, refused_services};
@@ -138,6 +138,8 @@ pub struct Proxier {
     table: String,
     nft: Nft,
     conntrack: Option<Conntrack>,
+    /// Whether the tables count new connections per destination.
+    counters: bool,
     force_full: bool,
     /// What every share handed out contributes to the tables.
     ledger: Ledger,
@@ -181,6 +183,7 @@ impl Proxier {
             table,
             nft,
             conntrack: None,
+            counters: true,
             force_full: false,
             committed: false,
             computed: false,
@@ -190,6 +193,13 @@ impl Proxier {
             generation: 0,
             live: None,
         }
+    }
+
+    /// Lays the tables out with per-destination counters (the default) or without; see
+    /// [`crate::layout::family_table_with`]. Counts carry over every sync that would reset them.
+    pub fn with_counters(mut self, counters: bool) -> Proxier {
+        self.counters = counters;
+        self
     }
 
     /// Sends partial syncs over `socket` when netlink carries them, and lets `watch` replace
@@ -292,10 +302,10 @@ impl Proxier {
         if !full {
             let mut journal = Journal::default();
             for old in changes.services.iter().flat_map(|c| &c.old) {
-                self.ledger.remove(&family_table(old), &mut journal);
+                self.ledger.remove(&family_table_with(old, self.counters), &mut journal);
             }
             for new in changes.services.iter().flat_map(|c| &c.new) {
-                self.ledger.add(family_table(new), &mut journal);
+                self.ledger.add(family_table_with(new, self.counters), &mut journal);
             }
             // A set whose type or timeout changed (an affinity timeout) is replaced with the tables.
             if !journal.redefined {
@@ -305,6 +315,12 @@ impl Proxier {
         drop(changes);
         let kind = if partial.is_some() { SyncKind::Partial } else { SyncKind::Full };
         let transaction = partial.unwrap_or_else(|| self.full_transaction());
+        // Counts the transaction would reset (a replaced table, a re-created element) carry over.
+        let transaction = if self.counters && !transaction.is_empty() {
+            crate::counters::carry_into(&self.nft, transaction, kind == SyncKind::Full)
+        } else {
+            transaction
+        };
 
         let mut by_netlink = false;
         if !transaction.is_empty() {
@@ -335,19 +351,23 @@ impl Proxier {
         Ok(outcome)
     }
 
-    /// Applies `transaction`: over netlink when enabled and it carries it (`Ok(true)`), else by `nft`.
-    /// With the watch, the commit is made unwatched (it is proxier's own).
+    /// Applies `transaction`: over netlink when enabled and it carries it (`Ok(true)`), else by `nft`
+    /// (as text when it carries counts, see [`Transaction::apply`]). A transaction carrying counts
+    /// always goes by `nft`: the netlink encoder writes no counter values, so a re-created element
+    /// would start again from zero. With the watch, the commit is made unwatched (it is proxier's own).
     fn apply(&mut self, transaction: &Transaction) -> Result<bool, ApplyFailure> {
-        let document = || transaction.to_json_compact();
         let Some(Live { socket, watch }) = &mut self.live else {
-            return self.nft.apply_json(&document()).map(|()| false).map_err(ApplyFailure::Nft);
+            return transaction.apply(&self.nft).map(|()| false).map_err(ApplyFailure::Nft);
         };
         let nft = &self.nft;
         let by_nft = |_: &mut NftSocket| {
-            let result = nft.apply_json(&document()).map(|()| false).map_err(ApplyFailure::Nft);
+            let result = transaction.apply(nft).map(|()| false).map_err(ApplyFailure::Nft);
             let commits = u32::from(result.is_ok());
             (result, commits)
         };
+        if transaction.carries_counts() {
+            return watch.own_commit(socket, by_nft);
+        }
         let Ok(mut batch) = Batch::encode(transaction) else { return watch.own_commit(socket, by_nft) };
         let sent = watch.own_commit(socket, |socket| {
             let result = socket.commit(&mut batch);
@@ -434,7 +454,7 @@ impl Proxier {
 
     /// The tables every share contributes: the node's and each Service's.
     fn contributions(&self) -> impl Iterator<Item = Table> + '_ {
-        self.state.shares().map(|rules| family_table(&rules))
+        self.state.shares().map(|rules| family_table_with(&rules, self.counters))
     }
 
     /// The transaction that replaces the tables whole, with the ledger rebuilt to match.

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proxier_core::{ObjectRef, RuleModel};
 
+use crate::counters::Carried;
 use crate::runner::{Nft, NftError};
 use crate::transaction::Transaction;
 
@@ -21,7 +22,20 @@ pub type Refused = BTreeMap<ObjectRef, String>;
 /// (empty when everything was applied). Fails, with the first apply's error and the kernel unchanged,
 /// when the fault is not any one Service's: nft cannot run, or the rules fail even without Services.
 pub fn apply_full(nft: &Nft, model: &RuleModel, table: &str) -> Result<Refused, NftError> {
-    let error = match nft.apply_json(&Transaction::full(model, table).to_json_compact()) {
+    apply_full_with(nft, model, table, true, &Carried::new())
+}
+
+/// [`apply_full`], laid out with or without counters, its elements starting from the `carried`
+/// counts (see [`Transaction::with_carried_counts`]).
+pub fn apply_full_with(
+    nft: &Nft,
+    model: &RuleModel,
+    table: &str,
+    counters: bool,
+    carried: &Carried,
+) -> Result<Refused, NftError> {
+    let full = |model: &RuleModel| Transaction::full_with(model, table, counters).with_carried_counts(carried.clone());
+    let error = match full(model).apply(nft) {
         Ok(()) => return Ok(Refused::new()),
         Err(error @ NftError::Spawn { .. }) => return Err(error),
         Err(error) => error,
@@ -31,7 +45,7 @@ pub fn apply_full(nft: &Nft, model: &RuleModel, table: &str) -> Result<Refused, 
         // Nothing to blame on a Service (or the search itself failed): the first error says most.
         _ => return Err(error),
     };
-    nft.apply_json(&Transaction::full(&model.without_services(&refused), table).to_json_compact())?;
+    full(&model.without_services(&refused)).apply(nft)?;
     Ok(refused)
 }
 

@@ -69,6 +69,9 @@ pub struct Set {
     pub interval: bool,
     /// Elements expire after this many seconds unless refreshed (filled by the data plane itself).
     pub timeout: Option<u32>,
+    /// Every element carries its own packet and byte counter (`counter` in the set's declaration:
+    /// the kernel clones it onto each element, and a lookup that finds the element counts the packet).
+    pub counter: bool,
     /// The elements, in render order.
     pub elements: Vec<Element>,
 }

@@ -87,6 +87,11 @@ impl Nft {
         self.run(&["list", "table", family_name(family), name], None, "list").map(Some)
     }
 
+    /// What a read-only `nft` command prints (`-j list …`, `-t list …`).
+    pub fn list(&self, args: &[&str]) -> Result<String, NftError> {
+        self.run(args, None, "list")
+    }
+
     /// Whether the table exists; reads only the list of table names.
     pub fn table_exists(&self, family: IpFamily, name: &str) -> Result<bool, NftError> {
         let tables = self.run(&["list", "tables", family_name(family)], None, "list tables")?;

@@ -6,16 +6,17 @@ use std::fmt::Write;
 use proxier_core::IpFamily;
 
 use crate::change::Change;
+use crate::counters::Carried;
 use crate::ruleset::{DataType, Element, Hook, Rule, Set, Statement, Table, Value, Verdict, family_name};
 
-/// One change to table `table`, as nft script lines.
-pub(crate) fn change(out: &mut String, change: &Change, table: &str) {
+/// One change to table `table`, as nft script lines; elements with counts in `carried` start from them.
+pub(crate) fn change(out: &mut String, change: &Change, table: &str, carried: &Carried) {
     match change {
         Change::RemoveTable(family) => {
             let family = family_name(*family);
             let _ = writeln!(out, "add table {family} {table}\ndelete table {family} {table}");
         }
-        Change::CreateTable(created) => table_block(out, created, table),
+        Change::CreateTable(created) => table_block(out, created, table, carried),
         Change::AddChain { family, name, hook } => {
             let _ = write!(out, "add chain {} {table} {name}", family_name(*family));
             if let Some(hook) = hook {
@@ -32,10 +33,14 @@ pub(crate) fn change(out: &mut String, change: &Change, table: &str) {
             if let Some(timeout) = set.timeout {
                 let _ = write!(out, " flags timeout; timeout {timeout}s;");
             }
+            if set.counter {
+                out.push_str(" counter;");
+            }
             out.push_str(" }\n");
         }
         Change::AddElements { family, set, elements } => {
-            let items: Vec<String> = elements.iter().map(element_text).collect();
+            let seeds = Seeds { family: *family, set, carried };
+            let items: Vec<String> = elements.iter().map(|e| seeded_element_text(e, &seeds)).collect();
             let _ = writeln!(out, "add element {} {table} {set} {{ {} }}", family_name(*family), items.join(", "));
         }
         Change::DeleteElements { family, set, elements } => {
@@ -61,14 +66,14 @@ pub(crate) fn change(out: &mut String, change: &Change, table: &str) {
 }
 
 /// The table as one `table { … }` block.
-fn table_block(out: &mut String, table: &Table, name: &str) {
+fn table_block(out: &mut String, table: &Table, name: &str, carried: &Carried) {
     let _ = writeln!(out, "table {} {name} {{", family_name(table.family));
     let mut first = true;
     for set in &table.sets {
         if !std::mem::take(&mut first) {
             out.push('\n');
         }
-        set_block(out, set);
+        set_block(out, set, &Seeds { family: table.family, set: &set.name, carried });
     }
     for chain in &table.chains {
         if !std::mem::take(&mut first) {
@@ -99,7 +104,7 @@ fn set_type_text(set: &Set) -> String {
     text
 }
 
-fn set_block(out: &mut String, set: &Set) {
+fn set_block(out: &mut String, set: &Set, seeds: &Seeds<'_>) {
     let kind = if set.data.is_some() { "map" } else { "set" };
     let _ = writeln!(out, "\t{kind} {} {{", set.name);
     let _ = writeln!(out, "\t\t{}", set_type_text(set));
@@ -109,11 +114,14 @@ fn set_block(out: &mut String, set: &Set) {
     if let Some(timeout) = set.timeout {
         let _ = writeln!(out, "\t\tflags timeout\n\t\ttimeout {timeout}s");
     }
+    if set.counter {
+        out.push_str("\t\tcounter\n");
+    }
     if !set.elements.is_empty() {
         out.push_str("\t\telements = {");
         for (i, element) in set.elements.iter().enumerate() {
             out.push_str(if i == 0 { " " } else { ",\n\t\t\t     " });
-            out.push_str(&element_text(element));
+            out.push_str(&seeded_element_text(element, seeds));
         }
         out.push_str(" }\n");
     }
@@ -124,12 +132,35 @@ fn type_name(data: DataType) -> &'static str {
     data.name()
 }
 
-fn key_text(key: &[Value]) -> String {
+pub(crate) fn key_text(key: &[Value]) -> String {
     key.iter().map(value_text).collect::<Vec<_>>().join(" . ")
 }
 
+/// Where elements are written, to find the counts carried for them.
+struct Seeds<'a> {
+    family: IpFamily,
+    set: &'a str,
+    carried: &'a Carried,
+}
+
+/// An element as nft writes it, without a counter value.
 pub(crate) fn element_text(element: &Element) -> String {
+    element_rest(element, key_text(&element.key))
+}
+
+/// An element as nft writes it, its counter starting from the count carried for it, if any.
+fn seeded_element_text(element: &Element, seeds: &Seeds<'_>) -> String {
     let mut text = key_text(&element.key);
+    if !seeds.carried.is_empty()
+        && let Some((packets, bytes)) = seeds.carried.get(&(seeds.family, seeds.set.to_owned(), text.clone()))
+    {
+        let _ = write!(text, " counter packets {packets} bytes {bytes}");
+    }
+    element_rest(element, text)
+}
+
+/// `text` (an element's key, perhaps with its counter) followed by the element's comment and data.
+fn element_rest(element: &Element, mut text: String) -> String {
     if let Some(comment) = &element.comment {
         let _ = write!(text, " comment {}", quoted(comment));
     }

@@ -6,8 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use proxier_core::{IpFamily, RuleModel};
 
 use crate::change::Change;
-use crate::layout::family_table;
+use crate::counters::Carried;
+use crate::layout::family_table_with;
 use crate::ruleset::{Chain, Element, ElementKey, Set, Table};
+use crate::runner::{Nft, NftError};
 use crate::{compat, json, json_writer, text};
 
 /// An atomic change to proxier's tables.
@@ -23,6 +25,8 @@ use crate::{compat, json, json_writer, text};
 pub struct Transaction {
     table_name: String,
     changes: Vec<Change>,
+    /// Counts the elements it adds start from (see [`Transaction::with_carried_counts`]).
+    carried: Carried,
 }
 
 /// The tables as the kernel holds them after a transaction: what the next incremental transaction
@@ -30,9 +34,38 @@ pub struct Transaction {
 pub type Committed = Vec<Table>;
 
 impl Transaction {
-    /// The tables a model lays out as, one per programmed family.
+    /// The tables a model lays out as, one per programmed family, with counters.
     pub fn tables(model: &RuleModel) -> Vec<Table> {
-        model.families.iter().map(family_table).collect()
+        Transaction::tables_with(model, true)
+    }
+
+    /// The tables a model lays out as; `counters` as [`crate::layout::family_table_with`] takes it.
+    pub fn tables_with(model: &RuleModel, counters: bool) -> Vec<Table> {
+        model.families.iter().map(|rules| family_table_with(rules, counters)).collect()
+    }
+
+    /// [`Transaction::full`], with or without counters.
+    pub fn full_with(model: &RuleModel, table_name: &str, counters: bool) -> Transaction {
+        Transaction::replacing(Transaction::tables_with(model, counters), table_name)
+    }
+
+    /// Elements this transaction adds whose family, set and key are in `carried` start counting from
+    /// the carried packets and bytes instead of zero: how counts survive a table's replacement or an
+    /// element's re-creation. nft 1.0.6 reads counter values only in its text syntax (its JSON parser
+    /// ignores them), so such a transaction is applied as text ([`Transaction::apply`]).
+    pub fn with_carried_counts(mut self, carried: Carried) -> Transaction {
+        self.carried = carried;
+        self
+    }
+
+    /// Whether elements it adds start from carried counts (then it must be applied as text).
+    pub fn carries_counts(&self) -> bool {
+        !self.carried.is_empty()
+    }
+
+    /// Applies the transaction atomically: as compact JSON, or as text when it carries counts.
+    pub fn apply(&self, nft: &Nft) -> Result<(), NftError> {
+        if self.carried.is_empty() { nft.apply_json(&self.to_json_compact()) } else { nft.apply_text(&self.to_text()) }
     }
 
     /// The full replacement of table `table_name`, in both families, by `model`: each family's table
@@ -51,7 +84,7 @@ impl Transaction {
                 changes.push(Change::CreateTable(tables.swap_remove(i)));
             }
         }
-        Transaction { table_name: table_name.to_owned(), changes }
+        Transaction { table_name: table_name.to_owned(), changes, carried: Carried::new() }
     }
 
     /// The changes that turn `committed` into `desired`, and what is committed afterwards: the
@@ -81,12 +114,12 @@ impl Transaction {
                 (Some(old), Some(new)) => after.push(table_changes(old, new, &mut changes)),
             }
         }
-        (Transaction { table_name: table_name.to_owned(), changes }, after)
+        (Transaction { table_name: table_name.to_owned(), changes, carried: Carried::new() }, after)
     }
 
     /// A transaction of the given steps, in order, on tables named `table_name`.
     pub fn from_changes(changes: Vec<Change>, table_name: &str) -> Transaction {
-        Transaction { table_name: table_name.to_owned(), changes }
+        Transaction { table_name: table_name.to_owned(), changes, carried: Carried::new() }
     }
 
     /// The table name used in both families.
@@ -119,7 +152,23 @@ impl Transaction {
         // Serialising plain data types cannot fail.
         let mut value = serde_json::to_value(&document).unwrap_or_default();
         compat::mend(&mut value);
+        compat::add_set_counters(&mut value, &self.counted_sets());
         value
+    }
+
+    /// `(family, name)` of every set or map this transaction adds with per-element counters.
+    fn counted_sets(&self) -> Vec<(IpFamily, &str)> {
+        let mut counted = Vec::new();
+        for change in &self.changes {
+            match change {
+                Change::CreateTable(table) => {
+                    counted.extend(table.sets.iter().filter(|s| s.counter).map(|s| (table.family, s.name.as_str())));
+                }
+                Change::AddSet { family, set } if set.counter => counted.push((*family, set.name.as_str())),
+                _ => {}
+            }
+        }
+        counted
     }
 
     /// [`Self::to_json_value`], pretty-printed and ending in a newline: byte-identical for identical
@@ -140,7 +189,7 @@ impl Transaction {
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         for change in &self.changes {
-            text::change(&mut out, change, &self.table_name);
+            text::change(&mut out, change, &self.table_name, &self.carried);
         }
         out
     }

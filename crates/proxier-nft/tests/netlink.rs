@@ -36,24 +36,31 @@ fn netlink_transactions_list_as_full_applies() {
         proptest::collection::vec(proptest::collection::vec(proptest::arbitrary::any::<bool>(), POOL), 2..6),
         config(),
     );
-    let (mut by_netlink, mut by_nft) = (0, 0);
+    let (mut by_netlink, mut by_nft, mut full) = (0, 0, 0);
     for sample in 0..samples {
         let (pool, states, config) = strategy.new_tree(&mut runner).expect("generate").current();
         incremental.nft_args(&["flush", "ruleset"], None).unwrap();
         let mut proxier = Proxier::new(ClusterState::new(config.clone()), "proxier", Nft::new("true"));
         let apply = |transaction: &Transaction, context: &str| match socket.apply(transaction) {
             Ok(Ok(())) => by_netlink += 1,
-            Ok(Err(_unsupported)) => {
+            Ok(Err(unsupported)) => {
                 incremental.nft_args(&["-j", "-f", "-"], Some(&transaction.to_json())).unwrap();
-                by_nft += 1;
+                // A full sync re-creates the tables: never netlink's, by design.
+                if unsupported == Unsupported::CreateTable { full += 1 } else { by_nft += 1 }
             }
             Err(e) => panic!("{context}: {e}\n{}", transaction.to_text()),
         };
         kernel_sequence(&mut proxier, &pool, &states, &config, &incremental, &whole, sample, apply);
     }
-    eprintln!("{by_netlink} transactions by netlink, {by_nft} by nft, all listed as their full transactions");
+    eprintln!(
+        "{by_netlink} transactions by netlink, {by_nft} partial and {full} full by nft, all listed as their full transactions"
+    );
     if samples >= 10 {
-        assert!(by_netlink > by_nft, "netlink carried only {by_netlink} of {} transactions", by_netlink + by_nft);
+        assert!(
+            by_netlink > by_nft,
+            "netlink carried only {by_netlink} of {} partial transactions",
+            by_netlink + by_nft
+        );
     }
 }
 
@@ -62,10 +69,15 @@ fn destination(ip: &str, port: u16) -> smallvec::SmallVec<[Value; 4]> {
 }
 
 fn set(name: &str, key: Vec<DataType>, data: Option<DataType>, timeout: Option<u32>) -> Set {
-    Set { name: name.into(), key, data, interval: false, timeout, elements: Vec::new() }
+    Set { name: name.into(), key, data, interval: false, timeout, counter: false, elements: Vec::new() }
 }
 
-/// Every set shape the layout uses, created and filled by netlink in one namespace and by `nft` in
+/// `set` with a counter on every element, as the layout declares its decision maps.
+fn counted(set: Set) -> Set {
+    Set { counter: true, ..set }
+}
+
+/// Every set shape the layout uses (the decision maps with counters), created and filled by netlink in one namespace and by `nft` in
 /// another: both list alike, as text and as JSON (nft reads back the set userdata written here).
 #[test]
 fn every_set_shape_lists_as_nft_writes_it() {
@@ -90,14 +102,14 @@ fn every_set_shape_lists_as_nft_writes_it() {
         Change::AddChain { family: IpFamily::V4, name: "plain".into(), hook: None },
     ];
     let shapes = [
-        (IpFamily::V4, set("service-ips", v4.clone(), Some(DataType::Verdict), None)),
+        (IpFamily::V4, counted(set("service-ips", v4.clone(), Some(DataType::Verdict), None))),
         (IpFamily::V4, set("backend-0-addr", v4.clone(), Some(DataType::Addr(IpFamily::V4)), None)),
         (IpFamily::V4, set("backend-0-port", v4.clone(), Some(DataType::Service), None)),
-        (IpFamily::V4, set("firewall-ips", v4.clone(), None, None)),
+        (IpFamily::V4, counted(set("firewall-ips", v4.clone(), None, None))),
         (IpFamily::V4, set("hairpin", vec![DataType::Addr(IpFamily::V4); 2], None, None)),
-        (IpFamily::V4, set("cluster-ips", vec![DataType::Addr(IpFamily::V4)], None, None)),
+        (IpFamily::V4, counted(set("cluster-ips", vec![DataType::Addr(IpFamily::V4)], None, None))),
         (IpFamily::V4, set("aff-x", vec![DataType::Addr(IpFamily::V4)], None, Some(10800))),
-        (IpFamily::V6, set("service-ips", v6.clone(), Some(DataType::Verdict), None)),
+        (IpFamily::V6, counted(set("service-ips", v6.clone(), Some(DataType::Verdict), None))),
         (IpFamily::V6, set("backend-0-addr", v6.clone(), Some(DataType::Addr(IpFamily::V6)), None)),
         (IpFamily::V6, set("cluster-ips", vec![DataType::Addr(IpFamily::V6)], None, None)),
     ];
@@ -402,25 +414,25 @@ fn a_large_batch_goes_in_one_send() {
     assert_eq!(by_netlink.ruleset().unwrap(), by_nft.ruleset().unwrap());
 }
 
-/// A `Proxier` with the netlink backend: partial syncs of element changes go over the socket, its own
-/// commits (full ones by `nft` too) are not drift, and a hand edit is seen by the next `resync` and
-/// repaired, without listing the tables.
-#[test]
-fn proxier_with_netlink_repairs_a_hand_edit() {
-    let Some(ns) = Netns::for_test("proxier_with_netlink_repairs_a_hand_edit") else { return };
+/// Removes a file when dropped.
+struct Remove(std::path::PathBuf);
+
+impl Drop for Remove {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A `Proxier` for node-a in `ns` with the netlink backend (its `nft` a wrapper running nft in `ns`,
+/// removed when the returned guard is dropped), holding Service ns/web (10.96.0.20:80/tcp).
+fn netlink_proxier(ns: &Netns) -> (Proxier, Remove) {
     let program = std::env::temp_dir().join(format!("{}-nft", ns.name()));
     std::fs::write(&program, format!("#!/bin/sh\nexec ip netns exec {} nft \"$@\"\n", ns.name())).unwrap();
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    struct Remove(std::path::PathBuf);
-    impl Drop for Remove {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    let _remove = Remove(program.clone());
+    let remove = Remove(program.clone());
     let (socket, watch) = ns.run(|| (NftSocket::open().unwrap(), TableWatch::open("proxier").unwrap()));
     let config = proxier_core::NodeConfig { node_name: "node-a".into(), ..Default::default() };
     let mut proxier =
@@ -428,14 +440,26 @@ fn proxier_with_netlink_repairs_a_hand_edit() {
     let service = serde_json::json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"namespace": "ns", "name": "web"},
         "spec": {"clusterIP": "10.96.0.20", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}});
-    let slice = |ips: &[&str]| {
-        serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"namespace": "ns", "name": "web-1", "labels": {"kubernetes.io/service-name": "web"}},
-            "addressType": "IPv4",
-            "endpoints": ips.iter().map(|ip| serde_json::json!({"addresses": [ip], "conditions": {"ready": true}})).collect::<Vec<_>>(),
-            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]})
-    };
     proxier.state_mut().apply_service(serde_json::from_value(service).unwrap());
+    (proxier, remove)
+}
+
+/// ns/web's EndpointSlice with these ready endpoints.
+fn slice(ips: &[&str]) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"namespace": "ns", "name": "web-1", "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "endpoints": ips.iter().map(|ip| serde_json::json!({"addresses": [ip], "conditions": {"ready": true}})).collect::<Vec<_>>(),
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]})
+}
+
+/// A `Proxier` with the netlink backend: partial syncs of element changes go over the socket, its own
+/// commits (full ones by `nft` too) are not drift, and a hand edit is seen by the next `resync` and
+/// repaired, without listing the tables.
+#[test]
+fn proxier_with_netlink_repairs_a_hand_edit() {
+    let Some(ns) = Netns::for_test("proxier_with_netlink_repairs_a_hand_edit") else { return };
+    let (mut proxier, _program) = netlink_proxier(&ns);
     proxier.state_mut().apply_endpoint_slice(serde_json::from_value(slice(&["10.244.1.5", "10.244.1.6"])).unwrap());
     let first = proxier.sync().unwrap();
     assert!(!first.by_netlink, "a full sync goes through nft");
@@ -456,6 +480,49 @@ fn proxier_with_netlink_repairs_a_hand_edit() {
     );
     let again = proxier.resync().unwrap();
     assert!(!again.drifted && again.changes == 0, "the repair itself is not drift: {again:?}");
+}
+
+/// With the netlink backend and counters: an incremental sync that re-creates a counted element (one
+/// endpoint becomes two: its verdict changes) keeps its count, going by `nft` text since netlink writes
+/// no counter values; an endpoint change that leaves the counted elements alone still goes over netlink.
+#[test]
+fn counts_survive_an_incremental_sync_with_netlink() {
+    let Some(ns) = Netns::for_test("counts_survive_an_incremental_sync_with_netlink") else { return };
+    let (mut proxier, _program) = netlink_proxier(&ns);
+    proxier.state_mut().apply_endpoint_slice(serde_json::from_value(slice(&["10.244.1.5"])).unwrap());
+    assert!(!proxier.sync().unwrap().by_netlink, "a full sync goes through nft");
+    // Counts as traffic would leave them: the element re-written by hand with a count.
+    let listing = ns.nft_args(&["list", "map", "ip", "proxier", "service-ips"], None).unwrap();
+    let element = listing
+        .split(['{', ','])
+        .map(str::trim)
+        .find(|e| e.starts_with("10.96.0.20 . tcp . 80 "))
+        .and_then(|e| e.split('}').next())
+        .unwrap_or_else(|| panic!("web's element in {listing}"))
+        .trim();
+    assert!(element.contains("counter packets 0 bytes 0"), "{element}");
+    let counted = element.replace("counter packets 0 bytes 0", "counter packets 5 bytes 300");
+    let edit = format!(
+        "delete element ip proxier service-ips {{ 10.96.0.20 . tcp . 80 }}\nadd element ip proxier service-ips {{ {counted} }}\n"
+    );
+    ns.nft_args(&["-f", "-"], Some(&edit)).unwrap();
+    let counts = |ns: &Netns| {
+        let listing = ns.nft_args(&["list", "map", "ip", "proxier", "service-ips"], None).unwrap();
+        listing.contains("10.96.0.20 . tcp . 80 counter packets 5 bytes 300")
+    };
+    assert!(counts(&ns), "the hand-written count is listed");
+
+    proxier.state_mut().apply_endpoint_slice(serde_json::from_value(slice(&["10.244.1.5", "10.244.1.6"])).unwrap());
+    let recreated = proxier.sync().unwrap();
+    assert!(!recreated.by_netlink && recreated.changes > 0, "a transaction carrying counts goes by nft: {recreated:?}");
+    let listing = ns.nft_args(&["list", "table", "ip", "proxier"], None).unwrap();
+    assert!(listing.contains("10.244.1.6") && counts(&ns), "the count survives the re-created element:\n{listing}");
+
+    proxier.state_mut().apply_endpoint_slice(serde_json::from_value(slice(&["10.244.1.5", "10.244.1.7"])).unwrap());
+    let moved = proxier.sync().unwrap();
+    assert!(moved.by_netlink && moved.changes > 0, "{moved:?}");
+    let listing = ns.nft_args(&["list", "table", "ip", "proxier"], None).unwrap();
+    assert!(listing.contains("10.244.1.7") && counts(&ns), "netlink left the count alone:\n{listing}");
 }
 
 /// Events lost to a full receive buffer (here: another table's commit of 300,000 elements while

@@ -182,6 +182,8 @@ pub struct Settings {
     pub init_only: bool,
     /// Where the Node name came from, for the start line.
     pub node_name_source: &'static str,
+    /// Per-destination counters in the tables, exported as metrics (off with --no-counters).
+    pub counters: bool,
 }
 
 /// The parts of a KubeProxyConfiguration file `proxier run` uses, defaults not yet applied (`None`:
@@ -675,6 +677,7 @@ impl RunArgs {
             node,
             nodeport_primary,
             nodeport_cidrs,
+            counters: !self.node.no_counters,
             table: self.node.nft.table.clone(),
             nft: self.node.nft.nft.clone(),
             conntrack: (self.conntrack != Path::new("none")).then(|| self.conntrack.clone()),

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use super::metrics::{CodeLabel, Metrics};
+use super::service_counters::ServiceCounters;
 
 /// A reply: status, content type, body.
 pub struct Reply {
@@ -134,15 +135,29 @@ impl Health {
     }
 }
 
-/// The metrics port, as kube-proxy's: /metrics; /healthz (the process answers: `ok`), /livez (the
-/// same staleness check as on the health port); /proxyMode (`nftables`); /configz (the effective
-/// configuration, `configz` as JSON).
-pub fn metrics_handler(metrics: Arc<Metrics>, health: Arc<Health>, configz: String) -> Handler {
+/// The metrics port, as kube-proxy's: /metrics (with the kernel's per-Service counters when `counters`
+/// reads them); /healthz (the process answers: `ok`), /livez (the same staleness check as on the health
+/// port); /proxyMode (`nftables`); /configz (the effective configuration, `configz` as JSON).
+pub fn metrics_handler(
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    configz: String,
+    counters: Option<Arc<ServiceCounters>>,
+) -> Handler {
     Arc::new(move |path| match path {
         "/metrics" => Reply {
             status: 200,
             content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            body: metrics.encode(),
+            body: {
+                let mut body = metrics.encode();
+                if let Some(counters) = &counters {
+                    // The read runs nft; this worker thread waits for it, the sync loop does not.
+                    let families = tokio::task::block_in_place(|| counters.encode());
+                    let end = body.rfind("# EOF").unwrap_or(body.len());
+                    body.insert_str(end, &families);
+                }
+                body
+            },
         },
         "/healthz" => Reply { status: 200, content_type: "text/plain; charset=utf-8", body: "ok".into() },
         "/livez" => {
@@ -276,7 +291,8 @@ mod tests {
     #[test]
     fn the_metrics_port_serves_kube_proxys_paths() {
         let health = Arc::new(Health::new(Duration::from_secs(30)));
-        let handler = metrics_handler(Arc::new(Metrics::new()), health, r#"{"kubeproxy.config.k8s.io":{}}"#.into());
+        let handler =
+            metrics_handler(Arc::new(Metrics::new()), health, r#"{"kubeproxy.config.k8s.io":{}}"#.into(), None);
         assert_eq!(handler("/proxyMode").body, "nftables");
         assert_eq!((handler("/healthz").status, handler("/healthz").body.as_str()), (200, "ok"));
         assert_eq!(handler("/livez").status, 200);

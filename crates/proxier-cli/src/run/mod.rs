@@ -18,6 +18,7 @@ mod http;
 mod leftovers;
 pub mod logging;
 mod metrics;
+mod service_counters;
 mod tuning;
 mod watch;
 
@@ -164,11 +165,15 @@ async fn run(settings: Settings, retune: bool) -> anyhow::Result<()> {
     if let Some(address) = settings.metrics {
         let listener = TcpListener::bind(address).await.with_context(|| format!("metrics on {address}"))?;
         let configz = serde_json::json!({"kubeproxy.config.k8s.io": settings.as_kube_proxy_configuration()});
-        http::serve(listener, http::metrics_handler(metrics.clone(), health.clone(), configz.to_string()));
+        let counters = settings
+            .counters
+            .then(|| Arc::new(service_counters::ServiceCounters::new(Nft::new(&settings.nft), &settings.table)));
+        http::serve(listener, http::metrics_handler(metrics.clone(), health.clone(), configz.to_string(), counters));
     }
 
     let state = ClusterState::new(settings.node.clone());
-    let mut proxier = Proxier::new(state, settings.table.clone(), Nft::new(&settings.nft));
+    let mut proxier =
+        Proxier::new(state, settings.table.clone(), Nft::new(&settings.nft)).with_counters(settings.counters);
     if let Some(program) = &settings.conntrack {
         proxier = proxier.with_conntrack(Conntrack::new(program));
     }

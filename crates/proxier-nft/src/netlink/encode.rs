@@ -2,7 +2,8 @@
 //! would send it: the same attributes and the same set userdata (the byte order and type hints `nft
 //! list` reads back), so that a table written here lists exactly as one written by `nft -j -f`.
 //!
-//! Covered: removing a table, adding chains (base chains too) and sets or maps (with timeouts),
+//! Covered: removing a table, adding chains (base chains too) and sets or maps (with timeouts, with
+//! a counter on every element),
 //! adding and deleting elements (keys, concatenations, data including verdicts, comments), flushing
 //! and deleting chains, deleting sets. Not covered, and so left to `nft` ([`Unsupported`]): rules,
 //! whole tables, and interval sets (whose elements `nft` splits into ranges).
@@ -56,6 +57,12 @@ const NFTA_SET_DATA_LEN: u16 = 7;
 const NFTA_SET_ID: u16 = 10;
 const NFTA_SET_TIMEOUT: u16 = 11;
 const NFTA_SET_USERDATA: u16 = 13;
+const NFTA_SET_EXPR: u16 = 17;
+// An expression (linux/netfilter/nf_tables.h): the set-wide `counter` every element gets a copy of.
+const NFTA_EXPR_NAME: u16 = 1;
+const NFTA_EXPR_DATA: u16 = 2;
+const NFTA_COUNTER_BYTES: u16 = 1;
+const NFTA_COUNTER_PACKETS: u16 = 2;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
@@ -335,6 +342,17 @@ impl Encoder {
         self.writer.attr_u32(NFTA_SET_ID, self.set_id);
         if let Some(timeout) = set.timeout {
             self.writer.attr_u64(NFTA_SET_TIMEOUT, u64::from(timeout) * 1000);
+        }
+        if set.counter {
+            // As nft sends a set's `counter` statement: one expression, bytes and packets from zero.
+            // The kernel gives each element added without expressions of its own a copy.
+            let expr = self.writer.begin_nest(NFTA_SET_EXPR);
+            self.writer.attr_str(NFTA_EXPR_NAME, "counter");
+            let data = self.writer.begin_nest(NFTA_EXPR_DATA);
+            self.writer.attr_u64(NFTA_COUNTER_BYTES, 0);
+            self.writer.attr_u64(NFTA_COUNTER_PACKETS, 0);
+            self.writer.end_nest(data);
+            self.writer.end_nest(expr);
         }
         let mut userdata = Vec::new();
         let byte_order = if concat { BYTEORDER_INVALID } else { BYTEORDER_BIG_ENDIAN };
