@@ -31,7 +31,7 @@ use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{LoadBalancerIngress, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use serde::Serialize;
 
@@ -487,19 +487,23 @@ impl Context<'_> {
         }
     }
 
-    /// LoadBalancer ingress addresses with `ipMode: Proxy`, which proxier leaves to the load balancer.
-    fn proxy_mode_ingress(&self, namespace: &str, name: &str) -> Vec<String> {
+    /// The LoadBalancer ingress entries in the status of Service `namespace/name`.
+    fn ingress(&self, namespace: &str, name: &str) -> impl Iterator<Item = &LoadBalancerIngress> {
         let service =
             self.snapshot.services.iter().find(|s| {
                 s.metadata.namespace.as_deref() == Some(namespace) && s.metadata.name.as_deref() == Some(name)
             });
-        let ingress = service
+        service
             .and_then(|s| s.status.as_ref())
             .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|lb| lb.ingress.as_ref());
-        ingress
+            .and_then(|lb| lb.ingress.as_ref())
             .into_iter()
             .flatten()
+    }
+
+    /// LoadBalancer ingress addresses with `ipMode: Proxy`, which proxier leaves to the load balancer.
+    fn proxy_mode_ingress(&self, namespace: &str, name: &str) -> Vec<String> {
+        self.ingress(namespace, name)
             .filter(|entry| entry.ip_mode.as_deref() == Some("Proxy"))
             .filter_map(|entry| entry.ip.clone().or_else(|| entry.hostname.clone()))
             .collect()
@@ -508,17 +512,7 @@ impl Context<'_> {
     /// LoadBalancer ingress given only as a hostname (AWS load balancers), not with `ipMode: Proxy` (those are
     /// in [`Context::proxy_mode_ingress`]): proxier has no address to program for them.
     fn hostname_ingress(&self, namespace: &str, name: &str) -> Vec<String> {
-        let service =
-            self.snapshot.services.iter().find(|s| {
-                s.metadata.namespace.as_deref() == Some(namespace) && s.metadata.name.as_deref() == Some(name)
-            });
-        let ingress = service
-            .and_then(|s| s.status.as_ref())
-            .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|lb| lb.ingress.as_ref());
-        ingress
-            .into_iter()
-            .flatten()
+        self.ingress(namespace, name)
             .filter(|entry| entry.ip_mode.as_deref() != Some("Proxy") && entry.ip.as_deref().is_none_or(str::is_empty))
             .filter_map(|entry| entry.hostname.clone().filter(|h| !h.is_empty()))
             .collect()
