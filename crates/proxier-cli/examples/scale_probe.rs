@@ -16,6 +16,12 @@
 //! scale_probe formats --snapshot FILE --node NAME [--cluster-cidr CIDR]
 //!     the full transaction rendered as pretty JSON (what `apply` sends), compact JSON and nft text,
 //!     each timed and loaded into a fresh scratch namespace, timed.
+//! scale_probe reapply --snapshot FILE --node NAME [--cluster-cidr CIDR] [--table NAME] [--repeat R]
+//!     a full replacement that carries counts, as `proxier apply` over live tables and the first sync
+//!     after a restart make it, phase by phase: loads the full transaction (compact JSON, a cold load),
+//!     gives every counted element a count, then R times (default 1): reads the counts (netlink),
+//!     renders the replacement carrying them (nft text) and loads it, and checks that every count
+//!     survived; then, for comparison, the same replacement without counts (compact JSON).
 //! scale_probe count  [--table NAME]            kernel objects in `table ip NAME`.
 //! scale_probe serve  --listen ADDR:PORT        a TCP server answering one byte per connection.
 //! scale_probe connect --to ADDR:PORT --seconds S
@@ -52,9 +58,10 @@ fn main() {
         "count" => count(&args),
         "cold" => cold(&args),
         "formats" => formats(&args),
+        "reapply" => reapply(&args),
         "serve" => serve(&args),
         "connect" => connect(&args),
-        _ => fail("usage: scale_probe sync|live|cold|formats|count|serve|connect [--flag value]..."),
+        _ => fail("usage: scale_probe sync|live|cold|formats|reapply|count|serve|connect [--flag value]..."),
     }
 }
 
@@ -140,6 +147,60 @@ fn load(args: &Args) -> Snapshot {
 fn commands(document: &str) -> usize {
     let value: serde_json::Value = serde_json::from_str(document).unwrap_or_default();
     value["nftables"].as_array().map_or(0, |objects| objects.iter().filter(|o| o.get("metainfo").is_none()).count())
+}
+
+/// See the module docs: `scale_probe reapply`.
+fn reapply(args: &Args) {
+    use proxier_nft::counters;
+    let config = config(args);
+    let table = arg_or(args, "table", "proxier");
+    let repeat: usize = number(args, "repeat", "1");
+    let nft = Nft::default();
+    let snapshot = load(args);
+    let model = compute(&snapshot, &config);
+    drop(snapshot);
+    let (applied, time) = timed(|| nft.apply_json(&Transaction::full(&model, table).to_json_compact()));
+    applied.unwrap_or_else(|e| fail(&format!("cold apply: {e}")));
+    println!("reapply.cold_json_ms={:.1}", ms(time));
+    println!("reapply.cold_json_cpu_ms={:.1}", ms(last_cpu()));
+    // Every counted element gets a count of its own: the worst case, a node where every destination
+    // has seen traffic.
+    let elements = counters::read(table).unwrap_or_else(|e| fail(&format!("read: {e}")));
+    let seeded: counters::Carried = elements
+        .iter()
+        .enumerate()
+        .map(|(i, e)| ((e.family, e.set.clone(), e.key.clone()), (i as u64 + 1, 60 * (i as u64 + 1))))
+        .collect();
+    let (applied, time) = timed(|| Transaction::full(&model, table).with_carried_counts(seeded.clone()).apply(&nft));
+    applied.unwrap_or_else(|e| fail(&format!("seeding the counts: {e}")));
+    println!("reapply.counted_elements={}", seeded.len());
+    println!("reapply.seed_ms={:.1}", ms(time));
+    for round in 0..repeat {
+        let mut phases = Vec::new();
+        let (elements, time) = timed(|| counters::read(table).unwrap_or_else(|e| fail(&format!("read: {e}"))));
+        phases.push(("read", time, last_cpu()));
+        let (carried, time) = timed(|| counters::carried(&elements));
+        phases.push(("carried", time, last_cpu()));
+        let (script, time) = timed(|| Transaction::full(&model, table).with_carried_counts(carried).to_text());
+        phases.push(("render_text", time, last_cpu()));
+        let (applied, time) = timed(|| nft.apply_text(&script));
+        applied.unwrap_or_else(|e| fail(&format!("re-apply: {e}")));
+        phases.push(("nft_text", time, last_cpu()));
+        let total = phases.iter().fold((Duration::ZERO, Duration::ZERO), |(w, c), p| (w + p.1, c + p.2));
+        phases.push(("total", total.0, total.1));
+        for (name, wall, cpu) in phases {
+            println!("reapply.{round}.{name}_ms={:.1}", ms(wall));
+            println!("reapply.{round}.{name}_cpu_ms={:.1}", ms(cpu));
+        }
+        let after = counters::carried(&counters::read(table).unwrap_or_else(|e| fail(&format!("read: {e}"))));
+        if after != seeded {
+            fail(&format!("counts lost: {} carried, {} expected", after.len(), seeded.len()));
+        }
+    }
+    let (applied, time) = timed(|| nft.apply_json(&Transaction::full(&model, table).to_json_compact()));
+    applied.unwrap_or_else(|e| fail(&format!("re-apply without counts: {e}")));
+    println!("reapply.json_replace_ms={:.1}", ms(time));
+    println!("reapply.json_replace_cpu_ms={:.1}", ms(last_cpu()));
 }
 
 /// Slices whose change must reach the kernel: those of proxied (not headless) Services with endpoints.
@@ -253,8 +314,13 @@ fn sync(args: &Args) {
         let ((transaction, after), time) = timed(|| Transaction::between(&committed, &desired, table));
         phases.push(("between", time, last_cpu()));
         // As the syncer does: counts of elements the change re-creates are read and carried over.
-        let (transaction, time) =
-            timed(|| if counters { proxier_nft::counters::carry_into(&nft, transaction, false) } else { transaction });
+        let (transaction, time) = timed(|| {
+            if counters {
+                proxier_nft::counters::carry_into(&nft, socket.as_mut(), transaction, false)
+            } else {
+                transaction
+            }
+        });
         phases.push(("carry", time, last_cpu()));
         let (document, time) = timed(|| transaction.to_json_compact());
         phases.push(("render", time, last_cpu()));

@@ -250,7 +250,7 @@ pub struct NftArgs {
 }
 
 /// Table names go into nft commands: allow only what nft's grammar takes as a plain identifier.
-fn table_name(name: &str) -> Result<String, String> {
+pub(crate) fn table_name(name: &str) -> Result<String, String> {
     let mut chars = name.chars();
     let valid = name.len() <= 64
         && chars.next().is_some_and(|c| c.is_ascii_alphabetic())

@@ -64,7 +64,7 @@ fn run(command: Command) -> Result<Exit, Failure> {
                 println!("{}", checked(&model, &transaction));
                 return Ok(Exit::Success);
             }
-            let carried = if counters { carried_counts(&nft, &input.node.nft.table) } else { Default::default() };
+            let carried = if counters { carried_counts(&input.node.nft.table) } else { Default::default() };
             let refused =
                 refusal::apply_full_with(&nft, &model, &input.node.nft.table, counters, &carried).map_err(|e| {
                     Failure::Nft(anyhow::Error::new(e).context("rules not applied; the previous ruleset is unchanged"))
@@ -262,8 +262,8 @@ fn transaction(input: &Input) -> Result<Transaction, Failure> {
 
 /// The counts of the live tables, to carry into their replacement. Unreadable counts are not a
 /// reason to leave the rules stale: the apply goes on, with a warning that they start again.
-fn carried_counts(nft: &Nft, table: &str) -> proxier_nft::counters::Carried {
-    match proxier_nft::counters::read(nft, table) {
+fn carried_counts(table: &str) -> proxier_nft::counters::Carried {
+    match proxier_nft::counters::read(table) {
         Ok(elements) => proxier_nft::counters::carried(&elements),
         Err(error) => {
             eprintln!("proxier: warning: the counters start again from zero: {error}");

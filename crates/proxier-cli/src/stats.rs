@@ -1,22 +1,22 @@
 //! `proxier stats`: the kernel's per-Service counters of the live tables in this network namespace,
 //! as a table (busiest first) or as JSON. Needs no API server and no snapshot: what a destination is
-//! comes from the element comments proxier writes.
+//! comes from the element comments proxier writes. Read over netlink, without `nft`.
 
 use std::fmt::Write;
 
 use clap::Args;
-use proxier_nft::Nft;
 use proxier_nft::counters::{self, ServiceCounts, ServiceDestination, Stats};
 use serde_json::{Value, json};
 
 use crate::exit::{Exit, Failure};
-use crate::flags::{NftArgs, Output, document, output_parser};
+use crate::flags::{Output, document, output_parser, table_name};
 
 /// `proxier stats`.
 #[derive(Debug, Args)]
 pub struct StatsArgs {
-    #[command(flatten)]
-    pub nft: NftArgs,
+    /// Name of proxier's table in the ip and ip6 families.
+    #[arg(long, default_value = "proxier", value_name = "NAME", value_parser = table_name)]
+    pub table: String,
     /// `text`: a table, busiest Service first; `json`: the machine-readable form (with `apiVersion`
     /// and `kind: Stats`).
     #[arg(short = 'o', long = "output", value_name = "FORMAT", default_value = "text",
@@ -26,14 +26,10 @@ pub struct StatsArgs {
 
 /// Reads the counters and prints them.
 pub fn run(args: &StatsArgs) -> Result<Exit, Failure> {
-    let nft = Nft::new(&args.nft.nft);
-    let elements = counters::read(&nft, &args.nft.table)
+    let elements = counters::read(&args.table)
         .map_err(|e| Failure::Nft(anyhow::Error::new(e).context("cannot read the counters")))?;
     if elements.is_empty() {
-        eprintln!(
-            "proxier: no counters in table {} here (no such table, or laid out with --no-counters)",
-            args.nft.table
-        );
+        eprintln!("proxier: no counters in table {} here (no such table, or laid out with --no-counters)", args.table);
     }
     let stats = Stats::from_elements(&elements);
     let printed = match document(args.output, "Stats", &to_value(&stats)) {

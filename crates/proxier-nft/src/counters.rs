@@ -1,25 +1,20 @@
 //! The kernel's per-destination counters (see [`crate::layout`]'s "Counters"): read from proxier's live
 //! tables, attributed to Service destinations, and carried over when a table is replaced.
 //!
-//! Reading lists only the counted sets, each with one `nft -j list` run; nothing is written, so a
-//! read never waits for or delays a sync beyond the kernel's own locking of one set dump.
+//! Reading dumps the counted sets ([`crate::layout::COUNTED`]) over netlink
+//! ([`NftSocket::elements`]), decoding keys, comments, verdicts and counters itself: no `nft` process, no
+//! JSON. Nothing is written and a dump takes no lock a commit waits for, so a read never delays a sync.
 
 use std::collections::BTreeMap;
 
 use proxier_core::IpFamily;
-use serde_json::Value;
 
 use crate::change::Change;
-use crate::layout::{
-    CLUSTER_IPS, FIREWALL_IPS, NO_ENDPOINT_SERVICES, POLICY_CONNECTIONS, POLICY_DROPS, SERVICE_CIDRS, SERVICE_IPS,
-};
+use crate::layout::{Counts, counted};
+use crate::netlink::{NetlinkError, NftSocket};
 use crate::ruleset::family_name;
 use crate::runner::{Nft, NftError};
 use crate::transaction::Transaction;
-
-/// The counted sets and maps, in the order they are read.
-pub const COUNTED_SETS: [&str; 7] =
-    [SERVICE_IPS, POLICY_CONNECTIONS, POLICY_DROPS, NO_ENDPOINT_SERVICES, FIREWALL_IPS, CLUSTER_IPS, SERVICE_CIDRS];
 
 /// A counter could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +22,10 @@ pub enum CountersError {
     /// `nft` failed.
     #[error(transparent)]
     Nft(#[from] NftError),
-    /// `nft` printed something that is not the listing expected.
+    /// Reading over netlink failed.
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    /// The kernel holds something that is not what proxier laid out.
     #[error("cannot read the counters of {set} in table {family} {table}: {reason}")]
     Listing {
         /// `ip` or `ip6`.
@@ -46,7 +44,7 @@ pub enum CountersError {
 pub struct CountedElement {
     /// The table's family.
     pub family: IpFamily,
-    /// The set or map it is in (one of [`COUNTED_SETS`]).
+    /// The set or map it is in (one the layout counts in, [`crate::layout::COUNTED`]).
     pub set: String,
     /// The key as nft's text syntax writes it (`10.96.0.10 . tcp . 53`, `10.96.0.0/12`).
     pub key: String,
@@ -60,117 +58,45 @@ pub struct CountedElement {
     pub bytes: u64,
 }
 
-/// Reads every counted element of proxier's table `table` in both families. A family without the
-/// table, or a table laid out without counters, contributes nothing.
-pub fn read(nft: &Nft, table: &str) -> Result<Vec<CountedElement>, CountersError> {
+/// Reads every counted element of proxier's table `table` in both families, in the calling thread's
+/// network namespace, on a netlink socket of its own. A family without the table, or a table laid
+/// out without counters, contributes nothing.
+pub fn read(table: &str) -> Result<Vec<CountedElement>, CountersError> {
+    read_with(&mut NftSocket::open()?, table)
+}
+
+/// [`read`] on `socket` (and so in its network namespace).
+pub fn read_with(socket: &mut NftSocket, table: &str) -> Result<Vec<CountedElement>, CountersError> {
     let mut all = Vec::new();
     for family in IpFamily::ALL {
-        if !nft.table_exists(family, table)? {
-            continue;
-        }
-        let family_text = family_name(family);
-        let listing_error = |set: &str, reason: String| CountersError::Listing {
-            family: family_text,
-            table: table.to_owned(),
-            set: set.to_owned(),
-            reason,
-        };
-        // Each counted set is listed on its own: a listing of the whole table, even a terse one, makes
-        // nft 1.0.6 fetch every element of every set (seconds at 10k Services). A set the table does not
-        // have (no firewalled Service, no --service-cidr) is skipped.
-        for set in COUNTED_SETS {
-            let kind = if [SERVICE_IPS, NO_ENDPOINT_SERVICES].contains(&set) { "map" } else { "set" };
-            let listing = match nft.list(&["-j", "list", kind, family_text, table, set]) {
-                Ok(listing) => listing,
-                Err(NftError::Failed { message, .. }) if message.contains("No such file or directory") => continue,
-                Err(error) => return Err(error.into()),
-            };
-            let listing: Value = serde_json::from_str(&listing).map_err(|e| listing_error(set, e.to_string()))?;
-            let body = objects(&listing)
-                .find(|(k, _)| *k == kind)
-                .map(|(_, body)| body)
-                .ok_or_else(|| listing_error(set, format!("no {kind} in nft's output")))?;
-            // Laid out without counters (--no-counters): nothing to read.
-            if !body.get("stmt").is_some_and(|s| s.to_string().contains("counter")) {
-                continue;
-            }
-            for element in body.get("elem").and_then(Value::as_array).into_iter().flatten() {
-                all.push(counted_element(family, set, element).map_err(|reason| listing_error(set, reason))?);
+        let mut sets = socket.sets(family, table)?;
+        // Laid out without counters (--no-counters), a counted set has none: nothing to read.
+        sets.retain(|set| set.counter && counted(&set.name).is_some());
+        sets.sort_by(|a, b| a.name.cmp(&b.name));
+        for set in sets {
+            // Gone since the sets were listed (a sync replaced the table): nothing to count there.
+            let Some(elements) = socket.elements(family, table, &set)? else { continue };
+            all.reserve(elements.len());
+            for element in elements {
+                let (packets, bytes) = element.counter.ok_or_else(|| CountersError::Listing {
+                    family: family_name(family),
+                    table: table.to_owned(),
+                    set: set.name.clone(),
+                    reason: format!("element {} has no counter", element.key),
+                })?;
+                all.push(CountedElement {
+                    family,
+                    set: set.name.clone(),
+                    key: element.key,
+                    comment: element.comment,
+                    verdict: element.verdict,
+                    packets,
+                    bytes,
+                });
             }
         }
     }
     Ok(all)
-}
-
-/// `(kind, body)` of each object of an `nft -j` listing.
-fn objects(listing: &Value) -> impl Iterator<Item = (&str, &Value)> {
-    listing
-        .get("nftables")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_object)
-        .flat_map(|object| object.iter().map(|(kind, body)| (kind.as_str(), body)))
-}
-
-/// One element of a listing: a bare key, `{"elem": {...}}`, or a `[key, value]` pair of a map.
-fn counted_element(family: IpFamily, set: &str, element: &Value) -> Result<CountedElement, String> {
-    let (key, data) = match element {
-        Value::Array(pair) if pair.len() == 2 => (&pair[0], Some(&pair[1])),
-        other => (other, None),
-    };
-    let (val, details) = match key.get("elem") {
-        Some(details) => (details.get("val").ok_or("an element without a value")?, Some(details)),
-        None => (key, None),
-    };
-    let counter = details.and_then(|d| d.get("counter")).ok_or("an element without a counter")?;
-    let number = |name: &str| counter.get(name).and_then(Value::as_u64).ok_or(format!("a counter without {name}"));
-    Ok(CountedElement {
-        family,
-        set: set.to_owned(),
-        key: key_text(val)?,
-        comment: details.and_then(|d| d.get("comment")).and_then(Value::as_str).map(str::to_owned),
-        verdict: data.map(verdict_text).transpose()?,
-        packets: number("packets")?,
-        bytes: number("bytes")?,
-    })
-}
-
-/// A key value in nft's text syntax, as [`crate::text`] writes keys.
-fn key_text(val: &Value) -> Result<String, String> {
-    match val {
-        Value::String(text) => Ok(text.clone()),
-        Value::Number(number) => Ok(number.to_string()),
-        Value::Object(object) => {
-            if let Some(parts) = object.get("concat").and_then(Value::as_array) {
-                let parts = parts.iter().map(key_text).collect::<Result<Vec<_>, _>>()?;
-                return Ok(parts.join(" . "));
-            }
-            if let Some(prefix) = object.get("prefix") {
-                let addr = prefix.get("addr").and_then(Value::as_str);
-                let len = prefix.get("len").and_then(Value::as_u64);
-                if let (Some(addr), Some(len)) = (addr, len) {
-                    return Ok(format!("{addr}/{len}"));
-                }
-            }
-            if let Some(range) = object.get("range").and_then(Value::as_array)
-                && let [low, high] = range.as_slice()
-            {
-                return Ok(format!("{}-{}", key_text(low)?, key_text(high)?));
-            }
-            Err(format!("an unexpected key {val}"))
-        }
-        other => Err(format!("an unexpected key {other}")),
-    }
-}
-
-fn verdict_text(data: &Value) -> Result<String, String> {
-    let object = data.as_object().ok_or_else(|| format!("an unexpected verdict {data}"))?;
-    let (verdict, target) = object.iter().next().ok_or("an empty verdict")?;
-    Ok(match target.get("target").and_then(Value::as_str) {
-        Some(target) => format!("{verdict} {target}"),
-        None => verdict.clone(),
-    })
 }
 
 /// Counts to carry into a replacement table: by family, set and key text, the packets and bytes the
@@ -289,23 +215,23 @@ impl Stats {
     pub fn from_elements(elements: &[CountedElement]) -> Stats {
         let mut stats = Stats::default();
         for element in elements {
-            match element.set.as_str() {
-                CLUSTER_IPS => *stats.unknown_ports.entry(element.key.clone()).or_default() += element.packets,
-                SERVICE_CIDRS => *stats.unallocated.entry(element.key.clone()).or_default() += element.packets,
-                set => {
+            let Some(counts) = counted(&element.set) else { continue };
+            match counts {
+                Counts::UnknownPorts => *stats.unknown_ports.entry(element.key.clone()).or_default() += element.packets,
+                Counts::Unallocated => *stats.unallocated.entry(element.key.clone()).or_default() += element.packets,
+                Counts::Connections | Counts::NoEndpoint | Counts::Dropped => {
                     let Some(destination) = element.comment.as_deref().and_then(ServiceDestination::from_comment)
                     else {
                         stats.unattributed += element.packets;
                         continue;
                     };
-                    let counts = stats.services.entry(destination).or_default();
-                    match set {
-                        SERVICE_IPS | POLICY_CONNECTIONS => counts.connections += element.packets,
-                        NO_ENDPOINT_SERVICES if element.verdict.as_deref() == Some("drop") => {
-                            counts.dropped += element.packets
+                    let service = stats.services.entry(destination).or_default();
+                    match counts {
+                        Counts::Connections => service.connections += element.packets,
+                        Counts::NoEndpoint if element.verdict.as_deref() != Some("drop") => {
+                            service.rejected += element.packets
                         }
-                        NO_ENDPOINT_SERVICES => counts.rejected += element.packets,
-                        _ => counts.dropped += element.packets,
+                        _ => service.dropped += element.packets,
                     }
                 }
             }
@@ -315,12 +241,18 @@ impl Stats {
 }
 
 /// `transaction` with the counts it would otherwise lose carried over (see
-/// [`crate::Transaction::with_carried_counts`]): for a replacement of the tables (`full`), every count;
+/// [`crate::Transaction::with_carried_counts`]): for a replacement of the tables (`full`), every count,
+/// read over netlink (on `socket` when given, else on one of the calling thread's network namespace);
 /// otherwise those of the counted elements it deletes and adds again (a destination whose verdict
 /// changed), read with one `nft get element` per set. A failed read costs the counts, never the sync.
-pub fn carry_into(nft: &Nft, transaction: Transaction, full: bool) -> Transaction {
+pub fn carry_into(nft: &Nft, socket: Option<&mut NftSocket>, transaction: Transaction, full: bool) -> Transaction {
     let carried = if full {
-        read(nft, transaction.table_name()).map(|elements| carried(&elements))
+        let table = transaction.table_name();
+        let elements = match socket {
+            Some(socket) => read_with(socket, table),
+            None => read(table),
+        };
+        elements.map(|elements| carried(&elements))
     } else {
         recreated(nft, &transaction)
     };
@@ -339,7 +271,7 @@ fn recreated(nft: &Nft, transaction: &Transaction) -> Result<Carried, CountersEr
     let mut deleted: BTreeMap<(IpFamily, &str), Vec<String>> = BTreeMap::new();
     for change in transaction.changes() {
         if let Change::DeleteElements { family, set, elements } = change
-            && COUNTED_SETS.contains(&set.as_str())
+            && counted(set).is_some()
         {
             deleted.entry((*family, set)).or_default().extend(elements.iter().map(|e| crate::text::key_text(&e.key)));
         }
@@ -391,33 +323,9 @@ fn listed_counts(listing: &str) -> Vec<(String, (u64, u64))> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn elements_of_maps_sets_and_intervals() {
-        let pair = json!([{"elem": {"val": {"concat": ["10.96.0.10", "tcp", 53]}, "comment": "kube-system/dns:dns-tcp/tcp (ClusterIP)",
-            "counter": {"packets": 3, "bytes": 180}}}, {"goto": {"target": "reject-chain"}}]);
-        let element = counted_element(IpFamily::V4, NO_ENDPOINT_SERVICES, &pair).unwrap();
-        assert_eq!(element.key, "10.96.0.10 . tcp . 53");
-        assert_eq!(element.verdict.as_deref(), Some("goto reject-chain"));
-        assert_eq!(element.comment.as_deref(), Some("kube-system/dns:dns-tcp/tcp (ClusterIP)"));
-        assert_eq!((element.packets, element.bytes), (3, 180));
-        let drop = json!([{"elem": {"val": {"concat": ["10.96.0.11", "udp", 53]}, "counter": {"packets": 0, "bytes": 0}}}, {"drop": null}]);
-        assert_eq!(
-            counted_element(IpFamily::V4, NO_ENDPOINT_SERVICES, &drop).unwrap().verdict.as_deref(),
-            Some("drop")
-        );
-        let prefix = json!({"elem": {"val": {"prefix": {"addr": "10.96.0.0", "len": 12}}, "counter": {"packets": 1, "bytes": 60}}});
-        assert_eq!(counted_element(IpFamily::V4, SERVICE_CIDRS, &prefix).unwrap().key, "10.96.0.0/12");
-        let bare = json!({"elem": {"val": "fd00::1", "counter": {"packets": 1, "bytes": 80}}});
-        assert_eq!(counted_element(IpFamily::V6, CLUSTER_IPS, &bare).unwrap().key, "fd00::1");
-    }
-
-    #[test]
-    fn an_element_without_a_counter_is_an_error() {
-        assert!(counted_element(IpFamily::V4, CLUSTER_IPS, &json!("10.0.0.1")).is_err());
-        assert!(counted_element(IpFamily::V4, CLUSTER_IPS, &json!({"elem": {"val": [1]}})).is_err());
-    }
+    use crate::layout::{
+        CLUSTER_IPS, FIREWALL_IPS, NO_ENDPOINT_SERVICES, POLICY_CONNECTIONS, POLICY_DROPS, SERVICE_CIDRS, SERVICE_IPS,
+    };
 
     #[test]
     fn service_destinations_from_comments() {

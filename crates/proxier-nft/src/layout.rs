@@ -83,6 +83,41 @@ const MARK_FOR_MASQUERADE: &str = "mark-for-masquerade";
 const SERVICES_CHAIN: &str = "services";
 const MASQUERADING_CHAIN: &str = "masquerading";
 
+/// What the elements of a counted set or map count (see "Counters" above).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Counts {
+    /// New connections sent to an endpoint, per destination.
+    Connections,
+    /// New connections to a destination without a usable endpoint: dropped when the element's verdict
+    /// is `drop` (a `Local` policy), else rejected.
+    NoEndpoint,
+    /// New connections to a destination dropped by policy (`Local` without a local endpoint,
+    /// `loadBalancerSourceRanges`).
+    Dropped,
+    /// New connections rejected at an allocated ClusterIP on a port no Service defines, per address.
+    UnknownPorts,
+    /// New connections dropped at a service-CIDR address no Service holds, per CIDR.
+    Unallocated,
+}
+
+/// The sets and maps laid out with counters (unless without, [`family_table_with`]) and what their
+/// elements count: the one list that the layout declares counters from and every reader of counters
+/// ([`crate::counters`]) takes the counted sets from.
+pub const COUNTED: [(&str, Counts); 7] = [
+    (SERVICE_IPS, Counts::Connections),
+    (POLICY_CONNECTIONS, Counts::Connections),
+    (POLICY_DROPS, Counts::Dropped),
+    (NO_ENDPOINT_SERVICES, Counts::NoEndpoint),
+    (FIREWALL_IPS, Counts::Dropped),
+    (CLUSTER_IPS, Counts::UnknownPorts),
+    (SERVICE_CIDRS, Counts::Unallocated),
+];
+
+/// What the elements of the set or map `name` count, if it is one laid out with counters.
+pub fn counted(name: &str) -> Option<Counts> {
+    COUNTED.iter().find(|(set, _)| *set == name).map(|(_, counts)| *counts)
+}
+
 /// The base chains, each named for its type and hook.
 const NAT_PREROUTING: &str = "nat-prerouting";
 const NAT_OUTPUT: &str = "nat-output";
@@ -315,17 +350,7 @@ impl Layout<'_> {
         let destination_type = vec![DataType::Addr(family), DataType::Proto, DataType::Service];
         let counters = self.counters;
         let set = |name: &str, key: Vec<DataType>, data: Option<DataType>, interval: bool, elements: Vec<Element>| {
-            let counter = counters
-                && [
-                    SERVICE_IPS,
-                    NO_ENDPOINT_SERVICES,
-                    CLUSTER_IPS,
-                    SERVICE_CIDRS,
-                    FIREWALL_IPS,
-                    POLICY_CONNECTIONS,
-                    POLICY_DROPS,
-                ]
-                .contains(&name);
+            let counter = counters && counted(name).is_some();
             Set { name: name.into(), key, data, interval, timeout: None, counter, elements }
         };
         let addresses = |ips: &[std::net::IpAddr]| ips.iter().map(|&ip| element(smallvec![Value::Addr(ip)])).collect();

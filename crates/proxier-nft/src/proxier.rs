@@ -317,7 +317,8 @@ impl Proxier {
         let transaction = partial.unwrap_or_else(|| self.full_transaction());
         // Counts the transaction would reset (a replaced table, a re-created element) carry over.
         let transaction = if self.counters && !transaction.is_empty() {
-            crate::counters::carry_into(&self.nft, transaction, kind == SyncKind::Full)
+            let socket = self.live.as_mut().map(|live| &mut live.socket);
+            crate::counters::carry_into(&self.nft, socket, transaction, kind == SyncKind::Full)
         } else {
             transaction
         };

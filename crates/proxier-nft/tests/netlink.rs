@@ -542,3 +542,129 @@ fn lost_events_make_the_answer_unknown() {
     assert!(matches!(watch.take(), Drift::Unknown(_)), "lost events went unnoticed");
     assert_eq!(watch.take(), Drift::Unchanged, "reported once");
 }
+
+/// A key of `nft -j list`'s output in nft's text syntax (`10.96.0.1 . tcp . 80`, `10.96.0.0/16`).
+fn listed_key(val: &serde_json::Value) -> String {
+    use serde_json::Value as J;
+    match val {
+        J::String(text) => text.clone(),
+        J::Number(number) => number.to_string(),
+        J::Object(object) if object.contains_key("concat") => {
+            object["concat"].as_array().unwrap().iter().map(listed_key).collect::<Vec<_>>().join(" . ")
+        }
+        J::Object(object) if object.contains_key("prefix") => {
+            format!("{}/{}", object["prefix"]["addr"].as_str().unwrap(), object["prefix"]["len"])
+        }
+        J::Object(object) if object.contains_key("range") => {
+            let range = object["range"].as_array().unwrap();
+            format!("{}-{}", listed_key(&range[0]), listed_key(&range[1]))
+        }
+        other => panic!("an unexpected key {other}"),
+    }
+}
+
+/// Every element of the counted sets of table `proxier` in `ns` as `nft -j list` shows it:
+/// (family, set, key) → (packets, bytes, comment, verdict).
+type Listed = std::collections::BTreeMap<(IpFamily, String, String), (u64, u64, Option<String>, Option<String>)>;
+
+fn listed_counters(ns: &Netns) -> Listed {
+    let mut listed = Listed::new();
+    for family in IpFamily::ALL {
+        let name = if family == IpFamily::V4 { "ip" } else { "ip6" };
+        let Ok(text) = ns.nft_args(&["-j", "list", "table", name, "proxier"], None) else { continue };
+        let listing: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for object in listing["nftables"].as_array().unwrap() {
+            let Some(set) = object.get("set").or_else(|| object.get("map")) else { continue };
+            let set_name = set["name"].as_str().unwrap();
+            if proxier_nft::layout::counted(set_name).is_none() {
+                continue;
+            }
+            for element in set.get("elem").and_then(|e| e.as_array()).into_iter().flatten() {
+                let (key, data) = match element {
+                    serde_json::Value::Array(pair) => (&pair[0], Some(&pair[1])),
+                    other => (other, None),
+                };
+                let details = &key["elem"];
+                let counter = &details["counter"];
+                let verdict = data.map(|data| {
+                    let (verdict, target) = data.as_object().unwrap().iter().next().unwrap();
+                    match target.get("target").and_then(|t| t.as_str()) {
+                        Some(target) => format!("{verdict} {target}"),
+                        None => verdict.clone(),
+                    }
+                });
+                listed.insert(
+                    (family, set_name.to_owned(), listed_key(&details["val"])),
+                    (
+                        counter["packets"].as_u64().unwrap_or_else(|| panic!("no counter in {element}")),
+                        counter["bytes"].as_u64().unwrap(),
+                        details.get("comment").and_then(|c| c.as_str()).map(str::to_owned),
+                        verdict,
+                    ),
+                );
+            }
+        }
+    }
+    listed
+}
+
+/// The counters read over netlink are exactly what `nft -j list` shows for the same sets: every
+/// counted set of both families (maps with goto, jump and drop verdicts, plain sets, interval sets of
+/// prefixes, single addresses and ranges; IPv4 and IPv6 keys), their comments and their non-zero
+/// counts; sets the layout does not count, and a table laid out without counters, are not read.
+#[test]
+fn counters_read_over_netlink_are_what_nft_lists() {
+    let Some(ns) = Netns::for_test("counters_read_over_netlink_are_what_nft_lists") else { return };
+    let mut socket = ns.run(|| NftSocket::open().expect("open the socket"));
+    assert!(proxier_nft::counters::read_with(&mut socket, "proxier").unwrap().is_empty(), "no table yet");
+    ns.nft(concat!(
+        "table ip proxier {\n chain balance-2 { }\n chain reject-chain { }\n",
+        " map service-ips { type ipv4_addr . inet_proto . inet_service : verdict; counter; elements = {",
+        " 10.96.0.1 . tcp . 80 counter packets 3 bytes 180 comment \"a/web:http/tcp (ClusterIP)\" : goto balance-2,",
+        " 10.96.0.2 . udp . 53 counter packets 0 bytes 0 : jump balance-2,",
+        " 192.168.1.1 . sctp . 30000 counter packets 1099511627776 bytes 1 comment \"a/b:/sctp (NodePort)\" : goto balance-2 } }\n",
+        " map no-endpoint-services { type ipv4_addr . inet_proto . inet_service : verdict; counter; elements = {",
+        " 10.96.0.3 . tcp . 80 counter packets 7 bytes 420 comment \"a/none:/tcp (ClusterIP)\" : goto reject-chain,",
+        " 10.96.0.4 . tcp . 80 counter packets 2 bytes 120 comment \"a/itp:/tcp (ClusterIP)\" : drop } }\n",
+        " set cluster-ips { type ipv4_addr; counter; elements = { 10.96.0.1 counter packets 5 bytes 300, 10.96.0.2 } }\n",
+        " set service-cidrs { type ipv4_addr; flags interval; counter; elements = {",
+        " 10.96.0.0/16 counter packets 9 bytes 540, 10.100.0.1 counter packets 1 bytes 60,",
+        " 10.101.0.3-10.101.0.7 counter packets 2 bytes 120, 192.0.0.0/2 } }\n",
+        " set hairpin { type ipv4_addr . ipv4_addr; counter; elements = { 10.0.0.1 . 10.0.0.1 counter packets 4 bytes 4 } }\n",
+        "}\n",
+        "table ip6 proxier {\n chain balance-1 { }\n",
+        " map service-ips { type ipv6_addr . inet_proto . inet_service : verdict; counter; elements = {",
+        " fd00:96::1 . tcp . 443 counter packets 11 bytes 880 comment \"b/web:https/tcp (LoadBalancer IP)\" : goto balance-1 } }\n",
+        " set firewall-ips { type ipv6_addr . inet_proto . inet_service; counter; elements = {",
+        " 2001:db8::7 . tcp . 80 counter packets 6 bytes 360 comment \"b/fw:/tcp (LoadBalancer IP)\" } }\n",
+        " set cluster-ips { type ipv6_addr; counter; elements = { fd00:96::1 counter packets 1 bytes 80 } }\n",
+        " set service-cidrs { type ipv6_addr; flags interval; counter; elements = { fd00:96::/112 counter packets 2 bytes 160, ff00::/8 } }\n",
+        "}\n",
+        // Another table of the same family is not read.
+        "table ip other {\n set cluster-ips { type ipv4_addr; counter; elements = { 10.1.1.1 counter packets 1 bytes 1 } }\n}\n",
+    ))
+    .unwrap();
+    let read = proxier_nft::counters::read_with(&mut socket, "proxier").unwrap();
+    let by_netlink: Listed = read
+        .iter()
+        .map(|e| ((e.family, e.set.clone(), e.key.clone()), (e.packets, e.bytes, e.comment.clone(), e.verdict.clone())))
+        .collect();
+    assert_eq!(by_netlink.len(), read.len(), "each element read once");
+    let by_nft = listed_counters(&ns);
+    assert_eq!(by_netlink, by_nft);
+    // What was loaded is there (the comparison is not of two empty reads), hairpin is not read.
+    assert_eq!(by_netlink.len(), 16, "{by_netlink:#?}");
+    assert_eq!(
+        by_netlink[&(IpFamily::V4, "service-cidrs".into(), "10.101.0.3-10.101.0.7".into())],
+        (2, 120, None, None)
+    );
+    assert!(by_netlink.keys().all(|(_, set, _)| set != "hairpin"));
+    let stats = proxier_nft::counters::Stats::from_elements(&read);
+    assert_eq!(stats.unallocated["10.96.0.0/16"], 9);
+    assert_eq!(stats.unknown_ports["10.96.0.1"], 5);
+
+    // Laid out without counters: nothing to read.
+    ns.nft("delete table ip proxier\ndelete table ip6 proxier\ntable ip proxier {\n set cluster-ips { type ipv4_addr; elements = { 10.96.0.1 } }\n}\n")
+        .unwrap();
+    assert!(proxier_nft::counters::read_with(&mut socket, "proxier").unwrap().is_empty());
+}

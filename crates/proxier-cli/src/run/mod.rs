@@ -165,9 +165,7 @@ async fn run(settings: Settings, retune: bool) -> anyhow::Result<()> {
     if let Some(address) = settings.metrics {
         let listener = TcpListener::bind(address).await.with_context(|| format!("metrics on {address}"))?;
         let configz = serde_json::json!({"kubeproxy.config.k8s.io": settings.as_kube_proxy_configuration()});
-        let counters = settings
-            .counters
-            .then(|| Arc::new(service_counters::ServiceCounters::new(Nft::new(&settings.nft), &settings.table)));
+        let counters = settings.counters.then(|| Arc::new(service_counters::ServiceCounters::new(&settings.table)));
         http::serve(listener, http::metrics_handler(metrics.clone(), health.clone(), configz.to_string(), counters));
     }
 

@@ -3,8 +3,8 @@
 //! `proxier_service_dropped_connections_total`, labelled `namespace`, `service`, `port`, `protocol`
 //! and `via`.
 //!
-//! They are read on a scrape, not by the sync loop: the read is an `nft` run of its own that lists only
-//! the counted sets, at most once per [`FRESH`] however often Prometheus scrapes (concurrent scrapes
+//! They are read on a scrape, not by the sync loop: the read is a netlink dump of only the counted sets
+//! on a socket of its own (no `nft` run, no lock a commit waits for), at most once per [`FRESH`] however often Prometheus scrapes (concurrent scrapes
 //! wait for one read), and a Service that is gone from the tables is gone from the next read.
 
 use std::sync::Mutex;
@@ -14,7 +14,6 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use proxier_nft::Nft;
 use proxier_nft::counters::{self, Stats};
 
 /// How long one read of the counters answers scrapes.
@@ -31,19 +30,18 @@ struct ServiceLabels {
 
 /// The counters of one table, read on demand and cached.
 pub struct ServiceCounters {
-    nft: Nft,
     table: String,
     /// When the exposition text was read, and the text.
     cache: Mutex<Option<(Instant, String)>>,
 }
 
 impl ServiceCounters {
-    pub fn new(nft: Nft, table: &str) -> ServiceCounters {
-        ServiceCounters { nft, table: table.to_owned(), cache: Mutex::new(None) }
+    pub fn new(table: &str) -> ServiceCounters {
+        ServiceCounters { table: table.to_owned(), cache: Mutex::new(None) }
     }
 
     /// The three counter families in the OpenMetrics text format (without `# EOF`). A failed read
-    /// answers with the previous one (a counter must not go back to zero for a passing nft error).
+    /// answers with the previous one (a counter must not go back to zero for a passing error).
     pub fn encode(&self) -> String {
         let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some((at, text)) = cache.as_ref()
@@ -51,7 +49,7 @@ impl ServiceCounters {
         {
             return text.clone();
         }
-        let text = match counters::read(&self.nft, &self.table) {
+        let text = match counters::read(&self.table) {
             Ok(elements) => exposition(&Stats::from_elements(&elements)),
             Err(error) => {
                 tracing::warn!(%error, "cannot read the per-Service counters");

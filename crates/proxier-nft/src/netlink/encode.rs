@@ -19,7 +19,7 @@ use crate::ruleset::{DataType, Element, Hook, HookPoint, Set, Value, Verdict};
 use crate::text::element_text;
 use crate::transaction::Transaction;
 
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
+pub(crate) const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 16;
 const NFNL_MSG_BATCH_END: u16 = 17;
 
@@ -29,9 +29,9 @@ const NFT_MSG_DELTABLE: u16 = 2;
 const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_DELCHAIN: u16 = 5;
 const NFT_MSG_DELRULE: u16 = 8;
-const NFT_MSG_NEWSET: u16 = 9;
+pub(crate) const NFT_MSG_NEWSET: u16 = 9;
 const NFT_MSG_DELSET: u16 = 11;
-const NFT_MSG_NEWSETELEM: u16 = 12;
+pub(crate) const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
 pub(crate) const NFT_MSG_NEWGEN: u16 = 15;
 pub(crate) const NFT_MSG_GETGEN: u16 = 16;
@@ -47,49 +47,49 @@ const NFTA_HOOK_HOOKNUM: u16 = 1;
 const NFTA_HOOK_PRIORITY: u16 = 2;
 const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
-const NFTA_SET_TABLE: u16 = 1;
-const NFTA_SET_NAME: u16 = 2;
-const NFTA_SET_FLAGS: u16 = 3;
-const NFTA_SET_KEY_TYPE: u16 = 4;
-const NFTA_SET_KEY_LEN: u16 = 5;
+pub(crate) const NFTA_SET_TABLE: u16 = 1;
+pub(crate) const NFTA_SET_NAME: u16 = 2;
+pub(crate) const NFTA_SET_FLAGS: u16 = 3;
+pub(crate) const NFTA_SET_KEY_TYPE: u16 = 4;
+pub(crate) const NFTA_SET_KEY_LEN: u16 = 5;
 const NFTA_SET_DATA_TYPE: u16 = 6;
 const NFTA_SET_DATA_LEN: u16 = 7;
 const NFTA_SET_ID: u16 = 10;
 const NFTA_SET_TIMEOUT: u16 = 11;
 const NFTA_SET_USERDATA: u16 = 13;
-const NFTA_SET_EXPR: u16 = 17;
+pub(crate) const NFTA_SET_EXPR: u16 = 17;
 // An expression (linux/netfilter/nf_tables.h): the set-wide `counter` every element gets a copy of.
-const NFTA_EXPR_NAME: u16 = 1;
-const NFTA_EXPR_DATA: u16 = 2;
-const NFTA_COUNTER_BYTES: u16 = 1;
-const NFTA_COUNTER_PACKETS: u16 = 2;
-const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
-const NFTA_SET_ELEM_LIST_SET: u16 = 2;
-const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
-const NFTA_LIST_ELEM: u16 = 1;
-const NFTA_SET_ELEM_KEY: u16 = 1;
-const NFTA_SET_ELEM_DATA: u16 = 2;
-const NFTA_SET_ELEM_USERDATA: u16 = 6;
-const NFTA_DATA_VALUE: u16 = 1;
-const NFTA_DATA_VERDICT: u16 = 2;
-const NFTA_VERDICT_CODE: u16 = 1;
-const NFTA_VERDICT_CHAIN: u16 = 2;
+pub(crate) const NFTA_EXPR_NAME: u16 = 1;
+pub(crate) const NFTA_EXPR_DATA: u16 = 2;
+pub(crate) const NFTA_COUNTER_BYTES: u16 = 1;
+pub(crate) const NFTA_COUNTER_PACKETS: u16 = 2;
+pub(crate) const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+pub(crate) const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+pub(crate) const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+pub(crate) const NFTA_LIST_ELEM: u16 = 1;
+pub(crate) const NFTA_SET_ELEM_KEY: u16 = 1;
+pub(crate) const NFTA_SET_ELEM_DATA: u16 = 2;
+pub(crate) const NFTA_SET_ELEM_USERDATA: u16 = 6;
+pub(crate) const NFTA_DATA_VALUE: u16 = 1;
+pub(crate) const NFTA_DATA_VERDICT: u16 = 2;
+pub(crate) const NFTA_VERDICT_CODE: u16 = 1;
+pub(crate) const NFTA_VERDICT_CHAIN: u16 = 2;
 
-const NFT_SET_MAP: u32 = 0x8;
+pub(crate) const NFT_SET_MAP: u32 = 0x8;
 const NFT_SET_TIMEOUT: u32 = 0x10;
 const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
-const NF_DROP: u32 = 0;
-const NFT_JUMP: i32 = -3;
-const NFT_GOTO: i32 = -4;
-const NFT_RETURN: i32 = -5;
-const NF_ACCEPT: u32 = 1;
+pub(crate) const NF_DROP: u32 = 0;
+pub(crate) const NFT_JUMP: i32 = -3;
+pub(crate) const NFT_GOTO: i32 = -4;
+pub(crate) const NFT_RETURN: i32 = -5;
+pub(crate) const NF_ACCEPT: u32 = 1;
 
 // nft's datatype numbers, and how it combines them for a concatenation (6 bits per part).
-const TYPE_IPADDR: u32 = 7;
-const TYPE_IP6ADDR: u32 = 8;
-const TYPE_INET_PROTOCOL: u32 = 12;
-const TYPE_INET_SERVICE: u32 = 13;
-const TYPE_BITS: u32 = 6;
+pub(crate) const TYPE_IPADDR: u32 = 7;
+pub(crate) const TYPE_IP6ADDR: u32 = 8;
+pub(crate) const TYPE_INET_PROTOCOL: u32 = 12;
+pub(crate) const TYPE_INET_SERVICE: u32 = 13;
+pub(crate) const TYPE_BITS: u32 = 6;
 
 // Set userdata as nft 1.0.6 writes it (libnftnl's TLVs: one byte type, one byte length).
 const UDATA_SET_KEYBYTEORDER: u8 = 0;
@@ -99,7 +99,7 @@ const BYTEORDER_INVALID: u32 = 0;
 const BYTEORDER_BIG_ENDIAN: u32 = 2;
 /// What nft 1.0.6 writes for every concatenated key (type 3, with the same bytes for each).
 const UDATA_SET_CONCAT: [u8; 10] = [3, 8, 0, 4, 13, 0, 0, 0, 1, 0];
-const UDATA_ELEM_COMMENT: u8 = 0;
+pub(crate) const UDATA_ELEM_COMMENT: u8 = 0;
 
 /// Element nests are closed well before netlink's 64 KiB attribute limit; the rest goes into another
 /// message of the same batch.
@@ -186,7 +186,7 @@ impl Batch {
     }
 }
 
-fn nfproto(family: IpFamily) -> u8 {
+pub(crate) fn nfproto(family: IpFamily) -> u8 {
     match family {
         IpFamily::V4 => 2,
         IpFamily::V6 => 10,

@@ -7,6 +7,10 @@ pub(crate) const NLMSG_DONE: u16 = 3;
 pub(crate) const NLM_F_REQUEST: u16 = 0x1;
 pub(crate) const NLM_F_ACK: u16 = 0x4;
 pub(crate) const NLM_F_CREATE: u16 = 0x400;
+/// A dump: every object the request's attributes select (NLM_F_ROOT | NLM_F_MATCH).
+pub(crate) const NLM_F_DUMP: u16 = 0x300;
+/// In a dump's parts: what was dumped changed while it was read (the dump is inconsistent).
+pub(crate) const NLM_F_DUMP_INTR: u16 = 0x10;
 /// In an error message: extended-ack attributes follow the original header.
 const NLM_F_ACK_TLVS: u16 = 0x200;
 /// In an error message: the original message was not copied, only its header.
