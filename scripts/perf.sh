@@ -9,8 +9,11 @@
 #   1. cold apply: wall time of `proxier apply` of a generated N × 10 snapshot into an empty namespace
 #      (N = PERF_COLD_SIZES, default 1000 10000 44000; PERF_REPEAT runs each, median), the kernel
 #      objects it leaves, and the same load through the library phase by phase (scale_probe sync);
+#      with counters also `proxier stats` (every counter read), and a replacement carrying a count for
+#      every counted element, phase by phase (scale_probe reapply, cold.N.reapply.…);
 #   2. one endpoint change end to end at N = PERF_CHANGE_SIZES (default 10000 44000): 20 changes, each
-#      recompute + Transaction::between + JSON + nft, timed by phase, with the transaction's size;
+#      recompute + Transaction::between + JSON + nft, timed by phase, with the transaction's size; with
+#      counters also while another thread reads every counter over and over (change_reads.…);
 #   3. RSS of the embeddable `Proxier` holding a PERF_RSS_SIZE × 10 cluster (default 10000), and the
 #      end-to-end time of each of PERF_CHURN_CHANGES (default 200) endpoint changes in a row, written to
 #      target/perf/churn.csv (docs/perf/churn.csv is a copy; `cargo run -p proxier-cli --example plots`
@@ -123,7 +126,7 @@ for counters in on off; do
             if ((i == REPEAT)); then
                 ip netns exec "$ns" "$PROBE" count | sed "s/^/cold$suffix.$n./" | tee -a "$RESULTS"
                 if [[ $counters == on ]]; then
-                    # Reading every counter (what a scrape costs), and re-applying (the counts carried over).
+                    # Reading every counter (what a scrape costs), and re-applying (no counts to carry yet).
                     start=$(now_ns)
                     ip netns exec "$ns" "$PROXIER" stats -o json >/dev/null
                     record "cold.$n.stats_ms=$((($(now_ns) - start) / 1000000))"
@@ -143,6 +146,15 @@ for counters in on off; do
         ip netns exec "$ns" "$PROBE" sync --snapshot "$file" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" \
             --changes 0 --counters "$counters" | sed "s/^/sync$suffix.$n./" | tee -a "$RESULTS"
         del_ns "$ns"
+        if [[ $counters == on ]]; then
+            # A replacement carrying a count for every counted element (a re-apply, the first sync after
+            # a restart), phase by phase.
+            new_ns reapply
+            ns=$NS
+            ip netns exec "$ns" "$PROBE" reapply --snapshot "$file" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" \
+                --repeat "$REPEAT" | grep '^reapply\.' | sed "s/^/cold.$n./" | tee -a "$RESULTS"
+            del_ns "$ns"
+        fi
     done
 done
 
@@ -157,6 +169,15 @@ for counters in on off; do
         ip netns exec "$ns" "$PROBE" sync --snapshot "$file" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" \
             --changes 20 --counters "$counters" | grep '^change\.' | sed "s/^/change$suffix.$n./" | tee -a "$RESULTS"
         del_ns "$ns"
+        if [[ $counters == on ]]; then
+            # The same while another thread reads every counter, one read after another.
+            new_ns change
+            ns=$NS
+            ip netns exec "$ns" "$PROBE" sync --snapshot "$file" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" \
+                --changes 20 --concurrent-reads on | grep -E '^(change|reads)\.' | sed "s/^/change_reads.$n./" \
+                | tee -a "$RESULTS"
+            del_ns "$ns"
+        fi
     done
 done
 

@@ -2,11 +2,12 @@
 //!
 //! ```text
 //! scale_probe sync   --snapshot FILE --node NAME [--cluster-cidr CIDR] [--changes K] [--table NAME] [--counters off]
-//!                    [--backend nft|netlink|both]
+//!                    [--backend nft|netlink|both] [--concurrent-reads on]
 //!     cold load through the library, phase by phase, then K one-endpoint changes applied with
 //!     Transaction::between, each phase timed; prints key=value lines. The changes go to the kernel by
 //!     `nft -j -f` (default), by proxier's persistent netlink socket, or alternately by each (`both`:
-//!     even changes by nft, odd ones by netlink, so that both see the same kernel and load).
+//!     even changes by nft, odd ones by netlink, so that both see the same kernel and load). With
+//!     `--concurrent-reads on`, another thread reads every counter over and over meanwhile (reads.…).
 //! scale_probe live   --snapshot FILE --node NAME [--cluster-cidr CIDR] [--changes K] [--table NAME]
 //!     the same through the embeddable `Proxier` (what `proxier run` holds), then its RSS.
 //! scale_probe cold   --snapshot FILE --node NAME [--cluster-cidr CIDR] [--repeat R] [--reference yes|no]
@@ -147,6 +148,23 @@ fn load(args: &Args) -> Snapshot {
 fn commands(document: &str) -> usize {
     let value: serde_json::Value = serde_json::from_str(document).unwrap_or_default();
     value["nftables"].as_array().map_or(0, |objects| objects.iter().filter(|o| o.get("metainfo").is_none()).count())
+}
+
+/// A thread reading every counter of `table` over netlink, one read after another, until told to
+/// stop; it returns how long each read took (ms).
+fn concurrent_reads(table: &str) -> (std::sync::Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<Vec<f64>>) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (flag, table) = (stop.clone(), table.to_owned());
+    let reader = std::thread::spawn(move || {
+        let mut times = Vec::new();
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            let started = Instant::now();
+            proxier_nft::counters::read(&table).unwrap_or_else(|e| fail(&format!("concurrent read: {e}")));
+            times.push(ms(started.elapsed()));
+        }
+        times
+    });
+    (stop, reader)
 }
 
 /// See the module docs: `scale_probe reapply`.
@@ -303,6 +321,9 @@ fn sync(args: &Args) {
     let mut committed = tables;
     let mut series: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut sizes = Vec::new();
+    // `--concurrent-reads on`: every counter read again and again (as scrapes would, without their
+    // 5 s pause) while the changes are made, to show whether reading delays them.
+    let reader = (arg_or(args, "concurrent-reads", "off") == "on").then(|| concurrent_reads(table));
     for k in 0..changes {
         let started = Instant::now();
         change_endpoint(&mut snapshot.endpoint_slices[pick(&candidates, k)], k);
@@ -375,6 +396,12 @@ fn sync(args: &Args) {
         }
     }
     report_series("change", &series);
+    if let Some((stop, reader)) = reader {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let times = reader.join().unwrap_or_default();
+        println!("reads.count={}", times.len());
+        report_series("reads", &BTreeMap::from([("read_ms".to_owned(), times)]));
+    }
     if let Some(socket) = socket.as_mut() {
         drift_check(socket, table);
     }

@@ -1,12 +1,12 @@
 //! The kernel's per-Service counters, proven exact with real traffic on the test bed: `proxier stats`
 //! after a known number of connections of every kind, and counts that survive a re-apply and a
-//! changed snapshot.
+//! changed snapshot; the counters proxier reads over netlink are what `nft -j list` shows.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use proxier_testkit::scenario::{Scenario, at, ready, service, slice};
-use proxier_testkit::{Proto, assert_dropped, assert_reaches, assert_refused, netns_available, reached};
+use proxier_testkit::{Proto, assert_dropped, assert_reaches, assert_refused, counters, netns_available, reached};
 use serde_json::{Value, json};
 
 /// The binary under test.
@@ -158,6 +158,12 @@ fn every_counter_is_exact_with_real_traffic() {
     }
     assert_eq!(node_a_stats["unknown_ports"].as_array().unwrap().len(), 5);
     assert_eq!(node_a_stats["unallocated"], json!([{"cidr": "10.96.0.0/16", "dropped": 1}]));
+    // What `stats` read over netlink is what `nft -j list` shows, element by element, counts included.
+    let node = scenario.bed.node(1).netns();
+    let read = node.run(|| proxier_nft::counters::read("proxier")).expect("read the counters");
+    assert!(read.iter().filter(|e| e.packets > 0).count() >= 10, "{read:#?}");
+    assert_eq!(counters::by_key(&read), counters::listed(node, "proxier"));
+
     // node-b saw only the drop of its own NodePort.
     let node_b_stats = stats(&scenario, 2);
     assert_eq!(counts(&node_b_stats, "local", "http", "tcp", "node_port"), Some([0, 0, 1]));

@@ -78,8 +78,8 @@
 //! ```
 //!
 //! The tables count, per destination, the new connections sent to an endpoint, rejected and dropped
-//! ([`layout`]'s "Counters"); [`counters`] reads those counts from the kernel and attributes them to
-//! Service ports, and transactions carry them over when they would reset them
+//! ([`layout`]'s "Counters"); [`counters`] reads those counts from the kernel (over netlink, no `nft`
+//! run) and attributes them to Service ports, and transactions carry them over when they would reset them
 //! ([`Transaction::with_carried_counts`]; such a transaction goes by `nft`, never over netlink).
 //!
 //! Without an `nft` process: [`netlink::NftSocket`] applies a transaction's element, set and chain

@@ -1,6 +1,7 @@
 //! Ruleset → nft's own text syntax, for humans (`render --format nft`, `diff`). Loads with `nft -f`
 //! into exactly what the JSON form loads (tested against the kernel).
 
+use std::collections::HashMap;
 use std::fmt::Write;
 
 use proxier_core::IpFamily;
@@ -39,7 +40,7 @@ pub(crate) fn change(out: &mut String, change: &Change, table: &str, carried: &C
             out.push_str(" }\n");
         }
         Change::AddElements { family, set, elements } => {
-            let seeds = Seeds { family: *family, set, carried };
+            let seeds = Seeds::new(*family, set, carried);
             let items: Vec<String> = elements.iter().map(|e| seeded_element_text(e, &seeds)).collect();
             let _ = writeln!(out, "add element {} {table} {set} {{ {} }}", family_name(*family), items.join(", "));
         }
@@ -73,7 +74,7 @@ fn table_block(out: &mut String, table: &Table, name: &str, carried: &Carried) {
         if !std::mem::take(&mut first) {
             out.push('\n');
         }
-        set_block(out, set, &Seeds { family: table.family, set: &set.name, carried });
+        set_block(out, set, &Seeds::new(table.family, &set.name, carried));
     }
     for chain in &table.chains {
         if !std::mem::take(&mut first) {
@@ -136,11 +137,21 @@ pub(crate) fn key_text(key: &[Value]) -> String {
     key.iter().map(value_text).collect::<Vec<_>>().join(" . ")
 }
 
-/// Where elements are written, to find the counts carried for them.
+/// The counts carried for the elements of one set, by key text: looked up without building a
+/// `Carried` key per element (a full load writes hundreds of thousands).
 struct Seeds<'a> {
-    family: IpFamily,
-    set: &'a str,
-    carried: &'a Carried,
+    counts: HashMap<&'a str, (u64, u64)>,
+}
+
+impl<'a> Seeds<'a> {
+    fn new(family: IpFamily, set: &str, carried: &'a Carried) -> Seeds<'a> {
+        let counts = carried
+            .range((family, set.to_owned(), String::new())..)
+            .take_while(|((f, s, _), _)| *f == family && s == set)
+            .map(|((_, _, key), counts)| (key.as_str(), *counts))
+            .collect();
+        Seeds { counts }
+    }
 }
 
 /// An element as nft writes it, without a counter value.
@@ -151,9 +162,7 @@ pub(crate) fn element_text(element: &Element) -> String {
 /// An element as nft writes it, its counter starting from the count carried for it, if any.
 fn seeded_element_text(element: &Element, seeds: &Seeds<'_>) -> String {
     let mut text = key_text(&element.key);
-    if !seeds.carried.is_empty()
-        && let Some((packets, bytes)) = seeds.carried.get(&(seeds.family, seeds.set.to_owned(), text.clone()))
-    {
+    if let Some((packets, bytes)) = seeds.counts.get(text.as_str()) {
         let _ = write!(text, " counter packets {packets} bytes {bytes}");
     }
     element_rest(element, text)

@@ -16,8 +16,8 @@ use proxier_nft::{Nft, Proxier, Transaction};
 use smallvec::smallvec;
 
 use cluster::{POOL, coherent, kernel_sequence};
-use proxier_testkit::Netns;
 use proxier_testkit::objects::config;
+use proxier_testkit::{Netns, counters};
 
 /// Sequences of coherent cluster states fed to a `Proxier` (whose own `nft` does nothing): each
 /// transaction it writes is applied in one namespace by netlink when netlink carries it (by `nft`
@@ -543,71 +543,6 @@ fn lost_events_make_the_answer_unknown() {
     assert_eq!(watch.take(), Drift::Unchanged, "reported once");
 }
 
-/// A key of `nft -j list`'s output in nft's text syntax (`10.96.0.1 . tcp . 80`, `10.96.0.0/16`).
-fn listed_key(val: &serde_json::Value) -> String {
-    use serde_json::Value as J;
-    match val {
-        J::String(text) => text.clone(),
-        J::Number(number) => number.to_string(),
-        J::Object(object) if object.contains_key("concat") => {
-            object["concat"].as_array().unwrap().iter().map(listed_key).collect::<Vec<_>>().join(" . ")
-        }
-        J::Object(object) if object.contains_key("prefix") => {
-            format!("{}/{}", object["prefix"]["addr"].as_str().unwrap(), object["prefix"]["len"])
-        }
-        J::Object(object) if object.contains_key("range") => {
-            let range = object["range"].as_array().unwrap();
-            format!("{}-{}", listed_key(&range[0]), listed_key(&range[1]))
-        }
-        other => panic!("an unexpected key {other}"),
-    }
-}
-
-/// Every element of the counted sets of table `proxier` in `ns` as `nft -j list` shows it:
-/// (family, set, key) → (packets, bytes, comment, verdict).
-type Listed = std::collections::BTreeMap<(IpFamily, String, String), (u64, u64, Option<String>, Option<String>)>;
-
-fn listed_counters(ns: &Netns) -> Listed {
-    let mut listed = Listed::new();
-    for family in IpFamily::ALL {
-        let name = if family == IpFamily::V4 { "ip" } else { "ip6" };
-        let Ok(text) = ns.nft_args(&["-j", "list", "table", name, "proxier"], None) else { continue };
-        let listing: serde_json::Value = serde_json::from_str(&text).unwrap();
-        for object in listing["nftables"].as_array().unwrap() {
-            let Some(set) = object.get("set").or_else(|| object.get("map")) else { continue };
-            let set_name = set["name"].as_str().unwrap();
-            if proxier_nft::layout::counted(set_name).is_none() {
-                continue;
-            }
-            for element in set.get("elem").and_then(|e| e.as_array()).into_iter().flatten() {
-                let (key, data) = match element {
-                    serde_json::Value::Array(pair) => (&pair[0], Some(&pair[1])),
-                    other => (other, None),
-                };
-                let details = &key["elem"];
-                let counter = &details["counter"];
-                let verdict = data.map(|data| {
-                    let (verdict, target) = data.as_object().unwrap().iter().next().unwrap();
-                    match target.get("target").and_then(|t| t.as_str()) {
-                        Some(target) => format!("{verdict} {target}"),
-                        None => verdict.clone(),
-                    }
-                });
-                listed.insert(
-                    (family, set_name.to_owned(), listed_key(&details["val"])),
-                    (
-                        counter["packets"].as_u64().unwrap_or_else(|| panic!("no counter in {element}")),
-                        counter["bytes"].as_u64().unwrap(),
-                        details.get("comment").and_then(|c| c.as_str()).map(str::to_owned),
-                        verdict,
-                    ),
-                );
-            }
-        }
-    }
-    listed
-}
-
 /// The counters read over netlink are exactly what `nft -j list` shows for the same sets: every
 /// counted set of both families (maps with goto, jump and drop verdicts, plain sets, interval sets of
 /// prefixes, single addresses and ranges; IPv4 and IPv6 keys), their comments and their non-zero
@@ -645,12 +580,8 @@ fn counters_read_over_netlink_are_what_nft_lists() {
     ))
     .unwrap();
     let read = proxier_nft::counters::read_with(&mut socket, "proxier").unwrap();
-    let by_netlink: Listed = read
-        .iter()
-        .map(|e| ((e.family, e.set.clone(), e.key.clone()), (e.packets, e.bytes, e.comment.clone(), e.verdict.clone())))
-        .collect();
-    assert_eq!(by_netlink.len(), read.len(), "each element read once");
-    let by_nft = listed_counters(&ns);
+    let by_netlink = counters::by_key(&read);
+    let by_nft = counters::listed(&ns, "proxier");
     assert_eq!(by_netlink, by_nft);
     // What was loaded is there (the comparison is not of two empty reads), hairpin is not read.
     assert_eq!(by_netlink.len(), 16, "{by_netlink:#?}");

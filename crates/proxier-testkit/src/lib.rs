@@ -6,6 +6,7 @@
 //! - [`Netns`]: the one network-namespace helper, also for kernel tests that need only an empty
 //!   namespace ([`Netns::for_test`]);
 //! - [`objects`]: proptest strategies for Services, EndpointSlices, Nodes and node configurations;
+//! - [`counters`]: the per-Service counters as `nft -j list` shows them, to hold proxier's reading to;
 //! - [`invariants`]: what a rendered transaction may contain, and a simulator of how the kernel
 //!   applies one;
 //! - [`fuzz`]: the fuzz targets' input builder and checks, run by `fuzz/` and by the smoke test;
@@ -116,6 +117,7 @@
 #![allow(clippy::disallowed_methods)] // Test support runs `ip` and `nft` in its namespaces (clippy.toml).
 
 mod bed;
+pub mod counters;
 pub mod fuzz;
 pub mod invariants;
 mod netns;
