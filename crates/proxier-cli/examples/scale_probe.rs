@@ -18,11 +18,13 @@
 //!     the full transaction rendered as pretty JSON (what `apply` sends), compact JSON and nft text,
 //!     each timed and loaded into a fresh scratch namespace, timed.
 //! scale_probe reapply --snapshot FILE --node NAME [--cluster-cidr CIDR] [--table NAME] [--repeat R]
+//!                     [--compare-json no]
 //!     a full replacement that carries counts, as `proxier apply` over live tables and the first sync
 //!     after a restart make it, phase by phase: loads the full transaction (compact JSON, a cold load),
 //!     gives every counted element a count, then R times (default 1): reads the counts (netlink),
 //!     renders the replacement carrying them (nft text) and loads it, and checks that every count
-//!     survived; then, for comparison, the same replacement without counts (compact JSON).
+//!     survived; then, for comparison (unless --compare-json no, which leaves the counted tables in
+//!     place), the same replacement without counts (compact JSON).
 //! scale_probe count  [--table NAME]            kernel objects in `table ip NAME`.
 //! scale_probe serve  --listen ADDR:PORT        a TCP server answering one byte per connection.
 //! scale_probe connect --to ADDR:PORT --seconds S
@@ -215,6 +217,10 @@ fn reapply(args: &Args) {
             fail(&format!("counts lost: {} carried, {} expected", after.len(), seeded.len()));
         }
     }
+    // `--compare-json no`: leave the counted tables in place (to time `proxier apply` over them).
+    if arg_or(args, "compare-json", "yes") == "no" {
+        return;
+    }
     let (applied, time) = timed(|| nft.apply_json(&Transaction::full(&model, table).to_json_compact()));
     applied.unwrap_or_else(|e| fail(&format!("re-apply without counts: {e}")));
     println!("reapply.json_replace_ms={:.1}", ms(time));
@@ -347,9 +353,7 @@ fn sync(args: &Args) {
         phases.push(("render", time, last_cpu()));
         let userspace = phases.iter().fold((Duration::ZERO, Duration::ZERO), |(w, c), p| (w + p.1, c + p.2));
         phases.push(("userspace", userspace.0, userspace.1));
-        // A change carrying counts goes by nft whatever the backend, as in the syncer (netlink writes no
-        // counter values).
-        let by_netlink = (backend == "netlink" || (backend == "both" && k % 2 == 1)) && !transaction.carries_counts();
+        let by_netlink = backend == "netlink" || (backend == "both" && k % 2 == 1);
         let apply_cpu = match socket.as_mut().filter(|_| by_netlink) {
             Some(socket) => {
                 let (batch, time) = timed(|| proxier_nft::netlink::Batch::encode(&transaction));

@@ -80,7 +80,7 @@
 //! The tables count, per destination, the new connections sent to an endpoint, rejected and dropped
 //! ([`layout`]'s "Counters"); [`counters`] reads those counts from the kernel (over netlink, no `nft`
 //! run) and attributes them to Service ports, and transactions carry them over when they would reset them
-//! ([`Transaction::with_carried_counts`]; such a transaction goes by `nft`, never over netlink).
+//! ([`Transaction::with_carried_counts`]: in nft text for `nft`, as counter expressions over netlink).
 //!
 //! Without an `nft` process: [`netlink::NftSocket`] applies a transaction's element, set and chain
 //! changes on one persistent nf_tables socket (well under a millisecond, where an `nft` run costs about

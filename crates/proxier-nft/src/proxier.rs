@@ -353,9 +353,9 @@ impl Proxier {
     }
 
     /// Applies `transaction`: over netlink when enabled and it carries it (`Ok(true)`), else by `nft`
-    /// (as text when it carries counts, see [`Transaction::apply`]). A transaction carrying counts
-    /// always goes by `nft`: the netlink encoder writes no counter values, so a re-created element
-    /// would start again from zero. With the watch, the commit is made unwatched (it is proxier's own).
+    /// (as text when it carries counts, see [`Transaction::apply`]). Carried counts go over netlink too:
+    /// the encoder gives a re-created element a counter that starts from them. With the watch, the
+    /// commit is made unwatched (it is proxier's own).
     fn apply(&mut self, transaction: &Transaction) -> Result<bool, ApplyFailure> {
         let Some(Live { socket, watch }) = &mut self.live else {
             return transaction.apply(&self.nft).map(|()| false).map_err(ApplyFailure::Nft);
@@ -366,9 +366,6 @@ impl Proxier {
             let commits = u32::from(result.is_ok());
             (result, commits)
         };
-        if transaction.carries_counts() {
-            return watch.own_commit(socket, by_nft);
-        }
         let Ok(mut batch) = Batch::encode(transaction) else { return watch.own_commit(socket, by_nft) };
         let sent = watch.own_commit(socket, |socket| {
             let result = socket.commit(&mut batch);

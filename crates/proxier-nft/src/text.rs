@@ -139,18 +139,28 @@ pub(crate) fn key_text(key: &[Value]) -> String {
 
 /// The counts carried for the elements of one set, by key text: looked up without building a
 /// `Carried` key per element (a full load writes hundreds of thousands).
-struct Seeds<'a> {
+pub(crate) struct Seeds<'a> {
     counts: HashMap<&'a str, (u64, u64)>,
 }
 
 impl<'a> Seeds<'a> {
-    fn new(family: IpFamily, set: &str, carried: &'a Carried) -> Seeds<'a> {
+    pub(crate) fn new(family: IpFamily, set: &str, carried: &'a Carried) -> Seeds<'a> {
         let counts = carried
             .range((family, set.to_owned(), String::new())..)
             .take_while(|((f, s, _), _)| *f == family && s == set)
             .map(|((_, _, key), counts)| (key.as_str(), *counts))
             .collect();
         Seeds { counts }
+    }
+
+    /// The packets and bytes carried for the element whose key nft writes as `key`.
+    pub(crate) fn get(&self, key: &str) -> Option<(u64, u64)> {
+        self.counts.get(key).copied()
+    }
+
+    /// Whether no element of the set carries a count.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.counts.is_empty()
     }
 }
 
@@ -162,7 +172,7 @@ pub(crate) fn element_text(element: &Element) -> String {
 /// An element as nft writes it, its counter starting from the count carried for it, if any.
 fn seeded_element_text(element: &Element, seeds: &Seeds<'_>) -> String {
     let mut text = key_text(&element.key);
-    if let Some((packets, bytes)) = seeds.counts.get(text.as_str()) {
+    if let Some((packets, bytes)) = seeds.get(&text) {
         let _ = write!(text, " counter packets {packets} bytes {bytes}");
     }
     element_rest(element, text)

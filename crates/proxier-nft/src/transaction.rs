@@ -58,7 +58,12 @@ impl Transaction {
         self
     }
 
-    /// Whether elements it adds start from carried counts (then it must be applied as text).
+    /// The counts elements it adds start from (see [`Transaction::with_carried_counts`]).
+    pub(crate) fn carried(&self) -> &Carried {
+        &self.carried
+    }
+
+    /// Whether elements it adds start from carried counts (then `nft` must be given it as text).
     pub fn carries_counts(&self) -> bool {
         !self.carried.is_empty()
     }

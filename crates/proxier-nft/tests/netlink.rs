@@ -483,8 +483,8 @@ fn proxier_with_netlink_repairs_a_hand_edit() {
 }
 
 /// With the netlink backend and counters: an incremental sync that re-creates a counted element (one
-/// endpoint becomes two: its verdict changes) keeps its count, going by `nft` text since netlink writes
-/// no counter values; an endpoint change that leaves the counted elements alone still goes over netlink.
+/// endpoint becomes two: its verdict changes) keeps its count, going by `nft` text since it adds rules;
+/// an endpoint change that leaves the counted elements alone still goes over netlink.
 #[test]
 fn counts_survive_an_incremental_sync_with_netlink() {
     let Some(ns) = Netns::for_test("counts_survive_an_incremental_sync_with_netlink") else { return };
@@ -514,7 +514,7 @@ fn counts_survive_an_incremental_sync_with_netlink() {
 
     proxier.state_mut().apply_endpoint_slice(serde_json::from_value(slice(&["10.244.1.5", "10.244.1.6"])).unwrap());
     let recreated = proxier.sync().unwrap();
-    assert!(!recreated.by_netlink && recreated.changes > 0, "a transaction carrying counts goes by nft: {recreated:?}");
+    assert!(!recreated.by_netlink && recreated.changes > 0, "it adds rules (a new balance chain): nft: {recreated:?}");
     let listing = ns.nft_args(&["list", "table", "ip", "proxier"], None).unwrap();
     assert!(listing.contains("10.244.1.6") && counts(&ns), "the count survives the re-created element:\n{listing}");
 
@@ -593,6 +593,26 @@ fn counters_read_over_netlink_are_what_nft_lists() {
     let stats = proxier_nft::counters::Stats::from_elements(&read);
     assert_eq!(stats.unallocated["10.96.0.0/16"], 9);
     assert_eq!(stats.unknown_ports["10.96.0.1"], 5);
+
+    // An element re-created over netlink with a carried count starts from it (the element's own
+    // counter expression), as `nft` text makes it.
+    let key = destination("10.96.0.1", 80);
+    let goto = Some(Value::Verdict(Verdict::Goto("balance-2".into())));
+    let element = Element { key: key.clone(), data: goto, comment: Some("a/web:http/tcp (ClusterIP)".into()) };
+    let carried = [((IpFamily::V4, "service-ips".to_owned(), "10.96.0.1 . tcp . 80".to_owned()), (40, 2400))];
+    let recreate = Transaction::from_changes(
+        vec![
+            Change::DeleteElements { family: IpFamily::V4, set: "service-ips".into(), elements: vec![element.clone()] },
+            Change::AddElements { family: IpFamily::V4, set: "service-ips".into(), elements: vec![element] },
+        ],
+        "proxier",
+    )
+    .with_carried_counts(carried.into_iter().collect());
+    socket.apply(&recreate).expect("the kernel takes it").expect("netlink carries it");
+    let listed = counters::listed(&ns, "proxier");
+    let entry = &listed[&(IpFamily::V4, "service-ips".into(), "10.96.0.1 . tcp . 80".into())];
+    assert_eq!((entry.0, entry.1), (40, 2400));
+    assert_eq!(counters::by_key(&proxier_nft::counters::read_with(&mut socket, "proxier").unwrap()), listed);
 
     // Laid out without counters: nothing to read.
     ns.nft("delete table ip proxier\ndelete table ip6 proxier\ntable ip proxier {\n set cluster-ips { type ipv4_addr; elements = { 10.96.0.1 } }\n}\n")

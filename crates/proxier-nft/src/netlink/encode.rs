@@ -14,9 +14,10 @@ use proxier_core::{IpFamily, Protocol};
 
 use super::wire::{NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, Writer};
 use crate::change::Change;
+use crate::counters::Carried;
 use crate::ruleset::family_name;
 use crate::ruleset::{DataType, Element, Hook, HookPoint, Set, Value, Verdict};
-use crate::text::element_text;
+use crate::text::{Seeds, element_text, key_text};
 use crate::transaction::Transaction;
 
 pub(crate) const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -70,6 +71,7 @@ pub(crate) const NFTA_LIST_ELEM: u16 = 1;
 pub(crate) const NFTA_SET_ELEM_KEY: u16 = 1;
 pub(crate) const NFTA_SET_ELEM_DATA: u16 = 2;
 pub(crate) const NFTA_SET_ELEM_USERDATA: u16 = 6;
+pub(crate) const NFTA_SET_ELEM_EXPR: u16 = 7;
 pub(crate) const NFTA_DATA_VALUE: u16 = 1;
 pub(crate) const NFTA_DATA_VERDICT: u16 = 2;
 pub(crate) const NFTA_VERDICT_CODE: u16 = 1;
@@ -146,7 +148,8 @@ pub struct Batch {
 impl Batch {
     /// Encodes `transaction`, or says why netlink does not carry it.
     pub fn encode(transaction: &Transaction) -> Result<Batch, Unsupported> {
-        let mut encoder = Encoder { writer: Writer::default(), requests: Vec::new(), set_id: 0 };
+        let carried = transaction.carried();
+        let mut encoder = Encoder { writer: Writer::default(), requests: Vec::new(), set_id: 0, carried };
         let begin = encoder.writer.begin_message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, 0, NFNL_SUBSYS_NFTABLES);
         encoder.writer.end_message(begin);
         for change in transaction.changes() {
@@ -193,13 +196,15 @@ pub(crate) fn nfproto(family: IpFamily) -> u8 {
     }
 }
 
-struct Encoder {
+struct Encoder<'a> {
     writer: Writer,
     requests: Vec<Request>,
     set_id: u32,
+    /// Counts that added elements start from (see [`Transaction::with_carried_counts`]).
+    carried: &'a Carried,
 }
 
-impl Encoder {
+impl Encoder<'_> {
     fn message(&mut self, kind: u16, create: bool, family: IpFamily, action: String) -> usize {
         let flags = NLM_F_REQUEST | NLM_F_ACK | if create { NLM_F_CREATE } else { 0 };
         let start = self.writer.begin_message((NFNL_SUBSYS_NFTABLES << 8) | kind, flags, 0, nfproto(family), 0);
@@ -347,11 +352,7 @@ impl Encoder {
             // As nft sends a set's `counter` statement: one expression, bytes and packets from zero.
             // The kernel gives each element added without expressions of its own a copy.
             let expr = self.writer.begin_nest(NFTA_SET_EXPR);
-            self.writer.attr_str(NFTA_EXPR_NAME, "counter");
-            let data = self.writer.begin_nest(NFTA_EXPR_DATA);
-            self.writer.attr_u64(NFTA_COUNTER_BYTES, 0);
-            self.writer.attr_u64(NFTA_COUNTER_PACKETS, 0);
-            self.writer.end_nest(data);
+            self.counter(0, 0);
             self.writer.end_nest(expr);
         }
         let mut userdata = Vec::new();
@@ -392,6 +393,7 @@ impl Encoder {
         } else {
             (NFT_MSG_DELSETELEM, format!("deleting from {what}"))
         };
+        let seeds = Seeds::new(family, set, self.carried);
         let mut rest = elements;
         while !rest.is_empty() {
             let start = self.message(kind, add, family, action.clone());
@@ -404,7 +406,8 @@ impl Encoder {
                     break;
                 }
                 written.push(((self.writer.buf.len() - start) as u32, element.clone()));
-                self.element(element, add);
+                let counts = if add && !seeds.is_empty() { seeds.get(&key_text(&element.key)) } else { None };
+                self.element(element, add, counts);
             }
             self.writer.end_nest(list);
             self.writer.end_message(start);
@@ -416,7 +419,9 @@ impl Encoder {
         Ok(())
     }
 
-    fn element(&mut self, element: &Element, add: bool) {
+    /// One element; `counts` (packets, bytes) for an added element whose count is carried over: its
+    /// counter starts from them, as nft's `counter packets P bytes B` makes it.
+    fn element(&mut self, element: &Element, add: bool, counts: Option<(u64, u64)>) {
         let nest = self.writer.begin_nest(NFTA_LIST_ELEM);
         let key = self.writer.begin_nest(NFTA_SET_ELEM_KEY);
         let mut bytes = Vec::with_capacity(40);
@@ -464,8 +469,25 @@ impl Encoder {
                 userdata.push(0);
                 self.writer.attr(NFTA_SET_ELEM_USERDATA, &userdata);
             }
+            if let Some((packets, bytes)) = counts {
+                // Given its own expression, the element gets no copy of the set's `counter`.
+                let expr = self.writer.begin_nest(NFTA_SET_ELEM_EXPR);
+                self.counter(bytes, packets);
+                self.writer.end_nest(expr);
+            }
         }
         self.writer.end_nest(nest);
+    }
+}
+
+impl Encoder<'_> {
+    /// A `counter` expression's name and data, inside an expression nest.
+    fn counter(&mut self, bytes: u64, packets: u64) {
+        self.writer.attr_str(NFTA_EXPR_NAME, "counter");
+        let data = self.writer.begin_nest(NFTA_EXPR_DATA);
+        self.writer.attr_u64(NFTA_COUNTER_BYTES, bytes);
+        self.writer.attr_u64(NFTA_COUNTER_PACKETS, packets);
+        self.writer.end_nest(data);
     }
 }
 
