@@ -33,7 +33,8 @@ exit_statuses! {
     Success = 0,
     /// diff: apply would change the kernel; run: could not start, or stopped on an error
     Changed = 1,
-    /// bad arguments, settings or an unreadable snapshot; nothing was changed
+    /// bad arguments, settings or an unreadable snapshot, or apply refusing to empty live tables that program
+    /// Services (without --allow-empty); nothing was changed
     BadInput = 2,
     /// nft failed (apply, delete, diff, run --cleanup, stats); the previous ruleset is unchanged
     NftFailed = 3,
@@ -100,5 +101,7 @@ mod tests {
             help.lines().skip(1).map(|line| line.split_whitespace().next().unwrap().parse().unwrap()).collect();
         assert_eq!(codes, [0, 1, 2, 3, 4]);
         assert!(help.contains("  4  apply: applied, except the Services whose rules the kernel refused"), "{help}");
+        // The refusal to empty live tables exits 2 too; its one home is this line.
+        assert!(help.contains("  2  bad arguments, settings or an unreadable snapshot, or apply refusing to empty live tables that program Services (without --allow-empty); nothing was changed"), "{help}");
     }
 }
