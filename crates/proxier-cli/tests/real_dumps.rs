@@ -1,8 +1,9 @@
 //! Real cluster dumps from public repositories (testdata/real/README.md says where each comes from):
 //! rendered by the real binary, pinned with insta (rules and messages), loaded into the kernel in a
 //! network namespace of their own, and checked against the objects themselves: every ClusterIP port of
-//! every Service is programmed, and every ready endpoint address of such a Service is a DNAT target
-//! (a backend map's value). Endpoints come from the Service's `discovery.k8s.io/v1` EndpointSlices or,
+//! every Service is programmed (and every nodePort, on the node's addresses, when the dump has the
+//! Node), and every ready endpoint address of such a Service is a DNAT target (a backend map's value);
+//! without a ready endpoint, every serving one that is terminating is. Endpoints come from the Service's `discovery.k8s.io/v1` EndpointSlices or,
 //! for a Service without one, from its legacy `v1` Endpoints, as proxier documents.
 //! The check reads the dumps with serde alone, not with proxier's reader.
 
@@ -165,7 +166,8 @@ fn objects(path: &Path) -> Vec<Value> {
 
 /// What the objects say must be programmed: `ip . proto . port` per ClusterIP (every family) and port, and
 /// per InternalIP of `node` (when the dump has that Node) and nodePort; the ready endpoint addresses of
-/// those Services; and how many such Services there are.
+/// those Services (the serving, terminating ones for a Service without a ready one); and how many such
+/// Services there are.
 fn expected(paths: &[&str], node: &str) -> (Vec<String>, Vec<String>, usize) {
     let mut all: Vec<Value> = Vec::new();
     // An object seen twice (a dump taken before and one after a change) is one object: the later wins.
@@ -225,15 +227,24 @@ fn expected(paths: &[&str], node: &str) -> (Vec<String>, Vec<String>, usize) {
         owner(slice, slice["metadata"]["labels"]["kubernetes.io/service-name"].as_str().unwrap_or_default())
     };
     let mut backends = Vec::new();
-    for slice in &slices {
-        if !proxied.contains(&slice_service(slice)) || slice["ports"].as_array().is_none_or(Vec::is_empty) {
-            continue;
-        }
-        for endpoint in slice["endpoints"].as_array().into_iter().flatten() {
-            if endpoint["conditions"]["ready"] != Value::Bool(false) {
-                backends
-                    .extend(endpoint["addresses"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()));
-            }
+    for service in &proxied {
+        let endpoints: Vec<&Value> = slices
+            .iter()
+            .filter(|slice| {
+                slice_service(slice) == *service && slice["ports"].as_array().is_some_and(|p| !p.is_empty())
+            })
+            .flat_map(|slice| slice["endpoints"].as_array().into_iter().flatten())
+            .collect();
+        let ready = |e: &&Value| e["conditions"]["ready"] != Value::Bool(false);
+        // Without a ready endpoint, the serving ones that are terminating take the traffic (as in kube-proxy).
+        let serving = |e: &&Value| e["conditions"]["serving"] == Value::Bool(true);
+        let chosen: Vec<&Value> = if endpoints.iter().any(ready) {
+            endpoints.into_iter().filter(ready).collect()
+        } else {
+            endpoints.into_iter().filter(serving).collect()
+        };
+        for endpoint in chosen {
+            backends.extend(endpoint["addresses"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()));
         }
     }
     // Legacy Endpoints count only for a Service that has no EndpointSlice; `addresses` are the ready ones.
