@@ -3,8 +3,9 @@
 //! network namespace of their own, and checked against the objects themselves: every ClusterIP port of
 //! every Service is programmed (and every nodePort, on the node's addresses, when the dump has the
 //! Node), and every ready endpoint address of such a Service is a DNAT target (a backend map's value);
-//! without a ready endpoint, every serving one that is terminating is. Endpoints come from the Service's `discovery.k8s.io/v1` EndpointSlices or,
-//! for a Service without one, from its legacy `v1` Endpoints, as proxier documents.
+//! without a ready endpoint, every serving one that is terminating is. Endpoints come from the Service's
+//! `discovery.k8s.io/v1` EndpointSlices or, for a Service without one, from its legacy `v1` Endpoints,
+//! as proxier documents.
 //! The check reads the dumps with serde alone, not with proxier's reader.
 
 #![allow(clippy::disallowed_methods)] // Tests run the binary and ip/nft (clippy.toml).
