@@ -25,6 +25,9 @@ struct Case {
     /// The node, and its pod ranges.
     node: &'static str,
     cidr: &'static str,
+    /// The node's address (`--node-ip`) when the dump has no Node objects but shows it elsewhere (a
+    /// Pod's `hostIP`).
+    node_ip: Option<&'static str>,
     /// How many Services with a ClusterIP the objects hold (counted by reading the files): guards the
     /// check against a reader that finds nothing. Dumps of only headless Services, Pods or Endpoints
     /// hold none.
@@ -37,6 +40,7 @@ const CASES: &[Case] = &[
         paths: &["k3s-support-bundle"],
         node: "c9b7eea91",
         cidr: "10.42.0.0/16",
+        node_ip: None,
         proxied: 7,
     },
     Case {
@@ -44,6 +48,7 @@ const CASES: &[Case] = &[
         paths: &["apiserver-lists-2020"],
         node: "m01",
         cidr: "10.244.0.0/16",
+        node_ip: None,
         proxied: 1,
     },
     Case {
@@ -51,6 +56,7 @@ const CASES: &[Case] = &[
         paths: &["gke-service.json", "minikube-node.json"],
         node: "minikube",
         cidr: "10.244.0.0/16",
+        node_ip: None,
         proxied: 1,
     },
     Case {
@@ -58,6 +64,7 @@ const CASES: &[Case] = &[
         paths: &["openshift-node-anonymized.json", "website-service-2019.yaml"],
         node: "ci-ln-3z9y7mt-f76d1-69jcr-worker-b-q6vs9",
         cidr: "10.128.0.0/14",
+        node_ip: None,
         proxied: 1,
     },
     Case {
@@ -65,6 +72,7 @@ const CASES: &[Case] = &[
         paths: &["cilium-kind-dual-stack-1.27"],
         node: "dual-stack-worker",
         cidr: "10.244.0.0/16,fd00:10:244::/56",
+        node_ip: None,
         proxied: 2,
     },
     Case {
@@ -72,6 +80,7 @@ const CASES: &[Case] = &[
         paths: &["cilium-kind-dual-stack-1.20.yaml"],
         node: "dual-stack-worker",
         cidr: "10.244.0.0/16,fd00:10:244::/56",
+        node_ip: None,
         proxied: 2,
     },
     Case {
@@ -79,13 +88,23 @@ const CASES: &[Case] = &[
         paths: &["cilium-kind-graceful-termination.yaml"],
         node: "graceful-term-control-plane",
         cidr: "10.244.0.0/16",
+        node_ip: None,
         proxied: 1,
+    },
+    Case {
+        name: "cilium-kind-nodeport-1.26",
+        paths: &["cilium-kind-nodeport-1.26.yaml"],
+        node: "nodeport-worker",
+        cidr: "10.244.0.0/16",
+        node_ip: Some("172.18.0.3"),
+        proxied: 2,
     },
     Case {
         name: "openshift-3-oc-get",
         paths: &["openshift-3-oc-get"],
         node: "node1.ose.com",
         cidr: "10.1.0.0/16",
+        node_ip: None,
         proxied: 2,
     },
     Case {
@@ -93,6 +112,7 @@ const CASES: &[Case] = &[
         paths: &["openshift-3.5-endpoints.yaml"],
         node: "node1.ose35.com",
         cidr: "10.128.0.0/14",
+        node_ip: None,
         proxied: 0,
     },
     Case {
@@ -100,6 +120,7 @@ const CASES: &[Case] = &[
         paths: &["openshift-4.8-must-gather"],
         node: "ip-10-0-187-218.ec2.internal",
         cidr: "10.128.0.0/14",
+        node_ip: None,
         proxied: 0,
     },
     Case {
@@ -107,6 +128,7 @@ const CASES: &[Case] = &[
         paths: &["kubectl-neat"],
         node: "116-control-plane",
         cidr: "10.244.0.0/16",
+        node_ip: None,
         proxied: 0,
     },
 ];
@@ -116,12 +138,15 @@ fn real() -> PathBuf {
 }
 
 /// Runs proxier with testdata/real as the working directory, so that file names in messages are stable.
-fn render(paths: &[&str], node: &str, cidr: &str, format: &str) -> Output {
+fn render(case: &Case, format: &str) -> Output {
     let mut args = vec!["render"];
-    for path in paths {
+    for path in case.paths {
         args.extend(["--snapshot", path]);
     }
-    args.extend(["--node", node, "--cluster-cidr", cidr, "--format", format]);
+    args.extend(["--node", case.node, "--cluster-cidr", case.cidr, "--format", format]);
+    if let Some(ip) = case.node_ip {
+        args.extend(["--node-ip", ip]);
+    }
     Command::new(env!("CARGO_BIN_EXE_proxier")).args(&args).current_dir(real()).output().expect("run proxier")
 }
 
@@ -166,10 +191,12 @@ fn objects(path: &Path) -> Vec<Value> {
 }
 
 /// What the objects say must be programmed: `ip . proto . port` per ClusterIP (every family) and port, and
-/// per InternalIP of `node` (when the dump has that Node) and nodePort; the ready endpoint addresses of
+/// per InternalIP of the case's node (or its `--node-ip` when the dump has no Node) and nodePort; the
+/// ready endpoint addresses of
 /// those Services (the serving, terminating ones for a Service without a ready one); and how many such
 /// Services there are.
-fn expected(paths: &[&str], node: &str) -> (Vec<String>, Vec<String>, usize) {
+fn expected(case: &Case) -> (Vec<String>, Vec<String>, usize) {
+    let Case { paths, node, .. } = case;
     let mut all: Vec<Value> = Vec::new();
     // An object seen twice (a dump taken before and one after a change) is one object: the later wins.
     for object in paths.iter().flat_map(|p| files(&real().join(p))).flat_map(|f| objects(&f)) {
@@ -181,10 +208,11 @@ fn expected(paths: &[&str], node: &str) -> (Vec<String>, Vec<String>, usize) {
     }
     let node_ips: Vec<std::net::IpAddr> = all
         .iter()
-        .filter(|o| o["kind"] == "Node" && o["metadata"]["name"] == node)
+        .filter(|o| o["kind"] == "Node" && o["metadata"]["name"] == *node)
         .flat_map(|o| o["status"]["addresses"].as_array().cloned().unwrap_or_default())
         .filter(|a| a["type"] == "InternalIP")
         .filter_map(|a| a["address"].as_str()?.parse().ok())
+        .chain(case.node_ip.map(|ip| ip.parse().unwrap()))
         .collect();
     let mut destinations = Vec::new();
     let mut proxied = Vec::new();
@@ -276,8 +304,9 @@ fn settings() -> insta::Settings {
 #[test]
 fn real_dumps_render_as_pinned() {
     let settings = settings();
-    for Case { name, paths, node, cidr, .. } in CASES {
-        let text = render(paths, node, cidr, "nft");
+    for case in CASES {
+        let Case { name, paths, .. } = case;
+        let text = render(case, "nft");
         assert!(text.status.success(), "{name}: {}", String::from_utf8_lossy(&text.stderr));
         let rules = String::from_utf8(text.stdout).unwrap();
         let report = String::from_utf8(text.stderr).unwrap();
@@ -300,8 +329,9 @@ fn real_dumps_load_into_the_kernel_and_program_what_the_objects_say() {
     if !netns_available("real_dumps_load_into_the_kernel_and_program_what_the_objects_say") {
         return;
     }
-    for Case { name, paths, node, cidr, proxied } in CASES {
-        let json = render(paths, node, cidr, "json");
+    for case in CASES {
+        let Case { name, proxied, .. } = case;
+        let json = render(case, "json");
         assert!(json.status.success(), "{name}: {}", String::from_utf8_lossy(&json.stderr));
         let ns = Netns::new("real").unwrap();
         let path = std::env::temp_dir().join(format!("proxier-real-{}-{name}.json", std::process::id()));
@@ -312,7 +342,7 @@ fn real_dumps_load_into_the_kernel_and_program_what_the_objects_say() {
         let listing = ns.exec("nft", ["list", "ruleset"]).unwrap();
         let listing = String::from_utf8(listing.stdout).unwrap();
 
-        let (destinations, backends, services) = expected(paths, node);
+        let (destinations, backends, services) = expected(case);
         assert_eq!(services, *proxied, "{name}: the Services with a ClusterIP the dump holds");
         assert_eq!(destinations.is_empty(), *proxied == 0, "{name}: {destinations:?}");
         for destination in &destinations {
