@@ -9,6 +9,7 @@
 //! - [`counters`]: the per-Service counters as `nft -j list` shows them, to hold proxier's reading to;
 //! - [`invariants`]: what a rendered transaction may contain, and a simulator of how the kernel
 //!   applies one;
+//! - [`docs`]: the messages the documentation's tables quote, for tests that compare them;
 //! - [`fuzz`]: the fuzz targets' input builder and checks, run by `fuzz/` and by the smoke test;
 //! - [`scenario`]: the test bed programmed by the real `proxier` binary, and Service and
 //!   EndpointSlice builders, for the traffic tests.
@@ -118,6 +119,7 @@
 
 mod bed;
 pub mod counters;
+pub mod docs;
 pub mod fuzz;
 pub mod invariants;
 mod netns;
