@@ -9,6 +9,11 @@
 //!     even changes by nft, odd ones by netlink, so that both see the same kernel and load).
 //! scale_probe live   --snapshot FILE --node NAME [--cluster-cidr CIDR] [--changes K] [--table NAME]
 //!     the same through the embeddable `Proxier` (what `proxier run` holds), then its RSS.
+//! scale_probe churn  --snapshot FILE --node NAME [--cluster-cidr CIDR] [--events N] [--batches B] [--seed S]
+//!                    [--table NAME] [--backend nft|netlink]
+//!     the live `Proxier`'s full sync, then B batches (default 10) of N random endpoint events each
+//!     (default 1,000: endpoints added, removed, readiness flipped, on random slices), one sync per
+//!     batch; prints the median and maximum elements, commands and time per sync.
 //! scale_probe cold   --snapshot FILE --node NAME [--cluster-cidr CIDR] [--repeat R] [--reference yes|no]
 //!     compute, layout and JSON render of the full transaction, each R times (default 5), without the
 //!     kernel; prints the median of each, and (unless --reference no) of the reference JSON path the
@@ -22,7 +27,7 @@
 //!     new connections one at a time (connect, send a byte, read a byte, close with a reset).
 //! ```
 //!
-//! Every `sync` and `live` run changes the kernel of the network namespace it runs in: run it in a
+//! Every `sync`, `live` and `churn` run changes the kernel of the network namespace it runs in: run it in a
 //! namespace of its own (`ip netns exec …`), as `scripts/perf.sh` does.
 
 #![allow(clippy::disallowed_methods)] // Tests run the binary and ip/nft (clippy.toml).
@@ -49,12 +54,13 @@ fn main() {
     match command.as_str() {
         "sync" => sync(&args),
         "live" => live(&args),
+        "churn" => churn(&args),
         "count" => count(&args),
         "cold" => cold(&args),
         "formats" => formats(&args),
         "serve" => serve(&args),
         "connect" => connect(&args),
-        _ => fail("usage: scale_probe sync|live|cold|formats|count|serve|connect [--flag value]..."),
+        _ => fail("usage: scale_probe sync|live|churn|cold|formats|count|serve|connect [--flag value]..."),
     }
 }
 
@@ -384,15 +390,15 @@ fn heap_in_use() -> usize {
     (heap.uordblks + heap.hblkhd) / 1024
 }
 
-fn live(args: &Args) {
+/// A `Proxier` fed the snapshot's objects one at a time as they are parsed, as a watch's list pages
+/// arrive in `proxier run` (which keeps only their names until the list completes), not yet synced;
+/// with up to `keep` of the slices whose change must reach the kernel, kept to change later.
+fn live_proxier(args: &Args, keep: usize) -> (Proxier, Vec<EndpointSlice>) {
     let config = config(args);
     let table = arg_or(args, "table", "proxier");
-    let changes: usize = number(args, "changes", "20");
     let path = arg(args, "snapshot");
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| fail(&format!("{path}: {e}")));
     let mut proxier = Proxier::new(ClusterState::new(config), table, Nft::default());
-    // Objects are fed one at a time as they are parsed, as a watch's list pages arrive in `proxier
-    // run`, which keeps only their names until the list completes; the slices to change are kept.
     let mut candidates = Vec::new();
     let mut counts = (0, 0);
     let (_, feed) = timed(|| {
@@ -407,7 +413,7 @@ fn live(args: &Args) {
                 counts.1 += 1;
                 let slice: EndpointSlice =
                     serde_json::from_value(item).unwrap_or_else(|e| fail(&format!("EndpointSlice: {e}")));
-                if candidates.len() < 4 * changes && changeable_slices(std::slice::from_ref(&slice)) == [0] {
+                if candidates.len() < keep && changeable_slices(std::slice::from_ref(&slice)) == [0] {
                     candidates.push(slice.clone());
                 }
                 proxier.state_mut().apply_endpoint_slice(slice);
@@ -423,6 +429,12 @@ fn live(args: &Args) {
     drop(text);
     println!("services={} endpoint_slices={}", counts.0, counts.1);
     println!("live.feed_ms={:.1}", ms(feed));
+    (proxier, candidates)
+}
+
+fn live(args: &Args) {
+    let changes: usize = number(args, "changes", "20");
+    let (mut proxier, candidates) = live_proxier(args, 4 * changes);
     let indices: Vec<usize> = (0..candidates.len()).collect();
     let mut changed: Vec<EndpointSlice> =
         (0..changes.min(candidates.len())).map(|k| candidates[pick(&indices, k)].clone()).collect();
@@ -462,6 +474,98 @@ fn live(args: &Args) {
     println!("live.heap_in_use_kib={}", heap_in_use());
     // Still holding everything here: keep `proxier` alive until after the measurement.
     drop(proxier);
+}
+
+/// A small deterministic random sequence (SplitMix64): the same seed gives the same events.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// One random endpoint event on `slice`, as a pod coming, going or changing readiness: a new endpoint
+/// (address `10.253.…` from `k`), the removal of one (never the last), or one's readiness flipped.
+fn endpoint_event(slice: &mut EndpointSlice, random: &mut Random, k: usize) {
+    let Some(endpoints) = slice.endpoints.as_mut().filter(|e| !e.is_empty()) else { return };
+    let set_ready = |endpoint: &mut k8s_openapi::api::discovery::v1::Endpoint, ready: bool| {
+        let conditions = endpoint.conditions.get_or_insert_with(Default::default);
+        (conditions.ready, conditions.serving, conditions.terminating) = (Some(ready), Some(ready), Some(false));
+    };
+    match random.below(3) {
+        0 => {
+            let mut endpoint = endpoints[0].clone();
+            endpoint.addresses = vec![format!("10.253.{}.{}", k / 250 % 256, k % 250 + 1)];
+            set_ready(&mut endpoint, true);
+            endpoints.push(endpoint);
+        }
+        1 if endpoints.len() > 1 => {
+            let i = random.below(endpoints.len());
+            endpoints.remove(i);
+        }
+        _ => {
+            let i = random.below(endpoints.len());
+            let ready = endpoints[i].conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+            set_ready(&mut endpoints[i], !ready);
+        }
+    }
+}
+
+/// Endpoint churn through the live `Proxier`: after the full sync, `--batches` batches of `--events`
+/// random endpoint events (adds, removals, readiness flips) on random slices, one sync per batch, as
+/// `proxier run` with `--min-sync-period 1s` sees `--events` events per second.
+fn churn(args: &Args) {
+    let events: usize = number(args, "events", "1000");
+    let batches: usize = number(args, "batches", "10");
+    let mut random = Random(number(args, "seed", "1"));
+    let (mut proxier, mut slices) = live_proxier(args, usize::MAX);
+    if slices.is_empty() {
+        fail("no slice with endpoints to change");
+    }
+    match arg_or(args, "backend", "nft") {
+        "nft" => {}
+        "netlink" => {
+            let socket = proxier_nft::netlink::NftSocket::open().unwrap_or_else(|e| fail(&format!("netlink: {e}")));
+            let watch = proxier_nft::netlink::TableWatch::open(proxier.table_name())
+                .unwrap_or_else(|e| fail(&format!("event watch: {e}")));
+            proxier = proxier.with_netlink(socket, watch);
+        }
+        _ => fail("--backend is nft or netlink"),
+    }
+    let (outcome, _) = timed(|| proxier.sync().unwrap_or_else(|e| fail(&format!("full sync: {e}"))));
+    println!("churn.full_sync_ms={:.1}", ms(outcome.duration));
+    drop(outcome);
+    let mut series: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut k = 0;
+    for batch in 0..batches {
+        for _ in 0..events {
+            let i = random.below(slices.len());
+            endpoint_event(&mut slices[i], &mut random, k);
+            k += 1;
+            proxier.state_mut().apply_endpoint_slice(slices[i].clone());
+        }
+        let (outcome, _) = timed(|| proxier.sync().unwrap_or_else(|e| fail(&format!("batch {batch}: {e}"))));
+        for (name, value) in [
+            ("sync_ms", ms(outcome.duration)),
+            ("sync_cpu_ms", ms(last_cpu())),
+            ("elements", outcome.elements as f64),
+            ("commands", outcome.changes as f64),
+        ] {
+            series.entry(name.into()).or_default().push(value);
+        }
+    }
+    report_series("churn", &series);
+    let each: Vec<String> = series.get("elements").into_iter().flatten().map(|v| format!("{v}")).collect();
+    println!("churn.each_elements={}", each.join(","));
 }
 
 /// Calls `each` with every item of a kubectl `List` document, one at a time, without building the list.
