@@ -130,6 +130,31 @@ fn traffic_follows_services_and_endpoints() {
     drop(proxier);
 }
 
+/// Endpoints going and coming back while `proxier run` keeps each backend's position (a removed one's
+/// position taken by the last, a new one appended): every endpoint of the current set gets new
+/// connections, and none that was removed does.
+#[test]
+fn balance_reaches_every_endpoint_as_endpoints_come_and_go() {
+    let Some(s) = setup() else { return };
+    s.api.apply(service("web", "10.96.0.20", "TCP"));
+    s.api.apply(slice("web", &["10.244.1.5", "10.244.1.6", "10.244.1.7"], "TCP"));
+    let _proxier = s.node.proxier_run(&s.kubeconfig, &[]);
+    // 30 new connections over three endpoints miss one with probability (2/3)^30, about 5e-6.
+    let answers =
+        || -> std::collections::BTreeSet<String> { (0..30).filter_map(|_| s.node.tcp_probe(WEB).ok()).collect() };
+    let all = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<std::collections::BTreeSet<_>>();
+    eventually("a, b and c answer", WAIT, || answers() == all(&["a", "b", "c"]));
+    // The first goes: the last takes its position.
+    s.api.apply(slice("web", &["10.244.1.6", "10.244.1.7"], "TCP"));
+    eventually("only b and c answer", WAIT, || answers() == all(&["b", "c"]));
+    // It comes back: appended.
+    s.api.apply(slice("web", &["10.244.1.5", "10.244.1.6", "10.244.1.7"], "TCP"));
+    eventually("a, b and c answer again", WAIT, || answers() == all(&["a", "b", "c"]));
+    // The one in the middle goes.
+    s.api.apply(slice("web", &["10.244.1.5", "10.244.1.7"], "TCP"));
+    eventually("only a and c answer", WAIT, || answers() == all(&["a", "c"]));
+}
+
 #[test]
 fn health_check_node_port_for_local_services() {
     let Some(s) = setup() else { return };
