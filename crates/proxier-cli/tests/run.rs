@@ -579,9 +579,12 @@ fn service_counters_are_exported_and_survive_incremental_syncs_and_a_restart() {
     // count: its counted element stays where it is.
     s.api.apply(slice("web", &["10.244.1.5", "10.244.1.6"], "TCP"));
     eventually("the second endpoint is programmed", WAIT, || {
-        s.node.table().is_some_and(|t| t.contains("10.244.1.6") && t.split("set balance-2-ips {").nth(1).is_some_and(|set| {
-            set.split('}').next().is_some_and(|elements| elements.contains("10.96.0.20"))
-        }))
+        s.node.table().is_some_and(|t| {
+            t.contains("10.244.1.6")
+                && t.split("set balance-2-ips {")
+                    .nth(1)
+                    .is_some_and(|set| set.split('}').next().is_some_and(|elements| elements.contains("10.96.0.20")))
+        })
     });
     assert_eq!(web_connections(&s.node), Some(before + 3));
     assert!(first.log().contains("Partial") || first.log().contains("partial"), "{}", first.log());

@@ -404,7 +404,8 @@ impl Layout<'_> {
             let counter = counters && COUNTED_SETS.contains(&name);
             Set { name: name.into(), key, data, interval, timeout: None, counter, elements }
         };
-        let destinations = |name: &str, elements: Vec<Element>| set(name, destination_type.clone(), None, false, elements);
+        let destinations =
+            |name: &str, elements: Vec<Element>| set(name, destination_type.clone(), None, false, elements);
         let addresses = |ips: &[std::net::IpAddr]| ips.iter().map(|&ip| element(smallvec![Value::Addr(ip)])).collect();
         // An interval set refuses overlapping or repeated prefixes (EEXIST): they are merged first.
         let prefixes = |nets: &[ipnet::IpNet]| {
@@ -431,11 +432,7 @@ impl Layout<'_> {
                 vec![DataType::Addr(family), DataType::Addr(family)],
                 None,
                 false,
-                rules
-                    .hairpin_ips
-                    .iter()
-                    .map(|&ip| element(smallvec![Value::Addr(ip), Value::Addr(ip)]))
-                    .collect(),
+                rules.hairpin_ips.iter().map(|&ip| element(smallvec![Value::Addr(ip), Value::Addr(ip)])).collect(),
             ),
         ];
         if detector {
@@ -472,10 +469,22 @@ impl Layout<'_> {
         let mut port_maps = Vec::new();
         for (i, (addrs, ports)) in positions.into_iter().enumerate() {
             // The address of backend i of each destination balanced by count.
-            sets.push(set(&backend_map(i, "addr"), destination_type.clone(), Some(DataType::Addr(family)), false, addrs));
+            sets.push(set(
+                &backend_map(i, "addr"),
+                destination_type.clone(),
+                Some(DataType::Addr(family)),
+                false,
+                addrs,
+            ));
             if !ports.is_empty() {
                 // Its port, for destinations whose backends listen on different ports.
-                port_maps.push(set(&backend_map(i, "port"), destination_type.clone(), Some(DataType::Service), false, ports));
+                port_maps.push(set(
+                    &backend_map(i, "port"),
+                    destination_type.clone(),
+                    Some(DataType::Service),
+                    false,
+                    ports,
+                ));
             }
         }
         sets.extend(port_maps);
@@ -575,14 +584,12 @@ fn base_chains(firewalled: bool, service_cidrs: bool, counters: bool) -> Vec<Cha
         .with_comment("Drop destinations whose Local policy has no endpoint for the source"),
     ];
     let mut after_dnat = no_endpoints.clone();
-    after_dnat.extend([
-        Rule::new(vec![
-            Statement::CtStateNew,
-            Statement::DaddrIn(CLUSTER_IPS.into()),
-            Statement::Verdict(Verdict::Goto(REJECT_CHAIN.into())),
-        ])
-        .with_comment("A ClusterIP on a port no Service defines"),
-    ]);
+    after_dnat.extend([Rule::new(vec![
+        Statement::CtStateNew,
+        Statement::DaddrIn(CLUSTER_IPS.into()),
+        Statement::Verdict(Verdict::Goto(REJECT_CHAIN.into())),
+    ])
+    .with_comment("A ClusterIP on a port no Service defines")]);
     if service_cidrs {
         after_dnat.push(
             Rule::new(vec![
