@@ -91,8 +91,10 @@ mkdir -p "$OUT_DIR"
 : >"$RESULTS"
 say "building (release)"
 cargo build --release --locked -q -p proxier-cli --bin proxier --example scale_probe
-PROXIER=$PWD/target/release/proxier
-PROBE=$PWD/target/release/examples/scale_probe
+# Built where cargo builds (CARGO_TARGET_DIR if set).
+TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+PROXIER=$TARGET_DIR/release/proxier
+PROBE=$TARGET_DIR/release/examples/scale_probe
 
 record "machine.nproc=$(nproc)"
 record "machine.kernel=$(uname -r)"
