@@ -8,6 +8,7 @@
 //! - [`objects`]: proptest strategies for Services, EndpointSlices, Nodes and node configurations;
 //! - [`invariants`]: what a rendered transaction may contain, and a simulator of how the kernel
 //!   applies one;
+//! - [`docs`]: the messages the documentation's tables quote, for tests that compare them;
 //! - [`fuzz`]: the fuzz targets' input builder and checks, run by `fuzz/` and by the smoke test;
 //! - [`scenario`]: the test bed programmed by the real `proxier` binary, and Service and
 //!   EndpointSlice builders, for the traffic tests.
@@ -116,6 +117,7 @@
 #![allow(clippy::disallowed_methods)] // Test support runs `ip` and `nft` in its namespaces (clippy.toml).
 
 mod bed;
+pub mod docs;
 pub mod fuzz;
 pub mod invariants;
 mod netns;
