@@ -19,6 +19,12 @@
 //! scale_probe formats --snapshot FILE --node NAME [--cluster-cidr CIDR]
 //!     the full transaction rendered as pretty JSON (what `apply` sends), compact JSON and nft text,
 //!     each timed and loaded into a fresh scratch namespace, timed.
+//! scale_probe kube-proxy-layout --snapshot FILE --node NAME [--cluster-cidr CIDR]
+//!     the same Services written in kube-proxy's nftables layout (a chain per Service port, picking an
+//!     endpoint with `numgen random mod N vmap`, a chain per endpoint doing the DNAT, an `external-`
+//!     chain per NodePort), loaded with one `nft -f` into a fresh scratch namespace, timed: the
+//!     comparison series of docs/performance.md's cold-load chart. Built from proxier's model, so both
+//!     layouts carry the same destinations and endpoints; it is loaded for timing only, not run.
 //! scale_probe count  [--table NAME]            kernel objects in `table ip NAME`.
 //! scale_probe serve  --listen ADDR:PORT        a TCP server answering one byte per connection.
 //! scale_probe connect --to ADDR:PORT --seconds S
@@ -56,9 +62,10 @@ fn main() {
         "count" => count(&args),
         "cold" => cold(&args),
         "formats" => formats(&args),
+        "kube-proxy-layout" => kube_proxy_layout(&args),
         "serve" => serve(&args),
         "connect" => connect(&args),
-        _ => fail("usage: scale_probe sync|live|cold|formats|count|serve|connect [--flag value]..."),
+        _ => fail("usage: scale_probe sync|live|cold|formats|kube-proxy-layout|count|serve|connect [--flag value]..."),
     }
 }
 
@@ -664,6 +671,122 @@ fn formats(args: &Args) {
         println!("formats.experiment.{name}.nft_ms={:.1}", ms(nft_time));
         println!("formats.experiment.{name}.nft_cpu_ms={:.1}", ms(last_cpu()));
     }
+}
+
+fn kube_proxy_layout(args: &Args) {
+    let config = config(args);
+    let snapshot = load(args);
+    let model = compute(&snapshot, &config);
+    let text = kube_proxy_ruleset(&model, &config.cluster_cidrs);
+    let chains = text.matches("\n\tchain ").count();
+    let nft = Nft::default();
+    let (applied, nft_time) = timed(|| nft.in_scratch_namespace(|nft| nft.apply_text(&text)));
+    applied.unwrap_or_else(|e| fail(&format!("kube-proxy's layout: {e}")));
+    println!("kube_proxy_layout.chains={chains}");
+    println!("kube_proxy_layout.bytes={}", text.len());
+    println!("kube_proxy_layout.nft_ms={:.1}", ms(nft_time));
+    println!("kube_proxy_layout.nft_cpu_ms={:.1}", ms(last_cpu()));
+}
+
+/// The IPv4 rules of `model` as kube-proxy's nftables mode lays them out (pkg/proxy/nftables): the
+/// `service-ips` and `service-nodeports` verdict maps send each destination to a chain of its Service
+/// port (`service-…`; NodePorts through an `external-…` chain that marks for masquerade first), which
+/// masquerades non-pod sources and picks an endpoint chain with `numgen random mod N vmap`; each
+/// endpoint chain (`endpoint-…`) masquerades hairpin traffic and DNATs. Services without a usable
+/// endpoint go to `reject-chain` (kube-proxy: its `no-endpoint-services` map). Chain names follow
+/// kube-proxy's `KIND-HASH-NAMESPACE/NAME/PROTOCOL/PORT` shape.
+fn kube_proxy_ruleset(model: &proxier_core::RuleModel, cluster_cidrs: &[ipnet::IpNet]) -> String {
+    use proxier_core::{Action, DestinationKind, IpFamily};
+    use std::fmt::Write as _;
+    let pods: Vec<String> = cluster_cidrs.iter().filter(|c| c.addr().is_ipv4()).map(ToString::to_string).collect();
+    let not_pod = if pods.is_empty() { String::new() } else { format!(" ip saddr != {{ {} }}", pods.join(", ")) };
+    let mut out = String::with_capacity(64 << 20);
+    out.push_str("table ip kube-proxy-layout {\n");
+    out.push_str("\tchain mark-for-masquerade {\n\t\tmeta mark set meta mark or 0x4000\n\t}\n");
+    out.push_str("\tchain reject-chain {\n\t\treject\n\t}\n");
+    let Some(family) = model.family(IpFamily::V4) else {
+        out.push_str("}\n");
+        return out;
+    };
+    let (mut service_ips, mut node_ports, mut chains) = (Vec::new(), Vec::new(), String::new());
+    let mut service_chains: BTreeMap<String, String> = BTreeMap::new();
+    for destination in &family.destinations {
+        let port = &destination.service_port;
+        let protocol = format!("{:?}", port.protocol).to_lowercase();
+        let backends = match &destination.action {
+            Action::Balance { backends, .. } => Some(backends),
+            Action::BySource { pods, .. } => match pods.as_ref() {
+                Action::Balance { backends, .. } => Some(backends),
+                _ => None,
+            },
+            Action::Reject | Action::Drop => None,
+        };
+        let verdict = match backends {
+            None if matches!(destination.action, Action::Drop) => "drop".to_owned(),
+            None => "goto reject-chain".to_owned(),
+            Some(backends) => {
+                let key = format!("{}/{}/{protocol}/{}", port.namespace, port.name, port.port);
+                let next = service_chains.len();
+                let service = service_chains.entry(key.clone()).or_insert_with(|| {
+                    let name = format!("service-{:08X}-{key}", next);
+                    let mut vmap = Vec::new();
+                    for (i, backend) in backends.iter().enumerate() {
+                        let endpoint = format!("endpoint-{next:08X}{i:04X}-{key}__{}/{}", backend.ip, backend.port);
+                        let _ = write!(
+                            chains,
+                            "\tchain {endpoint} {{\n\t\tip saddr {} jump mark-for-masquerade\n\t\tmeta l4proto {protocol} dnat to {backend}\n\t}}\n",
+                            backend.ip
+                        );
+                        vmap.push(format!("{i} : goto {endpoint}"));
+                    }
+                    let _ = write!(
+                        chains,
+                        "\tchain {name} {{\n\t\tip daddr {} {protocol} dport {}{not_pod} jump mark-for-masquerade\n\t\tnumgen random mod {} vmap {{ {} }}\n\t}}\n",
+                        destination.ip,
+                        destination.port,
+                        backends.len(),
+                        vmap.join(", ")
+                    );
+                    name
+                });
+                if destination.kind == DestinationKind::ClusterIp {
+                    format!("goto {service}")
+                } else {
+                    let external = format!("external-{:08X}-{key}", service_ips.len() + node_ports.len());
+                    let _ = write!(
+                        chains,
+                        "\tchain {external} {{\n\t\tjump mark-for-masquerade\n\t\tgoto {service}\n\t}}\n"
+                    );
+                    format!("goto {external}")
+                }
+            }
+        };
+        if destination.kind == DestinationKind::NodePort {
+            node_ports.push(format!("{protocol} . {} : {verdict}", destination.port));
+        } else {
+            service_ips.push(format!("{} . {protocol} . {} : {verdict}", destination.ip, destination.port));
+        }
+    }
+    node_ports.sort();
+    node_ports.dedup();
+    out.push_str(&chains);
+    for (name, key, elements) in [
+        ("service-ips", "ipv4_addr . inet_proto . inet_service", service_ips),
+        ("service-nodeports", "inet_proto . inet_service", node_ports),
+    ] {
+        let _ = write!(out, "\tmap {name} {{\n\t\ttype {key} : verdict\n");
+        if !elements.is_empty() {
+            let _ = writeln!(out, "\t\telements = {{ {} }}", elements.join(",\n\t\t\t"));
+        }
+        out.push_str("\t}\n");
+    }
+    out.push_str(
+        "\tchain services {\n\t\tip daddr . meta l4proto . th dport vmap @service-ips\n\t\t\
+         fib daddr type local meta l4proto . th dport vmap @service-nodeports\n\t}\n\
+         \tchain nat-prerouting {\n\t\ttype nat hook prerouting priority -100; policy accept;\n\t\tjump services\n\t}\n\
+         \tchain nat-output {\n\t\ttype nat hook output priority -100; policy accept;\n\t\tjump services\n\t}\n}\n",
+    );
+    out
 }
 
 /// Every set element of `tables` (of table `name`) as compact nft JSON, written directly into one string.
