@@ -8,32 +8,44 @@
 # What it measures, in one run:
 #   1. cold apply: wall time of `proxier apply` of a generated N × 10 snapshot into an empty namespace
 #      (N = PERF_COLD_SIZES, default 1000 10000 44000; PERF_REPEAT runs each, median), the kernel
-#      objects it leaves, and the same load through the library phase by phase (scale_probe sync);
-#      with counters also `proxier stats` (every counter read), and a replacement carrying a count for
-#      every counted element, phase by phase (scale_probe reapply, cold.N.reapply.…);
+#      objects it leaves, the same load through the library phase by phase (scale_probe sync), and the
+#      same Services in kube-proxy's layout (scale_probe kube-proxy-layout) at the sizes also in
+#      PERF_KUBE_PROXY_SIZES (default 1000 10000: at 10,000 it takes minutes, 44,000 was never tried);
 #   2. one endpoint change end to end at N = PERF_CHANGE_SIZES (default 10000 44000): 20 changes, each
-#      recompute + Transaction::between + JSON + nft, timed by phase, with the transaction's size; with
-#      counters also while another thread reads every counter over and over (change_reads.…);
+#      recompute + Transaction::between + JSON + nft, timed by phase, with the transaction's size; and
+#      20 changes through the embeddable `Proxier` (scale_probe live), which recomputes only the changed
+#      Service, as `proxier run` does;
+#      with counters also `proxier stats` (every counter read), a replacement carrying a count for every
+#      counted element, phase by phase (scale_probe reapply, cold.N.reapply.…), and in part 2 the same
+#      changes while another thread reads every counter over and over (change_reads.…);
 #   3. RSS of the embeddable `Proxier` holding a PERF_RSS_SIZE × 10 cluster (default 10000), and the
-#      end-to-end time of each of PERF_CHURN_CHANGES (default 200) endpoint changes in a row, written to
-#      target/perf/churn.csv (docs/perf/churn.csv is a copy; `cargo run -p proxier-cli --example plots`
-#      redraws docs/img from docs/perf);
+#      end-to-end time of each of PERF_CHURN_CHANGES (default 200) endpoint changes in a row;
 #   4. the data plane: new TCP connections per second client → ClusterIP → pod, through a node namespace
 #      doing the NAT, with 1 Service loaded, with PERF_DP_SIZE (default 30000) loaded (with and without
 #      per-Service counters), and straight to the pod IP with no rules at all; PERF_DP_ROUNDS rounds
-#      (default 3) of PERF_DP_SECONDS (default 5) each, interleaved, medians reported.
+#      (default 3) of PERF_DP_SECONDS (default 5) each, interleaved, medians reported. The measured
+#      Service has PERF_DP_ENDPOINTS endpoints (default 10, at most 30); with PERF_DP_MIXED=1 the loaded
+#      Services have 1–20 endpoints (Service i keeps i mod 20 + 1) instead of 10 each; with
+#      PERF_DP_BASELINE=/path/to/another/proxier the same full load by that binary is measured too
+#      (mode full_baseline), interleaved with the others.
 #
 # Parts 1 and 2 run once with the per-Service counters and once without (--no-counters), recorded as
 # cold.N.… / cold_nocount.N.… and change.N.… / change_nocount.N.…. PERF_PARTS (default "1 2 3 4") picks
 # the parts to run.
 #
 # Every namespace it creates is named pf<pid>-…, and all of them are deleted on exit, failure or ^C.
-# Traffic flows only between those namespaces. Raw key=value results go to target/perf/results.txt.
+# Traffic flows only between those namespaces. Raw key=value results go to target/perf/results.txt, with
+# the load average before and after. The charts' data is written from them: target/perf/cold-load.csv
+# (part 1), one-change.csv (part 2) and churn.csv (part 3); docs/perf/ holds copies, and
+# `cargo run -p proxier-cli --example plots` redraws docs/img from docs/perf:
+#
+#   cp target/perf/*.csv docs/perf/ && cargo run -p proxier-cli --example plots
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 COLD_SIZES=${PERF_COLD_SIZES:-"1000 10000 44000"}
 CHANGE_SIZES=${PERF_CHANGE_SIZES:-"10000 44000"}
+KUBE_PROXY_SIZES=${PERF_KUBE_PROXY_SIZES:-"1000 10000"}
 RSS_SIZE=${PERF_RSS_SIZE:-10000}
 DP_SIZE=${PERF_DP_SIZE:-30000}
 REPEAT=${PERF_REPEAT:-3}
@@ -90,13 +102,16 @@ mkdir -p "$OUT_DIR"
 : >"$RESULTS"
 say "building (release)"
 cargo build --release --locked -q -p proxier-cli --bin proxier --example scale_probe
-PROXIER=$PWD/target/release/proxier
-PROBE=$PWD/target/release/examples/scale_probe
+# Built where cargo builds (CARGO_TARGET_DIR if set).
+TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+PROXIER=$TARGET_DIR/release/proxier
+PROBE=$TARGET_DIR/release/examples/scale_probe
 
 record "machine.nproc=$(nproc)"
 record "machine.kernel=$(uname -r)"
 record "machine.nft=$(nft --version)"
 record "machine.cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+record "machine.loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)"
 
 snapshot() {
     local n=$1 file="$WORK/s$1.json"
@@ -155,6 +170,17 @@ for counters in on off; do
                 --repeat "$REPEAT" | grep '^reapply\.' | sed "s/^/cold.$n./" | tee -a "$RESULTS"
             del_ns "$ns"
         fi
+
+        # The same Services in kube-proxy's layout, for comparison (loaded once: it is the slow one).
+        if [[ $counters == on && " $KUBE_PROXY_SIZES " == *" $n "* ]]; then
+            say "loading $n services in kube-proxy's layout"
+            new_ns kubeproxy
+            ns=$NS
+            ip netns exec "$ns" "$PROBE" kube-proxy-layout --snapshot "$file" --node "$NODE" \
+                --cluster-cidr "$CLUSTER_CIDR" | grep '^kube_proxy_layout\.' | sed "s/^kube_proxy_layout\./kube_proxy_layout.$n./" \
+                | tee -a "$RESULTS"
+            del_ns "$ns"
+        fi
     done
 done
 
@@ -177,6 +203,12 @@ for counters in on off; do
                 --changes 20 --concurrent-reads on | grep -E '^(change|reads)\.' | sed "s/^/change_reads.$n./" \
                 | tee -a "$RESULTS"
             del_ns "$ns"
+            # The same changes as `proxier run` makes them: only the changed Service recomputed.
+            new_ns livechange
+            ns=$NS
+            ip netns exec "$ns" "$PROBE" live --snapshot "$file" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" \
+                --changes 20 | tr ' ' '\n' | grep '^live\.change\.total' | sed "s/^live\./live.$n./" | tee -a "$RESULTS"
+            del_ns "$ns"
         fi
     done
 done
@@ -189,12 +221,6 @@ ns=$NS
 ip netns exec "$ns" "$PROBE" live --snapshot "$file" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" \
     --changes "${PERF_CHURN_CHANGES:-200}" | grep '^live\.' | tr ' ' '\n' > "$WORK/live.txt"
 grep -v '^live\.change\.each_ms=' "$WORK/live.txt" | sed "s/^/live.$RSS_SIZE./" | tee -a "$RESULTS"
-{
-    echo "# scripts/perf.sh part 3: $RSS_SIZE Services × $ENDPOINTS endpoints, one endpoint change after another"
-    echo "series,change,milliseconds"
-    sed -n 's/^live\.change\.each_ms=//p' "$WORK/live.txt" | tr ',' '\n' \
-        | awk -v label="$RSS_SIZE Services × $ENDPOINTS endpoints" '{ print label "," NR "," $1 }'
-} > "$OUT_DIR/churn.csv"
 del_ns "$ns"
 fi
 
@@ -212,15 +238,34 @@ ip link add p0 netns "$pod" type veth peer name n1 netns "$node"
 ip -n "$client" addr add 10.255.1.2/24 dev c0
 ip -n "$node" addr add 10.255.1.1/24 dev n0
 ip -n "$node" addr add 10.255.2.1/24 dev n1
-for i in $(seq 2 11); do ip -n "$pod" addr add "10.255.2.$i/24" dev p0; done
+DP_ENDPOINTS=${PERF_DP_ENDPOINTS:-10}
+((DP_ENDPOINTS >= 1 && DP_ENDPOINTS <= 30)) || { say "PERF_DP_ENDPOINTS is 1 to 30"; exit 2; }
+for i in $(seq 2 $((DP_ENDPOINTS + 1))); do ip -n "$pod" addr add "10.255.2.$i/24" dev p0; done
 for link in "$client c0" "$node n0" "$node n1" "$pod p0"; do read -r ns dev <<<"$link"; ip -n "$ns" link set "$dev" up; done
 ip -n "$client" route add default via 10.255.1.1
 ip -n "$pod" route add default via 10.255.2.1
 ip netns exec "$node" sysctl -qw net.ipv4.ip_forward=1
 
+if [[ ${PERF_DP_MIXED:-0} == 1 ]]; then
+    # Many distinct endpoint counts: Service i of the generated cluster keeps i mod 20 + 1 endpoints.
+    python3 - "$file" "$WORK/mixed.json" <<'PY'
+import json, sys
+cluster = json.load(open(sys.argv[1]))
+order = {}
+for item in cluster["items"]:
+    if item["kind"] == "Service":
+        order[(item["metadata"]["namespace"], item["metadata"]["name"])] = len(order)
+for item in cluster["items"]:
+    if item["kind"] == "EndpointSlice" and item.get("endpoints"):
+        owner = (item["metadata"]["namespace"], item["metadata"]["labels"]["kubernetes.io/service-name"])
+        item["endpoints"] = item["endpoints"][: order.get(owner, 0) % 20 + 1]
+json.dump(cluster, open(sys.argv[2], "w"))
+PY
+    file=$WORK/mixed.json
+fi
 # One Service, default/echo, ClusterIP 10.96.0.10:80 (the generator never allocates 10.96.0.0-15),
-# with ten endpoints: the pod's ten addresses, port 8080.
-endpoints=$(for i in $(seq 2 11); do
+# with PERF_DP_ENDPOINTS endpoints: the pod's addresses, port 8080.
+endpoints=$(for i in $(seq 2 $((DP_ENDPOINTS + 1))); do
     printf '{"addresses":["10.255.2.%s"],"conditions":{"ready":true},"nodeName":"%s"},' "$i" "$NODE"
 done)
 cat >"$WORK/echo.json" <<EOF
@@ -246,12 +291,16 @@ load_rules() {
         full) "${apply[@]}" apply --snapshot "$file" --snapshot "$WORK/echo.json" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" 2>/dev/null ;;
         full_nocount) "${apply[@]}" apply --snapshot "$file" --snapshot "$WORK/echo.json" --node "$NODE" \
             --cluster-cidr "$CLUSTER_CIDR" --no-counters 2>/dev/null ;;
+        full_baseline) ip netns exec "$node" "$PERF_DP_BASELINE" apply --snapshot "$file" \
+            --snapshot "$WORK/echo.json" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" 2>/dev/null ;;
     esac
 }
 target() { [[ $1 == direct ]] && echo 10.255.2.2:8080 || echo 10.96.0.10:80; }
 
+modes=(direct one full full_nocount)
+[[ -n ${PERF_DP_BASELINE:-} ]] && modes+=(full_baseline)
 # Check every path works before timing anything.
-for mode in direct one full full_nocount; do
+for mode in "${modes[@]}"; do
     load_rules "$mode"
     check=$(ip netns exec "$client" "$PROBE" connect --to "$(target "$mode")" --seconds 0.5)
     if [[ $(field ok "$check") == 0 || $(field failed "$check") != 0 ]]; then
@@ -262,10 +311,9 @@ done
 record "dataplane.services_loaded_full=$(ip netns exec "$node" "$PROBE" count | value kernel.elements) elements"
 
 declare -A rates p50s
-modes=(direct one full full_nocount)
 for ((r = 0; r < DP_ROUNDS; r++)); do
-    for ((m = 0; m < 4; m++)); do
-        mode=${modes[$(((m + r) % 4))]}
+    for ((m = 0; m < ${#modes[@]}; m++)); do
+        mode=${modes[$(((m + r) % ${#modes[@]}))]}
         load_rules "$mode"
         out=$(ip netns exec "$client" "$PROBE" connect --to "$(target "$mode")" --seconds "$DP_SECONDS")
         say "round $((r + 1)) $mode: $out"
@@ -273,7 +321,7 @@ for ((r = 0; r < DP_ROUNDS; r++)); do
         p50s[$mode]+="$(field p50_us "$out") "
     done
 done
-for mode in direct one full full_nocount; do
+for mode in "${modes[@]}"; do
     record "dataplane.$mode.rate=$(tr ' ' '\n' <<<"${rates[$mode]}" | grep . | median)"
     record "dataplane.$mode.rate_all=${rates[$mode]% }"
     record "dataplane.$mode.p50_us=$(tr ' ' '\n' <<<"${p50s[$mode]}" | grep . | median)"
@@ -286,6 +334,58 @@ record "dataplane.full_over_direct=$(awk -v a="$full" -v b="$direct" 'BEGIN { pr
 record "dataplane.one_over_direct=$(awk -v a="$one" -v b="$direct" 'BEGIN { printf "%.3f", a / b }')"
 nocount=$(grep '^dataplane.full_nocount.rate=' "$RESULTS" | cut -d= -f2)
 record "dataplane.full_over_full_nocount=$(awk -v a="$full" -v b="$nocount" 'BEGIN { printf "%.3f", a / b }')"
+if [[ -n ${PERF_DP_BASELINE:-} ]]; then
+    baseline=$(grep '^dataplane.full_baseline.rate=' "$RESULTS" | cut -d= -f2)
+    record "dataplane.full_over_full_baseline=$(awk -v a="$full" -v b="$baseline" 'BEGIN { printf "%.3f", a / b }')"
+fi
 fi
 
-say "done; raw results in $RESULTS"
+record "machine.loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# The charts' data, from the results above (a size not measured in this run is left out).
+result() { grep -m1 "^$1=" "$RESULTS" | cut -d= -f2; }
+seconds() { awk -v ms="$1" 'BEGIN { printf "%.3g", ms / 1000 }'; }
+loads="load average $(result machine.loadavg_start) at the start, $(result machine.loadavg_end) at the end"
+if part 1; then
+    {
+        echo "# scripts/perf.sh part 1, $(date -u +%F), $(nproc) cores, $loads: the whole ruleset loaded into"
+        echo "# a fresh network namespace, N Services × $ENDPOINTS endpoints (proxier apply: median of $REPEAT)."
+        echo "series,services,seconds"
+        for n in $KUBE_PROXY_SIZES; do
+            v=$(result "kube_proxy_layout.$n.nft_ms") && [[ -n $v ]] \
+                && echo "kube-proxy's nftables layout (chain per Service and endpoint),$n,$(seconds "$v")"
+        done
+        for n in $COLD_SIZES; do
+            v=$(result "sync.$n.cold.nft_ms") && [[ -n $v ]] && echo "proxier's layout (nft -j),$n,$(seconds "$v")"
+        done
+        for n in $COLD_SIZES; do
+            v=$(result "cold.$n.apply_ms") && [[ -n $v ]] && echo "proxier apply (read + compute + nft),$n,$(seconds "$v")"
+        done
+    } >"$OUT_DIR/cold-load.csv"
+fi
+if part 2; then
+    {
+        echo "# scripts/perf.sh part 2, $(date -u +%F), $(nproc) cores, $loads: one endpoint change end to end,"
+        echo "# including nft, median of 20, N Services × $ENDPOINTS endpoints."
+        echo "series,services,milliseconds"
+        for n in $CHANGE_SIZES; do
+            v=$(result "live.$n.change.total_ms") && [[ -n $v ]] \
+                && echo "proxier run (recomputes the changed Service),$n,$v"
+        done
+        for n in $CHANGE_SIZES; do
+            v=$(result "change.$n.total_ms") && [[ -n $v ]] \
+                && echo "recomputing the whole cluster (the offline path),$n,$v"
+        done
+    } >"$OUT_DIR/one-change.csv"
+fi
+if part 3; then
+    {
+        echo "# scripts/perf.sh part 3, $(date -u +%F), $(nproc) cores, $loads: $RSS_SIZE Services × $ENDPOINTS endpoints,"
+        echo "# one endpoint change after another"
+        echo "series,change,milliseconds"
+        sed -n 's/^live\.change\.each_ms=//p' "$WORK/live.txt" | tr ',' '\n' \
+            | awk -v label="$RSS_SIZE Services × $ENDPOINTS endpoints" '{ print label "," NR "," $1 }'
+    } >"$OUT_DIR/churn.csv"
+fi
+
+say "done; raw results in $RESULTS, chart data in $OUT_DIR/*.csv"

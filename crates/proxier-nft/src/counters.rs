@@ -219,7 +219,7 @@ impl Stats {
             match counts {
                 Counts::UnknownPorts => *stats.unknown_ports.entry(element.key.clone()).or_default() += element.packets,
                 Counts::Unallocated => *stats.unallocated.entry(element.key.clone()).or_default() += element.packets,
-                Counts::Connections | Counts::NoEndpoint | Counts::Dropped => {
+                Counts::Connections | Counts::Rejected | Counts::Dropped => {
                     let Some(destination) = element.comment.as_deref().and_then(ServiceDestination::from_comment)
                     else {
                         stats.unattributed += element.packets;
@@ -228,9 +228,7 @@ impl Stats {
                     let service = stats.services.entry(destination).or_default();
                     match counts {
                         Counts::Connections => service.connections += element.packets,
-                        Counts::NoEndpoint if element.verdict.as_deref() != Some("drop") => {
-                            service.rejected += element.packets
-                        }
+                        Counts::Rejected => service.rejected += element.packets,
                         _ => service.dropped += element.packets,
                     }
                 }
@@ -324,7 +322,8 @@ fn listed_counts(listing: &str) -> Vec<(String, (u64, u64))> {
 mod tests {
     use super::*;
     use crate::layout::{
-        CLUSTER_IPS, FIREWALL_IPS, NO_ENDPOINT_SERVICES, POLICY_CONNECTIONS, POLICY_DROPS, SERVICE_CIDRS, SERVICE_IPS,
+        CLUSTER_IPS, FIREWALL_IPS, NO_ENDPOINT_DROPS, NO_ENDPOINT_SERVICES, POLICY_CONNECTIONS, POLICY_DROPS,
+        SERVICE_CIDRS, SERVICE_IPS,
     };
 
     #[test]
@@ -363,16 +362,16 @@ mod tests {
         };
         let web = "a/web:http/tcp (NodePort)";
         let stats = Stats::from_elements(&[
-            element(SERVICE_IPS, "10.0.0.1 . tcp . 30080", Some(web), Some("goto balance-1"), 2),
-            element(SERVICE_IPS, "10.0.0.2 . tcp . 30080", Some(web), Some("goto balance-1"), 3),
+            element(SERVICE_IPS, "10.0.0.1 . tcp . 30080", Some(web), None, 2),
+            element(SERVICE_IPS, "10.0.0.2 . tcp . 30080", Some(web), None, 3),
             element(POLICY_CONNECTIONS, "k", Some("a/local:/tcp (NodePort)"), None, 4),
             element(POLICY_DROPS, "k", Some("a/local:/tcp (NodePort)"), None, 5),
-            element(NO_ENDPOINT_SERVICES, "k", Some("a/none:/udp (ClusterIP)"), Some("goto reject-chain"), 6),
-            element(NO_ENDPOINT_SERVICES, "k", Some("a/itp:/udp (ClusterIP)"), Some("drop"), 7),
+            element(NO_ENDPOINT_SERVICES, "k", Some("a/none:/udp (ClusterIP)"), None, 6),
+            element(NO_ENDPOINT_DROPS, "k", Some("a/itp:/udp (ClusterIP)"), None, 7),
             element(FIREWALL_IPS, "k", Some("a/lb:/tcp (LoadBalancer IP)"), None, 8),
             element(CLUSTER_IPS, "10.96.0.1", None, None, 9),
             element(SERVICE_CIDRS, "10.96.0.0/12", None, None, 10),
-            element(SERVICE_IPS, "k", Some("a/very-long-name..."), Some("goto balance-1"), 11),
+            element(SERVICE_IPS, "k", Some("a/very-long-name..."), None, 11),
         ]);
         let counts = |comment: &str| stats.services[&ServiceDestination::from_comment(comment).unwrap()];
         assert_eq!(counts(web), ServiceCounts { connections: 5, rejected: 0, dropped: 0 });
