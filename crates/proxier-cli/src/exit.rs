@@ -33,7 +33,8 @@ exit_statuses! {
     Success = 0,
     /// diff: apply would change the kernel; run: could not start, or stopped on an error
     Changed = 1,
-    /// bad arguments, settings or an unreadable snapshot; nothing was changed
+    /// bad arguments, settings or an unreadable snapshot, or apply refusing to empty live tables that program
+    /// Services (without --allow-empty); nothing was changed
     BadInput = 2,
     /// nft failed (apply, delete, diff, run --cleanup, stats); the previous ruleset is unchanged
     NftFailed = 3,
@@ -54,11 +55,31 @@ impl From<Exit> for ExitCode {
     }
 }
 
-/// The "Exit status:" section of `proxier --help`.
+/// The "Exit status:" section of `proxier --help`. A meaning longer than a line is wrapped here, under
+/// its own first word, before the help printer would wrap it at the left margin.
 pub fn help() -> String {
+    /// The help printer's width when stdout is not a terminal.
+    const WIDTH: usize = 100;
     let mut text = String::from("Exit status:");
     for exit in Exit::ALL {
-        text.push_str(&format!("\n  {}  {}", exit.code(), exit.meaning()));
+        let mut line = format!("  {}  ", exit.code());
+        let indent = " ".repeat(line.len());
+        let mut empty = true;
+        for word in exit.meaning().split(' ') {
+            if !empty && line.len() + 1 + word.len() > WIDTH {
+                text.push('\n');
+                text.push_str(&line);
+                line = indent.clone();
+                empty = true;
+            }
+            if !empty {
+                line.push(' ');
+            }
+            line.push_str(word);
+            empty = false;
+        }
+        text.push('\n');
+        text.push_str(&line);
     }
     text
 }
@@ -96,9 +117,23 @@ mod tests {
     #[test]
     fn help_lists_every_status_once_in_order() {
         let help = help();
-        let codes: Vec<u8> =
-            help.lines().skip(1).map(|line| line.split_whitespace().next().unwrap().parse().unwrap()).collect();
+        // A status starts a line with two spaces; a wrapped meaning goes on under five.
+        let codes: Vec<u8> = help
+            .lines()
+            .skip(1)
+            .filter(|line| !line.starts_with("     "))
+            .map(|line| line.split_whitespace().next().unwrap().parse().unwrap())
+            .collect();
         assert_eq!(codes, [0, 1, 2, 3, 4]);
+        assert!(help.lines().all(|line| line.len() <= 100), "{help}");
         assert!(help.contains("  4  apply: applied, except the Services whose rules the kernel refused"), "{help}");
+        // The refusal to empty live tables exits 2 too; its one home is this status.
+        assert!(
+            help.contains(
+                "  2  bad arguments, settings or an unreadable snapshot, or apply refusing to empty live tables that\n     \
+                 program Services (without --allow-empty); nothing was changed"
+            ),
+            "{help}"
+        );
     }
 }

@@ -57,7 +57,7 @@ impl Notes {
                 Treatment::Headless => (
                     "headless".to_owned(),
                     "headless Services".to_owned(),
-                    "is headless: no proxy rules (DNS returns the pod IPs)".to_owned(),
+                    "is headless: no proxy rules (DNS returns its endpoints' addresses)".to_owned(),
                 ),
                 Treatment::ExternalName { target } => (
                     "externalname".to_owned(),

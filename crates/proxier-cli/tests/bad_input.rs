@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use proxier_testkit::{Netns, invariants};
+use proxier_testkit::{Netns, docs, invariants};
 
 /// A hostile name: quotes, braces, semicolons, a newline and nft keywords.
 const HOSTILE: &str = "x\"; flush ruleset; {drop} accept\ncomment";
@@ -201,6 +201,20 @@ fn every_bad_input_is_named_and_the_rest_is_programmed() {
     assert_eq!(json.matches("\"many-ports\"").count(), 0);
     invariants::check_json_strings(&document).unwrap();
     invariants::check_text(&String::from_utf8(render(&file, "nft").stdout).unwrap()).unwrap();
+}
+
+/// docs/robustness.md's bad-input table quotes exactly these messages, no more and no fewer (`F` there
+/// stands for the file).
+#[test]
+fn the_documented_bad_input_messages_are_the_printed_ones() {
+    let mut documented: Vec<String> = docs::quoted_cells("docs/robustness.md", "Bad input: input → message", 0, 1)
+        .into_iter()
+        .map(|message| message.replacen(": F: ", ": {file}: ", 1))
+        .collect();
+    documented.sort();
+    let mut printed: Vec<String> = EXPECTED.iter().map(|e| e.to_string()).collect();
+    printed.sort();
+    assert_eq!(documented, printed);
 }
 
 #[test]

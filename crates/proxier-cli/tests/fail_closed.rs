@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use proxier_testkit::{Netns, netns_available};
+use proxier_testkit::{Netns, docs, netns_available};
 
 fn testdata(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata").join(path)
@@ -148,6 +148,11 @@ fn bad_inputs(dir: &TempDir) -> Vec<(&'static str, PathBuf, String)> {
     ]
 }
 
+/// The one line for a directory none of whose snapshot files holds a Kubernetes object.
+fn no_objects_under(dir: &str) -> String {
+    format!("no Kubernetes objects found under {dir} (no document of its snapshot files has `kind` or `apiVersion`)")
+}
+
 fn stderr_line(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).trim_end().to_owned()
 }
@@ -187,6 +192,21 @@ fn unreadable_input_exits_2_names_the_file_and_position_and_apply_changes_nothin
             assert_eq!(ruleset(&ns), before, "{what}: {command} changed the kernel");
         }
     }
+}
+
+/// docs/robustness.md's fail-closed table quotes exactly the messages printed for these inputs (`D` there
+/// is the directory), and the one for a directory without Kubernetes objects.
+#[test]
+fn the_documented_fail_closed_messages_are_the_printed_ones() {
+    let dir = TempDir::new("documented");
+    let d = dir.0.display().to_string();
+    let mut printed: Vec<String> =
+        bad_inputs(&dir).into_iter().map(|(_, _, message)| message.replace(&d, "D")).collect();
+    printed.push(no_objects_under("D"));
+    printed.sort();
+    let mut documented = docs::quoted_cells("docs/robustness.md", "Unreadable input: fail closed", 0, 1);
+    documented.sort();
+    assert_eq!(documented, printed);
 }
 
 #[test]
@@ -250,6 +270,39 @@ fn a_closed_pipe_ends_output_quietly() {
     }
 }
 
+/// `proxier diff … | head -1`: `diff` reads the live tables and loads the desired ones into a scratch
+/// namespace first, so it needs a network namespace of its own; its reader goes away before the first
+/// line. It ends quietly with its documented status: 1, the kernel (empty here) would change.
+#[test]
+fn diff_to_a_closed_pipe_ends_quietly_with_its_status() {
+    if !netns_available("diff_to_a_closed_pipe_ends_quietly_with_its_status") {
+        return;
+    }
+    let ns = Netns::new("diffpipe").unwrap();
+    let snapshot = testdata("clusters/single-stack.yaml").display().to_string();
+    let args = ["diff", "--snapshot", &snapshot, "--node", "node-a", "--cluster-cidr", "10.244.0.0/16"];
+    // With the pipe open, the same diff prints the whole difference: what the closed pipe cuts off.
+    let open = in_ns(&ns, &args);
+    assert_eq!(open.status.code(), Some(1), "{}", stderr_line(&open));
+    assert!(String::from_utf8_lossy(&open.stdout).lines().count() > 100, "diff prints the new table");
+
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns.name(), env!("CARGO_BIN_EXE_proxier")])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+    assert_eq!(stderr, String::from_utf8_lossy(&open.stderr), "the messages are those of the open-pipe run");
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(ruleset(&ns).trim().is_empty(), "diff changed the kernel");
+}
+
 #[test]
 fn a_directory_skips_files_that_hold_no_kubernetes_objects_with_a_note() {
     let dir = TempDir::new("bundle-note");
@@ -277,14 +330,7 @@ fn a_directory_skips_files_that_hold_no_kubernetes_objects_with_a_note() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert_eq!(
-        stderr_line(&output),
-        format!(
-            "proxier: no Kubernetes objects found under {} (no document of its snapshot files has `kind` or \
-             `apiVersion`)",
-            only.0.display()
-        )
-    );
+    assert_eq!(stderr_line(&output), format!("proxier: {}", no_objects_under(&only.0.display().to_string())));
     // A real Sonobuoy result tree: JSON arrays of Services, Endpoints and Nodes whose items carry no `kind`.
     // Nothing says what they are, so nothing is programmed from them: refused, not read as an empty cluster.
     let sonobuoy = testdata("real/sonobuoy-2017");
@@ -294,12 +340,5 @@ fn a_directory_skips_files_that_hold_no_kubernetes_objects_with_a_note() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(output.stdout.is_empty());
-    assert_eq!(
-        stderr_line(&output),
-        format!(
-            "proxier: no Kubernetes objects found under {} (no document of its snapshot files has `kind` or \
-             `apiVersion`)",
-            sonobuoy.display()
-        )
-    );
+    assert_eq!(stderr_line(&output), format!("proxier: {}", no_objects_under(&sonobuoy.display().to_string())));
 }

@@ -1,8 +1,11 @@
 //! Real cluster dumps from public repositories (testdata/real/README.md says where each comes from):
 //! rendered by the real binary, pinned with insta (rules and messages), loaded into the kernel in a
 //! network namespace of their own, and checked against the objects themselves: every ClusterIP port of
-//! every Service is programmed, and every ready endpoint address of such a Service is a DNAT target
-//! (a backend map's value).
+//! every Service is programmed (and every nodePort, on the node's addresses, when the dump has the
+//! Node), and every ready endpoint address of such a Service is a DNAT target (a backend map's value);
+//! without a ready endpoint, every serving one that is terminating is. Endpoints come from the Service's
+//! `discovery.k8s.io/v1` EndpointSlices or, for a Service without one, from its legacy `v1` Endpoints,
+//! as proxier documents.
 //! The check reads the dumps with serde alone, not with proxier's reader.
 
 #![allow(clippy::disallowed_methods)] // Tests run the binary and ip/nft (clippy.toml).
@@ -13,17 +16,121 @@ use std::process::{Command, Output};
 use proxier_testkit::{Netns, netns_available};
 use serde_json::Value;
 
-/// Each case: a name, the paths under testdata/real, the node, and its pod ranges.
-const CASES: &[(&str, &[&str], &str, &str)] = &[
-    ("k3s-support-bundle", &["k3s-support-bundle"], "c9b7eea91", "10.42.0.0/16"),
-    ("apiserver-lists-2020", &["apiserver-lists-2020"], "m01", "10.244.0.0/16"),
-    ("gke-service-minikube-node", &["gke-service.json", "minikube-node.json"], "minikube", "10.244.0.0/16"),
-    (
-        "openshift-node-website-service",
-        &["openshift-node-anonymized.json", "website-service-2019.yaml"],
-        "ci-ln-3z9y7mt-f76d1-69jcr-worker-b-q6vs9",
-        "10.128.0.0/14",
-    ),
+/// One dump and the node it is rendered for.
+struct Case {
+    /// The name of its snapshots.
+    name: &'static str,
+    /// Its files and directories under testdata/real.
+    paths: &'static [&'static str],
+    /// The node, and its pod ranges.
+    node: &'static str,
+    cidr: &'static str,
+    /// The node's address (`--node-ip`) when the dump has no Node objects but shows it elsewhere (a
+    /// Pod's `hostIP`).
+    node_ip: Option<&'static str>,
+    /// How many Services with a ClusterIP the objects hold (counted by reading the files): guards the
+    /// check against a reader that finds nothing. Dumps of only headless Services, Pods or Endpoints
+    /// hold none.
+    proxied: usize,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "k3s-support-bundle",
+        paths: &["k3s-support-bundle"],
+        node: "c9b7eea91",
+        cidr: "10.42.0.0/16",
+        node_ip: None,
+        proxied: 7,
+    },
+    Case {
+        name: "apiserver-lists-2020",
+        paths: &["apiserver-lists-2020"],
+        node: "m01",
+        cidr: "10.244.0.0/16",
+        node_ip: None,
+        proxied: 1,
+    },
+    Case {
+        name: "gke-service-minikube-node",
+        paths: &["gke-service.json", "minikube-node.json"],
+        node: "minikube",
+        cidr: "10.244.0.0/16",
+        node_ip: None,
+        proxied: 1,
+    },
+    Case {
+        name: "openshift-node-website-service",
+        paths: &["openshift-node-anonymized.json", "website-service-2019.yaml"],
+        node: "ci-ln-3z9y7mt-f76d1-69jcr-worker-b-q6vs9",
+        cidr: "10.128.0.0/14",
+        node_ip: None,
+        proxied: 1,
+    },
+    Case {
+        name: "cilium-kind-dual-stack-1.27",
+        paths: &["cilium-kind-dual-stack-1.27"],
+        node: "dual-stack-worker",
+        cidr: "10.244.0.0/16,fd00:10:244::/56",
+        node_ip: None,
+        proxied: 2,
+    },
+    Case {
+        name: "cilium-kind-dual-stack-1.20",
+        paths: &["cilium-kind-dual-stack-1.20.yaml"],
+        node: "dual-stack-worker",
+        cidr: "10.244.0.0/16,fd00:10:244::/56",
+        node_ip: None,
+        proxied: 2,
+    },
+    Case {
+        name: "cilium-kind-graceful-termination",
+        paths: &["cilium-kind-graceful-termination.yaml"],
+        node: "graceful-term-control-plane",
+        cidr: "10.244.0.0/16",
+        node_ip: None,
+        proxied: 1,
+    },
+    Case {
+        name: "cilium-kind-nodeport-1.26",
+        paths: &["cilium-kind-nodeport-1.26.yaml"],
+        node: "nodeport-worker",
+        cidr: "10.244.0.0/16",
+        node_ip: Some("172.18.0.3"),
+        proxied: 2,
+    },
+    Case {
+        name: "openshift-3-oc-get",
+        paths: &["openshift-3-oc-get"],
+        node: "node1.ose.com",
+        cidr: "10.1.0.0/16",
+        node_ip: None,
+        proxied: 2,
+    },
+    Case {
+        name: "openshift-3.5-endpoints",
+        paths: &["openshift-3.5-endpoints.yaml"],
+        node: "node1.ose35.com",
+        cidr: "10.128.0.0/14",
+        node_ip: None,
+        proxied: 0,
+    },
+    Case {
+        name: "openshift-4.8-must-gather",
+        paths: &["openshift-4.8-must-gather"],
+        node: "ip-10-0-187-218.ec2.internal",
+        cidr: "10.128.0.0/14",
+        node_ip: None,
+        proxied: 0,
+    },
+    Case {
+        name: "kubectl-neat",
+        paths: &["kubectl-neat"],
+        node: "116-control-plane",
+        cidr: "10.244.0.0/16",
+        node_ip: None,
+        proxied: 0,
+    },
 ];
 
 fn real() -> PathBuf {
@@ -31,19 +138,24 @@ fn real() -> PathBuf {
 }
 
 /// Runs proxier with testdata/real as the working directory, so that file names in messages are stable.
-fn render(paths: &[&str], node: &str, cidr: &str, format: &str) -> Output {
+fn render(case: &Case, format: &str) -> Output {
     let mut args = vec!["render"];
-    for path in paths {
+    for path in case.paths {
         args.extend(["--snapshot", path]);
     }
-    args.extend(["--node", node, "--cluster-cidr", cidr, "--format", format]);
+    args.extend(["--node", case.node, "--cluster-cidr", case.cidr, "--format", format]);
+    if let Some(ip) = case.node_ip {
+        args.extend(["--node-ip", ip]);
+    }
     Command::new(env!("CARGO_BIN_EXE_proxier")).args(&args).current_dir(real()).output().expect("run proxier")
 }
 
-/// Every file of a case (directories read recursively, `*.json`, `*.yaml`), sorted.
+/// Every snapshot file of a case (directories read recursively, `*.json`, `*.yaml`; a must-gather's
+/// logs are not snapshot files), sorted.
 fn files(path: &Path) -> Vec<PathBuf> {
     if path.is_file() {
-        return vec![path.to_owned()];
+        let snapshot = path.extension().is_some_and(|e| e == "json" || e == "yaml");
+        return if snapshot { vec![path.to_owned()] } else { Vec::new() };
     }
     let mut out: Vec<PathBuf> = std::fs::read_dir(path).unwrap().flat_map(|e| files(&e.unwrap().path())).collect();
     out.sort();
@@ -78,10 +190,30 @@ fn objects(path: &Path) -> Vec<Value> {
     }
 }
 
-/// What the objects say must be programmed: `ip . proto . port` per ClusterIP port, and the ready endpoint
-/// addresses of those Services.
-fn expected(paths: &[&str]) -> (Vec<String>, Vec<String>) {
-    let all: Vec<Value> = paths.iter().flat_map(|p| files(&real().join(p))).flat_map(|f| objects(&f)).collect();
+/// What the objects say must be programmed: `ip . proto . port` per ClusterIP (every family) and port, and
+/// per InternalIP of the case's node (or its `--node-ip` when the dump has no Node) and nodePort; the
+/// ready endpoint addresses of
+/// those Services (the serving, terminating ones for a Service without a ready one); and how many such
+/// Services there are.
+fn expected(case: &Case) -> (Vec<String>, Vec<String>, usize) {
+    let Case { paths, node, .. } = case;
+    let mut all: Vec<Value> = Vec::new();
+    // An object seen twice (a dump taken before and one after a change) is one object: the later wins.
+    for object in paths.iter().flat_map(|p| files(&real().join(p))).flat_map(|f| objects(&f)) {
+        let key = |o: &Value| (o["kind"].clone(), o["metadata"]["namespace"].clone(), o["metadata"]["name"].clone());
+        match all.iter_mut().find(|seen| key(seen) == key(&object)) {
+            Some(seen) => *seen = object,
+            None => all.push(object),
+        }
+    }
+    let node_ips: Vec<std::net::IpAddr> = all
+        .iter()
+        .filter(|o| o["kind"] == "Node" && o["metadata"]["name"] == *node)
+        .flat_map(|o| o["status"]["addresses"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["type"] == "InternalIP")
+        .filter_map(|a| a["address"].as_str()?.parse().ok())
+        .chain(case.node_ip.map(|ip| ip.parse().unwrap()))
+        .collect();
     let mut destinations = Vec::new();
     let mut proxied = Vec::new();
     for service in all.iter().filter(|o| o["kind"] == "Service" && o["apiVersion"] == "v1") {
@@ -92,26 +224,73 @@ fn expected(paths: &[&str]) -> (Vec<String>, Vec<String>) {
         }
         let namespace = service["metadata"]["namespace"].as_str().unwrap_or("default");
         proxied.push((namespace.to_owned(), service["metadata"]["name"].as_str().unwrap().to_owned()));
+        // `clusterIPs` (one per family) where the API has it, else the one `clusterIP`.
+        let ips: Vec<&str> = match spec["clusterIPs"].as_array() {
+            Some(ips) => ips.iter().map(|ip| ip.as_str().unwrap()).collect(),
+            None => vec![ip],
+        };
         for port in spec["ports"].as_array().into_iter().flatten() {
             let protocol = port["protocol"].as_str().unwrap_or("TCP").to_lowercase();
-            destinations.push(format!("{ip} . {protocol} . {}", port["port"]));
-        }
-    }
-    let mut backends = Vec::new();
-    for slice in all.iter().filter(|o| o["kind"] == "EndpointSlice") {
-        let namespace = slice["metadata"]["namespace"].as_str().unwrap_or("default").to_owned();
-        let service = slice["metadata"]["labels"]["kubernetes.io/service-name"].as_str().unwrap_or_default();
-        if !proxied.contains(&(namespace, service.to_owned())) || slice["ports"].as_array().is_none_or(Vec::is_empty) {
-            continue;
-        }
-        for endpoint in slice["endpoints"].as_array().into_iter().flatten() {
-            if endpoint["conditions"]["ready"] != Value::Bool(false) {
-                backends
-                    .extend(endpoint["addresses"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()));
+            for ip in &ips {
+                destinations.push(format!("{ip} . {protocol} . {}", port["port"]));
+            }
+            // A nodePort is served on the node's addresses of the families the Service has.
+            let families =
+                spec["ipFamilies"].as_array().map(|f| f.iter().filter_map(Value::as_str).collect::<Vec<_>>());
+            let served = |ip: &std::net::IpAddr| {
+                let family = if ip.is_ipv4() { "IPv4" } else { "IPv6" };
+                families.as_ref().map_or(ip.is_ipv4(), |f| f.contains(&family))
+            };
+            if let Some(node_port) = port["nodePort"].as_u64() {
+                destinations.extend(
+                    node_ips.iter().filter(|ip| served(ip)).map(|ip| format!("{ip} . {protocol} . {node_port}")),
+                );
             }
         }
     }
-    (destinations, backends)
+    let owner =
+        |o: &Value, name: &str| (o["metadata"]["namespace"].as_str().unwrap_or("default").to_owned(), name.to_owned());
+    let slices: Vec<&Value> =
+        all.iter().filter(|o| o["kind"] == "EndpointSlice" && o["apiVersion"] == "discovery.k8s.io/v1").collect();
+    let slice_service = |slice: &Value| {
+        owner(slice, slice["metadata"]["labels"]["kubernetes.io/service-name"].as_str().unwrap_or_default())
+    };
+    let mut backends = Vec::new();
+    for service in &proxied {
+        let endpoints: Vec<&Value> = slices
+            .iter()
+            .filter(|slice| {
+                slice_service(slice) == *service && slice["ports"].as_array().is_some_and(|p| !p.is_empty())
+            })
+            .flat_map(|slice| slice["endpoints"].as_array().into_iter().flatten())
+            .collect();
+        let ready = |e: &&Value| e["conditions"]["ready"] != Value::Bool(false);
+        // Without a ready endpoint, the serving ones that are terminating take the traffic (as in kube-proxy).
+        let serving = |e: &&Value| e["conditions"]["serving"] == Value::Bool(true);
+        let chosen: Vec<&Value> = if endpoints.iter().any(ready) {
+            endpoints.into_iter().filter(ready).collect()
+        } else {
+            endpoints.into_iter().filter(serving).collect()
+        };
+        for endpoint in chosen {
+            backends.extend(endpoint["addresses"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()));
+        }
+    }
+    // Legacy Endpoints count only for a Service that has no EndpointSlice; `addresses` are the ready ones.
+    for endpoints in all.iter().filter(|o| o["kind"] == "Endpoints" && o["apiVersion"] == "v1") {
+        let service = owner(endpoints, endpoints["metadata"]["name"].as_str().unwrap());
+        if !proxied.contains(&service) || slices.iter().any(|slice| slice_service(slice) == service) {
+            continue;
+        }
+        for subset in endpoints["subsets"].as_array().into_iter().flatten() {
+            if subset["ports"].as_array().is_none_or(Vec::is_empty) {
+                continue;
+            }
+            let addresses = subset["addresses"].as_array().into_iter().flatten();
+            backends.extend(addresses.map(|a| a["ip"].as_str().unwrap().to_owned()));
+        }
+    }
+    (destinations, backends, proxied.len())
 }
 
 fn settings() -> insta::Settings {
@@ -125,8 +304,9 @@ fn settings() -> insta::Settings {
 #[test]
 fn real_dumps_render_as_pinned() {
     let settings = settings();
-    for (name, paths, node, cidr) in CASES {
-        let text = render(paths, node, cidr, "nft");
+    for case in CASES {
+        let Case { name, paths, .. } = case;
+        let text = render(case, "nft");
         assert!(text.status.success(), "{name}: {}", String::from_utf8_lossy(&text.stderr));
         let rules = String::from_utf8(text.stdout).unwrap();
         let report = String::from_utf8(text.stderr).unwrap();
@@ -149,8 +329,9 @@ fn real_dumps_load_into_the_kernel_and_program_what_the_objects_say() {
     if !netns_available("real_dumps_load_into_the_kernel_and_program_what_the_objects_say") {
         return;
     }
-    for (name, paths, node, cidr) in CASES {
-        let json = render(paths, node, cidr, "json");
+    for case in CASES {
+        let Case { name, proxied, .. } = case;
+        let json = render(case, "json");
         assert!(json.status.success(), "{name}: {}", String::from_utf8_lossy(&json.stderr));
         let ns = Netns::new("real").unwrap();
         let path = std::env::temp_dir().join(format!("proxier-real-{}-{name}.json", std::process::id()));
@@ -161,8 +342,9 @@ fn real_dumps_load_into_the_kernel_and_program_what_the_objects_say() {
         let listing = ns.exec("nft", ["list", "ruleset"]).unwrap();
         let listing = String::from_utf8(listing.stdout).unwrap();
 
-        let (destinations, backends) = expected(paths);
-        assert!(!destinations.is_empty(), "{name}: the dump has Services");
+        let (destinations, backends, services) = expected(case);
+        assert_eq!(services, *proxied, "{name}: the Services with a ClusterIP the dump holds");
+        assert_eq!(destinations.is_empty(), *proxied == 0, "{name}: {destinations:?}");
         for destination in &destinations {
             assert!(listing.contains(destination), "{name}: {destination} not programmed:\n{listing}");
         }

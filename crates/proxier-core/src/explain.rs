@@ -278,7 +278,7 @@ impl Context<'_> {
             }
             ServiceClass::Headless => {
                 explanation.type_ = "headless".to_owned();
-                explanation.treatment = "headless: no proxy rules, DNS returns the pod addresses".to_owned();
+                explanation.treatment = "headless: no proxy rules, DNS returns its endpoints' addresses".to_owned();
                 self.headless(service, &namespace, &name, &fqdn, &mut explanation);
             }
             ServiceClass::ExternalName(target) => {
@@ -604,7 +604,7 @@ impl Context<'_> {
             with_dns.push(Access {
                 address: format!("{fqdn}:{number}"),
                 via: "DNS".into(),
-                note: Some("resolves to the pod addresses".into()),
+                note: Some("resolves to the endpoints' addresses".into()),
             });
             let mut counts = EndpointCounts::default();
             for (_, _, ready) in &members {

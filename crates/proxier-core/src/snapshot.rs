@@ -97,7 +97,8 @@ pub struct Snapshot {
 /// What loading found besides the objects: problems, and the kinds it skipped.
 #[derive(Debug, Default)]
 pub struct LoadReport {
-    /// Errors (an object or document was not loaded) and warnings (duplicates), in input order.
+    /// Errors (an object or document was not loaded) and warnings (differing duplicates: an identical copy
+    /// is one object), in input order.
     pub diagnostics: Vec<Diagnostic>,
     /// Objects of kinds proxier does not read, counted per kind.
     pub skipped_kinds: BTreeMap<String, usize>,
@@ -311,7 +312,7 @@ struct Merger<'a, T> {
     index: HashMap<ObjectRef, usize>,
 }
 
-impl<'a, T: Resource + Metadata<Ty = ObjectMeta>> Merger<'a, T> {
+impl<'a, T: Resource + Metadata<Ty = ObjectMeta> + PartialEq> Merger<'a, T> {
     fn new(items: &'a mut Vec<T>) -> Self {
         let index = items.iter().enumerate().map(|(i, item)| (object_ref(item), i)).collect();
         Merger { items, index }
@@ -325,9 +326,13 @@ impl<'a, T: Resource + Metadata<Ty = ObjectMeta>> Merger<'a, T> {
             self.items.push(object);
             return;
         };
-        if let Some(slot) = self.items.get_mut(i) {
-            *slot = object;
+        let Some(slot) = self.items.get_mut(i) else { return };
+        // The same object twice (two dumps of one cluster, say `kubectl get nodes,services` taken before and
+        // after a change) is one object: nothing is replaced, so there is nothing to warn about.
+        if *slot == object {
+            return;
         }
+        *slot = object;
         let earlier = match previous_source {
             Some(earlier) if earlier == source => format!("earlier in {earlier}"),
             Some(earlier) => format!("from {earlier}"),
@@ -1142,6 +1147,14 @@ items:
             messages(&report),
             ["warning: c.yaml: Service d/web: duplicate object: this definition replaces the one earlier in c.yaml"]
         );
+
+        // An identical copy (the same object in two dumps of one cluster) is one object, silently.
+        let mut report = LoadReport::default();
+        let mut snapshot = Snapshot::default();
+        snapshot.add_text("a.yaml", first, &mut report).unwrap();
+        snapshot.add_text("e.yaml", first, &mut report).unwrap();
+        assert_eq!(snapshot.services.len(), 1);
+        assert!(report.diagnostics.is_empty(), "{:?}", messages(&report));
 
         // A Node and a Service of the same name are not duplicates.
         let (snapshot, report) = Snapshot::from_text(

@@ -8,6 +8,7 @@
 //! - [`objects`]: proptest strategies for Services, EndpointSlices, Nodes and node configurations;
 //! - [`invariants`]: what a rendered transaction may contain, and a simulator of how the kernel
 //!   applies one;
+//! - [`docs`]: the messages the documentation's tables quote, for tests that compare them;
 //! - [`fuzz`]: the fuzz targets' input builder and checks, run by `fuzz/` and by the smoke test;
 //! - [`apiserver`]: a stand-in Kubernetes API server (list/watch of Services, EndpointSlices and
 //!   Nodes) for `proxier run`'s tests and the churn driver;
@@ -119,6 +120,7 @@
 
 pub mod apiserver;
 mod bed;
+pub mod docs;
 pub mod fuzz;
 pub mod invariants;
 mod netns;
