@@ -37,6 +37,7 @@ fn churn_quick_mode_keeps_the_kernel_equal_to_the_cluster() {
         verbose: true,
         // Kept when an assertion fails (its path is in the summary); removed when the test passes.
         keep_log: true,
+        mix: driver::MIX,
     };
     let report = driver::run(&config).expect("churn run");
     eprint!("{}", report.summary());

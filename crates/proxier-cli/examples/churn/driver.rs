@@ -53,10 +53,14 @@ pub struct Config {
     pub verbose: bool,
     /// Keep proxier's log file after the run.
     pub keep_log: bool,
+    /// Each operation's share, in percent ([`MIX`], [`ENDPOINTS_ONLY`]).
+    pub mix: [u32; 5],
 }
 
-/// One operation's share of the writes, in percent: (flip, add, remove, create, delete).
-const MIX: [u32; 5] = [70, 10, 10, 5, 5];
+/// The default share of each operation, in percent: (flip, add, remove, create, delete).
+pub const MIX: [u32; 5] = [70, 10, 10, 5, 5];
+/// Endpoint changes only (the "endpoint events"): no Service creates or deletes.
+pub const ENDPOINTS_ONLY: [u32; 5] = [80, 10, 10, 0, 0];
 
 /// What the run measured.
 #[derive(Debug, Default)]
@@ -86,6 +90,8 @@ pub struct Report {
     /// Service → differing lines; empty when the kernel matches the cluster.
     pub mismatches: BTreeMap<String, usize>,
     pub diff_lines: usize,
+    /// The first differing lines with no Service's address on them (chains, rules).
+    pub unattributed: Vec<String>,
     pub checked: bool,
     pub syncs: (u64, u64, u64),
     pub sync_failures: u64,
@@ -193,6 +199,9 @@ impl Report {
             ));
             for (service, lines) in self.mismatches.iter().take(20) {
                 out.push_str(&format!("  {service}: {lines} lines\n"));
+            }
+            for line in &self.unattributed {
+                out.push_str(&format!("    {line}\n"));
             }
         }
         out.push_str(&format!("proxier's log: {}\n", self.log.display()));
@@ -466,6 +475,7 @@ struct Churner<'a> {
     model: Model,
     rng: Rng,
     pending: &'a Pending,
+    mix: [u32; 5],
     samples: u64,
     writes: u64,
     by_op: [u64; 5],
@@ -496,7 +506,7 @@ impl Churner<'_> {
         let before = self.writes;
         let roll = self.rng.below(100) as u32;
         let mut bound = 0;
-        let op = MIX.iter().position(|share| {
+        let op = self.mix.iter().position(|share| {
             bound += share;
             roll < bound
         });
@@ -627,10 +637,11 @@ pub fn run(config: &Config) -> Result<Report, String> {
     bed.keep_log = config.keep_log;
     let mut report = Report {
         config_line: format!(
-            "{} Services × {} endpoints, {} writes/s for {} s, proxier run {}",
+            "{} Services × {} endpoints, {} writes/s{} for {} s, proxier run {}",
             config.services,
             config.endpoints,
             config.rate,
+            if config.mix == ENDPOINTS_ONLY { " (endpoint changes only)" } else { "" },
             config.duration.as_secs(),
             config.proxier_args.join(" ")
         ),
@@ -673,6 +684,7 @@ pub fn run(config: &Config) -> Result<Report, String> {
             model,
             rng: Rng(config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
             pending: &pending,
+            mix: config.mix,
             samples: 0,
             writes: 0,
             by_op: [0; 5],
@@ -815,6 +827,9 @@ fn check(bed: &Bed, config: &Config, report: &mut Report) -> Result<(), String> 
             .filter_map(|ip| owner.get(&ip))
             .collect();
         if services.is_empty() {
+            if report.unattributed.len() < 10 {
+                report.unattributed.push(line.trim().to_owned());
+            }
             *report.mismatches.entry("(no Service address on the line)".into()).or_default() += 1;
         }
         for service in services {

@@ -4,7 +4,7 @@
 //! end (see driver.rs). Needs root, `ip` and `nft`. docs/performance.md has the runs and their commands.
 //!
 //! ```text
-//! churn run [--services N] [--endpoints N] [--rate WRITES/S] [--seconds S] [--seed N] [--no-check]
+//! churn run [--services N] [--endpoints N] [--rate WRITES/S] [--seconds S] [--seed N] [--no-check] [--endpoints-only]
 //!           [--proxier PATH] [--csv PATH --series LABEL] [-- PROXIER RUN FLAGS…]
 //! churn sigterm [--services N] [--endpoints N] [--proxier PATH] [-- PROXIER RUN FLAGS…]
 //! churn server [--services N] [--seconds S] [--watchers N]
@@ -60,6 +60,7 @@ fn run() -> Result<(), String> {
         check: !ours.iter().any(|a| a == "--no-check"),
         verbose: true,
         keep_log: true,
+        mix: if ours.iter().any(|a| a == "--endpoints-only") { driver::ENDPOINTS_ONLY } else { driver::MIX },
     };
     match mode {
         "run" => {
