@@ -59,7 +59,7 @@ pub struct Config {
 
 /// The default share of each operation, in percent: (flip, add, remove, create, delete).
 pub const MIX: [u32; 5] = [70, 10, 10, 5, 5];
-/// Endpoint changes only (the "endpoint events"): no Service creates or deletes.
+/// Endpoint changes only (endpoint events, as the live-mode targets count them): no Service creates or deletes.
 pub const ENDPOINTS_ONLY: [u32; 5] = [80, 10, 10, 0, 0];
 
 /// What the run measured.
@@ -851,7 +851,9 @@ pub fn sigterm_during_full_sync(config: &Config) -> Result<Option<Duration>, Str
         if !bed.proxier_alive() {
             return Err(format!("proxier exited; see {}", bed.log.display()));
         }
-        if child_named(pid, "nft") {
+        // `nft -j -f -` is a load; the `nft` proxier runs at start (to look for kube-proxy's leftovers)
+        // lists and must not count.
+        if child_loading(pid) {
             // SAFETY: a signal to the process this driver started.
             unsafe { libc::kill(pid as i32, libc::SIGTERM) };
             let sent = Instant::now();
@@ -871,8 +873,8 @@ pub fn sigterm_during_full_sync(config: &Config) -> Result<Option<Duration>, Str
     Ok(None)
 }
 
-/// Whether `pid` has a child process named `name`.
-fn child_named(pid: u32, name: &str) -> bool {
+/// Whether `pid` has an `nft -j -f` child (loading a transaction).
+fn child_loading(pid: u32) -> bool {
     let Ok(entries) = std::fs::read_dir("/proc") else { return false };
     entries.filter_map(Result::ok).any(|entry| {
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { return false };
@@ -880,7 +882,11 @@ fn child_named(pid: u32, name: &str) -> bool {
         let Some((head, tail)) = stat.rsplit_once(')') else { return false };
         let comm = head.split_once('(').map_or("", |(_, c)| c);
         let ppid = tail.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
-        comm == name && ppid == Some(pid)
+        if comm != "nft" || ppid != Some(pid) {
+            return false;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        cmdline.split(|b| *b == 0).any(|arg| arg == b"-f")
     })
 }
 
