@@ -773,6 +773,8 @@ fn check(bed: &Bed, config: &Config, report: &mut Report) -> Result<(), String> 
         .args(["diff", "-f"])
         .arg(&path)
         .args(["--node", NODE, "--cluster-cidr", generator::CLUSTER_CIDR, "--color=never"])
+        // The one `proxier run` flag the churn runs use that changes the rules themselves.
+        .args(config.proxier_args.iter().filter(|a| *a == "--no-counters"))
         .output()
         .map_err(|e| e.to_string());
     let _ = std::fs::remove_file(&path);
