@@ -8,13 +8,15 @@
 # What it measures, in one run:
 #   1. cold apply: wall time of `proxier apply` of a generated N × 10 snapshot into an empty namespace
 #      (N = PERF_COLD_SIZES, default 1000 10000 44000; PERF_REPEAT runs each, median), the kernel
-#      objects it leaves, and the same load through the library phase by phase (scale_probe sync);
+#      objects it leaves, the same load through the library phase by phase (scale_probe sync), and the
+#      same Services in kube-proxy's layout (scale_probe kube-proxy-layout) at the sizes also in
+#      PERF_KUBE_PROXY_SIZES (default 1000 10000: at 10,000 it takes minutes, 44,000 was never tried);
 #   2. one endpoint change end to end at N = PERF_CHANGE_SIZES (default 10000 44000): 20 changes, each
-#      recompute + Transaction::between + JSON + nft, timed by phase, with the transaction's size;
+#      recompute + Transaction::between + JSON + nft, timed by phase, with the transaction's size; and
+#      20 changes through the embeddable `Proxier` (scale_probe live), which recomputes only the changed
+#      Service, as `proxier run` does;
 #   3. RSS of the embeddable `Proxier` holding a PERF_RSS_SIZE × 10 cluster (default 10000), and the
-#      end-to-end time of each of PERF_CHURN_CHANGES (default 200) endpoint changes in a row, written to
-#      target/perf/churn.csv (docs/perf/churn.csv is a copy; `cargo run -p proxier-cli --example plots`
-#      redraws docs/img from docs/perf);
+#      end-to-end time of each of PERF_CHURN_CHANGES (default 200) endpoint changes in a row;
 #   4. the data plane: new TCP connections per second client → ClusterIP → pod, through a node namespace
 #      doing the NAT, with 1 Service loaded, with PERF_DP_SIZE (default 30000) loaded (with and without
 #      per-Service counters), and straight to the pod IP with no rules at all; PERF_DP_ROUNDS rounds
@@ -25,12 +27,18 @@
 # the parts to run.
 #
 # Every namespace it creates is named pf<pid>-…, and all of them are deleted on exit, failure or ^C.
-# Traffic flows only between those namespaces. Raw key=value results go to target/perf/results.txt.
+# Traffic flows only between those namespaces. Raw key=value results go to target/perf/results.txt, with
+# the load average before and after. The charts' data is written from them: target/perf/cold-load.csv
+# (part 1), one-change.csv (part 2) and churn.csv (part 3); docs/perf/ holds copies, and
+# `cargo run -p proxier-cli --example plots` redraws docs/img from docs/perf:
+#
+#   cp target/perf/*.csv docs/perf/ && cargo run -p proxier-cli --example plots
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 COLD_SIZES=${PERF_COLD_SIZES:-"1000 10000 44000"}
 CHANGE_SIZES=${PERF_CHANGE_SIZES:-"10000 44000"}
+KUBE_PROXY_SIZES=${PERF_KUBE_PROXY_SIZES:-"1000 10000"}
 RSS_SIZE=${PERF_RSS_SIZE:-10000}
 DP_SIZE=${PERF_DP_SIZE:-30000}
 REPEAT=${PERF_REPEAT:-3}
@@ -94,6 +102,7 @@ record "machine.nproc=$(nproc)"
 record "machine.kernel=$(uname -r)"
 record "machine.nft=$(nft --version)"
 record "machine.cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+record "machine.loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)"
 
 snapshot() {
     local n=$1 file="$WORK/s$1.json"
@@ -143,6 +152,17 @@ for counters in on off; do
         ip netns exec "$ns" "$PROBE" sync --snapshot "$file" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" \
             --changes 0 --counters "$counters" | sed "s/^/sync$suffix.$n./" | tee -a "$RESULTS"
         del_ns "$ns"
+
+        # The same Services in kube-proxy's layout, for comparison (loaded once: it is the slow one).
+        if [[ $counters == on && " $KUBE_PROXY_SIZES " == *" $n "* ]]; then
+            say "loading $n services in kube-proxy's layout"
+            new_ns kubeproxy
+            ns=$NS
+            ip netns exec "$ns" "$PROBE" kube-proxy-layout --snapshot "$file" --node "$NODE" \
+                --cluster-cidr "$CLUSTER_CIDR" | grep '^kube_proxy_layout\.' | sed "s/^kube_proxy_layout\./kube_proxy_layout.$n./" \
+                | tee -a "$RESULTS"
+            del_ns "$ns"
+        fi
     done
 done
 
@@ -157,6 +177,14 @@ for counters in on off; do
         ip netns exec "$ns" "$PROBE" sync --snapshot "$file" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" \
             --changes 20 --counters "$counters" | grep '^change\.' | sed "s/^/change$suffix.$n./" | tee -a "$RESULTS"
         del_ns "$ns"
+        if [[ $counters == on ]]; then
+            # The same changes as `proxier run` makes them: only the changed Service recomputed.
+            new_ns livechange
+            ns=$NS
+            ip netns exec "$ns" "$PROBE" live --snapshot "$file" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" \
+                --changes 20 | tr ' ' '\n' | grep '^live\.change\.total' | sed "s/^live\./live.$n./" | tee -a "$RESULTS"
+            del_ns "$ns"
+        fi
     done
 done
 
@@ -168,12 +196,6 @@ ns=$NS
 ip netns exec "$ns" "$PROBE" live --snapshot "$file" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" \
     --changes "${PERF_CHURN_CHANGES:-200}" | grep '^live\.' | tr ' ' '\n' > "$WORK/live.txt"
 grep -v '^live\.change\.each_ms=' "$WORK/live.txt" | sed "s/^/live.$RSS_SIZE./" | tee -a "$RESULTS"
-{
-    echo "# scripts/perf.sh part 3: $RSS_SIZE Services × $ENDPOINTS endpoints, one endpoint change after another"
-    echo "series,change,milliseconds"
-    sed -n 's/^live\.change\.each_ms=//p' "$WORK/live.txt" | tr ',' '\n' \
-        | awk -v label="$RSS_SIZE Services × $ENDPOINTS endpoints" '{ print label "," NR "," $1 }'
-} > "$OUT_DIR/churn.csv"
 del_ns "$ns"
 fi
 
@@ -267,4 +289,52 @@ nocount=$(grep '^dataplane.full_nocount.rate=' "$RESULTS" | cut -d= -f2)
 record "dataplane.full_over_full_nocount=$(awk -v a="$full" -v b="$nocount" 'BEGIN { printf "%.3f", a / b }')"
 fi
 
-say "done; raw results in $RESULTS"
+record "machine.loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# The charts' data, from the results above (a size not measured in this run is left out).
+result() { grep -m1 "^$1=" "$RESULTS" | cut -d= -f2; }
+seconds() { awk -v ms="$1" 'BEGIN { printf "%.3g", ms / 1000 }'; }
+loads="load average $(result machine.loadavg_start) at the start, $(result machine.loadavg_end) at the end"
+if part 1; then
+    {
+        echo "# scripts/perf.sh part 1, $(date -u +%F), $(nproc) cores, $loads: the whole ruleset loaded into"
+        echo "# a fresh network namespace, N Services × $ENDPOINTS endpoints (proxier apply: median of $REPEAT)."
+        echo "series,services,seconds"
+        for n in $KUBE_PROXY_SIZES; do
+            v=$(result "kube_proxy_layout.$n.nft_ms") && [[ -n $v ]] \
+                && echo "kube-proxy's nftables layout (chain per Service and endpoint),$n,$(seconds "$v")"
+        done
+        for n in $COLD_SIZES; do
+            v=$(result "sync.$n.cold.nft_ms") && [[ -n $v ]] && echo "proxier's layout (nft -j),$n,$(seconds "$v")"
+        done
+        for n in $COLD_SIZES; do
+            v=$(result "cold.$n.apply_ms") && [[ -n $v ]] && echo "proxier apply (read + compute + nft),$n,$(seconds "$v")"
+        done
+    } >"$OUT_DIR/cold-load.csv"
+fi
+if part 2; then
+    {
+        echo "# scripts/perf.sh part 2, $(date -u +%F), $(nproc) cores, $loads: one endpoint change end to end,"
+        echo "# including nft, median of 20, N Services × $ENDPOINTS endpoints."
+        echo "series,services,milliseconds"
+        for n in $CHANGE_SIZES; do
+            v=$(result "live.$n.change.total_ms") && [[ -n $v ]] \
+                && echo "proxier run (recomputes the changed Service),$n,$v"
+        done
+        for n in $CHANGE_SIZES; do
+            v=$(result "change.$n.total_ms") && [[ -n $v ]] \
+                && echo "recomputing the whole cluster (the offline path),$n,$v"
+        done
+    } >"$OUT_DIR/one-change.csv"
+fi
+if part 3; then
+    {
+        echo "# scripts/perf.sh part 3, $(date -u +%F), $(nproc) cores, $loads: $RSS_SIZE Services × $ENDPOINTS endpoints,"
+        echo "# one endpoint change after another"
+        echo "series,change,milliseconds"
+        sed -n 's/^live\.change\.each_ms=//p' "$WORK/live.txt" | tr ',' '\n' \
+            | awk -v label="$RSS_SIZE Services × $ENDPOINTS endpoints" '{ print label "," NR "," $1 }'
+    } >"$OUT_DIR/churn.csv"
+fi
+
+say "done; raw results in $RESULTS, chart data in $OUT_DIR/*.csv"

@@ -9,6 +9,11 @@
 //!     even changes by nft, odd ones by netlink, so that both see the same kernel and load).
 //! scale_probe live   --snapshot FILE --node NAME [--cluster-cidr CIDR] [--changes K] [--table NAME]
 //!     the same through the embeddable `Proxier` (what `proxier run` holds), then its RSS.
+//! scale_probe churn  --snapshot FILE --node NAME [--cluster-cidr CIDR] [--events N] [--batches B] [--seed S]
+//!                    [--table NAME] [--backend nft|netlink]
+//!     the live `Proxier`'s full sync, then B batches (default 10) of N random endpoint events each
+//!     (default 1,000: endpoints added, removed, readiness flipped, on random slices), one sync per
+//!     batch; prints the median and maximum elements, commands and time per sync.
 //! scale_probe cold   --snapshot FILE --node NAME [--cluster-cidr CIDR] [--repeat R] [--reference yes|no]
 //!     compute, layout and JSON render of the full transaction, each R times (default 5), without the
 //!     kernel; prints the median of each, and (unless --reference no) of the reference JSON path the
@@ -16,13 +21,19 @@
 //! scale_probe formats --snapshot FILE --node NAME [--cluster-cidr CIDR]
 //!     the full transaction rendered as pretty JSON (what `apply` sends), compact JSON and nft text,
 //!     each timed and loaded into a fresh scratch namespace, timed.
+//! scale_probe kube-proxy-layout --snapshot FILE --node NAME [--cluster-cidr CIDR]
+//!     the same Services written in kube-proxy's nftables layout (a chain per Service port, picking an
+//!     endpoint with `numgen random mod N vmap`, a chain per endpoint doing the DNAT, an `external-`
+//!     chain per NodePort), loaded with one `nft -f` into a fresh scratch namespace, timed: the
+//!     comparison series of docs/performance.md's cold-load chart. Built from proxier's model, so both
+//!     layouts carry the same destinations and endpoints; it is loaded for timing only, not run.
 //! scale_probe count  [--table NAME]            kernel objects in `table ip NAME`.
 //! scale_probe serve  --listen ADDR:PORT        a TCP server answering one byte per connection.
 //! scale_probe connect --to ADDR:PORT --seconds S
 //!     new connections one at a time (connect, send a byte, read a byte, close with a reset).
 //! ```
 //!
-//! Every `sync` and `live` run changes the kernel of the network namespace it runs in: run it in a
+//! Every `sync`, `live` and `churn` run changes the kernel of the network namespace it runs in: run it in a
 //! namespace of its own (`ip netns exec …`), as `scripts/perf.sh` does.
 
 #![allow(clippy::disallowed_methods)] // Tests run the binary and ip/nft (clippy.toml).
@@ -49,12 +60,16 @@ fn main() {
     match command.as_str() {
         "sync" => sync(&args),
         "live" => live(&args),
+        "churn" => churn(&args),
         "count" => count(&args),
         "cold" => cold(&args),
         "formats" => formats(&args),
+        "kube-proxy-layout" => kube_proxy_layout(&args),
         "serve" => serve(&args),
         "connect" => connect(&args),
-        _ => fail("usage: scale_probe sync|live|cold|formats|count|serve|connect [--flag value]..."),
+        _ => fail(
+            "usage: scale_probe sync|live|churn|cold|formats|kube-proxy-layout|count|serve|connect [--flag value]...",
+        ),
     }
 }
 
@@ -384,15 +399,15 @@ fn heap_in_use() -> usize {
     (heap.uordblks + heap.hblkhd) / 1024
 }
 
-fn live(args: &Args) {
+/// A `Proxier` fed the snapshot's objects one at a time as they are parsed, as a watch's list pages
+/// arrive in `proxier run` (which keeps only their names until the list completes), not yet synced;
+/// with up to `keep` of the slices whose change must reach the kernel, kept to change later.
+fn live_proxier(args: &Args, keep: usize) -> (Proxier, Vec<EndpointSlice>) {
     let config = config(args);
     let table = arg_or(args, "table", "proxier");
-    let changes: usize = number(args, "changes", "20");
     let path = arg(args, "snapshot");
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| fail(&format!("{path}: {e}")));
     let mut proxier = Proxier::new(ClusterState::new(config), table, Nft::default());
-    // Objects are fed one at a time as they are parsed, as a watch's list pages arrive in `proxier
-    // run`, which keeps only their names until the list completes; the slices to change are kept.
     let mut candidates = Vec::new();
     let mut counts = (0, 0);
     let (_, feed) = timed(|| {
@@ -407,7 +422,7 @@ fn live(args: &Args) {
                 counts.1 += 1;
                 let slice: EndpointSlice =
                     serde_json::from_value(item).unwrap_or_else(|e| fail(&format!("EndpointSlice: {e}")));
-                if candidates.len() < 4 * changes && changeable_slices(std::slice::from_ref(&slice)) == [0] {
+                if candidates.len() < keep && changeable_slices(std::slice::from_ref(&slice)) == [0] {
                     candidates.push(slice.clone());
                 }
                 proxier.state_mut().apply_endpoint_slice(slice);
@@ -423,6 +438,12 @@ fn live(args: &Args) {
     drop(text);
     println!("services={} endpoint_slices={}", counts.0, counts.1);
     println!("live.feed_ms={:.1}", ms(feed));
+    (proxier, candidates)
+}
+
+fn live(args: &Args) {
+    let changes: usize = number(args, "changes", "20");
+    let (mut proxier, candidates) = live_proxier(args, 4 * changes);
     let indices: Vec<usize> = (0..candidates.len()).collect();
     let mut changed: Vec<EndpointSlice> =
         (0..changes.min(candidates.len())).map(|k| candidates[pick(&indices, k)].clone()).collect();
@@ -462,6 +483,98 @@ fn live(args: &Args) {
     println!("live.heap_in_use_kib={}", heap_in_use());
     // Still holding everything here: keep `proxier` alive until after the measurement.
     drop(proxier);
+}
+
+/// A small deterministic random sequence (SplitMix64): the same seed gives the same events.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// One random endpoint event on `slice`, as a pod coming, going or changing readiness: a new endpoint
+/// (address `10.253.…` from `k`), the removal of one (never the last), or one's readiness flipped.
+fn endpoint_event(slice: &mut EndpointSlice, random: &mut Random, k: usize) {
+    let Some(endpoints) = slice.endpoints.as_mut().filter(|e| !e.is_empty()) else { return };
+    let set_ready = |endpoint: &mut k8s_openapi::api::discovery::v1::Endpoint, ready: bool| {
+        let conditions = endpoint.conditions.get_or_insert_with(Default::default);
+        (conditions.ready, conditions.serving, conditions.terminating) = (Some(ready), Some(ready), Some(false));
+    };
+    match random.below(3) {
+        0 => {
+            let mut endpoint = endpoints[0].clone();
+            endpoint.addresses = vec![format!("10.253.{}.{}", k / 250 % 256, k % 250 + 1)];
+            set_ready(&mut endpoint, true);
+            endpoints.push(endpoint);
+        }
+        1 if endpoints.len() > 1 => {
+            let i = random.below(endpoints.len());
+            endpoints.remove(i);
+        }
+        _ => {
+            let i = random.below(endpoints.len());
+            let ready = endpoints[i].conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+            set_ready(&mut endpoints[i], !ready);
+        }
+    }
+}
+
+/// Endpoint churn through the live `Proxier`: after the full sync, `--batches` batches of `--events`
+/// random endpoint events (adds, removals, readiness flips) on random slices, one sync per batch, as
+/// `proxier run` with `--min-sync-period 1s` sees `--events` events per second.
+fn churn(args: &Args) {
+    let events: usize = number(args, "events", "1000");
+    let batches: usize = number(args, "batches", "10");
+    let mut random = Random(number(args, "seed", "1"));
+    let (mut proxier, mut slices) = live_proxier(args, usize::MAX);
+    if slices.is_empty() {
+        fail("no slice with endpoints to change");
+    }
+    match arg_or(args, "backend", "nft") {
+        "nft" => {}
+        "netlink" => {
+            let socket = proxier_nft::netlink::NftSocket::open().unwrap_or_else(|e| fail(&format!("netlink: {e}")));
+            let watch = proxier_nft::netlink::TableWatch::open(proxier.table_name())
+                .unwrap_or_else(|e| fail(&format!("event watch: {e}")));
+            proxier = proxier.with_netlink(socket, watch);
+        }
+        _ => fail("--backend is nft or netlink"),
+    }
+    let (outcome, _) = timed(|| proxier.sync().unwrap_or_else(|e| fail(&format!("full sync: {e}"))));
+    println!("churn.full_sync_ms={:.1}", ms(outcome.duration));
+    drop(outcome);
+    let mut series: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut k = 0;
+    for batch in 0..batches {
+        for _ in 0..events {
+            let i = random.below(slices.len());
+            endpoint_event(&mut slices[i], &mut random, k);
+            k += 1;
+            proxier.state_mut().apply_endpoint_slice(slices[i].clone());
+        }
+        let (outcome, _) = timed(|| proxier.sync().unwrap_or_else(|e| fail(&format!("batch {batch}: {e}"))));
+        for (name, value) in [
+            ("sync_ms", ms(outcome.duration)),
+            ("sync_cpu_ms", ms(last_cpu())),
+            ("elements", outcome.elements as f64),
+            ("commands", outcome.changes as f64),
+        ] {
+            series.entry(name.into()).or_default().push(value);
+        }
+    }
+    report_series("churn", &series);
+    let each: Vec<String> = series.get("elements").into_iter().flatten().map(|v| format!("{v}")).collect();
+    println!("churn.each_elements={}", each.join(","));
 }
 
 /// Calls `each` with every item of a kubectl `List` document, one at a time, without building the list.
@@ -625,6 +738,122 @@ fn formats(args: &Args) {
         println!("formats.experiment.{name}.nft_ms={:.1}", ms(nft_time));
         println!("formats.experiment.{name}.nft_cpu_ms={:.1}", ms(last_cpu()));
     }
+}
+
+fn kube_proxy_layout(args: &Args) {
+    let config = config(args);
+    let snapshot = load(args);
+    let model = compute(&snapshot, &config);
+    let text = kube_proxy_ruleset(&model, &config.cluster_cidrs);
+    let chains = text.matches("\n\tchain ").count();
+    let nft = Nft::default();
+    let (applied, nft_time) = timed(|| nft.in_scratch_namespace(|nft| nft.apply_text(&text)));
+    applied.unwrap_or_else(|e| fail(&format!("kube-proxy's layout: {e}")));
+    println!("kube_proxy_layout.chains={chains}");
+    println!("kube_proxy_layout.bytes={}", text.len());
+    println!("kube_proxy_layout.nft_ms={:.1}", ms(nft_time));
+    println!("kube_proxy_layout.nft_cpu_ms={:.1}", ms(last_cpu()));
+}
+
+/// The IPv4 rules of `model` as kube-proxy's nftables mode lays them out (pkg/proxy/nftables): the
+/// `service-ips` and `service-nodeports` verdict maps send each destination to a chain of its Service
+/// port (`service-…`; NodePorts through an `external-…` chain that marks for masquerade first), which
+/// masquerades non-pod sources and picks an endpoint chain with `numgen random mod N vmap`; each
+/// endpoint chain (`endpoint-…`) masquerades hairpin traffic and DNATs. Services without a usable
+/// endpoint go to `reject-chain` (kube-proxy: its `no-endpoint-services` map). Chain names follow
+/// kube-proxy's `KIND-HASH-NAMESPACE/NAME/PROTOCOL/PORT` shape.
+fn kube_proxy_ruleset(model: &proxier_core::RuleModel, cluster_cidrs: &[ipnet::IpNet]) -> String {
+    use proxier_core::{Action, DestinationKind, IpFamily};
+    use std::fmt::Write as _;
+    let pods: Vec<String> = cluster_cidrs.iter().filter(|c| c.addr().is_ipv4()).map(ToString::to_string).collect();
+    let not_pod = if pods.is_empty() { String::new() } else { format!(" ip saddr != {{ {} }}", pods.join(", ")) };
+    let mut out = String::with_capacity(64 << 20);
+    out.push_str("table ip kube-proxy-layout {\n");
+    out.push_str("\tchain mark-for-masquerade {\n\t\tmeta mark set meta mark or 0x4000\n\t}\n");
+    out.push_str("\tchain reject-chain {\n\t\treject\n\t}\n");
+    let Some(family) = model.family(IpFamily::V4) else {
+        out.push_str("}\n");
+        return out;
+    };
+    let (mut service_ips, mut node_ports, mut chains) = (Vec::new(), Vec::new(), String::new());
+    let mut service_chains: BTreeMap<String, String> = BTreeMap::new();
+    for destination in &family.destinations {
+        let port = &destination.service_port;
+        let protocol = format!("{:?}", port.protocol).to_lowercase();
+        let backends = match &destination.action {
+            Action::Balance { backends, .. } => Some(backends),
+            Action::BySource { pods, .. } => match pods.as_ref() {
+                Action::Balance { backends, .. } => Some(backends),
+                _ => None,
+            },
+            Action::Reject | Action::Drop => None,
+        };
+        let verdict = match backends {
+            None if matches!(destination.action, Action::Drop) => "drop".to_owned(),
+            None => "goto reject-chain".to_owned(),
+            Some(backends) => {
+                let key = format!("{}/{}/{protocol}/{}", port.namespace, port.name, port.port);
+                let next = service_chains.len();
+                let service = service_chains.entry(key.clone()).or_insert_with(|| {
+                    let name = format!("service-{:08X}-{key}", next);
+                    let mut vmap = Vec::new();
+                    for (i, backend) in backends.iter().enumerate() {
+                        let endpoint = format!("endpoint-{next:08X}{i:04X}-{key}__{}/{}", backend.ip, backend.port);
+                        let _ = write!(
+                            chains,
+                            "\tchain {endpoint} {{\n\t\tip saddr {} jump mark-for-masquerade\n\t\tmeta l4proto {protocol} dnat to {backend}\n\t}}\n",
+                            backend.ip
+                        );
+                        vmap.push(format!("{i} : goto {endpoint}"));
+                    }
+                    let _ = write!(
+                        chains,
+                        "\tchain {name} {{\n\t\tip daddr {} {protocol} dport {}{not_pod} jump mark-for-masquerade\n\t\tnumgen random mod {} vmap {{ {} }}\n\t}}\n",
+                        destination.ip,
+                        destination.port,
+                        backends.len(),
+                        vmap.join(", ")
+                    );
+                    name
+                });
+                if destination.kind == DestinationKind::ClusterIp {
+                    format!("goto {service}")
+                } else {
+                    let external = format!("external-{:08X}-{key}", service_ips.len() + node_ports.len());
+                    let _ = write!(
+                        chains,
+                        "\tchain {external} {{\n\t\tjump mark-for-masquerade\n\t\tgoto {service}\n\t}}\n"
+                    );
+                    format!("goto {external}")
+                }
+            }
+        };
+        if destination.kind == DestinationKind::NodePort {
+            node_ports.push(format!("{protocol} . {} : {verdict}", destination.port));
+        } else {
+            service_ips.push(format!("{} . {protocol} . {} : {verdict}", destination.ip, destination.port));
+        }
+    }
+    node_ports.sort();
+    node_ports.dedup();
+    out.push_str(&chains);
+    for (name, key, elements) in [
+        ("service-ips", "ipv4_addr . inet_proto . inet_service", service_ips),
+        ("service-nodeports", "inet_proto . inet_service", node_ports),
+    ] {
+        let _ = write!(out, "\tmap {name} {{\n\t\ttype {key} : verdict\n");
+        if !elements.is_empty() {
+            let _ = writeln!(out, "\t\telements = {{ {} }}", elements.join(",\n\t\t\t"));
+        }
+        out.push_str("\t}\n");
+    }
+    out.push_str(
+        "\tchain services {\n\t\tip daddr . meta l4proto . th dport vmap @service-ips\n\t\t\
+         fib daddr type local meta l4proto . th dport vmap @service-nodeports\n\t}\n\
+         \tchain nat-prerouting {\n\t\ttype nat hook prerouting priority -100; policy accept;\n\t\tjump services\n\t}\n\
+         \tchain nat-output {\n\t\ttype nat hook output priority -100; policy accept;\n\t\tjump services\n\t}\n}\n",
+    );
+    out
 }
 
 /// Every set element of `tables` (of table `name`) as compact nft JSON, written directly into one string.

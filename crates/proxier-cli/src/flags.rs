@@ -122,13 +122,69 @@ pub fn ip_address(text: &str) -> Result<IpAddr, String> {
     text.parse().map_err(|_| format!("{text:?} is not an IPv4 or IPv6 address"))
 }
 
-/// `--nodeport-addresses`: a CIDR, or `primary` (the node's primary address of each family; `None`).
-pub fn nodeport_address(text: &str) -> Result<Option<IpNet>, String> {
-    if text == "primary" {
-        return Ok(None);
-    }
-    cidr(text).map(Some).map_err(|e| format!("{e}; or `primary`"))
+/// One entry of `--nodeport-addresses` (every command) or of a configuration file's `nodePortAddresses`:
+/// the forms kube-proxy takes, read by this one parser so they mean the same everywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodePortAddress {
+    /// `primary`: the Node's primary address of each family (the default).
+    Primary,
+    /// `all`: every node address, as `0.0.0.0/0` and `::/0` together.
+    All,
+    /// `localhost`: loopback addresses, on which nftables mode serves no NodePorts.
+    Localhost,
+    /// A CIDR: the node's addresses inside it (`0.0.0.0/0` and `::/0`: every address of the family).
+    Cidr(IpNet),
 }
+
+/// Why `localhost` changes nothing: said wherever it is given.
+pub const LOCALHOST_NODEPORTS: &str = "NodePorts are not served on loopback addresses in nftables mode";
+
+/// `--nodeport-addresses` / `nodePortAddresses`: a CIDR, `primary`, `all` or `localhost`; an error names
+/// the bad part.
+pub fn nodeport_address(text: &str) -> Result<NodePortAddress, String> {
+    match text {
+        "primary" => Ok(NodePortAddress::Primary),
+        "all" => Ok(NodePortAddress::All),
+        "localhost" => Ok(NodePortAddress::Localhost),
+        _ => cidr(text).map(NodePortAddress::Cidr).map_err(|e| format!("{e}; or `primary`, `all` or `localhost`")),
+    }
+}
+
+/// What a list of [`NodePortAddress`]es means.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodePortAddresses {
+    /// The Node's primary addresses are served: `primary` was named, or no CIDR was (the default).
+    pub primary: bool,
+    /// The node's addresses inside these are served (`all`: `0.0.0.0/0` and `::/0`).
+    pub cidrs: Vec<IpNet>,
+    /// `localhost` was named (and is not served: [`LOCALHOST_NODEPORTS`]).
+    pub localhost: bool,
+}
+
+impl NodePortAddresses {
+    /// The meaning of `entries`, in their order.
+    pub fn new(entries: &[NodePortAddress]) -> NodePortAddresses {
+        let mut cidrs = Vec::new();
+        for entry in entries {
+            match entry {
+                NodePortAddress::Cidr(net) => cidrs.push(*net),
+                NodePortAddress::All => cidrs.extend(ALL_ADDRESSES.map(|(address, length)| {
+                    IpNet::new(address, length).expect("a zero-length prefix is valid for both families")
+                })),
+                NodePortAddress::Primary | NodePortAddress::Localhost => {}
+            }
+        }
+        NodePortAddresses {
+            primary: cidrs.is_empty() || entries.contains(&NodePortAddress::Primary),
+            cidrs,
+            localhost: entries.contains(&NodePortAddress::Localhost),
+        }
+    }
+}
+
+/// `all`: the zero CIDRs of both families.
+const ALL_ADDRESSES: [(IpAddr, u8); 2] =
+    [(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0), (IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 0)];
 
 /// The node being programmed and how; shared by every command that computes rules.
 #[derive(Debug, Args)]
@@ -149,9 +205,10 @@ pub struct NodeArgs {
     #[arg(long, value_name = "PREFIX", value_parser = interface_name)]
     pub pod_interface_name_prefix: Option<String>,
     /// Serve NodePorts only on node addresses inside these ranges, or `primary` (the default): the
-    /// node's primary address of each family.
-    #[arg(long, value_delimiter = ',', value_name = "CIDR|primary", value_parser = nodeport_address)]
-    pub nodeport_addresses: Vec<Option<IpNet>>,
+    /// node's primary address of each family; `all` (as 0.0.0.0/0,::/0): every node address;
+    /// `localhost`: none (nftables mode serves no NodePorts on loopback).
+    #[arg(long, value_delimiter = ',', value_name = "CIDR|primary|all|localhost", value_parser = nodeport_address)]
+    pub nodeport_addresses: Vec<NodePortAddress>,
     /// The Service ranges: an address in them that no Service holds is dropped.
     #[arg(long, value_delimiter = ',', value_name = "CIDR", value_parser = cidr)]
     pub service_cidr: Vec<IpNet>,
@@ -201,6 +258,11 @@ impl DetectLocalMode {
 }
 
 impl NodeArgs {
+    /// What `--nodeport-addresses` says.
+    pub fn nodeport(&self) -> NodePortAddresses {
+        NodePortAddresses::new(&self.nodeport_addresses)
+    }
+
     /// The node configuration these flags describe; `--node` is required.
     pub fn config(&self) -> Result<NodeConfig, String> {
         let name = self.node.clone().ok_or("--node NAME is required: the Node these rules are for")?;
@@ -220,7 +282,7 @@ impl NodeArgs {
             detect_local,
             // `primary` is the default; beside CIDRs it is resolved where the Node is known (`render`,
             // `apply` and `diff` from the snapshot, `run` live).
-            nodeport_addresses: self.nodeport_addresses.iter().flatten().copied().collect(),
+            nodeport_addresses: self.nodeport().cidrs,
             service_cidrs: self.service_cidr.clone(),
             masquerade_all: self.masquerade_all,
         })

@@ -2,13 +2,14 @@
 //! `proxier_core::trace` and `proxier_core::explain`.
 
 use clap::Args;
-use ipnet::IpNet;
 use proxier_core::explain::{DEFAULT_CLUSTER_DOMAIN, ExplainOptions, explain};
 use proxier_core::trace::{Source, Target, trace_computation};
 use proxier_core::{Computation, Snapshot};
 
 use crate::exit::{Exit, Failure};
-use crate::flags::{NodeArgs, Output, SnapshotArgs, document, nodeport_address, output_parser};
+use crate::flags::{
+    NodeArgs, NodePortAddress, NodePortAddresses, Output, SnapshotArgs, document, nodeport_address, output_parser,
+};
 
 /// `proxier trace`.
 #[derive(Debug, Args)]
@@ -52,9 +53,10 @@ pub struct ExplainArgs {
     #[arg(long, default_value = DEFAULT_CLUSTER_DOMAIN, value_name = "DOMAIN")]
     pub cluster_domain: String,
     /// List NodePorts only on node addresses inside these ranges, or `primary` (the default): each node's
-    /// primary address of each family.
-    #[arg(long, value_delimiter = ',', value_name = "CIDR|primary", value_parser = nodeport_address)]
-    pub nodeport_addresses: Vec<Option<IpNet>>,
+    /// primary address of each family; `all` (as 0.0.0.0/0,::/0): every node address; `localhost`: none
+    /// (nftables mode serves no NodePorts on loopback).
+    #[arg(long, value_delimiter = ',', value_name = "CIDR|primary|all|localhost", value_parser = nodeport_address)]
+    pub nodeport_addresses: Vec<NodePortAddress>,
 }
 
 /// Which Services `explain` is asked about.
@@ -115,7 +117,7 @@ fn print_document<T: serde::Serialize>(
 /// Runs `proxier trace`.
 pub fn run_trace(args: &TraceArgs) -> Result<Exit, Failure> {
     let snapshot = load(&args.snapshot)?;
-    let config = args.node.config().map_err(|e| Failure::Input(anyhow::anyhow!(e)))?;
+    let config = crate::node_config(&args.node, &snapshot).map_err(|e| Failure::Input(anyhow::anyhow!(e)))?;
     let computation = Computation::new(&snapshot, &config);
     crate::notes::print_diagnostics(&computation.model.diagnostics, args.snapshot.verbose);
     let trace = trace_computation(&snapshot, &config, &computation, &args.from, args.to)
@@ -132,10 +134,14 @@ pub fn run_explain(args: &ExplainArgs) -> Result<Exit, Failure> {
         Selection::One(namespace, name) => Some((namespace.clone(), name.clone())),
         Selection::All | Selection::Namespace(_) => None,
     };
+    let nodeport = NodePortAddresses::new(&args.nodeport_addresses);
+    crate::warn_localhost_nodeports(&nodeport);
     let options = ExplainOptions {
         cluster_domain: args.cluster_domain.clone(),
-        // `primary` is the default; CIDRs given beside it widen nothing, as for `render`.
-        nodeport_addresses: args.nodeport_addresses.iter().flatten().copied().collect(),
+        // The same meaning as for `render`: `primary` (the default) beside CIDRs keeps each node's
+        // primary addresses; `all` is both zero CIDRs.
+        nodeport_addresses: nodeport.cidrs,
+        nodeport_primary: nodeport.primary,
         only,
     };
     let mut explanation = explain(&snapshot, &options);

@@ -15,7 +15,7 @@ mod version;
 use std::io::IsTerminal;
 
 use clap::{CommandFactory, Parser};
-use proxier_core::{Diagnostic, RuleModel, compute};
+use proxier_core::{Diagnostic, NodeConfig, RuleModel, compute};
 use proxier_nft::{Nft, NftError, Transaction, diff, refusal};
 
 use crate::cli::{Cli, Color, Command};
@@ -272,19 +272,32 @@ fn carried_counts(nft: &Nft, table: &str) -> proxier_nft::counters::Carried {
     }
 }
 
+/// `--nodeport-addresses localhost` is accepted, as kube-proxy's keyword, and said to serve nothing.
+pub(crate) fn warn_localhost_nodeports(nodeport: &flags::NodePortAddresses) {
+    if nodeport.localhost {
+        eprintln!("proxier: warning: --nodeport-addresses localhost: {}", flags::LOCALHOST_NODEPORTS);
+    }
+}
+
+/// The node configuration of `node`'s flags for a snapshot (`render`, `apply`, `diff`, `trace`): with
+/// `primary` beside `--nodeport-addresses` CIDRs, the snapshot's Node's primary addresses are served too
+/// (that Node is the only node there is here: no local addresses).
+pub(crate) fn node_config(node: &flags::NodeArgs, snapshot: &proxier_core::Snapshot) -> Result<NodeConfig, String> {
+    let config = node.config()?;
+    let nodeport = node.nodeport();
+    warn_localhost_nodeports(&nodeport);
+    if nodeport.primary && !nodeport.cidrs.is_empty() {
+        return Ok(run::addresses::resolve(&config, true, &nodeport.cidrs, snapshot.node(&config.node_name), &[]));
+    }
+    Ok(config)
+}
+
 /// Reads the snapshot, computes the node's model and reports what it found.
 fn model(input: &Input) -> Result<RuleModel, Failure> {
     let loaded = input::load_snapshot(&input.snapshot.paths).map_err(|e| Failure::Input(e.into()))?;
     loaded.print_skipped();
     let (snapshot, report) = (loaded.snapshot, loaded.report);
-    let mut config = input.node.config().map_err(|e| Failure::Input(anyhow::anyhow!(e)))?;
-    // `primary` beside CIDRs: the Node's primary addresses are served too (the snapshot's Node is the
-    // only node there is here: no local addresses).
-    let primary = input.node.nodeport_addresses.iter().any(Option::is_none);
-    if primary && !config.nodeport_addresses.is_empty() {
-        let cidrs = config.nodeport_addresses.clone();
-        config = run::addresses::resolve(&config, true, &cidrs, snapshot.node(&config.node_name), &[]);
-    }
+    let config = node_config(&input.node, &snapshot).map_err(|e| Failure::Input(anyhow::anyhow!(e)))?;
     let model = compute(&snapshot, &config);
     let mut notes = Notes::default();
     notes.diagnostics(&report.diagnostics);

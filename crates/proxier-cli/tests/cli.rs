@@ -141,6 +141,102 @@ fn address_flags_take_the_same_forms_everywhere_and_errors_name_the_bad_part() {
     assert!(stderr(&explain).contains("prefix length \"99\""), "{}", stderr(&explain));
 }
 
+/// `--nodeport-addresses` takes every form a configuration file's `nodePortAddresses` takes (`primary`,
+/// CIDRs, `all`, `localhost`, `0.0.0.0/0`, `::/0`), on every command that has it, with one meaning:
+/// `all` is `0.0.0.0/0,::/0`; a zero CIDR is every node address; `primary` beside a CIDR keeps the
+/// primary address (`trace` and `explain` as `render`); `localhost` serves nothing and says so.
+#[test]
+fn nodeport_addresses_take_the_configuration_files_forms_on_every_command() {
+    let render = |forms: &str| {
+        let output = proxier(&with(&["render", "-f", SINGLE, "-o", "nft", "--nodeport-addresses", forms], &NODE_A));
+        (ok_ref(&output), stderr(&output))
+    };
+    let node_port = "192.168.49.11 . tcp . 30080";
+    let (default, _) = render("primary");
+    let (all, _) = render("all");
+    assert_eq!(all, render("0.0.0.0/0,::/0").0, "all is both zero CIDRs");
+    assert_eq!(all, render("::/0,0.0.0.0/0,all").0);
+    assert!(all.contains(node_port) && render("0.0.0.0/0").0.contains(node_port), "every node address");
+    assert!(!render("::/0").0.contains(node_port), "::/0 is every IPv6 address only");
+    let (localhost, warning) = render("localhost");
+    assert_eq!(localhost, default, "localhost serves nothing: the default stays");
+    assert!(warning.contains("--nodeport-addresses localhost: NodePorts are not served on loopback"), "{warning}");
+    assert_eq!(render("localhost,all").0, all);
+
+    let explain = |forms: &str| ok(proxier(&["explain", "-f", SINGLE, "shop/web", "--nodeport-addresses", forms]));
+    assert_eq!(explain("all"), explain("0.0.0.0/0,::/0"));
+    assert_eq!(explain("localhost"), explain("primary"));
+    assert!(!explain("10.0.0.0/8").contains("192.168.49.11:30080"), "{}", explain("10.0.0.0/8"));
+    assert!(explain("primary,10.0.0.0/8").contains("192.168.49.11:30080"), "primary beside a CIDR, as render");
+    assert!(explain("all").contains("192.168.49.11:30080"));
+
+    let trace = |forms: &str| {
+        let to = ["--from", "203.0.113.7", "--to", "192.168.49.11:30080/tcp", "--nodeport-addresses", forms];
+        ok(proxier(&with(&with(&["trace", "-f", SINGLE], &NODE_A), &to)))
+    };
+    assert_eq!(trace("all"), trace("0.0.0.0/0,::/0"));
+    assert_eq!(trace("primary,10.0.0.0/8"), trace("primary"), "primary beside a CIDR, as render");
+    assert_ne!(trace("10.0.0.0/8"), trace("primary"));
+    assert_eq!(trace("localhost"), trace("primary"));
+
+    // The bad part is named, with the forms there are, by every command and by the file.
+    for command in [&["render"][..], &["trace", "--from", "node", "--to", "10.96.0.10:53/udp"], &["explain"]] {
+        for (bad, expected) in [
+            ("everywhere", "\"everywhere\" is not a CIDR"),
+            ("all,10.0.0.0/99", "prefix length \"99\" is not a number from 0 to 32"),
+            ("primary,10.0.0.x/8", "\"10.0.0.x\" is not an IPv4 or IPv6 address"),
+        ] {
+            let mut args = vec![command[0], "-f", SINGLE];
+            if command[0] != "explain" {
+                args.extend(["--node", "node-a"]);
+            }
+            args.extend(&command[1..]);
+            args.extend(["--nodeport-addresses", bad]);
+            let output = proxier(&args);
+            assert_eq!(output.status.code(), Some(2), "{args:?}");
+            assert!(stderr(&output).contains(expected), "{args:?}: {}", stderr(&output));
+            assert!(stderr(&output).contains("`primary`, `all` or `localhost`") || !expected.contains("not a CIDR"));
+        }
+    }
+    let file = std::env::temp_dir().join(format!("proxier-nodeport-{}.yaml", std::process::id()));
+    std::fs::write(&file, "nodePortAddresses: [primary, everywhere]\n").unwrap();
+    let output = proxier(&["run", "--node", "n", "--config", file.to_str().unwrap()]);
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("nodePortAddresses: \"everywhere\" is not a CIDR"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("or `primary`, `all` or `localhost`"), "{}", stderr(&output));
+    let output = proxier(&["run", "--node", "n", "--nodeport-addresses", "all,::/129"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("prefix length \"129\""), "{}", stderr(&output));
+
+    // apply, diff and run take them too (in a scratch namespace: they program or read nftables).
+    let Some(netns) = Netns::for_test("nodeport_addresses_take_the_configuration_files_forms_on_every_command") else {
+        return;
+    };
+    let snapshot = testdata().join(SINGLE).display().to_string();
+    let in_netns = |args: &[&str]| netns.exec(env!("CARGO_BIN_EXE_proxier"), args).unwrap();
+    for forms in ["all", "0.0.0.0/0,::/0", "localhost,primary", "primary,192.168.0.0/16"] {
+        let check = in_netns(&with(&["apply", "--check", "-f", &snapshot, "--nodeport-addresses", forms], &NODE_A));
+        assert!(ok(check).starts_with("check passed"), "{forms}");
+    }
+    let diff = |forms: &str| {
+        let output =
+            in_netns(&with(&["diff", "-f", &snapshot, "--color=never", "--nodeport-addresses", forms], &NODE_A));
+        assert_eq!(output.status.code(), Some(1), "{forms}: {}", stderr(&output));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    assert_eq!(diff("all"), diff("0.0.0.0/0,::/0"));
+    assert!(diff("all").contains(node_port));
+    let run = in_netns(&["run", "--init-only", "--node", "n", "--nodeport-addresses", "all,localhost"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(stderr(&run).contains("localhost ignored"), "{}", stderr(&run));
+}
+
+fn ok_ref(output: &Output) -> String {
+    assert!(output.status.success(), "exit {:?}: {}", output.status.code(), stderr(output));
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
 #[test]
 fn completions_are_generated_for_bash_zsh_and_fish() {
     for shell in ["bash", "zsh", "fish"] {

@@ -130,6 +130,31 @@ fn traffic_follows_services_and_endpoints() {
     drop(proxier);
 }
 
+/// Endpoints going and coming back while `proxier run` keeps each backend's position (a removed one's
+/// position taken by the last, a new one appended): every endpoint of the current set gets new
+/// connections, and none that was removed does.
+#[test]
+fn balance_reaches_every_endpoint_as_endpoints_come_and_go() {
+    let Some(s) = setup() else { return };
+    s.api.apply(service("web", "10.96.0.20", "TCP"));
+    s.api.apply(slice("web", &["10.244.1.5", "10.244.1.6", "10.244.1.7"], "TCP"));
+    let _proxier = s.node.proxier_run(&s.kubeconfig, &[]);
+    // 30 new connections over three endpoints miss one with probability (2/3)^30, about 5e-6.
+    let answers =
+        || -> std::collections::BTreeSet<String> { (0..30).filter_map(|_| s.node.tcp_probe(WEB).ok()).collect() };
+    let all = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<std::collections::BTreeSet<_>>();
+    eventually("a, b and c answer", WAIT, || answers() == all(&["a", "b", "c"]));
+    // The first goes: the last takes its position.
+    s.api.apply(slice("web", &["10.244.1.6", "10.244.1.7"], "TCP"));
+    eventually("only b and c answer", WAIT, || answers() == all(&["b", "c"]));
+    // It comes back: appended.
+    s.api.apply(slice("web", &["10.244.1.5", "10.244.1.6", "10.244.1.7"], "TCP"));
+    eventually("a, b and c answer again", WAIT, || answers() == all(&["a", "b", "c"]));
+    // The one in the middle goes.
+    s.api.apply(slice("web", &["10.244.1.5", "10.244.1.7"], "TCP"));
+    eventually("only a and c answer", WAIT, || answers() == all(&["a", "c"]));
+}
+
 #[test]
 fn health_check_node_port_for_local_services() {
     let Some(s) = setup() else { return };
@@ -598,13 +623,26 @@ fn service_counters_are_exported_and_survive_incremental_syncs_and_a_restart() {
     drop(second);
 }
 
-/// kubeadm's kube-proxy ConfigMap (testdata/kube-proxy), unchanged, as a swapped DaemonSet would run
+/// kubeadm's kube-proxy configuration as kubeadm's own test of what it writes holds it (testdata/
+/// kube-proxy/kubeadm-v1.13-defaulted.conf, from kubernetes/kubernetes), unchanged.
+#[test]
+fn kubeadm_configuration_runs_unchanged() {
+    runs_unchanged("kubeadm-v1.13-defaulted.conf", "10.148.0.0/16");
+}
+
+/// The kube-proxy ConfigMap of a current kubeadm (testdata/kube-proxy/kubeadm-config.conf): every field
+/// but three at its zero value.
+#[test]
+fn kubeadm_v1_31_configmap_runs_unchanged() {
+    runs_unchanged("kubeadm-config.conf", "10.244.0.0/16");
+}
+
+/// A kubeadm kube-proxy configuration (testdata/kube-proxy), unchanged, as a swapped DaemonSet would run
 /// it: `--config` plus `--hostname-override`, and the kubeconfig (kubeadm's names a path inside the
 /// kube-proxy pod). Health on 0.0.0.0:10256, metrics and /proxyMode on 127.0.0.1:10249 (inside the
 /// test's namespace), conntrack timeouts set in that namespace and not on the host, kube-proxy's
-/// leftovers warned about and left alone, info logs by default.
-#[test]
-fn kubeadm_configuration_runs_unchanged() {
+/// leftovers warned about and left alone, info logs by default, no warning for any of its fields.
+fn runs_unchanged(file: &str, cluster_cidr: &str) {
     let Some(s) = setup() else { return };
     s.api.apply(service("web", "10.96.0.20", "TCP"));
     s.api.apply(slice("web", &["10.244.1.5"], "TCP"));
@@ -615,9 +653,9 @@ fn kubeadm_configuration_runs_unchanged() {
     let host = |name: &str| std::fs::read_to_string(format!("{netfilter}/{name}")).ok();
     let host_before: Vec<Option<String>> =
         ["nf_conntrack_max", "nf_conntrack_tcp_timeout_established"].iter().map(|n| host(n)).collect();
-    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/kube-proxy/kubeadm-config.conf");
+    let config = format!("{}/../../testdata/kube-proxy/{file}", env!("CARGO_MANIFEST_DIR"));
     let kubeconfig = s.kubeconfig.to_str().unwrap();
-    let args = ["run", "--config", config, "--hostname-override", "node-a", "--kubeconfig", kubeconfig];
+    let args = ["run", "--config", &config, "--hostname-override", "node-a", "--kubeconfig", kubeconfig];
     let proxier = s.node.proxier(&args, None);
 
     eventually("web answers from a", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("a"));
@@ -633,7 +671,7 @@ fn kubeadm_configuration_runs_unchanged() {
     let (status, configz) = s.node.http_get("127.0.0.1:10249", "/configz").unwrap();
     assert_eq!(status, 200);
     let configz: Value = serde_json::from_str(&configz).unwrap();
-    assert_eq!(configz["kubeproxy.config.k8s.io"]["clusterCIDR"], "10.244.0.0/16");
+    assert_eq!(configz["kubeproxy.config.k8s.io"]["clusterCIDR"], cluster_cidr);
     assert_eq!(configz["kubeproxy.config.k8s.io"]["nftables"]["syncPeriod"], "30s");
     let (_, metrics) = s.node.http_get("127.0.0.1:10249", "/metrics").unwrap();
     for name in [
@@ -662,7 +700,7 @@ fn kubeadm_configuration_runs_unchanged() {
     // Logs: info by default, a start line, one line per sync, leftovers named, no warning for kubeadm's
     // fields.
     let log = proxier.log();
-    assert!(log.contains("proxier starting") && log.contains("10.244.0.0/16"), "{log}");
+    assert!(log.contains("proxier starting") && log.contains(cluster_cidr), "{log}");
     assert!(log.contains("synced"), "{log}");
     assert!(log.contains("kube-proxy's rules are still on this node"), "{log}");
     assert!(log.contains("table ip kube-proxy") && log.contains("ip nat KUBE-SERVICES"), "{log}");
@@ -826,4 +864,101 @@ fn nodeports_follow_local_addresses_inside_the_cidrs() {
     eventually("and on the address inside the CIDR", WAIT, || {
         s.node.tcp_probe("10.78.0.9:30080").as_deref() == Ok("a")
     });
+}
+
+/// docs/troubleshooting.md's metrics and logs are real output of `proxier run`, and stay so: run as the
+/// page shows (kube-proxy's default servers, the default log level), with one Service answering and one
+/// without endpoints, every metric line the page shows is served (same name and labels; values vary)
+/// and every log line the page shows is printed (same level, target, message and fields; values vary).
+#[test]
+fn troubleshooting_shows_what_run_prints() {
+    let Some(s) = setup() else { return };
+    s.api.apply(service("web", "10.96.0.20", "TCP"));
+    s.api.apply(slice("web", &["10.244.1.5"], "TCP"));
+    s.api.apply(service("empty", "10.96.0.30", "TCP"));
+    let kubeconfig = s.kubeconfig.to_str().unwrap();
+    let args = ["run", "--node", "node-a", "--kubeconfig", kubeconfig, "--cluster-cidr", "10.244.0.0/16"];
+    let proxier = s.node.proxier(&args, None);
+    eventually("web answers", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("a"));
+    assert_eq!(s.node.tcp_probe(WEB).as_deref(), Ok("a"));
+    assert!(s.node.tcp_probe("10.96.0.30:80").is_err_and(|e| e.contains("refused")));
+    let metrics = s.node.http_get("127.0.0.1:10249", "/metrics").expect("metrics answer").1;
+    // An endpoint change (a partial sync), then the API server going away (a retry naming it).
+    s.api.apply(slice("web", &["10.244.1.6"], "TCP"));
+    eventually("web answers from b", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("b"));
+    s.api.set_down(true);
+    s.api.drop_watches();
+    eventually("the lost API server is logged", WAIT, || proxier.log().contains("127.0.0.1:6443"));
+    eventually("the lost API server is retried", WAIT, || proxier.log().matches("WARN").count() >= 2);
+    let log = proxier.log();
+    drop(proxier);
+
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/troubleshooting.md")).unwrap();
+    let shown = |heading: &str| -> Vec<String> {
+        let section = page.split("\n## ").find(|s| s.starts_with(heading)).unwrap_or_else(|| panic!("{heading}"));
+        let blocks = section.split("```text\n").skip(1).map(|b| b.split("```").next().unwrap_or_default());
+        let lines = blocks.flat_map(str::lines).filter(|l| !l.starts_with("# ") && !l.starts_with("$ "));
+        lines.map(str::to_owned).collect()
+    };
+    let (metric_lines, log_lines) = (shown("4. Metrics"), shown("5. Logs"));
+    assert!(
+        metric_lines.len() >= 5 && log_lines.len() >= 3,
+        "the metrics and logs steps show real lines; /metrics:\n{metrics}\nthe log:\n{log}"
+    );
+    let served: Vec<&str> = metrics.lines().filter(|l| !l.starts_with('#')).map(metric_series).collect();
+    for line in &metric_lines {
+        assert!(served.contains(&metric_series(line)), "{line:?} is not served; /metrics:\n{metrics}");
+    }
+    let printed: Vec<LogShape> = log.lines().map(log_shape).collect();
+    for line in &log_lines {
+        let shape = log_shape(line);
+        assert!(printed.iter().any(|p| p.covers(&shape)), "{line:?} ({shape:?}) is not printed; the log:\n{log}");
+    }
+}
+
+/// A metric line without its value: `name{labels}`.
+fn metric_series(line: &str) -> &str {
+    line.rsplit_once(' ').map_or(line, |(series, _)| series)
+}
+
+/// What a text log line says, without the values that change from run to run: level, target, message
+/// and the names of its fields.
+#[derive(Debug, PartialEq)]
+struct LogShape {
+    level: String,
+    message: String,
+    fields: Vec<String>,
+}
+
+impl LogShape {
+    /// The same line, perhaps cut short on the page (fewer fields shown).
+    fn covers(&self, shown: &LogShape) -> bool {
+        self.level == shown.level && self.message == shown.message && self.fields.starts_with(&shown.fields)
+    }
+}
+
+/// `TIMESTAMP  LEVEL target: message key=value key="quoted value"…` as tracing's text format prints it.
+fn log_shape(line: &str) -> LogShape {
+    let mut words = line.split_whitespace();
+    let _timestamp = words.next();
+    let level = words.next().unwrap_or_default().to_owned();
+    let rest = line.split_once(&format!("{level} ")).map_or("", |(_, rest)| rest.trim_start());
+    // Field names: a word followed by `=`, at the start or after a space, outside quotes.
+    let (mut fields, mut message_end, mut quoted) = (Vec::new(), rest.len(), false);
+    let bytes = rest.as_bytes();
+    for (at, &byte) in bytes.iter().enumerate() {
+        if byte == b'"' && (at == 0 || bytes[at - 1] != b'\\') {
+            quoted = !quoted;
+        }
+        if quoted || !(at == 0 || bytes[at - 1] == b' ') {
+            continue;
+        }
+        let name_len =
+            bytes[at..].iter().take_while(|b| b.is_ascii_alphanumeric() || **b == b'_' || **b == b'.').count();
+        if name_len > 0 && bytes.get(at + name_len) == Some(&b'=') {
+            message_end = message_end.min(at);
+            fields.push(rest[at..at + name_len].to_owned());
+        }
+    }
+    LogShape { level, message: rest[..message_end].trim_end().to_owned(), fields }
 }

@@ -74,13 +74,21 @@ pub struct ExplainOptions {
     /// `--nodeport-addresses`: NodePorts only on node addresses in these ranges; empty means each node's
     /// primary address per family.
     pub nodeport_addresses: Vec<IpNet>,
+    /// `primary` named beside [`ExplainOptions::nodeport_addresses`]: each node's primary address per
+    /// family is listed too (without ranges it is anyway).
+    pub nodeport_primary: bool,
     /// Only this Service (`namespace`, `name`); `None` for all.
     pub only: Option<(String, String)>,
 }
 
 impl Default for ExplainOptions {
     fn default() -> Self {
-        ExplainOptions { cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_owned(), nodeport_addresses: Vec::new(), only: None }
+        ExplainOptions {
+            cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_owned(),
+            nodeport_addresses: Vec::new(),
+            nodeport_primary: false,
+            only: None,
+        }
     }
 }
 
@@ -225,7 +233,16 @@ fn node_addresses(snapshot: &Snapshot, options: &ExplainOptions) -> Vec<NodeAddr
                 nodeport_addresses: options.nodeport_addresses.clone(),
                 ..NodeConfig::default()
             };
-            let node_port_ips = NodeContext::new(Some(node), &config).node_port_ips();
+            let mut node_port_ips = NodeContext::new(Some(node), &config).node_port_ips();
+            if options.nodeport_primary && !options.nodeport_addresses.is_empty() {
+                let primary = NodeConfig { node_name: name.clone(), ..NodeConfig::default() };
+                for ip in NodeContext::new(Some(node), &primary).node_port_ips() {
+                    if !node_port_ips.contains(&ip) {
+                        node_port_ips.push(ip);
+                    }
+                }
+                node_port_ips.sort();
+            }
             Some(NodeAddresses { name, node_port_ips })
         })
         .collect()

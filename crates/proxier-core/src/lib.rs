@@ -9,7 +9,9 @@
 //! 3. [`compute()`]: the [`RuleModel`] for one node — destinations and the action for each, per family.
 //!
 //! A live agent holds a [`state::ClusterState`] instead of a snapshot: it folds watch events, keeps
-//! what the rules depend on, and hands out each changed Service's share of the same model.
+//! what the rules depend on, and hands out each changed Service's share of the same model, with each
+//! destination's backends kept in stable positions ([`positions`]) so that a change of one endpoint
+//! rewrites one position.
 //!
 //! `proxier-nft` turns the model (or the shares) into nft transactions. Two read-only tools sit beside
 //! the stages: [`trace()`] walks one connection through a node's model, and [`explain()`] tells how
@@ -27,6 +29,7 @@ pub mod explain;
 pub mod ip;
 pub mod model;
 pub mod node;
+pub mod positions;
 pub mod service;
 pub mod snapshot;
 pub mod state;

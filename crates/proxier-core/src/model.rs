@@ -187,7 +187,9 @@ pub enum Masquerade {
 pub enum Action {
     /// Pick one backend at random per new connection and DNAT to it.
     Balance {
-        /// Never empty; sorted.
+        /// Never empty; each once. In address order as [`crate::compute()`] gives them; in a
+        /// [`crate::state::ClusterState`]'s shares, in stable positions ([`crate::positions`]): the
+        /// data plane picks a backend by its position in this list.
         backends: Vec<Backend>,
         /// Whether the source is rewritten to the node's address.
         masquerade: Masquerade,
@@ -376,6 +378,20 @@ impl RuleModel {
         services.sort();
         services.dedup();
         services
+    }
+
+    /// Puts every destination's backends in address order, as [`crate::compute()`] gives them: a
+    /// [`crate::state::ClusterState`]'s model keeps them in stable positions instead
+    /// ([`crate::positions`]), which changes which position each takes, not what the rules do.
+    pub fn sort_backends(&mut self) {
+        fn sort(action: &mut Action) {
+            match action {
+                Action::Balance { backends, .. } => backends.sort_unstable(),
+                Action::BySource { pods, node, others } => [pods, node, others].into_iter().for_each(|a| sort(a)),
+                Action::Reject | Action::Drop => {}
+            }
+        }
+        self.families.iter_mut().flat_map(|f| &mut f.destinations).for_each(|d| sort(&mut d.action));
     }
 
     /// This model without the rules of `left_out` (their destinations and health checks, in every

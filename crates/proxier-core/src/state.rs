@@ -9,8 +9,8 @@
 //! [`ClusterState::changes`] recomputes the Services whose objects changed since the last call and
 //! hands out their old and new share of the node's rules ([`ShareChange`]), each laid out as
 //! [`FamilyRules`] of that Service alone; the union of all shares and [`ClusterState::node_share`] is
-//! the model [`crate::compute()`] computes for the same objects. [`ClusterState::model`] assembles
-//! that model on demand.
+//! the model [`crate::compute()`] computes for the same objects, apart from the order of each
+//! destination's backends. [`ClusterState::model`] assembles that model on demand.
 //!
 //! The semantics that make the shares add up live here, not in a syncer:
 //!
@@ -22,6 +22,9 @@
 //!   ClusterIPs stay, rejecting. It is tried again when it or one of its slices changes.
 //! - An EndpointSlice's [`LAST_CHANGE_TRIGGER_TIME`] is handed out with the change it caused, for
 //!   network-programming latency.
+//! - A destination's backends keep their positions across changes ([`crate::positions`]): a backend
+//!   that stays is not moved, so a change of one endpoint rewrites one position of the data plane.
+//!   `compute` has no history and gives them in address order; a fresh state starts from that order.
 //!
 //! Nothing here reads a clock, a file or the kernel.
 //!
@@ -60,6 +63,7 @@ use crate::diagnostic::{Diagnostic, ObjectRef};
 use crate::endpoints::{EndpointIndex, EndpointInfo, PortKey};
 use crate::model::{Action, Destination, FamilyRules, HealthCheck, Protocol, RuleModel};
 use crate::node::{NodeContext, reduced_node};
+use crate::positions::keep_positions;
 use crate::snapshot::{SERVICE_NAME_LABEL, Snapshot};
 
 /// The object types a [`ClusterState`] takes, re-exported so that an embedder names exactly the
@@ -539,13 +543,21 @@ impl ClusterState {
         let mut computed: BTreeMap<Key, Option<ServiceRules>> = BTreeMap::new();
         let mut contested = BTreeSet::new();
         for key in dirty {
-            let rules = self.services.get(&key).and_then(|entry| entry.parsed.as_ref()).map(|parsed| {
+            let mut rules = self.services.get(&key).and_then(|entry| entry.parsed.as_ref()).map(|parsed| {
                 let slices = self.slices_of.get(&key).into_iter().flatten();
                 let endpoints = EndpointIndex::from_ports(
                     slices.filter_map(|s| self.slices.get(s)).map(|s| s.endpoints.as_slice()),
                 );
                 service_rules(parsed, &endpoints, &self.context)
             });
+            // Backends that stay keep their positions: the order last handed out is the history.
+            if let (Some(rules), Some(laid)) = (rules.as_mut(), self.laid_out(&key)) {
+                for family in &mut rules.families {
+                    if let Some(before) = laid.rules.families.iter().find(|f| f.family == family.family) {
+                        keep_positions(&before.destinations, &mut family.destinations);
+                    }
+                }
+            }
             let old = self.laid_out(&key).map(|laid| destination_keys(&laid.rules)).unwrap_or_default();
             let new = rules.as_ref().map(destination_keys).unwrap_or_default();
             for gone in old.difference(&new) {
@@ -649,7 +661,9 @@ impl ClusterState {
 
     /// The model of the rules as last handed out by [`ClusterState::changes`], assembled on demand: a
     /// pass over the whole cluster, so meant for reports and tests, not for every sync. It equals
-    /// [`crate::compute()`] of the same objects, with the left-out Services named in its diagnostics.
+    /// [`crate::compute()`] of the same objects, with the left-out Services named in its diagnostics,
+    /// except that each destination's backends are in their stable positions rather than in address
+    /// order ([`RuleModel::sort_backends`] gives `compute`'s order).
     pub fn model(&self) -> RuleModel {
         let mut model = assemble(
             &self.context,

@@ -93,6 +93,73 @@ fn an_incremental_transaction_does_not_grow_with_unrelated_services() {
     assert!(elements < 40, "{elements} elements changed for one Service's edits: {small:#?}");
 }
 
+/// Backends keep their positions: a replaced endpoint (a pod replaced by one with a lower address,
+/// which in address order would shift every position before it) rewrites its own position only; a
+/// removed one is replaced by the last; an added one is appended.
+#[test]
+fn one_endpoint_change_rewrites_its_own_position() {
+    let mut proxier = proxier_with(3);
+    let mut addresses: Vec<String> = (1..=10).map(|i| format!("10.244.1.{}", 10 * i)).collect();
+    let edit = |proxier: &mut Proxier, addresses: &[String]| {
+        let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
+        proxier.state_mut().apply_endpoint_slice(slice("web", &addresses, "TCP"));
+        let outcome = proxier.sync().unwrap();
+        assert_eq!(outcome.kind, SyncKind::Partial);
+        let touched: std::collections::BTreeSet<String> = outcome
+            .transaction
+            .changes()
+            .iter()
+            .filter_map(|c| match c {
+                Change::AddElements { set, .. } | Change::DeleteElements { set, .. } if set.starts_with("backend-") => {
+                    Some(set.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        (touched.into_iter().collect::<Vec<_>>(), outcome.changes)
+    };
+    proxier.state_mut().apply_service(service("web", "10.96.0.20", "TCP"));
+    edit(&mut proxier, &addresses);
+
+    // 10.244.1.50 (position 4) replaced by 10.244.1.5: its address is rewritten, nothing else moves.
+    addresses[4] = "10.244.1.5".into();
+    let (touched, changes) = edit(&mut proxier, &addresses);
+    assert_eq!(touched, ["backend-4-addr"]);
+    // Delete and add of that address and of the hairpin entry, at most.
+    assert!(changes <= 4, "{changes} changes");
+
+    // 10.244.1.30 (position 2) goes: the last (10.244.1.100, position 9) moves into its place.
+    addresses.remove(2);
+    let (touched, _) = edit(&mut proxier, &addresses);
+    assert_eq!(touched, ["backend-2-addr", "backend-9-addr", "backend-9-port"]);
+
+    // A new endpoint is appended at position 9.
+    addresses.push("10.244.1.1".into());
+    let (touched, _) = edit(&mut proxier, &addresses);
+    assert_eq!(touched, ["backend-9-addr", "backend-9-port"]);
+
+    // The state's order is what the kernel holds: the last moved into position 2, the new one last.
+    let model = proxier.state().model();
+    let web = model.families[0].destinations.iter().find(|d| d.ip.to_string() == "10.96.0.20").unwrap();
+    let proxier_core::Action::Balance { backends, .. } = &web.action else { panic!("{web:?}") };
+    let order: Vec<String> = backends.iter().map(|b| b.ip.to_string()).collect();
+    assert_eq!(
+        order,
+        [
+            "10.244.1.10",
+            "10.244.1.20",
+            "10.244.1.100",
+            "10.244.1.40",
+            "10.244.1.5",
+            "10.244.1.60",
+            "10.244.1.70",
+            "10.244.1.80",
+            "10.244.1.90",
+            "10.244.1.1"
+        ]
+    );
+}
+
 #[test]
 fn nothing_changed_runs_no_nft() {
     // `false` refuses every transaction: a sync that ran nft would fail.

@@ -1,8 +1,10 @@
 //! `Proxier`'s incremental syncs against the definition of what the kernel must hold: for generated
 //! sequences of cluster states (objects appearing, changing and going; Services contesting one
 //! destination; the node's settings changing), every transaction a sync writes is simulated on the
-//! kernel's tables, and after each sync they must equal `Transaction::tables(compute(state))` — the
-//! rules `proxier render` prints for that state — apart from emptied objects awaiting deletion.
+//! kernel's tables, and after each sync they must equal the full render of the live state
+//! (`Transaction::tables` of its model, each destination's backends in their stable positions) apart
+//! from emptied objects awaiting deletion; that model must be `compute(state)` — the rules `proxier
+//! render` prints — up to the order of each destination's backends.
 //! `nft` is replaced by `true`: this is about which transactions are written, not about the kernel
 //! (the kernel and traffic tests run the same code against a real one).
 
@@ -43,7 +45,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases(64), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn every_sync_reaches_what_compute_renders(
+    fn every_sync_reaches_the_full_render_of_its_state(
         pool in prop_oneof![objects(POOL), coherent(POOL)],
         states in prop::collection::vec(prop::collection::vec(any::<bool>(), POOL), 2..7),
         configs in (config(), config()),
@@ -75,15 +77,19 @@ proptest! {
                 prop_assert!(outcome.kind == SyncKind::Partial || retimed, "{:?}", outcome.kind);
             }
             kernel = invariants::simulate(&kernel, &outcome.transaction).map_err(TestCaseError::fail)?;
+            // What the kernel must hold: the full render of the live state, whose backends keep their
+            // positions; that state must be `compute`'s up to the order of each destination's backends.
             let expected = compute(&snapshot, config);
-            let desired = Transaction::tables(&expected);
+            let model = proxier.state().model();
+            let desired = Transaction::tables(&model);
             invariants::same_tables(&invariants::without_stale(&kernel, &desired), &desired)
                 .map_err(|e| TestCaseError::fail(format!("step {step}: {e}")))?;
             let committed = proxier.committed().expect("synced");
             invariants::same_tables(&kernel, &committed).map_err(TestCaseError::fail)?;
 
-            let model = proxier.state().model();
-            prop_assert_eq!(&model.families, &expected.families);
+            let mut sorted = model.clone();
+            sorted.sort_backends();
+            prop_assert_eq!(&sorted.families, &expected.families);
             prop_assert_eq!(&model.services, &expected.services);
             let checks: Vec<_> = proxier.state().health_checks().cloned().collect();
             let mut expected_checks: Vec<_> = expected.families.iter().flat_map(|f| f.health_checks.clone()).collect();

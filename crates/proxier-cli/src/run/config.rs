@@ -14,7 +14,10 @@ use proxier_core::NodeConfig;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::flags::{DetectLocalMode, NodeArgs, interface_name, nodeport_address};
+use crate::flags::{
+    DetectLocalMode, LOCALHOST_NODEPORTS, NodeArgs, NodePortAddress, NodePortAddresses, cidr, interface_name,
+    ip_address, nodeport_address,
+};
 
 pub const DEFAULT_SYNC_PERIOD: Duration = Duration::from_secs(30);
 pub const DEFAULT_MIN_SYNC_PERIOD: Duration = Duration::from_secs(1);
@@ -191,9 +194,10 @@ pub struct Settings {
 #[derive(Debug, Default, PartialEq)]
 pub struct FileConfig {
     pub hostname_override: Option<String>,
-    pub bind_address: Option<IpAddr>,
+    /// The node's addresses: v1alpha1's `bindAddress` (unless unspecified) or v1alpha2's `nodeIPOverride`.
+    pub node_ips: Vec<IpAddr>,
     pub cluster_cidrs: Vec<IpNet>,
-    pub nodeport_addresses: Vec<Option<IpNet>>,
+    pub nodeport_addresses: Vec<NodePortAddress>,
     pub masquerade_all: bool,
     pub sync_period: Option<Duration>,
     pub min_sync_period: Option<Duration>,
@@ -220,9 +224,11 @@ pub struct FileConfig {
     pub ignored: Vec<(String, &'static str)>,
 }
 
-// The file as kube-proxy's types declare it: v1alpha1 and v1alpha2 together (v1alpha2 moved the sync
-// periods to the top, the conntrack settings, masqueradeAll and oomScoreAdj under `linux`, and the
-// cluster CIDRs under `detectLocal`). Every section is optional and every value may be null.
+// The file as kube-proxy's types declare it (k8s.io/kube-proxy/config/v1alpha1 and v1alpha2), both
+// versions in one struct: [`by_version`] then sets aside the fields of the version the file is not.
+// v1alpha2 moved the sync periods to the top; the conntrack settings, masqueradeAll and oomScoreAdj
+// under `linux`; the cluster CIDRs under `detectLocal`; the node address to `nodeIPOverride`; the
+// server addresses to lists of CIDRs and a port. Every section is optional and every value may be null.
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -236,6 +242,13 @@ struct KubeProxyConfiguration {
     bind_address: Option<String>,
     healthz_bind_address: Option<String>,
     metrics_bind_address: Option<String>,
+    #[serde(rename = "nodeIPOverride")]
+    node_ip_override: Option<Vec<String>>,
+    healthz_bind_addresses: Option<Vec<String>>,
+    healthz_bind_port: Option<i64>,
+    metrics_bind_addresses: Option<Vec<String>>,
+    metrics_bind_port: Option<i64>,
+    config_hard_fail: Option<bool>,
     bind_address_hard_fail: Option<bool>,
     enable_profiling: Option<bool>,
     show_hidden_metrics_for_version: Option<String>,
@@ -346,6 +359,45 @@ fn is_zero(value: &Value) -> bool {
     }
 }
 
+/// kube-proxy's defaults (k8s.io/kubernetes pkg/proxy/apis/config/v1alpha1 and v1alpha2 defaults.go) of
+/// the fields proxier does not use: a file that spells them out (kube-proxy's own `/configz`, an older
+/// kubeadm's ConfigMap) asks for nothing proxier does not do.
+const KUBE_PROXY_DEFAULTS: &[(&str, &str)] = &[
+    ("clientConnection.contentType", "application/vnd.kubernetes.protobuf"),
+    ("clientConnection.qps", "5"),
+    ("clientConnection.burst", "10"),
+    ("configSyncPeriod", "15m"),
+    ("logging.flushFrequency", "5s"),
+    ("nftables.masqueradeBit", "14"),
+    ("iptables.masqueradeBit", "14"),
+    ("iptables.syncPeriod", "30s"),
+    ("iptables.minSyncPeriod", "1s"),
+    ("iptables.localhostNodePorts", "true"),
+    ("ipvs.masqueradeBit", "14"),
+    ("ipvs.syncPeriod", "30s"),
+    ("udpIdleTimeout", "250ms"),
+];
+
+/// Whether `value` is kube-proxy's default for the field `name` (durations compared as durations; a
+/// number for a duration is nanoseconds, as older versions wrote `flushFrequency`).
+fn is_kube_proxy_default(name: &str, value: &Value) -> bool {
+    let Some((_, default)) = KUBE_PROXY_DEFAULTS.iter().find(|(field, _)| *field == name) else {
+        return false;
+    };
+    let duration_of = |value: &Value| match value {
+        Value::String(s) => go_duration(s).ok(),
+        Value::Number(n) => n.as_u64().map(Duration::from_nanos),
+        _ => None,
+    };
+    match (go_duration(default), value) {
+        (Ok(default), value) if default > Duration::ZERO => duration_of(value) == Some(default),
+        (_, Value::String(s)) => s == default,
+        (_, Value::Number(n)) => n.to_string() == *default,
+        (_, Value::Bool(b)) => b.to_string() == *default,
+        _ => false,
+    }
+}
+
 /// A string field: empty means unset.
 fn text(value: Option<String>) -> Option<String> {
     value.filter(|s| !s.is_empty())
@@ -386,9 +438,10 @@ impl FileConfig {
         }
     }
 
-    /// Lists `value` as ignored when it is set to something other than its zero value.
+    /// Lists `value` as ignored when it is set to something other than its zero value or kube-proxy's
+    /// default (what kube-proxy itself writes for the field, e.g. in an older kubeadm's ConfigMap).
     fn ignore_if_set(&mut self, name: &str, value: &Option<Value>, why: &'static str) {
-        if value.as_ref().is_some_and(|v| !is_zero(v)) {
+        if value.as_ref().is_some_and(|v| !is_zero(v) && !is_kube_proxy_default(name, v)) {
             self.ignored.push((name.to_owned(), why));
         }
     }
@@ -410,6 +463,132 @@ impl FileConfig {
     }
 }
 
+/// Fields only one version has: (name, where the other version has it).
+const V1ALPHA1_ONLY: &[(&str, &str)] = &[
+    ("bindAddress", "nodeIPOverride"),
+    ("healthzBindAddress", "healthzBindAddresses and healthzBindPort"),
+    ("metricsBindAddress", "metricsBindAddresses and metricsBindPort"),
+    ("clusterCIDR", "detectLocal.clusterCIDRs"),
+    ("conntrack", "linux.conntrack"),
+    ("oomScoreAdj", "linux.oomScoreAdj"),
+    ("portRange", "nothing: it was removed"),
+    ("udpIdleTimeout", "nothing: it was removed"),
+    ("windowsRunAsService", "windows.runAsService"),
+    ("nftables.syncPeriod", "syncPeriod"),
+    ("nftables.minSyncPeriod", "minSyncPeriod"),
+    ("nftables.masqueradeAll", "linux.masqueradeAll"),
+    ("iptables.syncPeriod", "syncPeriod"),
+    ("iptables.minSyncPeriod", "minSyncPeriod"),
+    ("iptables.masqueradeAll", "linux.masqueradeAll"),
+    ("ipvs.syncPeriod", "syncPeriod"),
+    ("ipvs.minSyncPeriod", "minSyncPeriod"),
+];
+const V1ALPHA2_ONLY: &str = "a v1alpha2 field, and this file is v1alpha1 (kube-proxy ignores it too)";
+
+/// Sets aside the fields of the version `file` is not, as kube-proxy reads it: a v1alpha1 file (or one
+/// without apiVersion) with v1alpha2's fields has them ignored, named in [`FileConfig::ignored`]
+/// (kube-proxy's lenient decoding drops them with a warning); a v1alpha2 file with v1alpha1's fields is
+/// refused, naming the field and where v1alpha2 has it (kube-proxy refuses it too).
+fn by_version(file: &mut KubeProxyConfiguration, config: &mut FileConfig) -> Result<(), String> {
+    if file.api_version.as_deref() == Some(V1ALPHA2) {
+        let section_has = |section: &Option<Value>, key: &str| {
+            section.as_ref().and_then(Value::as_object).is_some_and(|fields| fields.contains_key(key))
+        };
+        let nftables = file.nftables.as_ref();
+        let present = |name: &str| match name {
+            "bindAddress" => file.bind_address.is_some(),
+            "healthzBindAddress" => file.healthz_bind_address.is_some(),
+            "metricsBindAddress" => file.metrics_bind_address.is_some(),
+            "clusterCIDR" => file.cluster_cidr.is_some(),
+            "conntrack" => file.conntrack.is_some(),
+            "oomScoreAdj" => file.oom_score_adj.is_some(),
+            "portRange" => file.port_range.is_some(),
+            "udpIdleTimeout" => file.udp_idle_timeout.is_some(),
+            "windowsRunAsService" => file.windows_run_as_service.is_some(),
+            "nftables.syncPeriod" => nftables.is_some_and(|n| n.sync_period.is_some()),
+            "nftables.minSyncPeriod" => nftables.is_some_and(|n| n.min_sync_period.is_some()),
+            "nftables.masqueradeAll" => nftables.is_some_and(|n| n.masquerade_all.is_some()),
+            other => match other.split_once('.') {
+                Some(("iptables", key)) => section_has(&file.iptables, key),
+                Some(("ipvs", key)) => section_has(&file.ipvs, key),
+                _ => false,
+            },
+        };
+        let misplaced: Vec<String> = V1ALPHA1_ONLY
+            .iter()
+            .filter(|(name, _)| present(name))
+            .map(|(name, instead)| format!("{name} (v1alpha2 has {instead})"))
+            .collect();
+        if !misplaced.is_empty() {
+            return Err(format!("v1alpha1 fields in a {V1ALPHA2} file: {}", misplaced.join(", ")));
+        }
+        return Ok(());
+    }
+    let mut set_aside = |name: &str, present: bool| {
+        if present {
+            config.ignored.push((name.to_owned(), V1ALPHA2_ONLY));
+        }
+    };
+    set_aside("syncPeriod", file.sync_period.take().is_some());
+    set_aside("minSyncPeriod", file.min_sync_period.take().is_some());
+    set_aside("linux", file.linux.take().is_some());
+    set_aside("windows", file.windows.take().is_some());
+    set_aside("nodeIPOverride", file.node_ip_override.take().is_some());
+    set_aside("healthzBindAddresses", file.healthz_bind_addresses.take().is_some());
+    set_aside("healthzBindPort", file.healthz_bind_port.take().is_some());
+    set_aside("metricsBindAddresses", file.metrics_bind_addresses.take().is_some());
+    set_aside("metricsBindPort", file.metrics_bind_port.take().is_some());
+    set_aside("configHardFail", file.config_hard_fail.take().is_some());
+    let cluster_cidrs = file.detect_local.as_mut().and_then(|d| d.cluster_cidrs.take());
+    set_aside("detectLocal.clusterCIDRs", cluster_cidrs.is_some());
+    Ok(())
+}
+
+/// v1alpha2's `healthzBindAddresses`/`metricsBindAddresses` and port, as the one `IP:PORT` proxier
+/// serves on (`None`: neither given, the default): a zero CIDR is every address (`0.0.0.0`, or `[::]`
+/// without an IPv4 one), a loopback range its first address, a single address itself; IPv4 first.
+/// Other ranges would need a node address inside them chosen at run time: refused, saying so.
+fn server_address(
+    server: &str,
+    addresses: Vec<String>,
+    port: Option<i64>,
+    default: &str,
+) -> Result<Option<String>, String> {
+    let addresses_field = format!("{server}BindAddresses");
+    let port = match port.filter(|p| *p != 0) {
+        None => None,
+        Some(p) => Some(u16::try_from(p).map_err(|_| format!("{server}BindPort: {p} is not a port from 1 to 65535"))?),
+    };
+    let nets = addresses
+        .iter()
+        .filter(|a| !a.is_empty())
+        .map(|a| cidr(a).map_err(|e| format!("{addresses_field}: {e}")))
+        .collect::<Result<Vec<IpNet>, String>>()?;
+    if nets.is_empty() && port.is_none() {
+        return Ok(None);
+    }
+    let default: SocketAddr = default.parse().map_err(|e| format!("{default}: {e}"))?;
+    let mut candidates = Vec::new();
+    for net in &nets {
+        let loopback =
+            if net.addr().is_ipv4() { IpAddr::from([127, 0, 0, 1]) } else { IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]) };
+        // A zero CIDR's address is the unspecified one (every address); a single address is itself.
+        let ip = if net.prefix_len() == 0 || net.prefix_len() == net.max_prefix_len() {
+            net.addr()
+        } else if net.contains(&loopback) {
+            loopback
+        } else {
+            return Err(format!(
+                "{addresses_field}: {net}: proxier serves {server} on one address: give 0.0.0.0/0 or ::/0 (every \
+                 address), a loopback range, or one address (/32, /128)"
+            ));
+        };
+        candidates.push(ip);
+    }
+    let ip = candidates.iter().find(|ip| ip.is_ipv4()).or(candidates.first()).copied().unwrap_or(default.ip());
+    Ok(Some(SocketAddr::new(ip, port.unwrap_or(default.port())).to_string()))
+}
+
 /// Reads a KubeProxyConfiguration file.
 pub fn read_config(path: &Path) -> Result<FileConfig, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -428,32 +607,41 @@ pub fn parse_config(source: &str) -> Result<FileConfig, String> {
     }
     check_mode(file.mode.as_deref().unwrap_or(""), "mode")?;
     let mut config = FileConfig::default();
+    let mut file = file;
+    by_version(&mut file, &mut config)?;
     const NOT_USED: &str = "not used by proxier";
     const OTHER_MODE: &str = "applies to another kube-proxy mode; proxier is an nftables proxy";
 
     config.hostname_override = text(file.hostname_override);
-    config.bind_address = match text(file.bind_address) {
-        None => None,
-        Some(t) => {
-            let ip: IpAddr = t.parse().map_err(|e| format!("bindAddress: {t:?}: {e}"))?;
-            Some(ip).filter(|ip| !ip.is_unspecified())
-        }
-    };
+    if let Some(t) = text(file.bind_address) {
+        let ip: IpAddr = t.parse().map_err(|e| format!("bindAddress: {t:?}: {e}"))?;
+        config.node_ips.extend(Some(ip).filter(|ip| !ip.is_unspecified()));
+    }
+    for t in file.node_ip_override.iter().flatten().filter(|t| !t.is_empty()) {
+        config.node_ips.push(ip_address(t).map_err(|e| format!("nodeIPOverride: {e}"))?);
+    }
     config.healthz = text(file.healthz_bind_address);
     config.metrics = text(file.metrics_bind_address);
-    config.cluster_cidrs = cidrs(file.cluster_cidr.as_deref(), "clusterCIDR")?;
-    for address in file.node_port_addresses.iter().flatten() {
-        // Newer kube-proxy's keywords beside `primary`: `all` (the zero CIDRs) and `localhost`.
-        match address.as_str() {
-            "all" => config.nodeport_addresses.extend(["0.0.0.0/0", "::/0"].map(|net| net.parse().ok())),
-            "localhost" => config.ignored.push((
-                "nodePortAddresses: localhost".into(),
-                "NodePorts are not served on loopback addresses in nftables mode",
-            )),
-            _ => config
-                .nodeport_addresses
-                .push(nodeport_address(address).map_err(|e| format!("nodePortAddresses: {e}"))?),
+    let servers = [
+        ("healthz", file.healthz_bind_addresses, file.healthz_bind_port, DEFAULT_HEALTHZ),
+        ("metrics", file.metrics_bind_addresses, file.metrics_bind_port, DEFAULT_METRICS),
+    ];
+    for (server, addresses, port, default) in servers {
+        if let Some(address) = server_address(server, addresses.unwrap_or_default(), port, default)? {
+            *(if server == "healthz" { &mut config.healthz } else { &mut config.metrics }) = Some(address);
         }
+    }
+    if file.config_hard_fail == Some(false) {
+        config.ignored.push(("configHardFail".into(), "proxier always refuses a configuration it cannot use"));
+    }
+    config.cluster_cidrs = cidrs(file.cluster_cidr.as_deref(), "clusterCIDR")?;
+    // kube-proxy's forms, read as `--nodeport-addresses` reads them: CIDRs, `primary`, `all`, `localhost`.
+    for address in file.node_port_addresses.iter().flatten() {
+        let address = nodeport_address(address).map_err(|e| format!("nodePortAddresses: {e}"))?;
+        if address == NodePortAddress::Localhost {
+            config.ignored.push(("nodePortAddresses: localhost".into(), LOCALHOST_NODEPORTS));
+        }
+        config.nodeport_addresses.push(address);
     }
     if let Some(mode) = text(file.detect_local_mode) {
         let mode = DetectLocalMode::from_str(&mode, false).map_err(|_| {
@@ -620,21 +808,21 @@ impl RunArgs {
             (None, None, None) => (host_name()?, "the host name"),
         };
         let mut node = self.node.config_named(name)?;
-        if node.node_ips.is_empty()
-            && let Some(ip) = self.bind_address.filter(|ip| !ip.is_unspecified()).or(file.bind_address)
-        {
-            node.node_ips = vec![ip];
+        if node.node_ips.is_empty() {
+            node.node_ips = match self.bind_address.filter(|ip| !ip.is_unspecified()) {
+                Some(ip) => vec![ip],
+                None => file.node_ips.clone(),
+            };
         }
         if node.cluster_cidrs.is_empty() {
             node.cluster_cidrs = file.cluster_cidrs.clone();
         }
-        let nodeport_addresses = if self.node.nodeport_addresses.is_empty() {
+        let nodeport = NodePortAddresses::new(if self.node.nodeport_addresses.is_empty() {
             &file.nodeport_addresses
         } else {
             &self.node.nodeport_addresses
-        };
-        let nodeport_cidrs: Vec<IpNet> = nodeport_addresses.iter().flatten().copied().collect();
-        let nodeport_primary = nodeport_cidrs.is_empty() || nodeport_addresses.iter().any(Option::is_none);
+        });
+        let (nodeport_primary, nodeport_cidrs) = (nodeport.primary, nodeport.cidrs);
         node.nodeport_addresses = nodeport_cidrs.clone();
         node.masquerade_all |= file.masquerade_all;
         if self.node.detect_local_mode.is_none()
@@ -850,13 +1038,16 @@ mod tests {
             "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: nftables\n\
              clusterCIDR: 10.244.0.0/16,fd00::/56\nhostnameOverride: node-x\nhealthzBindAddress: 0.0.0.0:10256\n\
              metricsBindAddress: 127.0.0.1:10249\nnodePortAddresses: [primary, 192.168.0.0/16]\n\
-             nftables: {syncPeriod: 1m0s, minSyncPeriod: 2s, masqueradeAll: true, masqueradeBit: 14}\n\
-             clientConnection: {kubeconfig: /etc/kube.conf, qps: 5}\nconntrack: {maxPerCore: 0}\nbogus: 1\n",
+             nftables: {syncPeriod: 1m0s, minSyncPeriod: 2s, masqueradeAll: true, masqueradeBit: 15}\n\
+             clientConnection: {kubeconfig: /etc/kube.conf, qps: 50}\nconntrack: {maxPerCore: 0}\nbogus: 1\n",
         )
         .unwrap();
         assert_eq!(config.hostname_override.as_deref(), Some("node-x"));
         assert_eq!(config.cluster_cidrs.len(), 2);
-        assert_eq!(config.nodeport_addresses, vec![None, Some("192.168.0.0/16".parse::<IpNet>().unwrap())]);
+        assert_eq!(
+            config.nodeport_addresses,
+            vec![NodePortAddress::Primary, NodePortAddress::Cidr("192.168.0.0/16".parse().unwrap())]
+        );
         assert_eq!(config.sync_period, Some(Duration::from_secs(60)));
         assert_eq!(config.min_sync_period, Some(Duration::from_secs(2)));
         assert!(config.masquerade_all);
@@ -924,7 +1115,7 @@ mod tests {
     #[test]
     fn other_modes_sections_are_quiet_unless_set() {
         let config = parse_config(
-            "iptables: {masqueradeAll: true, syncPeriod: 30s}\nipvs: {scheduler: rr}\nwinkernel: {enableDSR: true}\n\
+            "iptables: {masqueradeAll: true, syncPeriod: 10s}\nipvs: {scheduler: rr}\nwinkernel: {enableDSR: true}\n\
              enableProfiling: true\nfeatureGates: {}\nportRange: \"\"\n",
         )
         .unwrap();
@@ -1045,8 +1236,10 @@ mod tests {
         assert!(settings(&[], "nodePortAddresses: [nowhere]\n").is_err());
         // kube-proxy's keywords: `all` is every address of both families; `localhost` is not served.
         let file = parse_config("nodePortAddresses: [all, localhost]\n").unwrap();
-        assert_eq!(file.nodeport_addresses, ["0.0.0.0/0", "::/0"].map(|n| Some(n.parse::<IpNet>().unwrap())));
+        assert_eq!(file.nodeport_addresses, [NodePortAddress::All, NodePortAddress::Localhost]);
         assert_eq!(file.ignored.len(), 1);
+        let s = args(&[]).settings(&file).unwrap();
+        assert_eq!(s.nodeport_cidrs, ["0.0.0.0/0", "::/0"].map(|n| n.parse::<IpNet>().unwrap()));
         let s = settings(&[], "nodePortAddresses: [all]\n").unwrap();
         assert!(!s.nodeport_primary && s.nodeport_cidrs.len() == 2);
     }
@@ -1087,18 +1280,161 @@ mod tests {
 
     #[test]
     fn kubeadms_configuration_is_read_without_a_warning() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/kube-proxy/kubeadm-config.conf");
-        let file = read_config(&path).unwrap();
-        assert!(file.ignored.is_empty(), "{:?}", file.ignored);
-        let s = args(&["--hostname-override", "node-a"]).settings(&file).unwrap();
-        assert_eq!(s.node.node_name, "node-a");
-        assert_eq!(s.node.cluster_cidrs, vec!["10.244.0.0/16".parse::<IpNet>().unwrap()]);
-        assert_eq!(s.kubeconfig, Some(PathBuf::from("/var/lib/kube-proxy/kubeconfig.conf")));
-        assert_eq!(s.healthz, Some("0.0.0.0:10256".parse().unwrap()));
-        assert_eq!(s.metrics, Some("127.0.0.1:10249".parse().unwrap()));
-        assert_eq!((s.sync_period, s.min_sync_period), (DEFAULT_SYNC_PERIOD, DEFAULT_MIN_SYNC_PERIOD));
-        assert!(s.node.node_ips.is_empty() && s.nodeport_primary && !s.node.masquerade_all);
-        assert_eq!(s.conntrack_settings.tcp_established_timeout, Some(DEFAULT_TCP_ESTABLISHED));
+        for (name, cluster_cidr) in
+            [("kubeadm-config.conf", "10.244.0.0/16"), ("kubeadm-v1.13-defaulted.conf", "10.148.0.0/16")]
+        {
+            let file = testdata(name);
+            assert!(file.ignored.is_empty(), "{:?}", file.ignored);
+            let s = args(&["--hostname-override", "node-a"]).settings(&file).unwrap();
+            assert_eq!(s.node.node_name, "node-a");
+            assert_eq!(s.node.cluster_cidrs, vec![cluster_cidr.parse::<IpNet>().unwrap()]);
+            assert_eq!(s.kubeconfig, Some(PathBuf::from("/var/lib/kube-proxy/kubeconfig.conf")));
+            assert_eq!(s.healthz, Some("0.0.0.0:10256".parse().unwrap()));
+            assert_eq!(s.metrics, Some("127.0.0.1:10249".parse().unwrap()));
+            assert_eq!((s.sync_period, s.min_sync_period), (DEFAULT_SYNC_PERIOD, DEFAULT_MIN_SYNC_PERIOD));
+            assert!(s.node.node_ips.is_empty() && s.nodeport_primary && !s.node.masquerade_all);
+            assert_eq!(s.conntrack_settings.tcp_established_timeout, Some(DEFAULT_TCP_ESTABLISHED));
+        }
+    }
+
+    fn testdata(name: &str) -> FileConfig {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/kube-proxy").join(name);
+        read_config(&path).unwrap()
+    }
+
+    #[test]
+    fn kube_proxys_own_defaults_are_read_without_a_warning() {
+        for name in ["kube-proxy-v1alpha1-defaults.yaml", "kube-proxy-v1alpha2-defaults.yaml"] {
+            let file = testdata(name);
+            assert!(file.ignored.is_empty(), "{name}: {:?}", file.ignored);
+            let s = args(&["--node", "n"]).settings(&file).unwrap();
+            assert_eq!(s.healthz, Some("0.0.0.0:10256".parse().unwrap()), "{name}");
+            assert_eq!(s.metrics, Some("127.0.0.1:10249".parse().unwrap()), "{name}");
+            assert_eq!((s.sync_period, s.min_sync_period), (DEFAULT_SYNC_PERIOD, DEFAULT_MIN_SYNC_PERIOD));
+            assert_eq!(s.oom_score_adj, DEFAULT_OOM_SCORE_ADJ, "{name}");
+            assert_eq!(s.conntrack_settings.max(8), Some(262_144), "{name}");
+        }
+        // A value other than kube-proxy's default is still named.
+        let file = parse_config("clientConnection: {qps: 50, burst: 10}\nconfigSyncPeriod: 15m0s\n").unwrap();
+        assert_eq!(file.ignored, [("clientConnection.qps".to_owned(), "proxier's client is not rate-limited")]);
+        let file = parse_config("logging: {flushFrequency: 5000000000}\niptables: {syncPeriod: 1m}\n").unwrap();
+        let ignored: Vec<&str> = file.ignored.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(ignored, ["iptables.syncPeriod"]);
+    }
+
+    /// Upstream's v1alpha2 serves health and metrics on lists of CIDRs and a port, not `IP:PORT`.
+    #[test]
+    fn v1alpha2_server_addresses_are_cidr_lists_and_a_port() {
+        let v2 = |body: &str| format!("apiVersion: {V1ALPHA2}\nkind: KubeProxyConfiguration\n{body}");
+        let servers = |body: &str| {
+            let s = settings(&["--node", "n"], &v2(body))?;
+            Ok::<_, String>((s.healthz.map(|a| a.to_string()), s.metrics.map(|a| a.to_string())))
+        };
+        let some = |a: &str, b: &str| Ok((Some(a.to_owned()), Some(b.to_owned())));
+        assert_eq!(servers(""), some("0.0.0.0:10256", "127.0.0.1:10249"));
+        assert_eq!(
+            servers("healthzBindAddresses: [\"::/0\"]\nhealthzBindPort: 20256\nmetricsBindAddresses: [0.0.0.0/0]\n"),
+            some("[::]:20256", "0.0.0.0:10249")
+        );
+        assert_eq!(
+            servers(
+                "healthzBindAddresses: [192.168.1.9/32]\nmetricsBindAddresses: [\"::1/128\"]\nmetricsBindPort: 9999\n"
+            ),
+            some("192.168.1.9:10256", "[::1]:9999")
+        );
+        assert_eq!(servers("metricsBindPort: 19249\n"), some("0.0.0.0:10256", "127.0.0.1:19249"));
+        let error = servers("healthzBindAddresses: [10.0.0.0/8]\n").unwrap_err();
+        assert!(
+            error.starts_with("healthzBindAddresses: 10.0.0.0/8: proxier serves healthz on one address"),
+            "{error}"
+        );
+        let error = servers("metricsBindAddresses: [10.0.0.0/33]\n").unwrap_err();
+        assert!(error.contains("metricsBindAddresses") && error.contains("prefix length \"33\""), "{error}");
+        assert!(servers("healthzBindPort: 70000\n").unwrap_err().starts_with("healthzBindPort: 70000"));
+        // A flag still wins over the file.
+        let s = settings(&["--node", "n", "--healthz-bind-address", "127.0.0.1:1"], &v2("healthzBindPort: 2\n"));
+        assert_eq!(s.unwrap().healthz, Some("127.0.0.1:1".parse().unwrap()));
+    }
+
+    /// v1alpha2 names the node's addresses `nodeIPOverride` (v1alpha1: `bindAddress`).
+    #[test]
+    fn v1alpha2_node_ip_override_is_the_nodes_addresses() {
+        let file = format!("apiVersion: {V1ALPHA2}\nnodeIPOverride: [192.168.1.9, \"fd00::9\"]\n");
+        let s = settings(&["--node", "n"], &file).unwrap();
+        assert_eq!(s.node.node_ips, ["192.168.1.9", "fd00::9"].map(|ip| ip.parse::<IpAddr>().unwrap()));
+        let s = settings(&["--node", "n", "--bind-address", "10.0.0.1"], &file).unwrap();
+        assert_eq!(s.node.node_ips, ["10.0.0.1".parse::<IpAddr>().unwrap()]);
+        let error = parse_config(&format!("apiVersion: {V1ALPHA2}\nnodeIPOverride: [node-a]\n")).unwrap_err();
+        assert_eq!(error, "nodeIPOverride: \"node-a\" is not an IPv4 or IPv6 address");
+    }
+
+    /// v1alpha2's `configHardFail: false` asks for what proxier never does; true is its default.
+    #[test]
+    fn v1alpha2_config_hard_fail() {
+        let config = parse_config(&format!("apiVersion: {V1ALPHA2}\nconfigHardFail: true\n")).unwrap();
+        assert!(config.ignored.is_empty(), "{:?}", config.ignored);
+        let config = parse_config(&format!("apiVersion: {V1ALPHA2}\nconfigHardFail: false\n")).unwrap();
+        let ignored: Vec<&str> = config.ignored.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(ignored, ["configHardFail"]);
+    }
+
+    /// Each version's fields only in files of that version: v1alpha1's in a v1alpha2 file are refused
+    /// (kube-proxy refuses them too), saying where v1alpha2 has them.
+    #[test]
+    fn v1alpha1_fields_in_a_v1alpha2_file_are_refused() {
+        let cases = [
+            ("clusterCIDR: 10.244.0.0/16", "clusterCIDR (v1alpha2 has detectLocal.clusterCIDRs)"),
+            ("bindAddress: 10.0.0.1", "bindAddress (v1alpha2 has nodeIPOverride)"),
+            ("healthzBindAddress: 0.0.0.0:10256", "healthzBindAddress (v1alpha2 has healthzBindAddresses"),
+            ("metricsBindAddress: \"\"", "metricsBindAddress (v1alpha2 has metricsBindAddresses"),
+            ("conntrack: {maxPerCore: 0}", "conntrack (v1alpha2 has linux.conntrack)"),
+            ("oomScoreAdj: -999", "oomScoreAdj (v1alpha2 has linux.oomScoreAdj)"),
+            ("nftables: {syncPeriod: 30s}", "nftables.syncPeriod (v1alpha2 has syncPeriod)"),
+            ("nftables: {masqueradeAll: true}", "nftables.masqueradeAll (v1alpha2 has linux.masqueradeAll)"),
+            ("iptables: {minSyncPeriod: 1s}", "iptables.minSyncPeriod (v1alpha2 has minSyncPeriod)"),
+            ("portRange: \"\"", "portRange (v1alpha2 has nothing: it was removed)"),
+        ];
+        for (field, expected) in cases {
+            let error = parse_config(&format!("apiVersion: {V1ALPHA2}\n{field}\n")).unwrap_err();
+            assert!(error.starts_with("v1alpha1 fields in a kubeproxy.config.k8s.io/v1alpha2 file: "), "{error}");
+            assert!(error.contains(expected), "{field}: {error}");
+            // The same field in a v1alpha1 file is read.
+            assert!(parse_config(&format!("apiVersion: {V1ALPHA1}\n{field}\n")).is_ok(), "{field}");
+        }
+        // v1alpha2's own sections are fine, masqueradeBit included.
+        let file = format!("apiVersion: {V1ALPHA2}\nnftables: {{masqueradeBit: 14}}\nipvs: {{masqueradeBit: 14}}\n");
+        assert!(parse_config(&file).unwrap().ignored.is_empty());
+    }
+
+    /// v1alpha2's fields in a v1alpha1 file (or one without apiVersion) are named and not used, as
+    /// kube-proxy's lenient decoding of v1alpha1 drops them.
+    #[test]
+    fn v1alpha2_fields_in_a_v1alpha1_file_are_set_aside() {
+        let file = "syncPeriod: 45s\nminSyncPeriod: 3s\nlinux: {masqueradeAll: true, oomScoreAdj: -5}\n\
+                    detectLocal: {clusterCIDRs: [10.244.0.0/16]}\nnodeIPOverride: [10.0.0.9]\n\
+                    healthzBindPort: 1\nmetricsBindAddresses: [0.0.0.0/0]\nconfigHardFail: false\n";
+        for file in [file.to_owned(), format!("apiVersion: {V1ALPHA1}\n{file}")] {
+            let config = parse_config(&file).unwrap();
+            let ignored: Vec<&str> = config.ignored.iter().map(|(f, _)| f.as_str()).collect();
+            assert_eq!(
+                ignored,
+                [
+                    "syncPeriod",
+                    "minSyncPeriod",
+                    "linux",
+                    "nodeIPOverride",
+                    "healthzBindPort",
+                    "metricsBindAddresses",
+                    "configHardFail",
+                    "detectLocal.clusterCIDRs"
+                ]
+            );
+            assert!(config.ignored.iter().all(|(_, why)| why.starts_with("a v1alpha2 field")));
+            let s = args(&["--node", "n"]).settings(&config).unwrap();
+            assert_eq!((s.sync_period, s.min_sync_period), (DEFAULT_SYNC_PERIOD, DEFAULT_MIN_SYNC_PERIOD));
+            assert!(!s.node.masquerade_all && s.node.cluster_cidrs.is_empty() && s.node.node_ips.is_empty());
+            assert_eq!((s.oom_score_adj, s.healthz), (DEFAULT_OOM_SCORE_ADJ, Some(DEFAULT_HEALTHZ.parse().unwrap())));
+        }
     }
 
     #[test]

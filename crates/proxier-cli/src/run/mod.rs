@@ -71,6 +71,9 @@ pub fn main(args: &RunArgs) -> Exit {
     for (field, why) in &file.ignored {
         tracing::warn!(file = %path, field, why, "configuration field ignored");
     }
+    if args.node.nodeport().localhost {
+        tracing::warn!(flag = "--nodeport-addresses", why = crate::flags::LOCALHOST_NODEPORTS, "localhost ignored");
+    }
     let settings = match args.settings(&file) {
         Ok(settings) => settings,
         Err(error) => {

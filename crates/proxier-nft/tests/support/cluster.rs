@@ -82,7 +82,9 @@ pub fn coherent(max: usize) -> impl Strategy<Value = Vec<Value>> {
 /// which objects are present) and synced; `apply` puts each sync's transaction into `incremental`
 /// (nothing to do when proxier's own `nft` writes there). After each step `incremental` must list
 /// exactly as `whole` after `nft -j -f` of the state's full transaction, apart from emptied objects
-/// awaiting deletion; after the grace period's cleanup syncs, exactly.
+/// awaiting deletion; after the grace period's cleanup syncs, exactly. The full transaction is that of
+/// the state's own model (backends in their stable positions), which must equal `compute` of the
+/// objects up to the order of each destination's backends.
 #[allow(clippy::too_many_arguments)]
 pub fn kernel_sequence(
     proxier: &mut Proxier,
@@ -102,9 +104,15 @@ pub fn kernel_sequence(
         let context = format!("sample {sample} step {step}");
         let outcome = proxier.sync().unwrap_or_else(|e| panic!("{context}: {e}\nobjects: {}", as_json(&objects)));
         apply(&outcome.transaction, &context);
-        let full = Transaction::full(&compute(&snapshot, config), "proxier");
+        // The full render of the live state: its backends in their stable positions, which differ
+        // from `compute`'s address order once endpoints came and went.
+        let model = proxier.state().model();
+        let mut sorted = model.clone();
+        sorted.sort_backends();
+        assert_eq!(sorted.families, compute(&snapshot, config).families, "{context}: the state is not `compute`'s");
+        let full = Transaction::full(&model, "proxier");
         whole.nft_args(&["-j", "-f", "-"], Some(&full.to_json())).unwrap();
-        let desired = Transaction::tables(&compute(&snapshot, config));
+        let desired = Transaction::tables(&model);
         assert_eq!(
             invariants::without_stale_listing(incremental.ruleset().unwrap(), &desired),
             whole.ruleset().unwrap(),
