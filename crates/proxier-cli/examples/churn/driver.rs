@@ -816,13 +816,23 @@ fn check(bed: &Bed, config: &Config, report: &mut Report) -> Result<(), String> 
             _ => {}
         }
     }
+    // Backends keep their positions across changes in a live table, while the desired side is laid out
+    // afresh: the same element may sit in another position's map. A line the live side lacks and the
+    // desired side has, or the reverse, counts; the same line on both sides (moved) does not.
+    let mut moved: HashMap<String, i64> = HashMap::new();
     for line in text.lines() {
-        let changed =
-            (line.starts_with('+') && !line.starts_with("+++")) || (line.starts_with('-') && !line.starts_with("---"));
-        if !changed {
-            continue;
-        }
-        report.diff_lines += 1;
+        let sign = match line.as_bytes().first() {
+            Some(b'+') if !line.starts_with("+++") => 1,
+            Some(b'-') if !line.starts_with("---") => -1,
+            _ => continue,
+        };
+        *moved.entry(line[1..].trim().trim_end_matches(',').to_owned()).or_default() += sign;
+    }
+    let mut differing: Vec<(&String, i64)> = moved.iter().filter(|(_, n)| **n != 0).map(|(l, n)| (l, *n)).collect();
+    differing.sort();
+    for (line, count) in differing {
+        let count = count.unsigned_abs() as usize;
+        report.diff_lines += count;
         let services: HashSet<&String> = line
             .split(|c: char| !(c.is_ascii_digit() || c == '.'))
             .filter_map(|t| t.parse::<Ipv4Addr>().ok())
@@ -830,12 +840,12 @@ fn check(bed: &Bed, config: &Config, report: &mut Report) -> Result<(), String> 
             .collect();
         if services.is_empty() {
             if report.unattributed.len() < 10 {
-                report.unattributed.push(line.trim().to_owned());
+                report.unattributed.push(line.clone());
             }
-            *report.mismatches.entry("(no Service address on the line)".into()).or_default() += 1;
+            *report.mismatches.entry("(no Service address on the line)".into()).or_default() += count;
         }
         for service in services {
-            *report.mismatches.entry(service.clone()).or_default() += 1;
+            *report.mismatches.entry(service.clone()).or_default() += count;
         }
     }
     Ok(())
