@@ -20,7 +20,11 @@
 #   4. the data plane: new TCP connections per second client → ClusterIP → pod, through a node namespace
 #      doing the NAT, with 1 Service loaded, with PERF_DP_SIZE (default 30000) loaded (with and without
 #      per-Service counters), and straight to the pod IP with no rules at all; PERF_DP_ROUNDS rounds
-#      (default 3) of PERF_DP_SECONDS (default 5) each, interleaved, medians reported.
+#      (default 3) of PERF_DP_SECONDS (default 5) each, interleaved, medians reported. The measured
+#      Service has PERF_DP_ENDPOINTS endpoints (default 10, at most 30); with PERF_DP_MIXED=1 the loaded
+#      Services have 1–20 endpoints (Service i keeps i mod 20 + 1) instead of 10 each; with
+#      PERF_DP_BASELINE=/path/to/another/proxier the same full load by that binary is measured too
+#      (mode full_baseline), interleaved with the others.
 #
 # Parts 1 and 2 run once with the per-Service counters and once without (--no-counters), recorded as
 # cold.N.… / cold_nocount.N.… and change.N.… / change_nocount.N.…. PERF_PARTS (default "1 2 3 4") picks
@@ -95,8 +99,10 @@ mkdir -p "$OUT_DIR"
 : >"$RESULTS"
 say "building (release)"
 cargo build --release --locked -q -p proxier-cli --bin proxier --example scale_probe
-PROXIER=$PWD/target/release/proxier
-PROBE=$PWD/target/release/examples/scale_probe
+# Built where cargo builds (CARGO_TARGET_DIR if set).
+TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+PROXIER=$TARGET_DIR/release/proxier
+PROBE=$TARGET_DIR/release/examples/scale_probe
 
 record "machine.nproc=$(nproc)"
 record "machine.kernel=$(uname -r)"
@@ -213,15 +219,34 @@ ip link add p0 netns "$pod" type veth peer name n1 netns "$node"
 ip -n "$client" addr add 10.255.1.2/24 dev c0
 ip -n "$node" addr add 10.255.1.1/24 dev n0
 ip -n "$node" addr add 10.255.2.1/24 dev n1
-for i in $(seq 2 11); do ip -n "$pod" addr add "10.255.2.$i/24" dev p0; done
+DP_ENDPOINTS=${PERF_DP_ENDPOINTS:-10}
+((DP_ENDPOINTS >= 1 && DP_ENDPOINTS <= 30)) || { say "PERF_DP_ENDPOINTS is 1 to 30"; exit 2; }
+for i in $(seq 2 $((DP_ENDPOINTS + 1))); do ip -n "$pod" addr add "10.255.2.$i/24" dev p0; done
 for link in "$client c0" "$node n0" "$node n1" "$pod p0"; do read -r ns dev <<<"$link"; ip -n "$ns" link set "$dev" up; done
 ip -n "$client" route add default via 10.255.1.1
 ip -n "$pod" route add default via 10.255.2.1
 ip netns exec "$node" sysctl -qw net.ipv4.ip_forward=1
 
+if [[ ${PERF_DP_MIXED:-0} == 1 ]]; then
+    # Many distinct endpoint counts: Service i of the generated cluster keeps i mod 20 + 1 endpoints.
+    python3 - "$file" "$WORK/mixed.json" <<'PY'
+import json, sys
+cluster = json.load(open(sys.argv[1]))
+order = {}
+for item in cluster["items"]:
+    if item["kind"] == "Service":
+        order[(item["metadata"]["namespace"], item["metadata"]["name"])] = len(order)
+for item in cluster["items"]:
+    if item["kind"] == "EndpointSlice" and item.get("endpoints"):
+        owner = (item["metadata"]["namespace"], item["metadata"]["labels"]["kubernetes.io/service-name"])
+        item["endpoints"] = item["endpoints"][: order.get(owner, 0) % 20 + 1]
+json.dump(cluster, open(sys.argv[2], "w"))
+PY
+    file=$WORK/mixed.json
+fi
 # One Service, default/echo, ClusterIP 10.96.0.10:80 (the generator never allocates 10.96.0.0-15),
-# with ten endpoints: the pod's ten addresses, port 8080.
-endpoints=$(for i in $(seq 2 11); do
+# with PERF_DP_ENDPOINTS endpoints: the pod's addresses, port 8080.
+endpoints=$(for i in $(seq 2 $((DP_ENDPOINTS + 1))); do
     printf '{"addresses":["10.255.2.%s"],"conditions":{"ready":true},"nodeName":"%s"},' "$i" "$NODE"
 done)
 cat >"$WORK/echo.json" <<EOF
@@ -247,12 +272,16 @@ load_rules() {
         full) "${apply[@]}" apply --snapshot "$file" --snapshot "$WORK/echo.json" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" 2>/dev/null ;;
         full_nocount) "${apply[@]}" apply --snapshot "$file" --snapshot "$WORK/echo.json" --node "$NODE" \
             --cluster-cidr "$CLUSTER_CIDR" --no-counters 2>/dev/null ;;
+        full_baseline) ip netns exec "$node" "$PERF_DP_BASELINE" apply --snapshot "$file" \
+            --snapshot "$WORK/echo.json" --node "$NODE" --cluster-cidr "$CLUSTER_CIDR" 2>/dev/null ;;
     esac
 }
 target() { [[ $1 == direct ]] && echo 10.255.2.2:8080 || echo 10.96.0.10:80; }
 
+modes=(direct one full full_nocount)
+[[ -n ${PERF_DP_BASELINE:-} ]] && modes+=(full_baseline)
 # Check every path works before timing anything.
-for mode in direct one full full_nocount; do
+for mode in "${modes[@]}"; do
     load_rules "$mode"
     check=$(ip netns exec "$client" "$PROBE" connect --to "$(target "$mode")" --seconds 0.5)
     if [[ $(field ok "$check") == 0 || $(field failed "$check") != 0 ]]; then
@@ -263,10 +292,9 @@ done
 record "dataplane.services_loaded_full=$(ip netns exec "$node" "$PROBE" count | value kernel.elements) elements"
 
 declare -A rates p50s
-modes=(direct one full full_nocount)
 for ((r = 0; r < DP_ROUNDS; r++)); do
-    for ((m = 0; m < 4; m++)); do
-        mode=${modes[$(((m + r) % 4))]}
+    for ((m = 0; m < ${#modes[@]}; m++)); do
+        mode=${modes[$(((m + r) % ${#modes[@]}))]}
         load_rules "$mode"
         out=$(ip netns exec "$client" "$PROBE" connect --to "$(target "$mode")" --seconds "$DP_SECONDS")
         say "round $((r + 1)) $mode: $out"
@@ -274,7 +302,7 @@ for ((r = 0; r < DP_ROUNDS; r++)); do
         p50s[$mode]+="$(field p50_us "$out") "
     done
 done
-for mode in direct one full full_nocount; do
+for mode in "${modes[@]}"; do
     record "dataplane.$mode.rate=$(tr ' ' '\n' <<<"${rates[$mode]}" | grep . | median)"
     record "dataplane.$mode.rate_all=${rates[$mode]% }"
     record "dataplane.$mode.p50_us=$(tr ' ' '\n' <<<"${p50s[$mode]}" | grep . | median)"
@@ -287,6 +315,10 @@ record "dataplane.full_over_direct=$(awk -v a="$full" -v b="$direct" 'BEGIN { pr
 record "dataplane.one_over_direct=$(awk -v a="$one" -v b="$direct" 'BEGIN { printf "%.3f", a / b }')"
 nocount=$(grep '^dataplane.full_nocount.rate=' "$RESULTS" | cut -d= -f2)
 record "dataplane.full_over_full_nocount=$(awk -v a="$full" -v b="$nocount" 'BEGIN { printf "%.3f", a / b }')"
+if [[ -n ${PERF_DP_BASELINE:-} ]]; then
+    baseline=$(grep '^dataplane.full_baseline.rate=' "$RESULTS" | cut -d= -f2)
+    record "dataplane.full_over_full_baseline=$(awk -v a="$full" -v b="$baseline" 'BEGIN { printf "%.3f", a / b }')"
+fi
 fi
 
 record "machine.loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"

@@ -2,11 +2,14 @@
 //!
 //! ```text
 //! scale_probe sync   --snapshot FILE --node NAME [--cluster-cidr CIDR] [--changes K] [--table NAME] [--counters off]
-//!                    [--backend nft|netlink|both]
+//!                    [--backend nft|netlink|both] [--change endpoint|service]
 //!     cold load through the library, phase by phase, then K one-endpoint changes applied with
 //!     Transaction::between, each phase timed; prints key=value lines. The changes go to the kernel by
 //!     `nft -j -f` (default), by proxier's persistent netlink socket, or alternately by each (`both`:
 //!     even changes by nft, odd ones by netlink, so that both see the same kernel and load).
+//!     `--change service`: each change deletes a Service with its EndpointSlices (even changes) or adds
+//!     it back (odd ones), reported as change.delete_… and change.add_… (`both` then alternates
+//!     the backend per pair: changes 0–1 by nft, 2–3 by netlink, …).
 //! scale_probe live   --snapshot FILE --node NAME [--cluster-cidr CIDR] [--changes K] [--table NAME]
 //!     the same through the embeddable `Proxier` (what `proxier run` holds), then its RSS.
 //! scale_probe churn  --snapshot FILE --node NAME [--cluster-cidr CIDR] [--events N] [--batches B] [--seed S]
@@ -43,6 +46,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use proxier_core::{ClusterState, NodeConfig, Snapshot, compute};
 use proxier_nft::{Nft, Proxier, Transaction};
@@ -254,12 +258,44 @@ fn sync(args: &Args) {
     }
     let mut socket = (backend != "nft")
         .then(|| proxier_nft::netlink::NftSocket::open().unwrap_or_else(|e| fail(&format!("netlink socket: {e}"))));
+    let services = match arg_or(args, "change", "endpoint") {
+        "endpoint" => false,
+        "service" => true,
+        _ => fail("--change is endpoint or service"),
+    };
     let mut committed = tables;
     let mut series: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut sizes = Vec::new();
+    // A Service taken out by a `--change service` delete, with its slices, until it is added back.
+    let mut removed: Option<(Service, Vec<EndpointSlice>)> = None;
     for k in 0..changes {
         let started = Instant::now();
-        change_endpoint(&mut snapshot.endpoint_slices[pick(&candidates, k)], k);
+        let kind = if !services {
+            change_endpoint(&mut snapshot.endpoint_slices[pick(&candidates, k)], k);
+            ""
+        } else if let Some((service, slices)) = removed.take() {
+            snapshot.services.push(service);
+            snapshot.endpoint_slices.extend(slices);
+            "add_"
+        } else {
+            let slice = &snapshot.endpoint_slices[pick(&candidates, k / 2)];
+            let owner = slice.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name")).cloned();
+            let namespace = slice.metadata.namespace.clone();
+            let position = snapshot
+                .services
+                .iter()
+                .position(|s| s.metadata.name == owner && s.metadata.namespace == namespace)
+                .unwrap_or_else(|| fail("a changeable slice without its Service"));
+            let service = snapshot.services.remove(position);
+            let (slices, kept) = std::mem::take(&mut snapshot.endpoint_slices).into_iter().partition(|s| {
+                s.metadata.namespace == namespace
+                    && s.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name")) == owner.as_ref()
+            });
+            snapshot.endpoint_slices = kept;
+            removed = Some((service, slices));
+            "delete_"
+        };
+        let netlink_turn = if services { (k / 2) % 2 == 1 } else { k % 2 == 1 };
         let mut phases = Vec::new();
         let (model, time) = timed(|| compute(&snapshot, &config));
         phases.push(("compute", time, last_cpu()));
@@ -277,7 +313,7 @@ fn sync(args: &Args) {
         phases.push(("userspace", userspace.0, userspace.1));
         // A change carrying counts goes by nft whatever the backend, as in the syncer (netlink writes no
         // counter values).
-        let by_netlink = (backend == "netlink" || (backend == "both" && k % 2 == 1)) && !transaction.carries_counts();
+        let by_netlink = (backend == "netlink" || (backend == "both" && netlink_turn)) && !transaction.carries_counts();
         let apply_cpu = match socket.as_mut().filter(|_| by_netlink) {
             Some(socket) => {
                 let (batch, time) = timed(|| proxier_nft::netlink::Batch::encode(&transaction));
@@ -302,6 +338,9 @@ fn sync(args: &Args) {
         // The same change computed for the changed Service alone: what an incremental compute and layout
         // (only the Services whose objects changed) would cost.
         let (_, time) = timed(|| {
+            if services {
+                return Vec::new();
+            }
             let slice = &snapshot.endpoint_slices[pick(&candidates, k)];
             let service = slice.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name"));
             let alone = Snapshot {
@@ -319,8 +358,8 @@ fn sync(args: &Args) {
         });
         phases.push(("one_service_compute_layout", time, last_cpu()));
         for (name, wall, cpu) in phases {
-            series.entry(format!("{name}_ms")).or_default().push(ms(wall));
-            series.entry(format!("{name}_cpu_ms")).or_default().push(ms(cpu));
+            series.entry(format!("{kind}{name}_ms")).or_default().push(ms(wall));
+            series.entry(format!("{kind}{name}_cpu_ms")).or_default().push(ms(cpu));
         }
     }
     report_series("change", &series);

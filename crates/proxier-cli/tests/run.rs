@@ -388,8 +388,8 @@ fn nft_failures_keep_the_rules_and_drift_is_repaired() {
     std::fs::remove_file(&flag).unwrap();
     eventually("the retried full sync programs b", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("b"));
 
-    // Someone empties proxier's service map behind its back: the periodic resync (3s) repairs it.
-    s.node.exec_ok("nft", &["flush", "map", "ip", "proxier", "service-ips"]);
+    // Someone empties proxier's service set behind its back: the periodic resync (3s) repairs it.
+    s.node.exec_ok("nft", &["flush", "set", "ip", "proxier", "service-ips"]);
     assert!(s.node.tcp_probe(WEB).is_err());
     eventually("the resync repairs the table", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("b"));
     assert!(proxier.log().contains("changed behind its back"), "{}", proxier.log());
@@ -416,8 +416,8 @@ fn netlink_changes_and_event_driven_drift_repair() {
     // Another table changing is not drift.
     s.node.exec_ok("nft", &["add", "table", "ip", "someone-else"]);
     s.node.exec_ok("nft", &["add", "chain", "ip", "someone-else", "c"]);
-    // Someone empties proxier's service map behind its back: the next periodic check repairs it.
-    s.node.exec_ok("nft", &["flush", "map", "ip", "proxier", "service-ips"]);
+    // Someone empties proxier's service set behind its back: the next periodic check repairs it.
+    s.node.exec_ok("nft", &["flush", "set", "ip", "proxier", "service-ips"]);
     assert!(s.node.tcp_probe(WEB).is_err());
     eventually("the check repairs the table", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("b"));
     let log = proxier.log();
@@ -600,10 +600,16 @@ fn service_counters_are_exported_and_survive_incremental_syncs_and_a_restart() {
     assert!(metrics.contains(&format!("proxier_service_rejected_connections_total{labels} 0\n")), "{metrics}");
     assert!(metrics.contains(&format!("proxier_service_dropped_connections_total{labels} 0\n")), "{metrics}");
 
-    // An incremental sync that re-creates web's map element (one endpoint becomes two) keeps the count.
+    // An incremental sync that moves web to another endpoint count (one endpoint becomes two) keeps the
+    // count: its counted element stays where it is.
     s.api.apply(slice("web", &["10.244.1.5", "10.244.1.6"], "TCP"));
     eventually("the second endpoint is programmed", WAIT, || {
-        s.node.table().is_some_and(|t| t.contains("10.244.1.6") && t.contains("goto balance-2"))
+        s.node.table().is_some_and(|t| {
+            t.contains("10.244.1.6")
+                && t.split("set balance-2-ips {")
+                    .nth(1)
+                    .is_some_and(|set| set.split('}').next().is_some_and(|elements| elements.contains("10.96.0.20")))
+        })
     });
     assert_eq!(web_connections(&s.node), Some(before + 3));
     assert!(first.log().contains("Partial") || first.log().contains("partial"), "{}", first.log());

@@ -148,6 +148,9 @@ pub struct ServiceFamilyRules {
     pub destinations: Vec<Destination>,
     /// The health-check nodePort, for an externalTrafficPolicy `Local` Service.
     pub health_check: Option<HealthCheck>,
+    /// The backends that may reach themselves through this node's rules (see
+    /// [`FamilyRules::hairpin_ips`](crate::FamilyRules::hairpin_ips)), sorted.
+    pub hairpin_ips: Vec<IpAddr>,
 }
 
 /// One Service's rules on the node `node` describes, given the endpoints of its ports.
@@ -202,10 +205,12 @@ pub(crate) fn assemble<'a>(node: &NodeContext, services: impl IntoIterator<Item 
         .map(|family| {
             let mut rules = node.empty_rules(family);
             let mut cluster_ips = BTreeSet::new();
+            let mut hairpin_ips = BTreeSet::new();
             let mut destinations = BTreeMap::new();
             for service in &services {
                 let Some(own) = service.families.iter().find(|f| f.family == family) else { continue };
                 cluster_ips.insert(own.cluster_ip);
+                hairpin_ips.extend(own.hairpin_ips.iter().copied());
                 for destination in &own.destinations {
                     insert_destination(
                         &mut destinations,
@@ -217,6 +222,7 @@ pub(crate) fn assemble<'a>(node: &NodeContext, services: impl IntoIterator<Item 
                 rules.health_checks.extend(own.health_check.clone());
             }
             rules.cluster_ips = cluster_ips.into_iter().collect();
+            rules.hairpin_ips = hairpin_ips.into_iter().collect();
             rules.destinations = destinations.into_values().collect();
             rules
         })
@@ -249,6 +255,8 @@ fn service_family_rules(
     let namespace = &service.object.namespace;
     let name = &service.object.name;
     let mut local_ready = BTreeSet::new();
+    let mut local = BTreeSet::new();
+    let mut from_other_nodes = BTreeSet::new();
     let mut destinations: BTreeMap<(IpAddr, crate::Protocol, u16), Destination> = BTreeMap::new();
     for port in &service.ports {
         let service_port = ServicePortName {
@@ -265,6 +273,7 @@ fn service_family_rules(
                 .filter(|e| e.ready && e.node_name.as_deref() == Some(here.node))
                 .map(|e| e.backend.ip),
         );
+        local.extend(port_endpoints.iter().filter(|e| e.node_name.as_deref() == Some(here.node)).map(|e| e.backend.ip));
         let sets = EndpointSets::categorize(&port_endpoints, here);
         let balance = |backends: &[Backend], masquerade| {
             if backends.is_empty() {
@@ -306,6 +315,13 @@ fn service_family_rules(
             targets.push((ip, port.port, DestinationKind::LoadBalancerIp, external.clone()));
         }
         if let Some(node_port) = port.node_port {
+            // A pod on another node may send to this node's NodePort; under the Local policy pods are
+            // balanced over every endpoint without masquerade, so it may land on itself here.
+            if let Action::BySource { pods, .. } = &external
+                && !context.node_port_ips.is_empty()
+            {
+                from_other_nodes.extend(pods.backends().into_iter().map(|b| b.ip));
+            }
             for &ip in &context.node_port_ips {
                 targets.push((ip, node_port, DestinationKind::NodePort, external.clone()));
             }
@@ -335,7 +351,21 @@ fn service_family_rules(
         node_port,
         local_endpoints: local_ready.len(),
     });
-    Some(ServiceFamilyRules { family, cluster_ip, destinations: destinations.into_values().collect(), health_check })
+    // Only a connection DNATed on this node to its own source needs the hairpin masquerade, and only a
+    // source whose packets pass this node's DNAT can be that: a pod on this node (traffic of pods
+    // elsewhere to ClusterIPs, externalIPs and LoadBalancer IPs is DNATed on their own node), or a pod
+    // elsewhere reaching a NodePort here without being masqueraded.
+    let backends: BTreeSet<IpAddr> =
+        destinations.values().flat_map(|d| d.action.backends()).map(|backend| backend.ip).collect();
+    let mut hairpin: BTreeSet<IpAddr> = local.intersection(&backends).copied().collect();
+    hairpin.extend(from_other_nodes);
+    Some(ServiceFamilyRules {
+        family,
+        cluster_ip,
+        destinations: destinations.into_values().collect(),
+        health_check,
+        hairpin_ips: hairpin.into_iter().collect(),
+    })
 }
 
 /// The sources allowed to reach a LoadBalancer IP. When a range holds one of the node's addresses,

@@ -283,6 +283,10 @@ pub struct FamilyRules {
     pub destinations: Vec<Destination>,
     /// Health-check nodePorts of externalTrafficPolicy `Local` Services, by Service.
     pub health_checks: Vec<HealthCheck>,
+    /// Backends that may connect to a Service destination, be DNATed on this node to themselves, and
+    /// so need masquerading for the reply to come back (hairpin): this node's endpoints, plus the
+    /// endpoints a pod elsewhere may reach through a NodePort here unmasqueraded. Sorted.
+    pub hairpin_ips: Vec<IpAddr>,
 }
 
 impl Action {

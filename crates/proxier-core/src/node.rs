@@ -146,6 +146,7 @@ impl NodeContext {
             service_cidrs: context.service_cidrs.clone(),
             destinations: Vec::new(),
             health_checks: Vec::new(),
+            hairpin_ips: Vec::new(),
         }
     }
 

@@ -285,6 +285,7 @@ impl LaidOut {
                     .filter(|d| !self.claimed_by_others.contains(&(d.ip, d.protocol, d.port)))
                     .cloned()
                     .collect(),
+                hairpin_ips: own.hairpin_ips.clone(),
                 ..context.empty_rules(own.family)
             })
             .collect()
@@ -299,7 +300,12 @@ impl LaidOut {
             .map(|own| {
                 let mut destinations = own.destinations;
                 destinations.retain(|d| !claimed.contains(&(d.ip, d.protocol, d.port)));
-                FamilyRules { cluster_ips: vec![own.cluster_ip], destinations, ..context.empty_rules(own.family) }
+                FamilyRules {
+                    cluster_ips: vec![own.cluster_ip],
+                    destinations,
+                    hairpin_ips: own.hairpin_ips,
+                    ..context.empty_rules(own.family)
+                }
             })
             .collect()
     }

@@ -919,7 +919,13 @@ impl Walk<'_> {
             }
             (Masquerade::Never, _, _) => (false, "the source address is kept".to_owned()),
         };
-        let hairpin = backends.iter().copied().find(|b| b.ip == source.ip);
+        // The kernel masquerades hairpin connections only of the backends that can hairpin here (this
+        // node's endpoints, and NodePort cases): `hairpin_ips`.
+        let hairpin = backends
+            .iter()
+            .copied()
+            .find(|b| b.ip == source.ip)
+            .filter(|b| rules.hairpin_ips.binary_search(&b.ip).is_ok());
         let (masqueraded, reason) = match hairpin {
             Some(_) if backends.len() == 1 => {
                 (true, format!("hairpin: the source is the only endpoint, reaching itself is masqueraded ({reason})"))

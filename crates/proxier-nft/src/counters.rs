@@ -10,16 +10,13 @@ use proxier_core::IpFamily;
 use serde_json::Value;
 
 use crate::change::Change;
-use crate::layout::{
-    CLUSTER_IPS, FIREWALL_IPS, NO_ENDPOINT_SERVICES, POLICY_CONNECTIONS, POLICY_DROPS, SERVICE_CIDRS, SERVICE_IPS,
-};
+use crate::layout::{CLUSTER_IPS, NO_ENDPOINT_SERVICES, POLICY_CONNECTIONS, SERVICE_CIDRS, SERVICE_IPS};
 use crate::ruleset::family_name;
 use crate::runner::{Nft, NftError};
 use crate::transaction::Transaction;
 
-/// The counted sets and maps, in the order they are read.
-pub const COUNTED_SETS: [&str; 7] =
-    [SERVICE_IPS, POLICY_CONNECTIONS, POLICY_DROPS, NO_ENDPOINT_SERVICES, FIREWALL_IPS, CLUSTER_IPS, SERVICE_CIDRS];
+/// The counted sets, in the order they are read (the layout names them, in one place).
+pub use crate::layout::COUNTED_SETS;
 
 /// A counter could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +76,8 @@ pub fn read(nft: &Nft, table: &str) -> Result<Vec<CountedElement>, CountersError
         // nft 1.0.6 fetch every element of every set (seconds at 10k Services). A set the table does not
         // have (no firewalled Service, no --service-cidr) is skipped.
         for set in COUNTED_SETS {
-            let kind = if [SERVICE_IPS, NO_ENDPOINT_SERVICES].contains(&set) { "map" } else { "set" };
+            // Every counted set is a plain set (see the layout's COUNTED_SETS).
+            let kind = "set";
             let listing = match nft.list(&["-j", "list", kind, family_text, table, set]) {
                 Ok(listing) => listing,
                 Err(NftError::Failed { message, .. }) if message.contains("No such file or directory") => continue,
@@ -301,9 +299,6 @@ impl Stats {
                     let counts = stats.services.entry(destination).or_default();
                     match set {
                         SERVICE_IPS | POLICY_CONNECTIONS => counts.connections += element.packets,
-                        NO_ENDPOINT_SERVICES if element.verdict.as_deref() == Some("drop") => {
-                            counts.dropped += element.packets
-                        }
                         NO_ENDPOINT_SERVICES => counts.rejected += element.packets,
                         _ => counts.dropped += element.packets,
                     }
@@ -391,6 +386,7 @@ fn listed_counts(listing: &str) -> Vec<(String, (u64, u64))> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::{FIREWALL_IPS, NO_ENDPOINT_DROPS, POLICY_DROPS};
     use serde_json::json;
 
     #[test]
@@ -455,16 +451,16 @@ mod tests {
         };
         let web = "a/web:http/tcp (NodePort)";
         let stats = Stats::from_elements(&[
-            element(SERVICE_IPS, "10.0.0.1 . tcp . 30080", Some(web), Some("goto balance-1"), 2),
-            element(SERVICE_IPS, "10.0.0.2 . tcp . 30080", Some(web), Some("goto balance-1"), 3),
+            element(SERVICE_IPS, "10.0.0.1 . tcp . 30080", Some(web), None, 2),
+            element(SERVICE_IPS, "10.0.0.2 . tcp . 30080", Some(web), None, 3),
             element(POLICY_CONNECTIONS, "k", Some("a/local:/tcp (NodePort)"), None, 4),
             element(POLICY_DROPS, "k", Some("a/local:/tcp (NodePort)"), None, 5),
-            element(NO_ENDPOINT_SERVICES, "k", Some("a/none:/udp (ClusterIP)"), Some("goto reject-chain"), 6),
-            element(NO_ENDPOINT_SERVICES, "k", Some("a/itp:/udp (ClusterIP)"), Some("drop"), 7),
+            element(NO_ENDPOINT_SERVICES, "k", Some("a/none:/udp (ClusterIP)"), None, 6),
+            element(NO_ENDPOINT_DROPS, "k", Some("a/itp:/udp (ClusterIP)"), None, 7),
             element(FIREWALL_IPS, "k", Some("a/lb:/tcp (LoadBalancer IP)"), None, 8),
             element(CLUSTER_IPS, "10.96.0.1", None, None, 9),
             element(SERVICE_CIDRS, "10.96.0.0/12", None, None, 10),
-            element(SERVICE_IPS, "k", Some("a/very-long-name..."), Some("goto balance-1"), 11),
+            element(SERVICE_IPS, "k", Some("a/very-long-name..."), None, 11),
         ]);
         let counts = |comment: &str| stats.services[&ServiceDestination::from_comment(comment).unwrap()];
         assert_eq!(counts(web), ServiceCounts { connections: 5, rejected: 0, dropped: 0 });

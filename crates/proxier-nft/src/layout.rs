@@ -1,33 +1,48 @@
 //! How the rule model is laid out in nftables: the one place that decides chain and map names.
 //!
-//! The layout has no per-service objects. Every destination is an element of one verdict map; the
-//! chosen backends are elements of per-position maps. So a cluster of any size uses the same handful
-//! of chains, loading is linear in the number of elements, and an endpoint change is an element change.
+//! The layout has no per-service objects. Every destination is an element of a few sets; the chosen
+//! backends are elements of per-position maps. So a cluster of any size uses the same handful of
+//! chains, loading is linear in the number of elements, and an endpoint change is an element change.
 //!
 //! ```text
-//! nat prerouting/output ─► services: ip daddr . meta l4proto . th dport vmap @service-ips
-//!   @service-ips element ─► balance-N            (no masquerade)
-//!                        ─► balance-N-masq       (mark, then balance-N)
-//!                        ─► balance-N-masq-nonpod (mark unless the source is a pod, then balance-N)
+//! nat prerouting/output ─► services: ip daddr . meta l4proto . th dport @service-ips goto balancing
+//!   balancing: destination @masquerade-ips                  → jump mark-for-masquerade
+//!              (not from a pod) destination @masquerade-nonpod-ips → jump mark-for-masquerade
+//!              destination @balance-1-ips  → goto balance-1
+//!              …                                             (one fixed rule per count 1..=16)
+//!              destination @balance-16-ips → goto balance-16
+//!              destination vmap @service-chains  (more endpoints, mixed ports, affinity: own chains)
 //!   balance-N: numgen random mod N vmap { i : goto backend-i }
-//!   backend-i: dnat to (daddr . proto . dport → @backend-i-addr) : (… → @backend-i-port)
+//!   backend-i: dnat to (daddr . proto . dport → @backend-i-addr) : (… → @backend-port)
+//!   balance-N-ports / backend-i-ports: the same, with the port from @backend-i-port
 //! filter input/forward/output (new connections):
-//!   ip daddr . meta l4proto . th dport vmap @no-endpoint-services  (goto reject-chain, or drop)
-//!   ip daddr @cluster-ips → reject                                  (known ClusterIP, unknown port)
+//!   destination @no-endpoint-services → goto reject-chain;  destination @no-endpoint-drops → drop
+//!   ip daddr @cluster-ips → reject                             (known ClusterIP, unknown port)
 //! nat postrouting ─► masquerading: hairpin (ip saddr . ip daddr @hairpin) and marked connections
 //! ```
+//!
+//! # Adding a Service does not re-validate the table
+//!
+//! When a transaction adds a `jump` or `goto` element to a verdict map, the kernel re-validates the
+//! table at commit: it walks every element of every verdict map reachable from the base chains (8–20 ms
+//! at 44k Services when all destinations were elements of one verdict map). So the destinations of
+//! ordinary Services (up to [`FLAT_COUNTS`] endpoints sharing one port) are elements of plain sets only
+//! — `service-ips`, `balance-N-ips`, the masquerade sets — picked by fixed rules, one set lookup per
+//! endpoint count until the count matches (fewest endpoints first). What remains in verdict maps
+//! (`service-chains`, `policy-ips`) are the Services that need chains of their own, few in number, so
+//! that even their re-validation walks few elements.
 //!
 //! # Counters
 //!
 //! Unless laid out without them ([`family_table_with`]), the maps and sets where a new connection's
 //! fate is decided are declared with `counter`: the kernel gives every element its own packet and byte
 //! counter, and a lookup that finds the element counts the packet. Each decision is counted once, at
-//! the point where it is taken, keyed by the destination the client used:
+//! the point where it is taken, keyed by the destination the client used ([`COUNTED_SETS`] lists them):
 //!
 //! - `service-ips`: connections sent to an endpoint. nat chains see only a connection's first packet
 //!   (later packets follow the conntrack entry), so packets here are new connections, UDP flows too.
-//! - `no-endpoint-services`: new connections rejected (no usable endpoint) or dropped (a `Local`
-//!   policy with no local endpoint); the element's verdict says which.
+//! - `no-endpoint-services`: new connections rejected (no usable endpoint); `no-endpoint-drops`:
+//!   dropped (a `Local` policy with no local endpoint).
 //! - `policy-ips` holds the destinations whose fate depends on the source (externalTrafficPolicy
 //!   `Local`); their chains count each outcome in `policy-connections` or `policy-drops`, so that a
 //!   dropped connection is never counted as sent.
@@ -43,7 +58,8 @@
 //! services, while element-only layouts load in about a second (docs/performance.md). nft 1.0.6's JSON
 //! parser cannot express a map whose value is a concatenation (address . port) or whose key holds a
 //! `numgen` result, so the backend choice is a small `numgen` verdict map per endpoint count and the
-//! address and port come from two maps per backend position.
+//! address and port come from maps per backend position (one port map when a destination's backends
+//! share their port, as nearly all do).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -59,16 +75,43 @@ use crate::ruleset::{
 /// The packet-mark bit that asks postrouting to masquerade (kube-proxy's default, bit 14).
 pub const MASQUERADE_MARK: u32 = 0x4000;
 
-/// The verdict map of destinations with endpoints (counting connections sent to an endpoint).
+/// The destinations the `services` chain balances (counting connections sent to an endpoint).
 pub const SERVICE_IPS: &str = "service-ips";
+/// The verdict map of destinations balanced in a chain of their own: more endpoints than
+/// [`FLAT_COUNTS`], endpoints on different ports, session affinity, or (without counters) a source-dependent
+/// policy. Its elements are the only `goto` elements that come and go with Services.
+pub const SERVICE_CHAINS: &str = "service-chains";
+/// Destinations whose connections are masqueraded whatever their source.
+pub const MASQUERADE_IPS: &str = "masquerade-ips";
+/// Destinations whose connections are masqueraded unless they come from a pod.
+pub const MASQUERADE_NONPOD_IPS: &str = "masquerade-nonpod-ips";
+/// The port of every backend of a destination whose backends share one port.
+pub const BACKEND_PORT: &str = "backend-port";
+/// Endpoint counts 1..=`FLAT_COUNTS` each have a fixed set (`balance-N-ips`) and rule in the
+/// `balancing` chain; destinations with more endpoints are balanced through [`SERVICE_CHAINS`].
+pub const FLAT_COUNTS: usize = 16;
 /// Destinations whose fate depends on the source (externalTrafficPolicy `Local`), with counters on.
 pub const POLICY_IPS: &str = "policy-ips";
 /// Counts, per source-dependent destination, the new connections sent to an endpoint.
 pub const POLICY_CONNECTIONS: &str = "policy-connections";
 /// Counts, per source-dependent destination, the new connections its `Local` policy dropped.
 pub const POLICY_DROPS: &str = "policy-drops";
-/// The verdict map of destinations without a usable endpoint (rejected, or dropped by a `Local` policy).
+/// Destinations without a usable endpoint whose new connections are rejected.
 pub const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
+/// Destinations without a usable endpoint whose new connections are dropped (a `Local` policy).
+pub const NO_ENDPOINT_DROPS: &str = "no-endpoint-drops";
+/// Every set laid out with per-element counters (when counters are on): the one list that the
+/// counter readers ([`crate::counters`]) and the layout share. All are plain sets (no map data).
+pub const COUNTED_SETS: [&str; 8] = [
+    SERVICE_IPS,
+    POLICY_CONNECTIONS,
+    POLICY_DROPS,
+    NO_ENDPOINT_SERVICES,
+    NO_ENDPOINT_DROPS,
+    FIREWALL_IPS,
+    CLUSTER_IPS,
+    SERVICE_CIDRS,
+];
 /// Allocated ClusterIPs (counting rejects to ports no Service defines).
 pub const CLUSTER_IPS: &str = "cluster-ips";
 /// The service CIDRs (counting drops to addresses no Service holds).
@@ -81,6 +124,7 @@ const FIREWALL_ALLOW: &str = "firewall-allow";
 const REJECT_CHAIN: &str = "reject-chain";
 const MARK_FOR_MASQUERADE: &str = "mark-for-masquerade";
 const SERVICES_CHAIN: &str = "services";
+const BALANCING_CHAIN: &str = "balancing";
 const MASQUERADING_CHAIN: &str = "masquerading";
 
 /// The base chains, each named for its type and hook.
@@ -109,25 +153,36 @@ pub fn family_table_with(rules: &FamilyRules, counters: bool) -> Table {
     // The element lists are sized up front: they reach tens of thousands of elements each, and growing
     // them by doubling copies them and fragments the heap (measured: about a fifth of the layout).
     let mut per_position: Vec<usize> = Vec::new();
+    let mut per_count = vec![0; FLAT_COUNTS];
     for destination in &rules.destinations {
         if let Action::Balance { backends, affinity: None, .. } = &destination.action {
             if per_position.len() < backends.len() {
                 per_position.resize(backends.len(), 0);
             }
             per_position[..backends.len()].iter_mut().for_each(|count| *count += 1);
+            if let Some(count) = per_count.get_mut(backends.len().wrapping_sub(1)) {
+                *count += 1;
+            }
         }
     }
+    let flat = per_count.iter().sum();
     let mut layout = Layout {
         rules,
         counters,
         service_ips: Vec::with_capacity(rules.destinations.len()),
+        service_chains: Vec::new(),
+        counts: per_count.into_iter().map(Vec::with_capacity).collect(),
+        masquerade: Vec::new(),
+        masquerade_nonpod: Vec::new(),
+        backend_port: Vec::with_capacity(flat),
         policy_ips: Vec::new(),
         policy_connections: Vec::new(),
         policy_drops: Vec::new(),
         no_endpoint: Vec::new(),
+        no_endpoint_drops: Vec::new(),
         firewall_ips: Vec::new(),
         firewall_allow: Vec::new(),
-        positions: per_position.into_iter().map(|n| (Vec::with_capacity(n), Vec::with_capacity(n))).collect(),
+        positions: per_position.into_iter().map(|n| (Vec::with_capacity(n), Vec::new())).collect(),
         balancers: BTreeSet::new(),
         dedicated: BTreeMap::new(),
         affinity_sets: BTreeMap::new(),
@@ -142,18 +197,29 @@ pub fn family_table_with(rules: &FamilyRules, counters: bool) -> Table {
 struct Layout<'a> {
     rules: &'a FamilyRules,
     counters: bool,
+    /// Every destination the `services` chain balances (a plain, counted set).
     service_ips: Vec<Element>,
+    /// Destinations balanced in a chain of their own, and that chain.
+    service_chains: Vec<Element>,
+    /// Endpoint count N (1..=FLAT_COUNTS) → elements of `balance-N-ips`.
+    counts: Vec<Vec<Element>>,
+    masquerade: Vec<Element>,
+    masquerade_nonpod: Vec<Element>,
+    /// The shared port of destinations whose backends all listen on one port.
+    backend_port: Vec<Element>,
     /// With counters: destinations whose fate depends on the source, and what each can count.
     policy_ips: Vec<Element>,
     policy_connections: Vec<Element>,
     policy_drops: Vec<Element>,
     no_endpoint: Vec<Element>,
+    no_endpoint_drops: Vec<Element>,
     firewall_ips: Vec<Element>,
     firewall_allow: Vec<Element>,
-    /// Backend position i → elements of backend-i-addr and backend-i-port.
+    /// Backend position i → elements of backend-i-addr and backend-i-port (the latter only for
+    /// destinations whose backends listen on different ports).
     positions: Vec<(Vec<Element>, Vec<Element>)>,
-    /// Flat balancers in use: (endpoint count, masquerade).
-    balancers: BTreeSet<(usize, Masquerade)>,
+    /// Balancers reached through `service-chains`: (endpoint count, whether the port is shared).
+    balancers: BTreeSet<(usize, bool)>,
     /// Chains of service ports that need their own (session affinity, externalTrafficPolicy Local).
     dedicated: BTreeMap<String, Chain>,
     affinity_sets: BTreeMap<String, Set>,
@@ -174,22 +240,41 @@ impl Layout<'_> {
             }
         }
         let verdict = match &destination.action {
-            Action::Reject | Action::Drop => {
-                let verdict = self.verdict(&destination.service_port, &destination.action);
-                self.no_endpoint.push(Element { key, data: Some(Value::Verdict(verdict)), comment });
+            Action::Reject => {
+                self.no_endpoint.push(Element { key, data: None, comment });
+                return;
+            }
+            Action::Drop => {
+                self.no_endpoint_drops.push(Element { key, data: None, comment });
                 return;
             }
             Action::Balance { backends, masquerade, affinity: None } => {
-                let masquerade = self.effective(*masquerade);
-                self.balancers.insert((backends.len(), masquerade));
+                match self.effective(*masquerade) {
+                    Masquerade::Never => {}
+                    Masquerade::Always => self.masquerade.push(element(key.clone())),
+                    Masquerade::OutsidePodNetwork => self.masquerade_nonpod.push(element(key.clone())),
+                }
                 if self.positions.len() < backends.len() {
                     self.positions.resize_with(backends.len(), Default::default);
                 }
+                let shared = backends.iter().all(|backend| backend.port == backends[0].port);
                 for (backend, (addrs, ports)) in backends.iter().zip(&mut self.positions) {
                     addrs.push(Element { key: key.clone(), data: Some(Value::Addr(backend.ip)), comment: None });
-                    ports.push(Element { key: key.clone(), data: Some(Value::Port(backend.port)), comment: None });
+                    if !shared {
+                        ports.push(Element { key: key.clone(), data: Some(Value::Port(backend.port)), comment: None });
+                    }
                 }
-                Verdict::Goto(balance_chain(backends.len(), masquerade))
+                if shared {
+                    let port = Some(Value::Port(backends[0].port));
+                    self.backend_port.push(Element { key: key.clone(), data: port, comment: None });
+                    if let Some(count) = self.counts.get_mut(backends.len() - 1) {
+                        count.push(element(key.clone()));
+                        self.service_ips.push(Element { key, data: None, comment });
+                        return;
+                    }
+                }
+                self.balancers.insert((backends.len(), shared));
+                Verdict::Goto(balance_chain(backends.len(), shared))
             }
             Action::BySource { pods, node, others } if self.counters => {
                 let outcomes = [pods, node, others];
@@ -208,7 +293,8 @@ impl Layout<'_> {
             }
             action => self.verdict(&destination.service_port, action),
         };
-        self.service_ips.push(Element { key, data: Some(Value::Verdict(verdict)), comment });
+        self.service_chains.push(Element { key: key.clone(), data: Some(Value::Verdict(verdict)), comment: None });
+        self.service_ips.push(Element { key, data: None, comment });
     }
 
     /// Without a detector, "masquerade non-pod sources" cannot be expressed.
@@ -315,19 +401,11 @@ impl Layout<'_> {
         let destination_type = vec![DataType::Addr(family), DataType::Proto, DataType::Service];
         let counters = self.counters;
         let set = |name: &str, key: Vec<DataType>, data: Option<DataType>, interval: bool, elements: Vec<Element>| {
-            let counter = counters
-                && [
-                    SERVICE_IPS,
-                    NO_ENDPOINT_SERVICES,
-                    CLUSTER_IPS,
-                    SERVICE_CIDRS,
-                    FIREWALL_IPS,
-                    POLICY_CONNECTIONS,
-                    POLICY_DROPS,
-                ]
-                .contains(&name);
+            let counter = counters && COUNTED_SETS.contains(&name);
             Set { name: name.into(), key, data, interval, timeout: None, counter, elements }
         };
+        let destinations =
+            |name: &str, elements: Vec<Element>| set(name, destination_type.clone(), None, false, elements);
         let addresses = |ips: &[std::net::IpAddr]| ips.iter().map(|&ip| element(smallvec![Value::Addr(ip)])).collect();
         // An interval set refuses overlapping or repeated prefixes (EEXIST): they are merged first.
         let prefixes = |nets: &[ipnet::IpNet]| {
@@ -336,30 +414,38 @@ impl Layout<'_> {
                 .map(|net| element(smallvec![Value::Prefix(net)]))
                 .collect()
         };
+        let detector = rules.local_traffic != LocalTraffic::None;
         let mut sets = vec![
             // Allocated ClusterIPs: other ports on them are rejected.
             set(CLUSTER_IPS, vec![DataType::Addr(family)], None, false, addresses(&rules.cluster_ips)),
             // Every destination with endpoints: ClusterIPs, externalIPs, LoadBalancer IPs, NodePorts.
-            set(SERVICE_IPS, destination_type.clone(), Some(DataType::Verdict), false, self.service_ips),
+            destinations(SERVICE_IPS, self.service_ips),
             // Destinations without usable endpoints: rejected, or dropped under a Local policy.
-            set(NO_ENDPOINT_SERVICES, destination_type.clone(), Some(DataType::Verdict), false, self.no_endpoint),
+            destinations(NO_ENDPOINT_SERVICES, self.no_endpoint),
+            destinations(NO_ENDPOINT_DROPS, self.no_endpoint_drops),
+            // Destinations with their own balancing chain.
+            set(SERVICE_CHAINS, destination_type.clone(), Some(DataType::Verdict), false, self.service_chains),
+            destinations(MASQUERADE_IPS, self.masquerade),
             // An endpoint reaching itself through a service: masqueraded so that replies return.
             set(
                 HAIRPIN,
                 vec![DataType::Addr(family), DataType::Addr(family)],
                 None,
                 false,
-                rules
-                    .backend_ips()
-                    .into_iter()
-                    .map(|ip| element(smallvec![Value::Addr(ip), Value::Addr(ip)]))
-                    .collect(),
+                rules.hairpin_ips.iter().map(|&ip| element(smallvec![Value::Addr(ip), Value::Addr(ip)])).collect(),
             ),
         ];
+        if detector {
+            sets.push(destinations(MASQUERADE_NONPOD_IPS, self.masquerade_nonpod));
+        }
+        // Destinations by endpoint count: which `balance-N` chain picks their backend.
+        for (i, elements) in self.counts.into_iter().enumerate() {
+            sets.push(destinations(&count_set(i + 1), elements));
+        }
         if counters {
             sets.push(set(POLICY_IPS, destination_type.clone(), Some(DataType::Verdict), false, self.policy_ips));
-            sets.push(set(POLICY_CONNECTIONS, destination_type.clone(), None, false, self.policy_connections));
-            sets.push(set(POLICY_DROPS, destination_type.clone(), None, false, self.policy_drops));
+            sets.push(destinations(POLICY_CONNECTIONS, self.policy_connections));
+            sets.push(destinations(POLICY_DROPS, self.policy_drops));
         }
         if let LocalTraffic::Cidrs(cidrs) = &rules.local_traffic {
             // The local-traffic detector: sources in the pod network.
@@ -371,13 +457,18 @@ impl Layout<'_> {
         let firewalled = !self.firewall_ips.is_empty();
         if firewalled {
             // LoadBalancer IPs with loadBalancerSourceRanges, and the sources each allows.
-            sets.push(set(FIREWALL_IPS, destination_type.clone(), None, false, self.firewall_ips));
+            sets.push(destinations(FIREWALL_IPS, self.firewall_ips));
             let mut allow_type = destination_type.clone();
             allow_type.push(DataType::Addr(family));
             sets.push(set(FIREWALL_ALLOW, allow_type, None, true, self.firewall_allow));
         }
-        for (i, (addrs, ports)) in self.positions.into_iter().enumerate() {
-            // The address and port of backend i of each flat destination.
+        // The port of every backend of a destination whose backends share it (nearly all).
+        sets.push(set(BACKEND_PORT, destination_type.clone(), Some(DataType::Service), false, self.backend_port));
+        let mut positions = self.positions;
+        positions.resize_with(positions.len().max(FLAT_COUNTS), Default::default);
+        let mut port_maps = Vec::new();
+        for (i, (addrs, ports)) in positions.into_iter().enumerate() {
+            // The address of backend i of each destination balanced by count.
             sets.push(set(
                 &backend_map(i, "addr"),
                 destination_type.clone(),
@@ -385,31 +476,34 @@ impl Layout<'_> {
                 false,
                 addrs,
             ));
-            sets.push(set(&backend_map(i, "port"), destination_type.clone(), Some(DataType::Service), false, ports));
+            if !ports.is_empty() {
+                // Its port, for destinations whose backends listen on different ports.
+                port_maps.push(set(
+                    &backend_map(i, "port"),
+                    destination_type.clone(),
+                    Some(DataType::Service),
+                    false,
+                    ports,
+                ));
+            }
         }
+        sets.extend(port_maps);
         sets.extend(self.affinity_sets.into_values());
 
         let mut chains = base_chains(firewalled, !rules.service_cidrs.is_empty(), counters);
-        chains.extend(fixed_chains(counters));
-        let counts: BTreeSet<usize> = self.balancers.iter().map(|(n, _)| *n).collect();
-        for &n in &counts {
-            let target = (0..n).map(backend_chain).collect();
-            chains.push(chain(&balance_chain(n, Masquerade::Never), vec![Rule::new(vec![pick(target)])]));
+        chains.extend(fixed_chains(counters, &rules.local_traffic));
+        // The balancers of the counts with a fixed rule, and those reached through service-chains.
+        let balancers = (1..=FLAT_COUNTS).map(|n| (n, true)).chain(self.balancers);
+        let mut backends = BTreeSet::new();
+        for (n, shared) in balancers.collect::<BTreeSet<_>>() {
+            let target = (0..n).map(|i| backend_chain(i, shared)).collect();
+            chains.push(chain(&balance_chain(n, shared), vec![Rule::new(vec![pick(target)])]));
+            backends.extend((0..n).map(|i| (i, shared)));
         }
-        for &(n, masquerade) in &self.balancers {
-            let mark = match masquerade {
-                Masquerade::Never => continue,
-                Masquerade::Always => Vec::new(),
-                Masquerade::OutsidePodNetwork => pod_match(&rules.local_traffic, true),
-            };
-            let mut mark = mark;
-            mark.push(Statement::Verdict(Verdict::Jump(MARK_FOR_MASQUERADE.into())));
-            let next = Statement::Verdict(Verdict::Goto(balance_chain(n, Masquerade::Never)));
-            chains.push(chain(&balance_chain(n, masquerade), vec![Rule::new(mark), Rule::new(vec![next])]));
-        }
-        for i in 0..counts.last().copied().unwrap_or(0) {
-            let dnat = Statement::DnatFromMaps { addr_map: backend_map(i, "addr"), port_map: backend_map(i, "port") };
-            chains.push(chain(&backend_chain(i), vec![Rule::new(vec![dnat])]));
+        for (i, shared) in backends {
+            let port_map = if shared { BACKEND_PORT.to_owned() } else { backend_map(i, "port") };
+            let dnat = Statement::DnatFromMaps { addr_map: backend_map(i, "addr"), port_map };
+            chains.push(chain(&backend_chain(i, shared), vec![Rule::new(vec![dnat])]));
         }
         chains.extend(self.dedicated.into_values());
 
@@ -475,17 +569,27 @@ fn base_chain(name: &str, chain_type: ChainType, point: HookPoint, priority: i32
 
 fn base_chains(firewalled: bool, service_cidrs: bool, counters: bool) -> Vec<Chain> {
     let jump = |chain: &str| Rule::new(vec![Statement::Verdict(Verdict::Jump(chain.into()))]);
-    let no_endpoints = Rule::new(vec![Statement::CtStateNew, Statement::DispatchVmap(NO_ENDPOINT_SERVICES.into())])
-        .with_comment("Reject or drop destinations without usable endpoints");
-    let mut after_dnat = vec![
-        no_endpoints.clone(),
+    let no_endpoints = vec![
         Rule::new(vec![
             Statement::CtStateNew,
-            Statement::DaddrIn(CLUSTER_IPS.into()),
+            Statement::DestinationIn(NO_ENDPOINT_SERVICES.into()),
             Statement::Verdict(Verdict::Goto(REJECT_CHAIN.into())),
         ])
-        .with_comment("A ClusterIP on a port no Service defines"),
+        .with_comment("Reject destinations without usable endpoints"),
+        Rule::new(vec![
+            Statement::CtStateNew,
+            Statement::DestinationIn(NO_ENDPOINT_DROPS.into()),
+            Statement::Verdict(Verdict::Drop),
+        ])
+        .with_comment("Drop destinations whose Local policy has no endpoint for the source"),
     ];
+    let mut after_dnat = no_endpoints.clone();
+    after_dnat.extend([Rule::new(vec![
+        Statement::CtStateNew,
+        Statement::DaddrIn(CLUSTER_IPS.into()),
+        Statement::Verdict(Verdict::Goto(REJECT_CHAIN.into())),
+    ])
+    .with_comment("A ClusterIP on a port no Service defines")]);
     if service_cidrs {
         after_dnat.push(
             Rule::new(vec![
@@ -507,7 +611,7 @@ fn base_chains(firewalled: bool, service_cidrs: bool, counters: bool) -> Vec<Cha
             vec![jump(MASQUERADING_CHAIN)],
         ),
         // Rejects live in filter chains: `reject` is not allowed in prerouting before kernel 5.9.
-        base_chain(FILTER_INPUT, ChainType::Filter, HookPoint::Input, PRIORITY_FILTER, vec![no_endpoints]),
+        base_chain(FILTER_INPUT, ChainType::Filter, HookPoint::Input, PRIORITY_FILTER, no_endpoints),
         base_chain(FILTER_FORWARD, ChainType::Filter, HookPoint::Forward, PRIORITY_FILTER, after_dnat.clone()),
         base_chain(FILTER_OUTPUT, ChainType::Filter, HookPoint::Output, PRIORITY_FILTER, after_dnat),
     ];
@@ -532,14 +636,32 @@ fn base_chains(firewalled: bool, service_cidrs: bool, counters: bool) -> Vec<Cha
     chains
 }
 
-fn fixed_chains(counters: bool) -> Vec<Chain> {
+fn fixed_chains(counters: bool, local_traffic: &LocalTraffic) -> Vec<Chain> {
     let chain = |name: &str, rules: Vec<Rule>| Chain { name: name.into(), hook: None, rules };
-    let mut services = vec![Rule::new(vec![Statement::DispatchVmap(SERVICE_IPS.into())])];
+    let goto = |set: &str, target: &str| {
+        Rule::new(vec![Statement::DestinationIn(set.into()), Statement::Verdict(Verdict::Goto(target.into()))])
+    };
+    let mut services = vec![goto(SERVICE_IPS, BALANCING_CHAIN)];
     if counters {
         services.push(Rule::new(vec![Statement::DispatchVmap(POLICY_IPS.into())]));
     }
+    // Sets and fixed rules only: a Service coming or going changes set elements that carry no jump
+    // or goto, so the kernel does not re-validate the table (it walks every verdict-map element
+    // reachable from the base chains whenever a jump or goto element is added).
+    let mark = Statement::Verdict(Verdict::Jump(MARK_FOR_MASQUERADE.into()));
+    let mut balancing =
+        vec![Rule::new(vec![Statement::DestinationIn(MASQUERADE_IPS.into()), mark.clone()]).with_comment("Masquerade")];
+    if *local_traffic != LocalTraffic::None {
+        let mut statements = pod_match(local_traffic, true);
+        statements.extend([Statement::DestinationIn(MASQUERADE_NONPOD_IPS.into()), mark]);
+        balancing.push(Rule::new(statements).with_comment("Masquerade unless from a pod"));
+    }
+    // Fewest endpoints first: the most common counts are found with the fewest lookups.
+    balancing.extend((1..=FLAT_COUNTS).map(|n| goto(&count_set(n), &balance_chain(n, true))));
+    balancing.push(Rule::new(vec![Statement::DispatchVmap(SERVICE_CHAINS.into())]));
     vec![
         chain(SERVICES_CHAIN, services),
+        chain(BALANCING_CHAIN, balancing),
         chain(
             MASQUERADING_CHAIN,
             vec![
@@ -565,16 +687,19 @@ fn fixed_chains(counters: bool) -> Vec<Chain> {
     ]
 }
 
-fn balance_chain(n: usize, masquerade: Masquerade) -> String {
-    match masquerade {
-        Masquerade::Never => format!("balance-{n}"),
-        Masquerade::Always => format!("balance-{n}-masq"),
-        Masquerade::OutsidePodNetwork => format!("balance-{n}-masq-nonpod"),
-    }
+/// `balance-N` picks one of N backends whose port is in `backend-port`; `balance-N-ports` one of N
+/// backends with a port of their own (in `backend-i-port`).
+fn balance_chain(n: usize, shared_port: bool) -> String {
+    if shared_port { format!("balance-{n}") } else { format!("balance-{n}-ports") }
 }
 
-fn backend_chain(i: usize) -> String {
-    format!("backend-{i}")
+fn backend_chain(i: usize, shared_port: bool) -> String {
+    if shared_port { format!("backend-{i}") } else { format!("backend-{i}-ports") }
+}
+
+/// The destinations with `n` endpoints that share a port.
+fn count_set(n: usize) -> String {
+    format!("balance-{n}-ips")
 }
 
 fn backend_map(i: usize, part: &str) -> String {

@@ -138,11 +138,14 @@ impl Ledger {
             }
         }
         for chain in table.chains {
-            let before = ledger
-                .chains
-                .get(&chain.name)
-                .map(|held| if held.holders > 0 { held.object.rules.clone() } else { Vec::new() });
-            journal.chains_before.entry((family, chain.name.clone())).or_insert(before);
+            // Every contribution holds the fixed chains: their rules are copied once per batch, not per
+            // contribution.
+            journal.chains_before.entry((family, chain.name.clone())).or_insert_with(|| {
+                ledger
+                    .chains
+                    .get(&chain.name)
+                    .map(|held| if held.holders > 0 { held.object.rules.clone() } else { Vec::new() })
+            });
             // The latest content wins: a Service's chain may keep its name and change its rules.
             let held = ledger.chains.entry(chain.name.clone()).or_insert(Held { object: chain.clone(), holders: 0 });
             held.object = chain;

@@ -471,20 +471,20 @@ fn proxier_with_netlink_repairs_a_hand_edit() {
     let outcome = proxier.resync().unwrap();
     assert!(!outcome.drifted && outcome.changes == 0, "proxier's own commits are not drift: {outcome:?}");
 
-    ns.nft_args(&["flush", "map", "ip", "proxier", "service-ips"], None).unwrap();
+    ns.nft_args(&["flush", "set", "ip", "proxier", "service-ips"], None).unwrap();
     let repair = proxier.resync().unwrap();
     assert!(repair.drifted, "{repair:?}");
     assert!(
-        ns.nft_args(&["list", "map", "ip", "proxier", "service-ips"], None).unwrap().contains("10.96.0.20"),
+        ns.nft_args(&["list", "set", "ip", "proxier", "service-ips"], None).unwrap().contains("10.96.0.20"),
         "repaired"
     );
     let again = proxier.resync().unwrap();
     assert!(!again.drifted && again.changes == 0, "the repair itself is not drift: {again:?}");
 }
 
-/// With the netlink backend and counters: an incremental sync that re-creates a counted element (one
-/// endpoint becomes two: its verdict changes) keeps its count, going by `nft` text since netlink writes
-/// no counter values; an endpoint change that leaves the counted elements alone still goes over netlink.
+/// With the netlink backend and counters: a Service's counted element is a plain set element, so an
+/// endpoint change, even one that changes the endpoint count (and so the balancer), leaves it alone:
+/// its count survives and the change goes over netlink (which writes no counter values).
 #[test]
 fn counts_survive_an_incremental_sync_with_netlink() {
     let Some(ns) = Netns::for_test("counts_survive_an_incremental_sync_with_netlink") else { return };
@@ -492,7 +492,7 @@ fn counts_survive_an_incremental_sync_with_netlink() {
     proxier.state_mut().apply_endpoint_slice(serde_json::from_value(slice(&["10.244.1.5"])).unwrap());
     assert!(!proxier.sync().unwrap().by_netlink, "a full sync goes through nft");
     // Counts as traffic would leave them: the element re-written by hand with a count.
-    let listing = ns.nft_args(&["list", "map", "ip", "proxier", "service-ips"], None).unwrap();
+    let listing = ns.nft_args(&["list", "set", "ip", "proxier", "service-ips"], None).unwrap();
     let element = listing
         .split(['{', ','])
         .map(str::trim)
@@ -507,16 +507,16 @@ fn counts_survive_an_incremental_sync_with_netlink() {
     );
     ns.nft_args(&["-f", "-"], Some(&edit)).unwrap();
     let counts = |ns: &Netns| {
-        let listing = ns.nft_args(&["list", "map", "ip", "proxier", "service-ips"], None).unwrap();
+        let listing = ns.nft_args(&["list", "set", "ip", "proxier", "service-ips"], None).unwrap();
         listing.contains("10.96.0.20 . tcp . 80 counter packets 5 bytes 300")
     };
     assert!(counts(&ns), "the hand-written count is listed");
 
     proxier.state_mut().apply_endpoint_slice(serde_json::from_value(slice(&["10.244.1.5", "10.244.1.6"])).unwrap());
-    let recreated = proxier.sync().unwrap();
-    assert!(!recreated.by_netlink && recreated.changes > 0, "a transaction carrying counts goes by nft: {recreated:?}");
+    let recounted = proxier.sync().unwrap();
+    assert!(recounted.by_netlink && recounted.changes > 0, "one endpoint to two: {recounted:?}");
     let listing = ns.nft_args(&["list", "table", "ip", "proxier"], None).unwrap();
-    assert!(listing.contains("10.244.1.6") && counts(&ns), "the count survives the re-created element:\n{listing}");
+    assert!(listing.contains("10.244.1.6") && counts(&ns), "the count survives a new endpoint count:\n{listing}");
 
     proxier.state_mut().apply_endpoint_slice(serde_json::from_value(slice(&["10.244.1.5", "10.244.1.7"])).unwrap());
     let moved = proxier.sync().unwrap();

@@ -55,7 +55,7 @@ fn takeover_drift_repair_and_quiet_resyncs() {
         assert_eq!((quiet.drifted, quiet.changes), (false, 0));
 
         // Someone deletes an element behind proxier's back: one full replacement repairs it.
-        nft.apply_text("flush map ip proxier service-ips\n")?;
+        nft.apply_text("flush set ip proxier service-ips\n")?;
         let repair = proxier.resync().unwrap();
         assert!(repair.drifted);
         assert_eq!(repair.kind, SyncKind::Full);
