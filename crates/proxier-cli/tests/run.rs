@@ -1,5 +1,5 @@
 //! `proxier run` end to end: the real binary in a node's network namespace, watching a fake API server
-//! (tests/run_support/apiserver.rs) that runs inside the same namespace, with traffic checked by probes.
+//! (proxier-testkit's stand-in `apiserver`) that runs inside the same namespace, with traffic checked by probes.
 
 #![allow(clippy::disallowed_methods)] // Tests run the binary and ip/nft (clippy.toml).
 
@@ -62,7 +62,7 @@ fn setup() -> Option<Setup> {
     let listener = node.run(|| std::net::TcpListener::bind("127.0.0.1:6443").expect("bind fake API server"));
     let api = ApiServer::start(listener);
     let kubeconfig = std::env::temp_dir().join(format!("{}.kubeconfig", node.name));
-    api.write_kubeconfig(&kubeconfig);
+    api.write_kubeconfig(&kubeconfig).expect("write kubeconfig");
     api.apply(node_object());
     Some(Setup { api, kubeconfig, _servers: servers, node })
 }
@@ -491,7 +491,7 @@ fn run_on_a_test_bed_node() {
     let listener = node_a.netns().run(|| std::net::TcpListener::bind("127.0.0.1:6443").expect("bind API server"));
     let api = ApiServer::start(listener);
     let kubeconfig = std::env::temp_dir().join(format!("{}.kubeconfig", node_a.netns().name()));
-    api.write_kubeconfig(&kubeconfig);
+    api.write_kubeconfig(&kubeconfig).expect("write kubeconfig");
     struct Remove(std::path::PathBuf);
     impl Drop for Remove {
         fn drop(&mut self) {

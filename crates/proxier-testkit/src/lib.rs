@@ -11,6 +11,8 @@
 //!   applies one;
 //! - [`docs`]: the messages the documentation's tables quote, for tests that compare them;
 //! - [`fuzz`]: the fuzz targets' input builder and checks, run by `fuzz/` and by the smoke test;
+//! - [`apiserver`]: a stand-in Kubernetes API server (list/watch of Services, EndpointSlices and
+//!   Nodes) for `proxier run`'s tests and the churn driver;
 //! - [`scenario`]: the test bed programmed by the real `proxier` binary, and Service and
 //!   EndpointSlice builders, for the traffic tests.
 //!
@@ -117,6 +119,7 @@
 
 #![allow(clippy::disallowed_methods)] // Test support runs `ip` and `nft` in its namespaces (clippy.toml).
 
+pub mod apiserver;
 mod bed;
 pub mod counters;
 pub mod docs;

@@ -1,5 +1,5 @@
-//! Test support for `proxier run` (tests/run.rs): a fake API server, and a node in a network
-//! namespace with "pods" (addresses on a local interface), echo servers and probes.
+//! Test support for `proxier run` (tests/run.rs): the stand-in API server (from proxier-testkit), and a
+//! node in a network namespace with "pods" (addresses on a local interface), echo servers and probes.
 
-pub mod apiserver;
+pub use proxier_testkit::apiserver;
 pub mod node;
