@@ -2,12 +2,14 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Once, OnceLock};
+use std::time::Duration;
 
 /// Every namespace this crate creates is named `pxt-<pid>-<n>-<role>`.
 pub const NAME_PREFIX: &str = "pxt-";
@@ -171,6 +173,21 @@ impl Netns {
                 Ok(r) => r,
                 Err(panic) => std::panic::resume_unwind(panic),
             }
+        })
+    }
+
+    /// A plain HTTP/1.1 GET from inside the namespace (proxier's health, metrics and health-check
+    /// servers): `(status, body)`, or `None` when nothing answers within a few seconds.
+    pub fn http_get(&self, address: SocketAddr, path: &str) -> Option<(u16, String)> {
+        self.run(|| {
+            let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
+            stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+            let mut text = String::new();
+            stream.read_to_string(&mut text).ok()?;
+            let status = text.split_whitespace().nth(1)?.parse().ok()?;
+            let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+            Some((status, body))
         })
     }
 }

@@ -323,17 +323,7 @@ impl Bed {
 
     /// An HTTP GET from inside the namespace: (status, body).
     pub fn http_get(&self, address: &str, path: &str) -> Option<(u16, String)> {
-        let address: SocketAddr = address.parse().ok()?;
-        self.netns.run(|| {
-            let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
-            stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-            write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
-            let mut text = String::new();
-            stream.read_to_string(&mut text).ok()?;
-            let status = text.split_whitespace().nth(1)?.parse().ok()?;
-            let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-            Some((status, body))
-        })
+        self.netns.http_get(address.parse().ok()?, path)
     }
 
     /// The metrics proxier exports, by name (with labels), as numbers.

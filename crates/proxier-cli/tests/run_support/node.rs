@@ -2,7 +2,7 @@
 //! the local pods' addresses, servers on those addresses, and clients that connect from inside.
 //! Everything stays inside the namespace; it is deleted on drop (also when a test fails).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -103,17 +103,7 @@ impl Node {
 
     /// An HTTP GET from inside the namespace: (status, body).
     pub fn http_get(&self, address: &str, path: &str) -> Option<(u16, String)> {
-        let address: SocketAddr = address.parse().unwrap();
-        self.run(|| {
-            let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
-            stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-            write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
-            let mut text = String::new();
-            stream.read_to_string(&mut text).ok()?;
-            let status = text.split_whitespace().nth(1)?.parse().ok()?;
-            let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-            Some((status, body))
-        })
+        self.netns.http_get(address.parse().unwrap(), path)
     }
 
     /// One TCP connection to `address`: the first line the server sends, or the error.
