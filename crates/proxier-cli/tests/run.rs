@@ -76,6 +76,44 @@ impl Drop for Setup {
 
 const WEB: &str = "10.96.0.20:80";
 
+/// An `nft` stand-in for injecting faults: a script run in place of `nft` (`--nft`). Dropping it removes
+/// the script and the files named, and kills the process whose pid the script left in `pid_file` (a
+/// stand-in that hangs is this test's own process).
+struct NftStandIn {
+    script: std::path::PathBuf,
+    files: Vec<std::path::PathBuf>,
+    pid_file: Option<std::path::PathBuf>,
+}
+
+impl NftStandIn {
+    fn new(
+        node: &str,
+        name: &str,
+        text: String,
+        files: Vec<std::path::PathBuf>,
+        pid_file: Option<std::path::PathBuf>,
+    ) -> NftStandIn {
+        let script = std::env::temp_dir().join(format!("{node}.{name}"));
+        std::fs::write(&script, text).unwrap();
+        std::process::Command::new("chmod").arg("+x").arg(&script).status().unwrap();
+        NftStandIn { script, files, pid_file }
+    }
+
+    fn path(&self) -> &str {
+        self.script.to_str().unwrap()
+    }
+}
+
+impl Drop for NftStandIn {
+    fn drop(&mut self) {
+        let pid = self.pid_file.as_ref().and_then(|f| std::fs::read_to_string(f).ok());
+        if let Some(pid) = pid.and_then(|p| p.trim().parse::<i32>().ok()) {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        self.files.iter().chain(&self.pid_file).chain([&self.script]).for_each(|p| drop(std::fs::remove_file(p)));
+    }
+}
+
 #[test]
 fn traffic_follows_services_and_endpoints() {
     let Some(s) = setup() else { return };
@@ -281,33 +319,22 @@ fn sigterm_mid_sync_exits_at_once() {
     let Some(s) = setup() else { return };
     let flag = std::env::temp_dir().join(format!("{}.nft-hangs", s.node.name));
     let hanging = std::env::temp_dir().join(format!("{}.nft-hanging", s.node.name));
-    let wrapper = std::env::temp_dir().join(format!("{}.nft-slow", s.node.name));
-    std::fs::write(
-        &wrapper,
+    let wrapper = NftStandIn::new(
+        &s.node.name,
+        "nft-slow",
         format!(
             "#!/bin/sh\nif [ -e {} ]; then echo $$ > {}; exec sleep 60; fi\nexec nft \"$@\"\n",
             flag.display(),
             hanging.display()
         ),
-    )
-    .unwrap();
-    std::process::Command::new("chmod").arg("+x").arg(&wrapper).status().unwrap();
-    struct Cleanup(Vec<std::path::PathBuf>, std::path::PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            // The hung `nft` stand-in is this test's own process: ended here.
-            if let Some(pid) = std::fs::read_to_string(&self.1).ok().and_then(|p| p.trim().parse::<i32>().ok()) {
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-            self.0.iter().chain([&self.1]).for_each(|p| drop(std::fs::remove_file(p)));
-        }
-    }
-    let _cleanup = Cleanup(vec![flag.clone(), wrapper.clone()], hanging.clone());
+        vec![flag.clone()],
+        Some(hanging.clone()),
+    );
 
     s.api.apply(service("web", "10.96.0.20", "TCP"));
     s.api.apply(slice("web", &["10.244.1.5"], "TCP"));
     // The hang is injected into `nft`: every change goes through it.
-    let proxier = s.node.proxier_run(&s.kubeconfig, &["--nft", wrapper.to_str().unwrap(), "--netlink", "false"]);
+    let proxier = s.node.proxier_run(&s.kubeconfig, &["--nft", wrapper.path(), "--netlink", "false"]);
     eventually("web answers", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("a"));
     std::fs::write(&flag, "").unwrap();
     s.api.apply(slice("web", &["10.244.1.6"], "TCP"));
@@ -355,28 +382,21 @@ fn nft_failures_keep_the_rules_and_drift_is_repaired() {
     let Some(s) = setup() else { return };
     // An nft that fails while the flag file exists.
     let flag = std::env::temp_dir().join(format!("{}.nft-fails", s.node.name));
-    let wrapper = std::env::temp_dir().join(format!("{}.nft", s.node.name));
-    std::fs::write(
-        &wrapper,
+    let wrapper = NftStandIn::new(
+        &s.node.name,
+        "nft",
         format!(
             "#!/bin/sh\nif [ -e {} ]; then echo 'injected failure' >&2; exit 1; fi\nexec nft \"$@\"\n",
             flag.display()
         ),
-    )
-    .unwrap();
-    std::process::Command::new("chmod").arg("+x").arg(&wrapper).status().unwrap();
-    struct Cleanup(Vec<std::path::PathBuf>);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            self.0.iter().for_each(|p| drop(std::fs::remove_file(p)));
-        }
-    }
-    let _cleanup = Cleanup(vec![flag.clone(), wrapper.clone()]);
+        vec![flag.clone()],
+        None,
+    );
 
     s.api.apply(service("web", "10.96.0.20", "TCP"));
     s.api.apply(slice("web", &["10.244.1.5"], "TCP"));
     // Failures are injected into `nft`: every change goes through it.
-    let proxier = s.node.proxier_run(&s.kubeconfig, &["--nft", wrapper.to_str().unwrap(), "--netlink", "false"]);
+    let proxier = s.node.proxier_run(&s.kubeconfig, &["--nft", wrapper.path(), "--netlink", "false"]);
     eventually("web answers", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("a"));
 
     std::fs::write(&flag, "").unwrap();
@@ -433,26 +453,19 @@ fn netlink_changes_and_event_driven_drift_repair() {
 #[test]
 fn a_refused_service_is_left_out_and_the_rest_programmed() {
     let Some(s) = setup() else { return };
-    let wrapper = std::env::temp_dir().join(format!("{}.nft-no-sctp", s.node.name));
-    std::fs::write(
-        &wrapper,
-        "#!/bin/sh\ninput=$(cat)\ncase \"$input\" in *'\"sctp\"'*) echo 'Error: Could not process rule: Protocol not supported' >&2; exit 1;; esac\nprintf '%s' \"$input\" | exec nft \"$@\"\n",
-    )
-    .unwrap();
-    std::process::Command::new("chmod").arg("+x").arg(&wrapper).status().unwrap();
-    struct Cleanup(std::path::PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    let _cleanup = Cleanup(wrapper.clone());
+    let wrapper = NftStandIn::new(
+        &s.node.name,
+        "nft-no-sctp",
+        "#!/bin/sh\ninput=$(cat)\ncase \"$input\" in *'\"sctp\"'*) echo 'Error: Could not process rule: Protocol not supported' >&2; exit 1;; esac\nprintf '%s' \"$input\" | exec nft \"$@\"\n".to_owned(),
+        Vec::new(),
+        None,
+    );
 
     s.api.apply(service("web", "10.96.0.20", "TCP"));
     s.api.apply(slice("web", &["10.244.1.5"], "TCP"));
     s.api.apply(service("sig", "10.96.0.30", "SCTP"));
     s.api.apply(slice("sig", &["10.244.1.6"], "SCTP"));
-    let proxier = s.node.proxier_run(&s.kubeconfig, &["--nft", wrapper.to_str().unwrap()]);
+    let proxier = s.node.proxier_run(&s.kubeconfig, &["--nft", wrapper.path()]);
     eventually("web answers", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("a"));
     eventually("sig is counted as refused", WAIT, || {
         s.node.http_get("127.0.0.1:10249", "/metrics").is_some_and(|(_, m)| m.contains("proxier_refused_services 1"))
