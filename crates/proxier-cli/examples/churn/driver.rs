@@ -514,21 +514,25 @@ impl Churner<'_> {
         self.writes - before
     }
 
-    fn flip(&mut self) {
-        let Some(index) = self.pick() else { return };
+    /// A random endpoint of a random Service, one with no sampled change still in flight:
+    /// (Service index, endpoint index, address).
+    fn pick_endpoint(&mut self) -> Option<(usize, usize, Ipv4Addr)> {
+        let index = self.pick()?;
         let ips = self.model.services[index].endpoint_ips();
         if ips.is_empty() {
-            return;
+            return None;
         }
         let e = self.rng.below(ips.len());
-        if self.pending.busy(ips[e]) {
-            return;
-        }
+        (!self.pending.busy(ips[e])).then_some((index, e, ips[e]))
+    }
+
+    fn flip(&mut self) {
+        let Some((index, e, ip)) = self.pick_endpoint() else { return };
         let endpoint = &mut self.model.services[index].slice["endpoints"][e];
         let ready = !endpoint["conditions"]["ready"].as_bool().unwrap_or(true);
         endpoint["conditions"] = json!({"ready": ready, "serving": ready, "terminating": false});
         let sent = Instant::now();
-        self.sample("flip", ips[e], if ready { Expect::Appears } else { Expect::Goes }, sent);
+        self.sample("flip", ip, if ready { Expect::Appears } else { Expect::Goes }, sent);
         self.write_slice(index, 0);
     }
 
@@ -550,20 +554,12 @@ impl Churner<'_> {
     }
 
     fn remove(&mut self) {
-        let Some(index) = self.pick() else { return };
-        let ips = self.model.services[index].endpoint_ips();
-        if ips.is_empty() {
-            return;
-        }
-        let e = self.rng.below(ips.len());
-        if self.pending.busy(ips[e]) {
-            return;
-        }
+        let Some((index, e, ip)) = self.pick_endpoint() else { return };
         let Some(endpoints) = self.model.services[index].slice["endpoints"].as_array_mut() else { return };
         let removed = endpoints.remove(e);
         if removed["conditions"]["ready"].as_bool().unwrap_or(true) {
             // Only a ready endpoint is in the kernel to go.
-            self.sample("remove", ips[e], Expect::Goes, Instant::now());
+            self.sample("remove", ip, Expect::Goes, Instant::now());
         }
         self.write_slice(index, 2);
     }
