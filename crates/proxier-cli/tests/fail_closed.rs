@@ -255,15 +255,8 @@ fn a_closed_pipe_ends_output_quietly() {
         &["trace", "--snapshot", &snapshot, "--node", "node-a", "--from", "10.244.1.5", "--to", "10.96.0.10:53/udp"],
     ];
     for args in cases {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_proxier"))
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Closing the read end before proxier writes makes its first write fail with EPIPE.
-        drop(child.stdout.take());
-        let output = child.wait_with_output().unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_proxier"));
+        let output = to_a_closed_pipe(command.args(args));
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{args:?}: {stderr}");
         assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
@@ -286,16 +279,9 @@ fn diff_to_a_closed_pipe_ends_quietly_with_its_status() {
     assert_eq!(open.status.code(), Some(1), "{}", stderr_line(&open));
     assert!(String::from_utf8_lossy(&open.stdout).lines().count() > 100, "diff prints the new table");
 
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns.name(), env!("CARGO_BIN_EXE_proxier")])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take());
-    let output = child.wait_with_output().unwrap();
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", ns.name(), env!("CARGO_BIN_EXE_proxier")]).args(args).stdin(Stdio::null());
+    let output = to_a_closed_pipe(&mut command);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
     assert_eq!(stderr, String::from_utf8_lossy(&open.stderr), "the messages are those of the open-pipe run");
@@ -341,4 +327,12 @@ fn a_directory_skips_files_that_hold_no_kubernetes_objects_with_a_note() {
     assert_eq!(output.status.code(), Some(2));
     assert!(output.stdout.is_empty());
     assert_eq!(stderr_line(&output), format!("proxier: {}", no_objects_under(&sonobuoy.display().to_string())));
+}
+
+/// Runs `command` with its stdout a pipe whose read end is closed before it writes, so its first
+/// write fails with EPIPE (as `proxier … | head -1` does once `head` has its line).
+fn to_a_closed_pipe(command: &mut Command) -> std::process::Output {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    child.wait_with_output().unwrap()
 }
