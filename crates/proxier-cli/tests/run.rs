@@ -440,6 +440,8 @@ fn netlink_changes_and_event_driven_drift_repair() {
     s.node.exec_ok("nft", &["flush", "set", "ip", "proxier", "service-ips"]);
     assert!(s.node.tcp_probe(WEB).is_err());
     eventually("the check repairs the table", WAIT, || s.node.tcp_probe(WEB).as_deref() == Ok("b"));
+    // The repair is logged once its commit is in: the traffic can answer a moment before the line is written.
+    eventually("the repair is logged", WAIT, || proxier.log().contains("behind its back: replaced them"));
     let log = proxier.log();
     assert!(log.contains("changed behind its back"), "{log}");
     assert_eq!(log.matches("behind its back: replaced them").count(), 1, "one repair, for the one edit:\n{log}");
