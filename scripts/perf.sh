@@ -40,6 +40,10 @@
 # `cargo run -p proxier-cli --example plots` redraws docs/img from docs/perf:
 #
 #   cp target/perf/*.csv docs/perf/ && cargo run -p proxier-cli --example plots
+#
+# or, to look at a run's charts without touching docs/ (they go to target/perf/*.svg):
+#
+#   cargo run -p proxier-cli --example plots -- --data target/perf --out target/perf
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
