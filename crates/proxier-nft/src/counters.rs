@@ -298,11 +298,12 @@ fn counts_of(socket: &mut NftSocket, table: &str, keys: Keys<'_>) -> Result<Carr
     let mut carried = Carried::new();
     let mut sets: BTreeMap<IpFamily, Vec<SetInfo>> = BTreeMap::new();
     for ((family, set), keys) in keys {
-        if !sets.contains_key(&family) {
-            sets.insert(family, socket.sets(family, table)?);
-        }
+        let listed = match sets.entry(family) {
+            std::collections::btree_map::Entry::Occupied(listed) => listed.into_mut(),
+            std::collections::btree_map::Entry::Vacant(entry) => entry.insert(socket.sets(family, table)?),
+        };
         // Not in the kernel, or laid out without counters: nothing counted.
-        let Some(info) = sets[&family].iter().find(|info| info.name == set && info.counter) else { continue };
+        let Some(info) = listed.iter().find(|info| info.name == set && info.counter) else { continue };
         let keys: Vec<&[Value]> = keys.into_iter().collect();
         for element in socket.elements_with_keys(family, table, info, &keys)? {
             if let Some(counts) = element.counter.filter(|&counts| counts != (0, 0)) {
