@@ -377,7 +377,7 @@ if part 2; then
                 && echo "proxier run (recomputes the changed Service),$n,$v"
         done
         for n in $CHANGE_SIZES; do
-            v=$(result "change.$n.total_ms") && [[ -n $v ]] \
+            v=$(result "change.$n.change.total_ms") && [[ -n $v ]] \
                 && echo "recomputing the whole cluster (the offline path),$n,$v"
         done
     } >"$OUT_DIR/one-change.csv"
