@@ -15,6 +15,7 @@
 
 mod dump;
 mod encode;
+mod expr;
 mod monitor;
 mod wire;
 
@@ -151,8 +152,12 @@ impl NftSocket {
             Err(e) => return Err(NetlinkError::Io { action: "send the batch", error: e }),
         }
         // nfnetlink processes a batch inside `send`: every answer is queued by the time it returns.
+        // Refused messages are answered with their errno; of the others only the last asks for an
+        // acknowledgement (see [`Batch::encode`]); a failed commit is answered on the end message.
         let first = begin.wrapping_add(1);
-        let mut answered = vec![false; batch.requests.len()];
+        let count = batch.requests.len();
+        let end = first.wrapping_add(count as u32);
+        let mut acknowledged = count == 0;
         let mut refusals: Vec<(usize, wire::Reply)> = Vec::new();
         let mut batch_error = None;
         loop {
@@ -171,14 +176,18 @@ impl NftSocket {
                     continue;
                 }
                 let Some(reply) = wire::reply(&message) else { continue };
-                if reply.seq == begin {
+                if reply.seq == begin || reply.seq == end {
                     // The batch as a whole: refused before any message was read, or its commit failed.
-                    batch_error.get_or_insert(reply);
+                    if reply.errno != 0 {
+                        batch_error.get_or_insert(reply);
+                    }
                     continue;
                 }
                 let index = reply.seq.wrapping_sub(first) as usize;
-                if let Some(done) = answered.get_mut(index) {
-                    *done = true;
+                if index < count {
+                    if index + 1 == count {
+                        acknowledged = true;
+                    }
                     if reply.errno != 0 {
                         refusals.push((index, reply));
                     }
@@ -188,15 +197,15 @@ impl NftSocket {
         if let Some((index, reply)) = refusals.into_iter().min_by_key(|(index, _)| *index) {
             return Err(refused(batch, Some(index), &reply));
         }
-        if let Some(reply) = batch_error.filter(|reply| reply.errno != 0) {
+        if let Some(reply) = batch_error {
             return Err(refused(batch, None, &reply));
         }
-        match answered.iter().filter(|done| !**done).count() {
-            0 => Ok(()),
-            missing => Err(NetlinkError::Protocol(format!(
-                "{missing} of {} messages were not answered: whether the batch applied is unknown",
-                answered.len()
-            ))),
+        if acknowledged {
+            Ok(())
+        } else {
+            Err(NetlinkError::Protocol(format!(
+                "the last of {count} messages was not answered: whether the batch applied is unknown"
+            )))
         }
     }
 
