@@ -11,7 +11,7 @@ use proptest::test_runner::TestRunner;
 use proxier_core::{ClusterState, DetectLocal, IpFamily, NodeConfig, Protocol};
 use proxier_nft::Change;
 use proxier_nft::netlink::{Batch, Drift, NetlinkError, NftSocket, TableWatch, Unsupported};
-use proxier_nft::ruleset::{DataType, Element, Set, Value, Verdict};
+use proxier_nft::ruleset::{DataType, Element, Rule, Set, Statement, Value, Verdict};
 use proxier_nft::{Nft, Proxier, Transaction};
 use smallvec::smallvec;
 
@@ -470,6 +470,47 @@ fn full_loads_by_netlink_list_as_by_nft() {
     eprintln!("{loads} full loads by netlink listed as by nft");
 }
 
+/// A full load over netlink is one batch: when the kernel refuses its last message (a rule jumping to
+/// a chain that does not exist, appended to the full replacement of a live table), nothing of it
+/// applies — the old table is intact — and the refusal names the message.
+#[test]
+fn a_refused_full_load_leaves_the_old_table() {
+    let Some(ns) = Netns::for_test("a_refused_full_load_leaves_the_old_table") else { return };
+    let mut socket = ns.run(|| NftSocket::open().expect("open the socket"));
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/clusters/semantics.yaml");
+    let (snapshot, _) = proxier_core::Snapshot::from_text("semantics.yaml", &std::fs::read_to_string(path).unwrap());
+    let config = |node: &str| NodeConfig {
+        node_name: node.into(),
+        cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
+        ..NodeConfig::default()
+    };
+    let old = Transaction::full(&proxier_core::compute(&snapshot, &config("node-a")), "proxier");
+    socket.apply(&old).unwrap().unwrap();
+    let before = ns.ruleset().unwrap();
+
+    let new = Transaction::full(&proxier_core::compute(&snapshot, &config("node-b")), "proxier");
+    let mut changes = new.changes().to_vec();
+    changes.push(Change::AddRules {
+        family: IpFamily::V4,
+        chain: "services".into(),
+        rules: vec![Rule::new(vec![Statement::Verdict(Verdict::Jump("no-such-chain".into()))])],
+    });
+    let broken = Transaction::from_changes(changes, "proxier");
+    let batch = Batch::encode(&broken).unwrap();
+    assert!(batch.messages() > 100, "a full load: {} messages", batch.messages());
+    match socket.apply(&broken) {
+        Err(NetlinkError::Refused { action, errno, .. }) => {
+            assert_eq!(action, "adding a rule to chain ip proxier services");
+            assert_eq!(errno, libc::ENOENT);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(ns.ruleset().unwrap(), before, "the old table changed");
+    // The same load without the broken rule applies.
+    socket.apply(&new).unwrap().unwrap();
+    assert_ne!(ns.ruleset().unwrap(), before);
+}
+
 /// The watch: an outside edit of proxier's table is drift; an edit of another table is not;
 /// proxier's own commits (netlink, and `nft` full loads) are not; another commit while proxier's own
 /// runs unwatched makes the answer unknown.
@@ -618,8 +659,8 @@ fn slice(ips: &[&str]) -> serde_json::Value {
         "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]})
 }
 
-/// A `Proxier` with the netlink backend: partial syncs of element changes go over the socket, its own
-/// commits (full ones by `nft` too) are not drift, and a hand edit is seen by the next `resync` and
+/// A `Proxier` with the netlink backend: full and partial syncs go over the socket, its own commits
+/// are not drift, and a hand edit is seen by the next `resync` and
 /// repaired, without listing the tables.
 #[test]
 fn proxier_with_netlink_repairs_a_hand_edit() {
@@ -627,7 +668,7 @@ fn proxier_with_netlink_repairs_a_hand_edit() {
     let (mut proxier, _program) = netlink_proxier(&ns);
     proxier.state_mut().apply_endpoint_slice(serde_json::from_value(slice(&["10.244.1.5", "10.244.1.6"])).unwrap());
     let first = proxier.sync().unwrap();
-    assert!(!first.by_netlink, "a full sync goes through nft");
+    assert!(first.by_netlink, "a full sync goes over netlink too");
     proxier.state_mut().apply_endpoint_slice(serde_json::from_value(slice(&["10.244.1.5", "10.244.1.7"])).unwrap());
     let change = proxier.sync().unwrap();
     assert!(change.by_netlink && change.changes > 0, "{change:?}");
@@ -655,7 +696,7 @@ fn counts_survive_an_incremental_sync_with_netlink() {
     let Some(ns) = Netns::for_test("counts_survive_an_incremental_sync_with_netlink") else { return };
     let (mut proxier, _program) = netlink_proxier(&ns);
     proxier.state_mut().apply_endpoint_slice(serde_json::from_value(slice(&["10.244.1.5"])).unwrap());
-    assert!(!proxier.sync().unwrap().by_netlink, "a full sync goes through nft");
+    assert!(proxier.sync().unwrap().by_netlink, "a full sync goes over netlink too");
     // Counts as traffic would leave them: the element re-written by hand with a count.
     let listing = ns.nft_args(&["list", "set", "ip", "proxier", "service-ips"], None).unwrap();
     let element = listing
