@@ -141,8 +141,12 @@ fn apply_by_netlink(
     let transaction = Transaction::full_with(model, table, counters).with_carried_counts(carried.clone());
     match NftSocket::open().and_then(|mut socket| socket.apply(&transaction)) {
         Ok(Ok(())) => Ok(true),
-        Ok(Err(_)) | Err(NetlinkError::Refused { .. } | NetlinkError::Io { .. } | NetlinkError::TooLarge(_)) => Ok(false),
-        Err(error @ NetlinkError::Protocol(_)) => Err(Failure::Nft(anyhow::Error::new(error).context("rules sent over netlink"))),
+        Ok(Err(_)) | Err(NetlinkError::Refused { .. } | NetlinkError::Io { .. } | NetlinkError::TooLarge(_)) => {
+            Ok(false)
+        }
+        Err(error @ NetlinkError::Protocol(_)) => {
+            Err(Failure::Nft(anyhow::Error::new(error).context("rules sent over netlink")))
+        }
     }
 }
 

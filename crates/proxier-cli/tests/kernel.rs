@@ -159,7 +159,12 @@ fn a_failed_apply_reports_nfts_message_and_keeps_the_previous_ruleset() {
     std::fs::create_dir_all(&dir).unwrap();
     let mut failing = render_args("single-stack.yaml", "node-b", "10.244.0.0/16");
     // The nft path: `apply` loads over netlink unless told otherwise.
-    failing.extend(["--netlink".to_owned(), "false".to_owned(), "--nft".to_owned(), failing_nft(&dir).display().to_string()]);
+    failing.extend([
+        "--netlink".to_owned(),
+        "false".to_owned(),
+        "--nft".to_owned(),
+        failing_nft(&dir).display().to_string(),
+    ]);
     let output = proxier_in(&ns, "apply", &failing);
     std::fs::remove_dir_all(&dir).unwrap();
 

@@ -728,22 +728,19 @@ fn key_bytes(element: &Element, last: bool) -> Vec<u8> {
 /// as its start and, unless it reaches the last address, an end element at the address after it;
 /// before the first, an end element at address zero unless the first range starts there.
 fn ranges(elements: &[Element]) -> Vec<Piece<'_>> {
-    let mut sorted: Vec<(Vec<u8>, Option<Vec<u8>>, &Element)> = elements
-        .iter()
-        .map(|e| {
-            let after = successor(key_bytes(e, true));
-            (key_bytes(e, false), after, e)
-        })
-        .collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut pieces = Vec::with_capacity(sorted.len() * 2 + 1);
-    if let Some((first, _, element)) = sorted.first()
-        && first.iter().any(|&b| b != 0)
+    let mut starts: Vec<Piece<'_>> =
+        elements.iter().map(|e| Piece { element: e, key: key_bytes(e, false), key_end: None, end: false }).collect();
+    starts.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut pieces = Vec::with_capacity(starts.len() * 2 + 1);
+    if let Some(first) = starts.first()
+        && first.key.iter().any(|&b| b != 0)
     {
-        pieces.push(Piece { element, key: vec![0; first.len()], key_end: None, end: true });
+        pieces.push(Piece { element: first.element, key: vec![0; first.key.len()], key_end: None, end: true });
     }
-    for (start, after, element) in sorted {
-        pieces.push(Piece { element, key: start, key_end: None, end: false });
+    for start in starts {
+        let element = start.element;
+        let after = successor(key_bytes(element, true));
+        pieces.push(start);
         if let Some(after) = after {
             pieces.push(Piece { element, key: after, key_end: None, end: true });
         }
