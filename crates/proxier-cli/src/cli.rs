@@ -58,6 +58,10 @@ pub enum Command {
         /// cluster).
         #[arg(long)]
         allow_empty: bool,
+        /// Load the rules over an nf_tables netlink socket, in one atomic batch, without running `nft`
+        /// (`false`: with `nft -j -f`). `nft` still finds the Services to blame when the kernel refuses.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+        netlink: bool,
     },
     /// Show, as nft text, what `apply` would change in the live kernel (exit 1 when it would).
     ///

@@ -50,7 +50,7 @@ fn run(command: Command) -> Result<Exit, Failure> {
             emit(&text)?;
             Ok(Exit::Success)
         }
-        Command::Apply { input, check, allow_empty } => {
+        Command::Apply { input, check, allow_empty, netlink } => {
             let model = model(&input)?;
             let nft = Nft::new(&input.node.nft.nft);
             let counters = !input.node.no_counters;
@@ -65,10 +65,13 @@ fn run(command: Command) -> Result<Exit, Failure> {
                 return Ok(Exit::Success);
             }
             let carried = if counters { carried_counts(&input.node.nft.table) } else { Default::default() };
-            let refused =
-                refusal::apply_full_with(&nft, &model, &input.node.nft.table, counters, &carried).map_err(|e| {
-                    Failure::Nft(anyhow::Error::new(e).context("rules not applied; the previous ruleset is unchanged"))
-                })?;
+            let table = &input.node.nft.table;
+            if netlink && apply_by_netlink(&model, table, counters, &carried)? {
+                return Ok(Exit::Success);
+            }
+            let refused = refusal::apply_full_with(&nft, &model, table, counters, &carried).map_err(|e| {
+                Failure::Nft(anyhow::Error::new(e).context("rules not applied; the previous ruleset is unchanged"))
+            })?;
             if refused.is_empty() {
                 return Ok(Exit::Success);
             }
@@ -121,6 +124,29 @@ fn run(command: Command) -> Result<Exit, Failure> {
         }
         Command::Man { command } => man(command.as_deref()),
         Command::Version { output, nft } => version::run(output, &nft),
+    }
+}
+
+/// Loads the full transaction over an nf_tables netlink socket in one batch: `Ok(true)` when the
+/// kernel took it. `Ok(false)` leaves it to `nft` (which the caller runs then): the kernel refused it
+/// (nothing of it applied; `nft` finds the Services to blame and applies the rest), no socket could be
+/// opened, or the encoder does not carry it. An answer that leaves unknown whether it applied fails.
+fn apply_by_netlink(
+    model: &RuleModel,
+    table: &str,
+    counters: bool,
+    carried: &proxier_nft::counters::Carried,
+) -> Result<bool, Failure> {
+    use proxier_nft::netlink::{NetlinkError, NftSocket};
+    let transaction = Transaction::full_with(model, table, counters).with_carried_counts(carried.clone());
+    match NftSocket::open().and_then(|mut socket| socket.apply(&transaction)) {
+        Ok(Ok(())) => Ok(true),
+        Ok(Err(_)) | Err(NetlinkError::Refused { .. } | NetlinkError::Io { .. } | NetlinkError::TooLarge(_)) => {
+            Ok(false)
+        }
+        Err(error @ NetlinkError::Protocol(_)) => {
+            Err(Failure::Nft(anyhow::Error::new(error).context("rules sent over netlink")))
+        }
     }
 }
 

@@ -88,6 +88,7 @@ fn foreign(ns: &Netns) -> serde_json::Value {
     ruleset
 }
 
+/// With `--netlink false`, `apply` loads through `nft`, whose failures are reported as such.
 #[test]
 fn a_missing_or_failing_nft_exits_3_and_leaves_the_ruleset() {
     let Some(ns) = Netns::for_test("a_missing_or_failing_nft_exits_3_and_leaves_the_ruleset") else { return };
@@ -98,7 +99,7 @@ fn a_missing_or_failing_nft_exits_3_and_leaves_the_ruleset() {
     let before = ns.ruleset().unwrap();
 
     let missing = dir.0.join("no-such-nft").display().to_string();
-    let output = proxier_in(&ns, &apply_args(&new, &["--nft", &missing]));
+    let output = proxier_in(&ns, &apply_args(&new, &["--netlink", "false", "--nft", &missing]));
     assert_eq!(output.status.code(), Some(3));
     assert_eq!(
         String::from_utf8_lossy(&output.stderr).lines().last().unwrap(),
@@ -112,7 +113,7 @@ fn a_missing_or_failing_nft_exits_3_and_leaves_the_ruleset() {
     let failing = dir
         .write("failing-nft", "#!/bin/sh\necho 'Error: Could not process rule: Operation not supported' >&2\nexit 1\n");
     std::fs::set_permissions(&failing, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let output = proxier_in(&ns, &apply_args(&new, &["--nft", &failing]));
+    let output = proxier_in(&ns, &apply_args(&new, &["--netlink", "false", "--nft", &failing]));
     assert_eq!(output.status.code(), Some(3));
     assert_eq!(
         String::from_utf8_lossy(&output.stderr).lines().last().unwrap(),
@@ -126,7 +127,7 @@ fn a_missing_or_failing_nft_exits_3_and_leaves_the_ruleset() {
     // The real nft refusing the transaction half-way: a wrapper corrupts one statement near the end.
     let truncating = dir.write("corrupting-nft", "#!/bin/sh\nsed 's/\"masquerade\"/\"masqueradex\"/' | nft \"$@\"\n");
     std::fs::set_permissions(&truncating, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let output = proxier_in(&ns, &apply_args(&new, &["--nft", &truncating]));
+    let output = proxier_in(&ns, &apply_args(&new, &["--netlink", "false", "--nft", &truncating]));
     assert_eq!(output.status.code(), Some(3), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(ns.ruleset().unwrap(), before);
 }

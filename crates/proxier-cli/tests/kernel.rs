@@ -158,7 +158,13 @@ fn a_failed_apply_reports_nfts_message_and_keeps_the_previous_ruleset() {
     let dir = std::env::temp_dir().join(format!("proxier-kernel-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut failing = render_args("single-stack.yaml", "node-b", "10.244.0.0/16");
-    failing.extend(["--nft".to_owned(), failing_nft(&dir).display().to_string()]);
+    // The nft path: `apply` loads over netlink unless told otherwise.
+    failing.extend([
+        "--netlink".to_owned(),
+        "false".to_owned(),
+        "--nft".to_owned(),
+        failing_nft(&dir).display().to_string(),
+    ]);
     let output = proxier_in(&ns, "apply", &failing);
     std::fs::remove_dir_all(&dir).unwrap();
 
@@ -168,7 +174,8 @@ fn a_failed_apply_reports_nfts_message_and_keeps_the_previous_ruleset() {
     assert!(stderr.contains("Error:"), "nft's own message is shown: {stderr}");
     assert_eq!(before, ruleset(&ns));
 
-    let missing = proxier_in(&ns, "apply", &[args.clone(), vec!["--nft".into(), "/nonexistent/nft".into()]].concat());
+    let nft_path = vec!["--netlink".into(), "false".into(), "--nft".into(), "/nonexistent/nft".into()];
+    let missing = proxier_in(&ns, "apply", &[args.clone(), nft_path].concat());
     assert_eq!(missing.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot run /nonexistent/nft"));
     assert_eq!(before, ruleset(&ns));

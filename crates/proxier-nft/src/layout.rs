@@ -109,6 +109,12 @@ const HAIRPIN: &str = "hairpin";
 /// Destinations with `loadBalancerSourceRanges` (counting the connections the ranges drop).
 pub const FIREWALL_IPS: &str = "firewall-ips";
 const FIREWALL_ALLOW: &str = "firewall-allow";
+
+/// Whether the layout declares the set named `name` with `flags interval` (the netlink encoder must
+/// know it for sets a transaction does not create itself).
+pub(crate) fn is_interval_set(name: &str) -> bool {
+    matches!(name, POD_CIDRS | SERVICE_CIDRS | FIREWALL_ALLOW)
+}
 const REJECT_CHAIN: &str = "reject-chain";
 const MARK_FOR_MASQUERADE: &str = "mark-for-masquerade";
 const SERVICES_CHAIN: &str = "services";

@@ -82,9 +82,10 @@
 //! run) and attributes them to Service ports, and transactions carry them over when they would reset them
 //! ([`Transaction::with_carried_counts`]: in nft text for `nft`, as counter expressions over netlink).
 //!
-//! Without an `nft` process: [`netlink::NftSocket`] applies a transaction's element, set and chain
-//! changes on one persistent nf_tables socket (well under a millisecond, where an `nft` run costs about
-//! 16 ms), and says which it cannot carry (rules, whole tables, interval sets: those stay with `nft`).
+//! Without an `nft` process: [`netlink::NftSocket`] applies a transaction — a full load, rules, sets,
+//! elements — on one persistent nf_tables socket, message by message as `nft` would send it (a change
+//! well under a millisecond, where an `nft` run costs about 16 ms), and says when it cannot carry one
+//! (ranges added to an existing interval set: those stay with `nft`).
 //! [`netlink::TableWatch`] tells from nf_tables' own change events whether anyone else touched
 //! proxier's tables, so that the expensive comparison with the kernel runs only when someone did.
 //!

@@ -20,8 +20,10 @@
 //!   them with the committed state and, only if someone changed them, replaces them whole. With
 //!   [`Proxier::with_netlink`] it reads nf_tables' change events instead ([`crate::netlink::TableWatch`]):
 //!   nothing is listed, and the tables are replaced only when someone else changed them.
-//! - With [`Proxier::with_netlink`], partial syncs go over a persistent netlink socket when it carries
-//!   them (element, set and chain changes; rules and full loads stay with `nft`).
+//! - With [`Proxier::with_netlink`], every sync goes over a persistent netlink socket: full loads,
+//!   rules, sets, elements and carried counts (only ranges added to an existing interval set stay with
+//!   `nft`). A full sync the kernel refuses there is given to `nft`, whose refusal finds the Services
+//!   to leave out.
 //! - When the kernel refuses a full sync, the Services whose rules it refuses are found
 //!   ([`crate::refusal`]) and left out ([`ClusterState::leave_out`]); the rest is applied.
 //! - After a sync, stale UDP conntrack entries are deleted ([`crate::conntrack`]) when a UDP
@@ -325,7 +327,13 @@ impl Proxier {
 
         let mut by_netlink = false;
         if !transaction.is_empty() {
-            match self.apply(&transaction) {
+            let mut result = self.apply(&transaction, true);
+            if kind == SyncKind::Full && matches!(result, Err(ApplyFailure::Netlink(NetlinkError::Refused { .. }))) {
+                // Nothing of it applied. `nft` gets it again: its refusal is what finds the Services
+                // to blame and leave out ([`crate::refusal`]).
+                result = self.apply(&transaction, false);
+            }
+            match result {
                 Ok(netlink) => by_netlink = netlink,
                 Err(failure) => {
                     // The kernel refused the whole transaction: it holds what it held. If some
@@ -334,7 +342,7 @@ impl Proxier {
                     self.listing = None;
                     if let ApplyFailure::Nft(source) = &failure
                         && let Some((transaction, refused)) = self.without_refused(kind, source)
-                        && self.apply(&transaction).is_ok()
+                        && self.apply(&transaction, true).is_ok()
                     {
                         return Ok(self.committed_now(SyncKind::Full, transaction, refused, start));
                     }
@@ -352,11 +360,11 @@ impl Proxier {
         Ok(outcome)
     }
 
-    /// Applies `transaction`: over netlink when enabled and it carries it (`Ok(true)`), else by `nft`
+    /// Applies `transaction`: over netlink when enabled, `netlink` and it carries it (`Ok(true)`), else by `nft`
     /// (as text when it carries counts, see [`Transaction::apply`]). Carried counts go over netlink too:
     /// the encoder gives a re-created element a counter that starts from them. With the watch, the
     /// commit is made unwatched (it is proxier's own).
-    fn apply(&mut self, transaction: &Transaction) -> Result<bool, ApplyFailure> {
+    fn apply(&mut self, transaction: &Transaction, netlink: bool) -> Result<bool, ApplyFailure> {
         let Some(Live { socket, watch }) = &mut self.live else {
             return transaction.apply(&self.nft).map(|()| false).map_err(ApplyFailure::Nft);
         };
@@ -366,7 +374,9 @@ impl Proxier {
             let commits = u32::from(result.is_ok());
             (result, commits)
         };
-        let Ok(mut batch) = Batch::encode(transaction) else { return watch.own_commit(socket, by_nft) };
+        let Some(Ok(mut batch)) = netlink.then(|| Batch::encode(transaction)) else {
+            return watch.own_commit(socket, by_nft);
+        };
         let sent = watch.own_commit(socket, |socket| {
             let result = socket.commit(&mut batch);
             // An incomplete answer may hide a commit: counted as one, so that only others count.

@@ -283,8 +283,9 @@ impl Drop for Bed {
 }
 
 impl Bed {
-    /// A namespace with loopback up and the stand-in API server inside it, loaded with `objects`.
-    pub fn new(objects: &[Value]) -> Result<Bed, String> {
+    /// A namespace with loopback up and the stand-in API server inside it, loaded with `objects` (moved
+    /// in, not copied: at 44k Services the generated cluster is gigabytes of JSON values).
+    pub fn new(objects: Vec<Value>) -> Result<Bed, String> {
         let netns = Netns::new("churn").map_err(|e| format!("cannot create a network namespace: {e}"))?;
         netns.ip(&["link", "set", "lo", "up"]).map_err(|e| e.to_string())?;
         let listener = netns.run(|| std::net::TcpListener::bind("127.0.0.1:6443")).map_err(|e| e.to_string())?;
@@ -292,7 +293,7 @@ impl Bed {
         let options = Options { page_size: 500, bookmark_every: Duration::from_secs(10), history: 200_000 };
         let api = ApiServer::start_with(listener, options);
         for object in objects {
-            api.apply(object.clone());
+            api.apply(object);
         }
         let kubeconfig = std::env::temp_dir().join(format!("{}.kubeconfig", netns.name()));
         api.write_kubeconfig(&kubeconfig).map_err(|e| e.to_string())?;
@@ -379,8 +380,12 @@ pub fn generate(services: usize, endpoints: usize, seed: u64) -> Result<Vec<Valu
         node_port_range: (30000, 65535),
         ..generator::Options::default()
     };
-    let (list, _) = generator::generate(&options).map_err(|e| e.to_string())?;
-    Ok(list["items"].as_array().cloned().unwrap_or_default())
+    let (mut list, _) = generator::generate(&options).map_err(|e| e.to_string())?;
+    // Taken, not cloned: a copy of the items would double the driver's peak.
+    match list.get_mut("items").map(Value::take) {
+        Some(Value::Array(items)) => Ok(items),
+        _ => Ok(Vec::new()),
+    }
 }
 
 /// The churn's state: the Services it may change and the addresses it has handed out.
@@ -619,7 +624,9 @@ pub fn run(config: &Config) -> Result<Report, String> {
     };
     let objects = generate(config.services, config.endpoints, config.seed)?;
     say(&format!("generated {} objects", objects.len()));
-    let mut bed = Bed::new(&objects)?;
+    // What the churn needs of the objects is taken before the API server takes the objects themselves.
+    let model = Model::new(&objects);
+    let mut bed = Bed::new(objects)?;
     bed.keep_log = config.keep_log;
     let mut report = Report {
         config_line: format!(
@@ -664,7 +671,6 @@ pub fn run(config: &Config) -> Result<Report, String> {
             }
             timeline
         });
-        let model = Model::new(&objects);
         let mut churner = Churner {
             api: &bed.api,
             model,
@@ -837,28 +843,46 @@ fn check(bed: &Bed, config: &Config, report: &mut Report) -> Result<(), String> 
     Ok(())
 }
 
-/// Starts proxier on the generated cluster and sends SIGTERM while its first full sync runs (while its
-/// `nft` child loads the table); returns how long proxier took to exit, or None if no full sync was
-/// caught under way.
-pub fn sigterm_during_full_sync(config: &Config) -> Result<Option<Duration>, String> {
+/// Starts proxier on the generated cluster and sends SIGTERM while its first full sync runs: once an
+/// `nft -j -f` child loads the table, or one second after proxier logged the sync's start (the sync
+/// computes and loads in-process when the transaction goes over netlink; at 44k it takes seconds, so one
+/// second in is mid-sync). Returns how long proxier took to exit and where the sync was, or None if no
+/// full sync was caught under way.
+pub fn sigterm_during_full_sync(config: &Config) -> Result<Option<(Duration, &'static str)>, String> {
     let objects = generate(config.services, config.endpoints, config.seed)?;
-    let mut bed = Bed::new(&objects)?;
+    let mut bed = Bed::new(objects)?;
     let pid = bed.start_proxier(&config.proxier, &config.proxier_args)?;
     let started = Instant::now();
+    let mut sync_started: Option<Instant> = None;
     while started.elapsed() < Duration::from_secs(600) {
         if !bed.proxier_alive() {
             return Err(format!("proxier exited; see {}", bed.log.display()));
         }
+        let log = std::fs::read_to_string(&bed.log).unwrap_or_default();
+        if let Some((_, after)) = log.split_once("full sync: programming the whole cluster") {
+            sync_started.get_or_insert_with(Instant::now);
+            if after.contains("synced") {
+                // Finished before the signal could be sent.
+                return Ok(None);
+            }
+        }
         // `nft -j -f -` is a load; the `nft` proxier runs at start (to look for kube-proxy's leftovers)
         // lists and must not count.
-        if child_loading(pid) {
+        let phase = if child_loading(pid) {
+            Some("nft loading the transaction")
+        } else if sync_started.is_some_and(|t| t.elapsed() >= Duration::from_secs(1)) {
+            Some("one second into the sync")
+        } else {
+            None
+        };
+        if let Some(phase) = phase {
             // SAFETY: a signal to the process this driver started.
             unsafe { libc::kill(pid as i32, libc::SIGTERM) };
             let sent = Instant::now();
             let Some(child) = bed.proxier.as_mut() else { return Ok(None) };
             loop {
                 if let Ok(Some(_)) = child.try_wait() {
-                    return Ok(Some(sent.elapsed()));
+                    return Ok(Some((sent.elapsed(), phase)));
                 }
                 if sent.elapsed() > Duration::from_secs(120) {
                     return Err("proxier did not exit within 120 s of SIGTERM".into());
@@ -893,7 +917,8 @@ fn child_loading(pid: u32) -> bool {
 /// the slowest watcher took after the last write to have every event).
 pub fn server_alone(services: usize, duration: Duration, watchers: usize) -> Result<(u64, f64, f64), String> {
     let objects = generate(services, 10, 1)?;
-    let bed = Bed::new(&objects)?;
+    let mut model = Model::new(&objects);
+    let bed = Bed::new(objects)?;
     let address = bed.api.address();
     let last_rv = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let received: Arc<Vec<std::sync::atomic::AtomicU64>> =
@@ -911,7 +936,6 @@ pub fn server_alone(services: usize, duration: Duration, watchers: usize) -> Res
         }
         // Let the watches start.
         std::thread::sleep(Duration::from_millis(500));
-        let mut model = Model::new(&objects);
         let mut rng = Rng(7);
         let start = Instant::now();
         let mut writes = 0u64;

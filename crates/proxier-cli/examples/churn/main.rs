@@ -75,8 +75,8 @@ fn run() -> Result<(), String> {
         }
         "sigterm" => {
             match driver::sigterm_during_full_sync(&config)? {
-                Some(took) => println!(
-                    "SIGTERM during the first full sync ({} Services × {}): exited after {:.1} ms",
+                Some((took, phase)) => println!(
+                    "SIGTERM during the first full sync ({} Services × {}; {phase}): exited after {:.1} ms",
                     config.services,
                     config.endpoints,
                     took.as_secs_f64() * 1000.0

@@ -7,6 +7,8 @@ pub(crate) const NLMSG_DONE: u16 = 3;
 pub(crate) const NLM_F_REQUEST: u16 = 0x1;
 pub(crate) const NLM_F_ACK: u16 = 0x4;
 pub(crate) const NLM_F_CREATE: u16 = 0x400;
+/// With NLM_F_CREATE on a new rule: append it to the chain (without, it is inserted first).
+pub(crate) const NLM_F_APPEND: u16 = 0x800;
 /// A dump: every object the request's attributes select (NLM_F_ROOT | NLM_F_MATCH).
 pub(crate) const NLM_F_DUMP: u16 = 0x300;
 /// In a dump's parts: what was dumped changed while it was read (the dump is inconsistent).
