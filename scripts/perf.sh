@@ -40,6 +40,10 @@
 # `cargo run -p proxier-cli --example plots` redraws docs/img from docs/perf:
 #
 #   cp target/perf/*.csv docs/perf/ && cargo run -p proxier-cli --example plots
+#
+# or, to look at a run's charts without touching docs/ (they go to target/perf/*.svg):
+#
+#   cargo run -p proxier-cli --example plots -- --data target/perf --out target/perf
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -373,7 +377,7 @@ if part 2; then
                 && echo "proxier run (recomputes the changed Service),$n,$v"
         done
         for n in $CHANGE_SIZES; do
-            v=$(result "change.$n.total_ms") && [[ -n $v ]] \
+            v=$(result "change.$n.change.total_ms") && [[ -n $v ]] \
                 && echo "recomputing the whole cluster (the offline path),$n,$v"
         done
     } >"$OUT_DIR/one-change.csv"

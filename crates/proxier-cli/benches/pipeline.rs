@@ -16,13 +16,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use divan::Bencher;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use proxier_cli::generator;
 use proxier_core::{ClusterState, NodeConfig, RuleModel, Snapshot, compute};
 use proxier_nft::ruleset::Table;
 use proxier_nft::{Nft, Proxier, Transaction};
-
-#[allow(dead_code, reason = "the benchmarks use only part of the generator")]
-#[path = "../src/generator.rs"]
-mod generator;
 
 const SIZES: [usize; 3] = [1_000, 10_000, 30_000];
 const ENDPOINTS: usize = 10;

@@ -12,6 +12,7 @@
 //!     the backend per pair: changes 0–1 by nft, 2–3 by netlink, …).
 //!     With `--concurrent-reads on`, another thread reads every counter over and over meanwhile (reads.…).
 //! scale_probe live   --snapshot FILE --node NAME [--cluster-cidr CIDR] [--changes K] [--table NAME]
+//!                    [--counters on|off]
 //!     the same through the embeddable `Proxier` (what `proxier run` holds), then its RSS.
 //! scale_probe churn  --snapshot FILE --node NAME [--cluster-cidr CIDR] [--events N] [--batches B] [--seed S]
 //!                    [--table NAME] [--backend nft|netlink]
@@ -393,11 +394,7 @@ fn sync(args: &Args) {
         phases.push(("between", time, last_cpu()));
         // As the syncer does: counts of elements the change re-creates are read and carried over.
         let (transaction, time) = timed(|| {
-            if counters {
-                proxier_nft::counters::carry_into(&nft, socket.as_mut(), transaction, false)
-            } else {
-                transaction
-            }
+            if counters { proxier_nft::counters::carry_into(socket.as_mut(), transaction, false) } else { transaction }
         });
         phases.push(("carry", time, last_cpu()));
         let (document, time) = timed(|| transaction.to_json_compact());
@@ -543,7 +540,12 @@ fn live_proxier(args: &Args, keep: usize) -> (Proxier, Vec<EndpointSlice>) {
     let table = arg_or(args, "table", "proxier");
     let path = arg(args, "snapshot");
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| fail(&format!("{path}: {e}")));
-    let mut proxier = Proxier::new(ClusterState::new(config), table, Nft::default());
+    let counters = match arg_or(args, "counters", "on") {
+        "on" => true,
+        "off" => false,
+        _ => fail("--counters is on or off"),
+    };
+    let mut proxier = Proxier::new(ClusterState::new(config), table, Nft::default()).with_counters(counters);
     let mut candidates = Vec::new();
     let mut counts = (0, 0);
     let (_, feed) = timed(|| {

@@ -15,8 +15,8 @@
 //! - `nodes` Nodes `node-1`…, InternalIPs from 172.18.0.0/16, spread over three zones, each with a
 //!   podCIDR from the cluster CIDR 10.128.0.0/9 ([`CLUSTER_CIDR`]) large enough for its pods.
 //!
-//! This file is also compiled into the benchmarks (`benches/pipeline.rs`) and the scale probe
-//! (`examples/scale_probe.rs`), so it uses nothing of the CLI.
+//! It is the `proxier_cli` library's one module, so that the benchmarks (`benches/pipeline.rs`), the churn
+//! driver (`examples/churn`) and the tests use the very generator `proxier gen` runs.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -242,7 +242,6 @@ pub fn write(list: &Value, syntax: Syntax, out: &mut dyn Write) -> std::io::Resu
 }
 
 /// [`generate`] then [`write()`] to a string.
-#[allow(dead_code, reason = "used by the tests and the benchmarks")]
 pub fn generate_text(options: &Options, syntax: Syntax) -> Result<(String, Summary), GenError> {
     let (list, summary) = generate(options)?;
     let mut out = Vec::new();

@@ -4,7 +4,6 @@
 mod cli;
 mod exit;
 mod flags;
-mod generator;
 mod input;
 mod inspect;
 mod notes;
@@ -17,6 +16,8 @@ use std::io::IsTerminal;
 use clap::{CommandFactory, Parser};
 use proxier_core::{Diagnostic, NodeConfig, RuleModel, compute};
 use proxier_nft::{Nft, NftError, Transaction, diff, refusal};
+
+use proxier_cli::generator;
 
 use crate::cli::{Cli, Color, Command};
 use crate::exit::{Exit, Failure};

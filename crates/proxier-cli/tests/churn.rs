@@ -11,9 +11,6 @@
 mod driver;
 #[path = "../examples/churn/events.rs"]
 mod events;
-#[allow(dead_code, reason = "the driver uses only part of the generator")]
-#[path = "../src/generator.rs"]
-mod generator;
 
 use std::time::Duration;
 

@@ -435,3 +435,23 @@ fn diff_without_root_says_what_it_needs() {
     assert!(message.contains("proxier render -o nft"), "{message}");
     assert_eq!(message.lines().filter(|l| !l.contains(": note: ")).count(), 1, "one line: {message}");
 }
+
+/// A node whose addresses are unknown (not in the snapshot, no `--node-ip`) cannot serve NodePorts: said
+/// when a Service has a nodePort, and not at all when none has, where it would only be noise.
+#[test]
+fn a_node_missing_from_the_snapshot_is_warned_about_only_when_nodeports_need_it() {
+    let cluster_ip = "apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: shop}\nspec: {clusterIP: \
+                      10.96.0.20, ports: [{port: 80}]}\n";
+    let node_port = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec: {type: NodePort, \
+                     clusterIP: 10.96.0.21, ports: [{port: 80, nodePort: 30080}]}\n";
+    let render = |text: &str| {
+        let output = proxier_stdin(&["render", "-f", "-", "--node", "elsewhere", "-o", "nft"], text.as_bytes());
+        assert!(output.status.success(), "{}", stderr(&output));
+        stderr(&output)
+    };
+    let warning = "Node elsewhere: not in the snapshot and no node IP configured: NodePorts are not programmed";
+    let quiet = render(cluster_ip);
+    assert!(!quiet.contains("NodePorts"), "{quiet}");
+    let loud = render(&format!("{cluster_ip}---\n{node_port}"));
+    assert!(loud.contains(warning), "{loud}");
+}

@@ -135,6 +135,9 @@ pub struct ServiceRules {
     pub families: Vec<ServiceFamilyRules>,
     /// Problems found in the Service, and destinations it repeats.
     pub diagnostics: Vec<Diagnostic>,
+    /// Whether the Service asks for a nodePort (on a port, or for health checks): what makes a node
+    /// without a known address worth a warning.
+    pub node_ports: bool,
 }
 
 /// A Service's rules in one family.
@@ -186,7 +189,18 @@ pub fn service_rules(service: &ParsedService, endpoints: &EndpointIndex, node: &
             .collect(),
         _ => Vec::new(),
     };
-    ServiceRules { summary: ServiceSummary { service: service.object.clone(), treatment }, families, diagnostics }
+    let node_ports = match &service.class {
+        ServiceClass::Proxied(proxied) => {
+            proxied.health_check_node_port.is_some() || proxied.ports.iter().any(|port| port.node_port.is_some())
+        }
+        _ => false,
+    };
+    ServiceRules {
+        summary: ServiceSummary { service: service.object.clone(), treatment },
+        families,
+        diagnostics,
+        node_ports,
+    }
 }
 
 /// Merges the rules of every Service into the node's model. A destination two Services claim goes to
@@ -195,6 +209,9 @@ pub(crate) fn assemble<'a>(node: &NodeContext, services: impl IntoIterator<Item 
     let mut services: Vec<&ServiceRules> = services.into_iter().collect();
     services.sort_by(|a, b| a.summary.service.cmp(&b.summary.service));
     let mut diagnostics = node.diagnostics.clone();
+    if services.iter().any(|service| service.node_ports) {
+        diagnostics.extend(node.node_port_warning.clone());
+    }
     let mut families: Vec<IpFamily> = node.node_families.clone();
     families.extend(services.iter().flat_map(|s| s.families.iter().map(|f| f.family)));
     families.sort();

@@ -32,6 +32,7 @@ pub mod node;
 pub mod positions;
 pub mod service;
 pub mod snapshot;
+mod snapshot_v1beta1;
 pub mod state;
 pub mod trace;
 

@@ -32,6 +32,9 @@ pub struct NodeContext {
     /// Both families, IPv4 first.
     pub(crate) families: [FamilyContext; 2],
     pub(crate) diagnostics: Vec<Diagnostic>,
+    /// Why NodePorts cannot be served here (no node address known): reported only when a Service
+    /// asks for a nodePort, since nothing else needs the node's addresses.
+    pub(crate) node_port_warning: Option<Diagnostic>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +53,7 @@ impl NodeContext {
         let labels = node.and_then(|n| n.metadata.labels.as_ref());
         let pod_cidrs = pod_cidrs(node);
         let ips = node_ips(node, config, &mut diagnostics);
+        let node_port_warning = ips.is_empty().then(|| no_node_ips(node, config));
         let family = |family| {
             let local_traffic = local_traffic(family, config, &pod_cidrs);
             let cluster_masquerade = if config.masquerade_all {
@@ -82,6 +86,7 @@ impl NodeContext {
             node_families,
             families,
             diagnostics,
+            node_port_warning,
         }
     }
 
@@ -202,13 +207,7 @@ pub fn node_ips(node: Option<&Node>, config: &NodeConfig, diagnostics: &mut Vec<
         return config.node_ips.clone();
     }
     let object = ObjectRef::new("Node", "", &config.node_name);
-    let Some(node) = node else {
-        diagnostics.push(Diagnostic::warning(
-            object,
-            "not in the snapshot and no node IP configured: NodePorts are not programmed",
-        ));
-        return Vec::new();
-    };
+    let Some(node) = node else { return Vec::new() };
     let addresses = node.status.as_ref().and_then(|s| s.addresses.as_ref());
     let mut ips = Vec::new();
     for wanted in ["InternalIP", "ExternalIP"] {
@@ -229,12 +228,24 @@ pub fn node_ips(node: Option<&Node>, config: &NodeConfig, diagnostics: &mut Vec<
             }
         }
     }
-    if ips.is_empty() {
-        let message = "no usable InternalIP or ExternalIP address and no node IP configured: NodePorts are not \
-                       programmed on this node";
-        diagnostics.push(Diagnostic::warning(object, message).at("status.addresses"));
-    }
     ips
+}
+
+/// The warning for a node without any address ([`node_ips`] found none): its NodePorts cannot be
+/// programmed.
+fn no_node_ips(node: Option<&Node>, config: &NodeConfig) -> Diagnostic {
+    let object = ObjectRef::new("Node", "", &config.node_name);
+    match node {
+        None => {
+            Diagnostic::warning(object, "not in the snapshot and no node IP configured: NodePorts are not programmed")
+        }
+        Some(_) => Diagnostic::warning(
+            object,
+            "no usable InternalIP or ExternalIP address and no node IP configured: NodePorts are not programmed on \
+             this node",
+        )
+        .at("status.addresses"),
+    }
 }
 
 /// The addresses NodePorts are served on: with [`NodeConfig::nodeport_addresses`], every node address

@@ -9,10 +9,12 @@
 //! - Each document is one object or a List: kind `List`, or a kind ending in `List` (`ServiceList`) that has
 //!   `items`. Items of a typed List that lack `kind` (as the API server returns them) take `kind` and
 //!   `apiVersion` from the List. Empty documents are ignored.
-//! - Services, Nodes and Endpoints (`v1`) and EndpointSlices (`discovery.k8s.io/v1`) are loaded. Every other
+//! - Services, Nodes and Endpoints (`v1`) and EndpointSlices (`discovery.k8s.io/v1`, and
+//!   `discovery.k8s.io/v1beta1` as Kubernetes 1.17–1.24 served them: their `topology` read as `v1`'s
+//!   `nodeName` and `zone`) are loaded. Every other
 //!   kind is counted in [`LoadReport::skipped_kinds`]. A known kind name from an API group proxier does not
 //!   read (a Knative `serving.knative.dev/v1` Service) is another kind and is counted as `Service
-//!   (serving.knative.dev/v1)`. A known group with the wrong version (`discovery.k8s.io/v1beta1`) is an error.
+//!   (serving.knative.dev/v1)`. A known group with another version (`discovery.k8s.io/v1alpha1`) is an error.
 //! - Ingresses (`networking.k8s.io/v1`) are kept in [`Snapshot::ingresses`] for `proxier explain`, and still
 //!   counted in [`LoadReport::skipped_kinds`]: no rule comes from them. An Ingress that does not deserialize is
 //!   only counted, never an error.
@@ -561,6 +563,11 @@ impl Reader<'_> {
         let object = ObjectRef::new(&kind, &namespace, &name);
         match api_version.as_deref() {
             Some(v) if v == expected => {}
+            Some(crate::snapshot_v1beta1::API_VERSION) if kind == "EndpointSlice" => {
+                if let Err((field, message)) = crate::snapshot_v1beta1::to_v1(&mut map) {
+                    return self.error(object, Some(&field), message);
+                }
+            }
             Some(v) if !KNOWN_GROUPS.contains(&api_group(v)) => return self.skip(format!("{kind} ({v})")),
             Some(v) => {
                 let message = format!("unsupported apiVersion `{v}` for {kind} (expected `{expected}`)");
@@ -928,12 +935,55 @@ items:
     }
 
     #[test]
+    fn v1beta1_endpoint_slices_are_read_as_v1_and_bad_ones_refused() {
+        let text = r#"apiVersion: v1
+kind: List
+items:
+- apiVersion: discovery.k8s.io/v1beta1
+  kind: EndpointSlice
+  metadata: {name: web-1, namespace: a, labels: {kubernetes.io/service-name: web}}
+  addressType: IPv4
+  ports: [{name: http, port: 8080, protocol: TCP}]
+  endpoints:
+  - addresses: [10.244.1.5]
+    conditions: {ready: true}
+    topology: {kubernetes.io/hostname: node-a, topology.kubernetes.io/zone: zone-1}
+- apiVersion: discovery.k8s.io/v1beta1
+  kind: EndpointSlice
+  metadata: {name: bad-1, namespace: a}
+  addressType: IPv4
+  endpoints: [{addresses: [10.244.1.6], topology: node-a}]
+- apiVersion: discovery.k8s.io/v1beta1
+  kind: EndpointSlice
+  metadata: {name: bad-2, namespace: a}
+  addressType: IPv4
+  endpoints: [{addresses: 10.244.1.7}]
+"#;
+        let (snapshot, report) = Snapshot::from_text("f.yaml", text);
+        assert_eq!(names(&snapshot.endpoint_slices), ["a/web-1"]);
+        let endpoint = &snapshot.endpoint_slices[0].endpoints.as_deref().unwrap_or_default()[0];
+        assert_eq!(endpoint.node_name.as_deref(), Some("node-a"));
+        assert_eq!(endpoint.zone.as_deref(), Some("zone-1"));
+        assert_eq!(endpoint.conditions.as_ref().and_then(|c| c.ready), Some(true));
+        let messages = messages(&report);
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert_eq!(
+            messages[0],
+            "error: f.yaml: EndpointSlice a/bad-1: endpoints[0].topology: expected a mapping of strings"
+        );
+        assert!(
+            messages[1].starts_with("error: f.yaml: EndpointSlice a/bad-2: endpoints[0].addresses: "),
+            "{messages:?}"
+        );
+    }
+
+    #[test]
     fn objects_without_kind_api_version_or_name_are_reported() {
         let text = r#"apiVersion: v1
 kind: List
 items:
 - {apiVersion: v1, metadata: {name: nokind, namespace: a}}
-- {apiVersion: discovery.k8s.io/v1beta1, kind: EndpointSlice, metadata: {name: old, namespace: a}}
+- {apiVersion: discovery.k8s.io/v1alpha1, kind: EndpointSlice, metadata: {name: old, namespace: a}}
 - {apiVersion: v1, kind: EndpointSlice, metadata: {name: core, namespace: a}}
 - {kind: Service, metadata: {name: noversion, namespace: a}}
 - {apiVersion: v1, kind: Service, metadata: {namespace: a}}
@@ -948,7 +998,7 @@ items:
             messages(&report),
             [
                 "error: f.yaml: object a/nokind: kind: missing `kind`",
-                "error: f.yaml: EndpointSlice a/old: apiVersion: unsupported apiVersion `discovery.k8s.io/v1beta1` \
+                "error: f.yaml: EndpointSlice a/old: apiVersion: unsupported apiVersion `discovery.k8s.io/v1alpha1` \
                  for EndpointSlice (expected `discovery.k8s.io/v1`)",
                 "error: f.yaml: EndpointSlice a/core: apiVersion: unsupported apiVersion `v1` for EndpointSlice \
                  (expected `discovery.k8s.io/v1`)",

@@ -378,14 +378,39 @@ fn a_node_without_usable_addresses_is_named_with_what_is_not_programmed() {
     // As an OpenShift Insights archive has it: addresses anonymised.
     let node = "apiVersion: v1\nkind: Node\nmetadata: {name: worker}\nstatus:\n  addresses:\n  - {type: InternalIP, \
                 address: xx.x.xx.x}\n  - {type: Hostname, address: xx-xx}\n";
-    assert_eq!(
-        messages(node, "worker"),
-        [
-            "warning: dump.yaml: Node worker: status.addresses: no usable InternalIP or ExternalIP address and no \
-             node IP configured: NodePorts are not programmed on this node",
-            "error: dump.yaml: Node worker: status.addresses[0].address: \"xx.x.xx.x\" is not an IP address; ignored",
-        ]
+    let bad_address = "error: dump.yaml: Node worker: status.addresses[0].address: \"xx.x.xx.x\" is not an IP \
+                       address; ignored";
+    // No Service asks for a nodePort: the missing addresses do not matter.
+    let cluster_ip = "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: x}\nspec: {clusterIP: 10.96.0.1, \
+                      ports: [{port: 80}]}\n";
+    let warnings = messages(&format!("{node}---\n{cluster_ip}"), "worker");
+    assert!(warnings.contains(&bad_address.to_owned()), "{warnings:?}");
+    assert!(!warnings.iter().any(|m| m.contains("NodePorts")), "{warnings:?}");
+    let node_port = "apiVersion: v1\nkind: Service\nmetadata: {name: b, namespace: x}\nspec: {type: NodePort, \
+                     clusterIP: 10.96.0.2, ports: [{port: 80, nodePort: 30080}]}\n";
+    let warnings = messages(&format!("{node}---\n{cluster_ip}---\n{node_port}"), "worker");
+    assert!(warnings.contains(&bad_address.to_owned()), "{warnings:?}");
+    assert!(
+        warnings.contains(
+            &"warning: dump.yaml: Node worker: status.addresses: no usable InternalIP or ExternalIP address and no \
+              node IP configured: NodePorts are not programmed on this node"
+                .to_owned()
+        ),
+        "{warnings:?}"
     );
+}
+
+#[test]
+fn a_node_missing_from_the_snapshot_is_named_only_when_a_service_has_a_node_port() {
+    let cluster_ip = "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: x}\nspec: {clusterIP: 10.96.0.1, \
+                      ports: [{port: 80}]}\n";
+    let missing =
+        "warning: Node elsewhere: not in the snapshot and no node IP configured: NodePorts are not programmed";
+    assert!(!messages(cluster_ip, "elsewhere").iter().any(|m| m.contains("Node elsewhere")));
+    // A LoadBalancer's health-check nodePort is one too.
+    let local_lb = "apiVersion: v1\nkind: Service\nmetadata: {name: lb, namespace: x}\nspec: {type: LoadBalancer, \
+                    clusterIP: 10.96.0.3, externalTrafficPolicy: Local, healthCheckNodePort: 31000, ports: [{port: 80}]}\n";
+    assert!(messages(&format!("{cluster_ip}---\n{local_lb}"), "elsewhere").contains(&missing.to_owned()));
 }
 
 #[test]

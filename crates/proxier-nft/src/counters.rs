@@ -5,23 +5,19 @@
 //! ([`NftSocket::elements`]), decoding keys, comments, verdicts and counters itself: no `nft` process, no
 //! JSON. Nothing is written and a dump takes no lock a commit waits for, so a read never delays a sync.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use proxier_core::IpFamily;
 
 use crate::change::Change;
 use crate::layout::{Counts, counted};
-use crate::netlink::{NetlinkError, NftSocket};
-use crate::ruleset::family_name;
-use crate::runner::{Nft, NftError};
+use crate::netlink::{NetlinkError, NftSocket, SetInfo};
+use crate::ruleset::{Value, family_name};
 use crate::transaction::Transaction;
 
 /// A counter could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum CountersError {
-    /// `nft` failed.
-    #[error(transparent)]
-    Nft(#[from] NftError),
     /// Reading over netlink failed.
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
@@ -239,20 +235,26 @@ impl Stats {
 }
 
 /// `transaction` with the counts it would otherwise lose carried over (see
-/// [`crate::Transaction::with_carried_counts`]): for a replacement of the tables (`full`), every count,
-/// read over netlink (on `socket` when given, else on one of the calling thread's network namespace);
-/// otherwise those of the counted elements it deletes and adds again (a destination whose verdict
-/// changed), read with one `nft get element` per set. A failed read costs the counts, never the sync.
-pub fn carry_into(nft: &Nft, socket: Option<&mut NftSocket>, transaction: Transaction, full: bool) -> Transaction {
-    let carried = if full {
-        let table = transaction.table_name();
-        let elements = match socket {
-            Some(socket) => read_with(socket, table),
-            None => read(table),
-        };
-        elements.map(|elements| carried(&elements))
-    } else {
-        recreated(nft, &transaction)
+/// [`crate::Transaction::with_carried_counts`]), read over netlink on `socket` when given, else on one
+/// of the calling thread's network namespace: for a replacement of the tables (`full`), every count;
+/// otherwise only those of the counted elements it deletes and adds again (a destination whose
+/// verdict or comment changed), asked for by key. A failed read costs the counts, never the sync.
+pub fn carry_into(socket: Option<&mut NftSocket>, transaction: Transaction, full: bool) -> Transaction {
+    let wanted = if full { BTreeMap::new() } else { recreated(&transaction) };
+    if !full && wanted.is_empty() {
+        // Nothing counted is re-created: nothing to read (most incremental syncs).
+        return transaction;
+    }
+    let read = |socket: &mut NftSocket| {
+        if full {
+            read_with(socket, transaction.table_name()).map(|elements| carried(&elements))
+        } else {
+            counts_of(socket, transaction.table_name(), wanted)
+        }
+    };
+    let carried = match socket {
+        Some(socket) => read(socket),
+        None => NftSocket::open().map_err(CountersError::from).and_then(|mut socket| read(&mut socket)),
     };
     match carried {
         Ok(carried) if !carried.is_empty() => transaction.with_carried_counts(carried),
@@ -264,58 +266,52 @@ pub fn carry_into(nft: &Nft, socket: Option<&mut NftSocket>, transaction: Transa
     }
 }
 
-/// The counts of the counted elements `transaction` deletes and adds again.
-fn recreated(nft: &Nft, transaction: &Transaction) -> Result<Carried, CountersError> {
-    let mut deleted: BTreeMap<(IpFamily, &str), Vec<String>> = BTreeMap::new();
+/// Keys of counted elements, by family and set.
+type Keys<'a> = BTreeMap<(IpFamily, &'a str), BTreeSet<&'a [Value]>>;
+
+/// The keys of the counted elements `transaction` deletes and adds again.
+fn recreated(transaction: &Transaction) -> Keys<'_> {
+    let mut deleted = Keys::new();
     for change in transaction.changes() {
         if let Change::DeleteElements { family, set, elements } = change
             && counted(set).is_some()
         {
-            deleted.entry((*family, set)).or_default().extend(elements.iter().map(|e| crate::text::key_text(&e.key)));
+            deleted.entry((*family, set)).or_default().extend(elements.iter().map(|e| e.key.as_slice()));
         }
     }
-    let mut wanted: BTreeMap<(IpFamily, &str), Vec<String>> = BTreeMap::new();
+    let mut wanted = Keys::new();
     for change in transaction.changes() {
         if let Change::AddElements { family, set, elements } = change
             && let Some(gone) = deleted.get(&(*family, set.as_str()))
         {
-            let keys = elements.iter().map(|e| crate::text::key_text(&e.key)).filter(|k| gone.contains(k));
+            let keys = elements.iter().map(|e| e.key.as_slice()).filter(|k| gone.contains(k));
             wanted.entry((*family, set)).or_default().extend(keys);
         }
     }
+    wanted.retain(|_, keys| !keys.is_empty());
+    wanted
+}
+
+/// The counts the kernel holds for the elements of `keys` in table `table`, read for those keys only
+/// ([`NftSocket::elements_with_keys`]): the cost follows the elements re-created, not the sets' sizes.
+fn counts_of(socket: &mut NftSocket, table: &str, keys: Keys<'_>) -> Result<Carried, CountersError> {
     let mut carried = Carried::new();
-    for ((family, set), keys) in wanted.into_iter().filter(|(_, keys)| !keys.is_empty()) {
-        let listing = nft.list(&[
-            "get",
-            "element",
-            family_name(family),
-            transaction.table_name(),
-            set,
-            &format!("{{ {} }}", keys.join(", ")),
-        ])?;
-        for (key, counts) in listed_counts(&listing) {
-            if counts != (0, 0) {
-                carried.insert((family, set.to_owned(), key), counts);
+    let mut sets: BTreeMap<IpFamily, Vec<SetInfo>> = BTreeMap::new();
+    for ((family, set), keys) in keys {
+        let listed = match sets.entry(family) {
+            std::collections::btree_map::Entry::Occupied(listed) => listed.into_mut(),
+            std::collections::btree_map::Entry::Vacant(entry) => entry.insert(socket.sets(family, table)?),
+        };
+        // Not in the kernel, or laid out without counters: nothing counted.
+        let Some(info) = listed.iter().find(|info| info.name == set && info.counter) else { continue };
+        let keys: Vec<&[Value]> = keys.into_iter().collect();
+        for element in socket.elements_with_keys(family, table, info, &keys)? {
+            if let Some(counts) = element.counter.filter(|&counts| counts != (0, 0)) {
+                carried.insert((family, set.to_owned(), element.key), counts);
             }
         }
     }
     Ok(carried)
-}
-
-/// `(key, (packets, bytes))` of each element of an nft text listing with counters (`nft get element`
-/// prints text even with `-j` in nft 1.0.6). proxier's comments hold no commas, so commas part elements.
-fn listed_counts(listing: &str) -> Vec<(String, (u64, u64))> {
-    let Some((_, body)) = listing.split_once("elements = {") else { return Vec::new() };
-    let body = body.split('}').next().unwrap_or("");
-    body.split(',')
-        .filter_map(|element| {
-            let (key, rest) = element.trim().split_once(" counter packets ")?;
-            let mut words = rest.split(' ');
-            let packets = words.next()?.parse().ok()?;
-            let bytes = words.nth(1)?.parse().ok()?;
-            Some((key.to_owned(), (packets, bytes)))
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -382,16 +378,6 @@ mod tests {
         assert_eq!(stats.unknown_ports["10.96.0.1"], 9);
         assert_eq!(stats.unallocated["10.96.0.0/12"], 10);
         assert_eq!(stats.unattributed, 11);
-    }
-
-    #[test]
-    fn counts_from_a_text_listing() {
-        let listing = "table ip proxier {\n\tmap service-ips {\n\t\ttype ipv4_addr . inet_proto . inet_service : verdict\n\t\telements = { 10.96.0.10 . tcp . 80 counter packets 3 bytes 180 comment \"a/b:c/tcp (ClusterIP)\" : goto balance-2,\n\t\t\t     10.96.0.11 . udp . 53 counter packets 0 bytes 0 : goto balance-1 }\n\t}\n}\n";
-        assert_eq!(
-            listed_counts(listing),
-            vec![("10.96.0.10 . tcp . 80".to_owned(), (3, 180)), ("10.96.0.11 . udp . 53".to_owned(), (0, 0))]
-        );
-        assert!(listed_counts("table ip proxier {\n}\n").is_empty());
     }
 
     #[test]

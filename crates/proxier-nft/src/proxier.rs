@@ -320,7 +320,7 @@ impl Proxier {
         // Counts the transaction would reset (a replaced table, a re-created element) carry over.
         let transaction = if self.counters && !transaction.is_empty() {
             let socket = self.live.as_mut().map(|live| &mut live.socket);
-            crate::counters::carry_into(&self.nft, socket, transaction, kind == SyncKind::Full)
+            crate::counters::carry_into(socket, transaction, kind == SyncKind::Full)
         } else {
             transaction
         };

@@ -825,3 +825,86 @@ fn counters_read_over_netlink_are_what_nft_lists() {
         .unwrap();
     assert!(proxier_nft::counters::read_with(&mut socket, "proxier").unwrap().is_empty());
 }
+
+/// An incremental sync that deletes and adds again a counted element (its verdict changed) carries its
+/// count: read over netlink for the re-created keys only (more than one request's worth here), then
+/// given to the new element.
+#[test]
+fn counts_of_recreated_elements_are_read_by_key_and_carried() {
+    let Some(ns) = Netns::for_test("counts_of_recreated_elements_are_read_by_key_and_carried") else { return };
+    let mut socket = ns.run(|| NftSocket::open().expect("open the socket"));
+    let ip = |i: usize| format!("10.96.{}.{}", 1 + i / 200, 1 + i % 200);
+    let many = 150;
+    let mut text = String::from(
+        "table ip proxier {\n chain balance-2 { }\n chain balance-3 { }\n chain reject-chain { }\n \
+         map service-ips { type ipv4_addr . inet_proto . inet_service : verdict; counter; elements = {",
+    );
+    let elements: Vec<String> = (0..many)
+        .map(|i| format!(" {} . tcp . 80 counter packets {} bytes {} : goto balance-2", ip(i), i + 1, (i + 1) * 60))
+        .collect();
+    text.push_str(&elements.join(","));
+    text.push_str(concat!(
+        " } }\n map no-endpoint-services { type ipv4_addr . inet_proto . inet_service : verdict; counter; elements = {",
+        " 10.96.0.3 . tcp . 80 counter packets 7 bytes 420 comment \"a/none:/tcp (ClusterIP)\" : goto reject-chain } }\n",
+        " set service-cidrs { type ipv4_addr; flags interval; counter; elements = {",
+        " 10.96.0.0/16 counter packets 9 bytes 540, 10.100.0.0/16 } }\n}\n",
+    ));
+    ns.nft(&text).unwrap();
+
+    // Read by key: present keys, one the set does not hold (the kernel stops a request at it), and an
+    // interval set's prefix.
+    let sets = socket.sets(IpFamily::V4, "proxier").unwrap();
+    let info = |name: &str| sets.iter().find(|s| s.name == name).unwrap().clone();
+    let (first, absent, last) = (destination(&ip(0), 80), destination("10.99.0.1", 80), destination(&ip(many - 1), 80));
+    let read =
+        socket.elements_with_keys(IpFamily::V4, "proxier", &info("service-ips"), &[&first, &absent, &last]).unwrap();
+    let read: Vec<(String, Option<(u64, u64)>)> = read.into_iter().map(|e| (e.key, e.counter)).collect();
+    assert_eq!(
+        read,
+        [(format!("{} . tcp . 80", ip(0)), Some((1, 60))), (format!("{} . tcp . 80", ip(many - 1)), Some((150, 9000)))]
+    );
+    let cidr = [Value::Prefix("10.96.0.0/16".parse().unwrap())];
+    let read = socket.elements_with_keys(IpFamily::V4, "proxier", &info("service-cidrs"), &[&cidr]).unwrap();
+    assert_eq!((read[0].key.as_str(), read[0].counter), ("10.96.0.0/16", Some((9, 540))));
+
+    // Every service-ips element and the no-endpoint one re-created with another verdict, and a new one.
+    let element = |key: smallvec::SmallVec<[Value; 4]>, chain: &str| Element {
+        key,
+        data: Some(Value::Verdict(Verdict::Goto(chain.into()))),
+        comment: None,
+    };
+    let old: Vec<Element> = (0..many).map(|i| element(destination(&ip(i), 80), "balance-2")).collect();
+    let mut new: Vec<Element> = (0..many).map(|i| element(destination(&ip(i), 80), "balance-3")).collect();
+    new.push(element(destination("10.96.0.200", 80), "balance-3"));
+    let none = Element {
+        comment: Some("a/none:/tcp (ClusterIP)".into()),
+        ..element(destination("10.96.0.3", 80), "reject-chain")
+    };
+    let dropped = Element { data: Some(Value::Verdict(Verdict::Drop)), ..none.clone() };
+    let v4 = IpFamily::V4;
+    let recreate = Transaction::from_changes(
+        vec![
+            Change::DeleteElements { family: v4, set: "service-ips".into(), elements: old },
+            Change::DeleteElements { family: v4, set: "no-endpoint-services".into(), elements: vec![none] },
+            Change::AddElements { family: v4, set: "service-ips".into(), elements: new },
+            Change::AddElements { family: v4, set: "no-endpoint-services".into(), elements: vec![dropped] },
+        ],
+        "proxier",
+    );
+    let recreate = proxier_nft::counters::carry_into(Some(&mut socket), recreate, false);
+    socket.apply(&recreate).expect("the kernel takes it").expect("netlink carries it");
+    let listed = counters::listed(&ns, "proxier");
+    for i in 0..many {
+        let entry = &listed[&(v4, "service-ips".into(), format!("{} . tcp . 80", ip(i)))];
+        assert_eq!((entry.0, entry.1, entry.3.as_deref()), (i as u64 + 1, (i as u64 + 1) * 60, Some("goto balance-3")));
+    }
+    let fresh = &listed[&(v4, "service-ips".into(), "10.96.0.200 . tcp . 80".into())];
+    assert_eq!((fresh.0, fresh.1), (0, 0), "a new element starts from zero");
+    let none = &listed[&(v4, "no-endpoint-services".into(), "10.96.0.3 . tcp . 80".into())];
+    assert_eq!((none.0, none.1, none.3.as_deref()), (7, 420, Some("drop")));
+
+    // The set gone: nothing read, no error.
+    let gone = info("service-ips");
+    ns.nft("delete table ip proxier\n").unwrap();
+    assert!(socket.elements_with_keys(IpFamily::V4, "proxier", &gone, &[&first]).unwrap().is_empty());
+}

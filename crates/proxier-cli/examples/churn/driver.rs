@@ -21,7 +21,7 @@ use proxier_testkit::apiserver::{ApiServer, Kind, Options};
 use serde_json::{Value, json};
 
 use crate::events::{self, Expect, Pending, Sample};
-use crate::generator;
+use proxier_cli::generator;
 
 const NODE: &str = "node-1";
 const TABLE: &str = "proxier";

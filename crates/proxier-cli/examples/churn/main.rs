@@ -16,9 +16,6 @@
 
 mod driver;
 mod events;
-#[allow(dead_code, reason = "the driver uses only part of the generator")]
-#[path = "../../src/generator.rs"]
-mod generator;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,16 +1,18 @@
 //! Reading sets and their elements back from the kernel with netlink dumps, as `nft list` does but
 //! without an `nft` process and without its cache: a table's sets ([`NftSocket::sets`]), then the
-//! elements of one set ([`NftSocket::elements`]) with their keys, verdicts, comments and counters.
+//! elements of one set ([`NftSocket::elements`]) with their keys, verdicts, comments and counters, or
+//! only the elements of given keys ([`NftSocket::elements_with_keys`]).
 //!
 //! Why: `nft -j list set` spends seconds at 10k Services parsing and printing what the kernel hands
 //! over in a fraction of that; the per-Service counters are read this way on every scrape and before
 //! every full sync that carries them. A dump takes no lock a commit waits for (the kernel walks the set
 //! under RCU), so reading never delays a sync.
 
+use std::collections::BTreeSet;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use proxier_core::IpFamily;
+use proxier_core::{IpFamily, Protocol};
 
 use super::encode::{
     NF_ACCEPT, NF_DROP, NFNL_SUBSYS_NFTABLES, NFT_GOTO, NFT_JUMP, NFT_MSG_NEWSET, NFT_MSG_NEWSETELEM, NFT_RETURN,
@@ -21,8 +23,9 @@ use super::encode::{
     NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE, TYPE_BITS, TYPE_INET_PROTOCOL, TYPE_INET_SERVICE, TYPE_IP6ADDR, TYPE_IPADDR,
     UDATA_ELEM_COMMENT, nfproto,
 };
-use super::wire::{self, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, Writer};
+use super::wire::{self, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, Writer};
 use super::{NetlinkError, NftSocket, io_error};
+use crate::ruleset::Value;
 
 const NFT_MSG_GETSET: u16 = 10;
 const NFT_MSG_GETSETELEM: u16 = 13;
@@ -39,6 +42,11 @@ const NFT_BREAK: i32 = -2;
 const DUMP_ATTEMPTS: usize = 5;
 /// How long a dump may wait for the kernel's next part before it is given up.
 const DUMP_WAIT_MS: i32 = 30_000;
+/// At most this many keys in one `GETSETELEM` request for given keys. The kernel answers each key
+/// with a message of its own, all queued on the socket before `send` returns, and fails the rest of
+/// the request (EAGAIN) once the receive buffer (about 208 KiB) is full: 64 answers of under 1 KiB
+/// each (with the kernel's overhead per message) stay well inside it.
+const KEYS_PER_REQUEST: usize = 64;
 
 /// A set or map of a table, as the kernel describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,25 +101,9 @@ impl NftSocket {
             writer.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
             writer.attr_str(NFTA_SET_ELEM_LIST_SET, &set.name);
         };
-        let parts = key_parts(set.key_type, set.key_len).ok_or_else(|| {
-            NetlinkError::Protocol(format!(
-                "set {} has a key of a type proxier does not read (type {:#x}, {} bytes)",
-                set.name, set.key_type, set.key_len
-            ))
-        })?;
+        let parts = key_parts(set.key_type, set.key_len).ok_or_else(|| unreadable(set))?;
         let bad = |reason: String| NetlinkError::Protocol(format!("an element of set {}: {reason}", set.name));
-        let raw = self.dump(NFT_MSG_GETSETELEM, NFT_MSG_NEWSETELEM, family, request, |payload, out| {
-            for (kind, list) in wire::attributes(payload) {
-                if kind == NFTA_SET_ELEM_LIST_ELEMENTS {
-                    for (kind, element) in wire::attributes(list) {
-                        if kind == NFTA_LIST_ELEM {
-                            out.push(raw_element(element)?);
-                        }
-                    }
-                }
-            }
-            Ok(())
-        })?;
+        let raw = self.dump(NFT_MSG_GETSETELEM, NFT_MSG_NEWSETELEM, family, request, push_elements)?;
         let Some(raw) = raw else { return Ok(None) };
         if !set.interval {
             return raw
@@ -124,6 +116,123 @@ impl NftSocket {
                 .map(Some);
         }
         intervals(raw, &parts).map(Some).map_err(bad)
+    }
+
+    /// The elements of `set` (as [`NftSocket::sets`] described it) of table `table` in `family` whose
+    /// keys are among `keys`, read with `GETSETELEM` requests for those keys only (what `nft get
+    /// element` sends), so the cost follows the number of keys, not the size of the set. A key the
+    /// set does not hold (or a set that is gone) is left out. An interval set is dumped whole and
+    /// filtered: the kernel looks its elements up by address, not by the interval they were added as.
+    pub fn elements_with_keys(
+        &mut self,
+        family: IpFamily,
+        table: &str,
+        set: &SetInfo,
+        keys: &[&[Value]],
+    ) -> Result<Vec<SetElement>, NetlinkError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        if set.interval {
+            let wanted: BTreeSet<String> = keys.iter().map(|key| crate::text::key_text(key)).collect();
+            let mut elements = self.elements(family, table, set)?.unwrap_or_default();
+            elements.retain(|element| wanted.contains(&element.key));
+            return Ok(elements);
+        }
+        let parts = key_parts(set.key_type, set.key_len).ok_or_else(|| unreadable(set))?;
+        let keys: Vec<Vec<u8>> = keys
+            .iter()
+            .map(|key| {
+                key_bytes(key).ok_or_else(|| {
+                    NetlinkError::Protocol(format!(
+                        "set {}: the key {} is not one a plain set holds",
+                        set.name,
+                        crate::text::key_text(key)
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let mut raw = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(KEYS_PER_REQUEST) {
+            let before = raw.len();
+            if self.get_elements(family, table, &set.name, chunk, &mut raw)? {
+                continue;
+            }
+            raw.truncate(before);
+            // The kernel stops at the first key it does not hold (ENOENT) and answers nothing for the
+            // rest: ask for each key of this request alone. Rare: the keys asked for are those of
+            // elements about to be deleted, which the kernel holds unless someone else removed them.
+            for key in chunk {
+                self.get_elements(family, table, &set.name, std::slice::from_ref(key), &mut raw)?;
+            }
+        }
+        raw.into_iter()
+            .map(|element| {
+                let key = key_text(&element.key, &parts).ok_or_else(|| {
+                    NetlinkError::Protocol(format!("an element of set {}: a key of the wrong length", set.name))
+                })?;
+                Ok(element.into_element(key))
+            })
+            .collect()
+    }
+
+    /// One `GETSETELEM` request for the elements of `keys` (key bytes as the kernel holds them),
+    /// their answers appended to `out`; `false` when the kernel answered ENOENT (a key or the set is
+    /// missing; the answers before it are kept).
+    fn get_elements(
+        &mut self,
+        family: IpFamily,
+        table: &str,
+        set: &str,
+        keys: &[Vec<u8>],
+        out: &mut Vec<RawElement>,
+    ) -> Result<bool, NetlinkError> {
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        let mut writer = Writer::default();
+        let request_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM;
+        let start = writer.begin_message(request_type, NLM_F_REQUEST | NLM_F_ACK, seq, nfproto(family), 0);
+        writer.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
+        writer.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+        let list = writer.begin_nest(NFTA_SET_ELEM_LIST_ELEMENTS);
+        for key in keys {
+            let element = writer.begin_nest(NFTA_LIST_ELEM);
+            let nest = writer.begin_nest(NFTA_SET_ELEM_KEY);
+            writer.attr(NFTA_DATA_VALUE, key);
+            writer.end_nest(nest);
+            writer.end_nest(element);
+        }
+        writer.end_nest(list);
+        writer.end_message(start);
+        // Left over from an interrupted read: never taken for this request's answers (seq differs).
+        while super::receive(&self.socket, &mut self.buf).map_err(io_error("read stale replies"))? {}
+        self.socket.send(&writer.buf, 0).map_err(io_error("ask for elements"))?;
+        let reply_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM;
+        loop {
+            self.wait_for_part()?;
+            if !super::receive(&self.socket, &mut self.buf).map_err(io_error("read elements"))? {
+                continue;
+            }
+            for message in wire::messages(&self.buf) {
+                if message.seq != seq {
+                    continue;
+                }
+                match message.kind {
+                    // The acknowledgement ends the answer: every element came before it.
+                    NLMSG_ERROR => match wire::reply(&message) {
+                        Some(reply) if reply.errno == 0 => return Ok(true),
+                        Some(reply) if reply.errno == libc::ENOENT => return Ok(false),
+                        Some(reply) => return Err(dump_error(reply.errno)),
+                        None => return Err(NetlinkError::Protocol("an unreadable answer to a request".into())),
+                    },
+                    kind if kind == reply_type => {
+                        push_elements(message.payload.get(4..).unwrap_or_default(), out)
+                            .map_err(|reason| NetlinkError::Protocol(format!("an element of set {set}: {reason}")))?;
+                    }
+                    _ => {}
+                }
+            }
+        }
     }
 
     /// Runs one dump: sends `request_kind` with `NLM_F_DUMP`, reads every part, and hands the payload
@@ -214,6 +323,50 @@ impl NftSocket {
             }
         }
     }
+}
+
+/// The elements of a `NEWSETELEM` message's payload (after the nfgenmsg header), appended to `out`.
+fn push_elements(payload: &[u8], out: &mut Vec<RawElement>) -> Result<(), String> {
+    for (kind, list) in wire::attributes(payload) {
+        if kind == NFTA_SET_ELEM_LIST_ELEMENTS {
+            for (kind, element) in wire::attributes(list) {
+                if kind == NFTA_LIST_ELEM {
+                    out.push(raw_element(element)?);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn unreadable(set: &SetInfo) -> NetlinkError {
+    NetlinkError::Protocol(format!(
+        "set {} has a key of a type proxier does not read (type {:#x}, {} bytes)",
+        set.name, set.key_type, set.key_len
+    ))
+}
+
+/// A plain set's key as the kernel holds it: the parts' bytes in network order, each part of a
+/// concatenation padded to 4 bytes. `None` for a key no plain set holds (a prefix, a verdict).
+fn key_bytes(key: &[Value]) -> Option<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(40);
+    for part in key {
+        match part {
+            Value::Addr(IpAddr::V4(ip)) => bytes.extend_from_slice(&ip.octets()),
+            Value::Addr(IpAddr::V6(ip)) => bytes.extend_from_slice(&ip.octets()),
+            Value::Proto(protocol) => bytes.push(match protocol {
+                Protocol::Tcp => 6,
+                Protocol::Udp => 17,
+                Protocol::Sctp => 132,
+            }),
+            Value::Port(port) => bytes.extend_from_slice(&port.to_be_bytes()),
+            Value::Prefix(_) | Value::Verdict(_) => return None,
+        }
+        if key.len() > 1 {
+            bytes.resize(bytes.len().next_multiple_of(4), 0);
+        }
+    }
+    Some(bytes)
 }
 
 fn dump_error(errno: i32) -> NetlinkError {
