@@ -58,6 +58,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use proxier_cli::generator::Rng;
 use proxier_core::{ClusterState, NodeConfig, Snapshot, compute};
 use proxier_nft::{Nft, Proxier, Transaction};
 
@@ -623,26 +624,7 @@ fn live(args: &Args) {
     drop(proxier);
 }
 
-/// A small deterministic random sequence (SplitMix64): the same seed gives the same events.
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
-/// One random endpoint event on `slice`, as a pod coming, going or changing readiness: a new endpoint
-/// (address `10.253.…` from `k`), the removal of one (never the last), or one's readiness flipped.
-fn endpoint_event(slice: &mut EndpointSlice, random: &mut Random, k: usize) {
+fn endpoint_event(slice: &mut EndpointSlice, random: &mut Rng, k: usize) {
     let Some(endpoints) = slice.endpoints.as_mut().filter(|e| !e.is_empty()) else { return };
     let set_ready = |endpoint: &mut k8s_openapi::api::discovery::v1::Endpoint, ready: bool| {
         let conditions = endpoint.conditions.get_or_insert_with(Default::default);
@@ -673,7 +655,7 @@ fn endpoint_event(slice: &mut EndpointSlice, random: &mut Random, k: usize) {
 fn churn(args: &Args) {
     let events: usize = number(args, "events", "1000");
     let batches: usize = number(args, "batches", "10");
-    let mut random = Random(number(args, "seed", "1"));
+    let mut random = Rng(number(args, "seed", "1"));
     let (mut proxier, mut slices) = live_proxier(args, usize::MAX);
     if slices.is_empty() {
         fail("no slice with endpoints to change");

@@ -249,11 +249,20 @@ pub fn generate_text(options: &Options, syntax: Syntax) -> Result<(String, Summa
     Ok((String::from_utf8(out).unwrap_or_default(), summary))
 }
 
-/// SplitMix64: small, fast, and the same everywhere.
-struct Rng(u64);
+/// SplitMix64: small, fast, and the same everywhere. The generator's, and the one the benchmarks and the
+/// churn driver draw their events from, so that a seed names one sequence everywhere.
+///
+/// ```
+/// use proxier_cli::generator::Rng;
+/// let (mut a, mut b) = (Rng(7), Rng(7));
+/// assert_eq!(a.next_u64(), b.next_u64());
+/// assert!(a.below(10) < 10);
+/// ```
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    /// The next number of the sequence.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -262,8 +271,8 @@ impl Rng {
     }
 
     /// Uniform in `0..n` (n > 0); the bias for the small n used here is negligible.
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
     }
 
     fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
@@ -277,7 +286,7 @@ impl Rng {
     }
 
     fn uid(&mut self) -> String {
-        let (a, b) = (self.next(), self.next());
+        let (a, b) = (self.next_u64(), self.next_u64());
         format!(
             "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
             a >> 32,
@@ -538,7 +547,7 @@ impl<'a> Generator<'a> {
             }
             let cluster_ip = loop {
                 let offset =
-                    SERVICE_RESERVED + (self.rng.next() % u64::from(SERVICE_SIZE - SERVICE_RESERVED - 1)) as u32;
+                    SERVICE_RESERVED + (self.rng.next_u64() % u64::from(SERVICE_SIZE - SERVICE_RESERVED - 1)) as u32;
                 if taken_ips.insert(offset) {
                     break Ipv4Addr::from(SERVICE_BASE + offset);
                 }
