@@ -10,9 +10,9 @@
 
 use std::collections::BTreeSet;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use proxier_core::{IpFamily, Protocol};
+use proxier_core::IpFamily;
 
 use super::encode::{
     NF_ACCEPT, NF_DROP, NFNL_SUBSYS_NFTABLES, NFT_GOTO, NFT_JUMP, NFT_MSG_NEWSET, NFT_MSG_NEWSETELEM, NFT_RETURN,
@@ -351,17 +351,10 @@ fn unreadable(set: &SetInfo) -> NetlinkError {
 fn key_bytes(key: &[Value]) -> Option<Vec<u8>> {
     let mut bytes = Vec::with_capacity(40);
     for part in key {
-        match part {
-            Value::Addr(IpAddr::V4(ip)) => bytes.extend_from_slice(&ip.octets()),
-            Value::Addr(IpAddr::V6(ip)) => bytes.extend_from_slice(&ip.octets()),
-            Value::Proto(protocol) => bytes.push(match protocol {
-                Protocol::Tcp => 6,
-                Protocol::Udp => 17,
-                Protocol::Sctp => 132,
-            }),
-            Value::Port(port) => bytes.extend_from_slice(&port.to_be_bytes()),
-            Value::Prefix(_) | Value::Verdict(_) => return None,
+        if matches!(part, Value::Prefix(_) | Value::Verdict(_)) {
+            return None;
         }
+        super::encode::value_bytes(&mut bytes, part, false);
         if key.len() > 1 {
             bytes.resize(bytes.len().next_multiple_of(4), 0);
         }

@@ -813,7 +813,7 @@ fn type_len(data: DataType) -> u32 {
 }
 
 /// A value's bytes; a prefix as its first address, or with `last` its last.
-fn value_bytes(out: &mut Vec<u8>, value: &Value, last: bool) {
+pub(super) fn value_bytes(out: &mut Vec<u8>, value: &Value, last: bool) {
     match value {
         Value::Addr(IpAddr::V4(ip)) => out.extend_from_slice(&ip.octets()),
         Value::Addr(IpAddr::V6(ip)) => out.extend_from_slice(&ip.octets()),
