@@ -65,12 +65,17 @@ fn run(command: Command) -> Result<Exit, Failure> {
                 println!("{}", checked(&model, &transaction));
                 return Ok(Exit::Success);
             }
-            let carried = if counters { carried_counts(&input.node.nft.table) } else { Default::default() };
             let table = &input.node.nft.table;
-            if netlink && apply_by_netlink(&model, table, counters, &carried)? {
+            let carried = if counters { carried_counts(table) } else { Default::default() };
+            let held = held_tables(table);
+            // Each family's table emptied and refilled in place, counts carried over.
+            let full = |model: &RuleModel| {
+                Transaction::full_with(model, table, counters).with_carried_counts(carried.clone()).in_place_of(&held)
+            };
+            if netlink && apply_by_netlink(&full(&model))? {
                 return Ok(Exit::Success);
             }
-            let refused = refusal::apply_full_with(&nft, &model, table, counters, &carried).map_err(|e| {
+            let refused = refusal::apply_full_with(&nft, &model, full).map_err(|e| {
                 Failure::Nft(anyhow::Error::new(e).context("rules not applied; the previous ruleset is unchanged"))
             })?;
             if refused.is_empty() {
@@ -132,15 +137,9 @@ fn run(command: Command) -> Result<Exit, Failure> {
 /// kernel took it. `Ok(false)` leaves it to `nft` (which the caller runs then): the kernel refused it
 /// (nothing of it applied; `nft` finds the Services to blame and applies the rest), no socket could be
 /// opened, or the encoder does not carry it. An answer that leaves unknown whether it applied fails.
-fn apply_by_netlink(
-    model: &RuleModel,
-    table: &str,
-    counters: bool,
-    carried: &proxier_nft::counters::Carried,
-) -> Result<bool, Failure> {
+fn apply_by_netlink(transaction: &Transaction) -> Result<bool, Failure> {
     use proxier_nft::netlink::{NetlinkError, NftSocket};
-    let transaction = Transaction::full_with(model, table, counters).with_carried_counts(carried.clone());
-    match NftSocket::open().and_then(|mut socket| socket.apply(&transaction)) {
+    match NftSocket::open().and_then(|mut socket| socket.apply(transaction)) {
         Ok(Ok(())) => Ok(true),
         Ok(Err(_)) | Err(NetlinkError::Refused { .. } | NetlinkError::Io { .. } | NetlinkError::TooLarge(_)) => {
             Ok(false)
@@ -297,6 +296,17 @@ fn carried_counts(table: &str) -> proxier_nft::counters::Carried {
             Default::default()
         }
     }
+}
+
+/// What proxier's tables hold now, for a full load made in place of them
+/// ([`Transaction::in_place_of`]); when that cannot be read, the load removes and re-creates them
+/// (atomic all the same, but new connections may miss a Service during the commit).
+fn held_tables(table: &str) -> Vec<proxier_nft::transaction::Outline> {
+    use proxier_nft::netlink::NftSocket;
+    NftSocket::open().and_then(|mut socket| socket.outline(table)).unwrap_or_else(|error| {
+        eprintln!("proxier: warning: proxier's tables not read, so they are removed and re-created: {error}");
+        Vec::new()
+    })
 }
 
 /// `--nodeport-addresses localhost` is accepted, as kube-proxy's keyword, and said to serve nothing.

@@ -124,8 +124,9 @@ fn a_missing_or_failing_nft_exits_3_and_leaves_the_ruleset() {
     );
     assert_eq!(ns.ruleset().unwrap(), before);
 
-    // The real nft refusing the transaction half-way: a wrapper corrupts one statement near the end.
-    let truncating = dir.write("corrupting-nft", "#!/bin/sh\nsed 's/\"masquerade\"/\"masqueradex\"/' | nft \"$@\"\n");
+    // The real nft refusing the transaction at its end: a wrapper corrupts the last command (the
+    // document is one line; the greedy match reaches its last `"add"`).
+    let truncating = dir.write("corrupting-nft", "#!/bin/sh\nsed 's/\\(.*\\)\"add\"/\\1\"addx\"/' | nft \"$@\"\n");
     std::fs::set_permissions(&truncating, std::fs::Permissions::from_mode(0o755)).unwrap();
     let output = proxier_in(&ns, &apply_args(&new, &["--netlink", "false", "--nft", &truncating]));
     assert_eq!(output.status.code(), Some(3), "{}", String::from_utf8_lossy(&output.stderr));

@@ -138,8 +138,10 @@ fn diff_shows_what_apply_would_change_and_apply_makes_it_so() {
 /// `a_service_the_kernel_refuses_is_left_out_and_the_rest_answers` in traffic.rs.)
 fn failing_nft(dir: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let path = dir.join("nft-breaks-last-rule");
-    let script = "#!/bin/sh\nsed 's/\"target\": *\"masquerading\"/\"target\": \"no-such-chain\"/g' | exec nft \"$@\"\n";
+    // The last command of the transaction (the document is one line; the greedy match reaches it)
+    // names a table that does not exist: nft parses it and refuses the whole transaction.
+    let path = dir.join("nft-breaks-last-command");
+    let script = "#!/bin/sh\nsed 's/\\(.*\\)\"table\":\"proxier\"/\\1\"table\":\"no-such-table\"/' | exec nft \"$@\"\n";
     std::fs::write(&path, script).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path

@@ -46,6 +46,15 @@ pub enum Change {
         /// The elements (only their keys matter).
         elements: Vec<Element>,
     },
+    /// Removes every element of a set or map.
+    FlushSet {
+        /// The table's family.
+        family: IpFamily,
+        /// The set's name.
+        set: String,
+        /// Whether it is a map.
+        map: bool,
+    },
     /// Removes every rule of a chain.
     FlushChain {
         /// The table's family.

@@ -68,6 +68,15 @@ pub(crate) fn change_commands(change: &Change, table: &str) -> Vec<NfObject<'sta
                 element_object(*family, table, set, elements.iter().map(|e| key_expression(&e.key))),
             )]
         }
+        Change::FlushSet { family, set, map } => {
+            let (family, table, name) = (nf_family(*family), table.to_owned().into(), set.clone().into());
+            let flushed = if *map {
+                schema::FlushObject::Map(Box::new(schema::Map { family, table, name, ..Default::default() }))
+            } else {
+                schema::FlushObject::Set(Box::new(schema::Set { family, table, name, ..Default::default() }))
+            };
+            vec![NfObject::CmdObject(NfCmd::Flush(flushed))]
+        }
         Change::FlushChain { family, chain } => vec![NfObject::CmdObject(NfCmd::Flush(schema::FlushObject::Chain(
             chain_object_plain(*family, table, chain),
         )))],

@@ -299,6 +299,9 @@ fn change_commands(w: &mut Writer, change: &Change, table: &str) {
         Change::DeleteElements { family, set, elements } => command(w, "delete", "element", |w| {
             element_body(w, *family, table, set, elements, false);
         }),
+        Change::FlushSet { family, set, map } => {
+            set_command(w, "flush", *family, table, &crate::json::deletion_placeholder(set, *map));
+        }
         Change::FlushChain { family, chain } => {
             command(w, "flush", "chain", |w| chain_body(w, *family, table, chain, None));
         }

@@ -324,6 +324,7 @@ impl Proxier {
         } else {
             transaction
         };
+        let transaction = if kind == SyncKind::Full { self.in_place(transaction) } else { transaction };
 
         let mut by_netlink = false;
         if !transaction.is_empty() {
@@ -477,6 +478,24 @@ impl Proxier {
         Transaction::replacing(tables, &self.table)
     }
 
+    /// A full `transaction` made in place of the tables the kernel holds now
+    /// ([`Transaction::in_place_of`]). When they cannot be read, the tables are removed and re-created:
+    /// atomic all the same, but new connections may miss a Service during the commit.
+    fn in_place(&mut self, transaction: Transaction) -> Transaction {
+        let table = transaction.table_name().to_owned();
+        let held = match self.live.as_mut() {
+            Some(live) => live.socket.outline(&table),
+            None => NftSocket::open().and_then(|mut socket| socket.outline(&table)),
+        };
+        match held {
+            Ok(held) => transaction.in_place_of(&held),
+            Err(error) => {
+                tracing::warn!(%error, "proxier's tables not read: the full sync removes and re-creates them");
+                transaction
+            }
+        }
+    }
+
     /// After a full sync failed with `error`: the Services whose rules the kernel refuses, found
     /// with `nft -c`, left out of the state, and the full transaction without their rules (only their
     /// ClusterIPs stay, rejecting). `None` when the fault is not any one Service's, or a partial sync
@@ -493,7 +512,8 @@ impl Proxier {
         // Services that shared a destination with those left out may own it now.
         let changes = self.state.changes();
         self.triggers.extend(changes.triggers);
-        Some((self.full_transaction(), refused))
+        let transaction = self.full_transaction();
+        Some((self.in_place(transaction), refused))
     }
 
     /// Records a successful sync of `transaction`.

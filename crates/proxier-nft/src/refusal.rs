@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proxier_core::{ObjectRef, RuleModel};
 
-use crate::counters::Carried;
 use crate::runner::{Nft, NftError};
 use crate::transaction::Transaction;
 
@@ -22,25 +21,23 @@ pub type Refused = BTreeMap<ObjectRef, String>;
 /// (empty when everything was applied). Fails, with the first apply's error and the kernel unchanged,
 /// when the fault is not any one Service's: nft cannot run, or the rules fail even without Services.
 pub fn apply_full(nft: &Nft, model: &RuleModel, table: &str) -> Result<Refused, NftError> {
-    apply_full_with(nft, model, table, true, &Carried::new())
+    apply_full_with(nft, model, |model| Transaction::full(model, table))
 }
 
-/// [`apply_full`], laid out with or without counters, its elements starting from the `carried`
-/// counts (see [`Transaction::with_carried_counts`]).
+/// [`apply_full`] with the full transaction of a model made by `full` (with or without counters,
+/// counts carried, made in place of the tables the kernel holds).
 pub fn apply_full_with(
     nft: &Nft,
     model: &RuleModel,
-    table: &str,
-    counters: bool,
-    carried: &Carried,
+    full: impl Fn(&RuleModel) -> Transaction,
 ) -> Result<Refused, NftError> {
-    let full = |model: &RuleModel| Transaction::full_with(model, table, counters).with_carried_counts(carried.clone());
-    let error = match full(model).apply(nft) {
+    let transaction = full(model);
+    let error = match transaction.apply(nft) {
         Ok(()) => return Ok(Refused::new()),
         Err(error @ NftError::Spawn { .. }) => return Err(error),
         Err(error) => error,
     };
-    let refused = match refused_services(nft, model, table) {
+    let refused = match refused_services(nft, model, transaction.table_name()) {
         Ok(refused) if !refused.is_empty() => refused,
         // Nothing to blame on a Service (or the search itself failed): the first error says most.
         _ => return Err(error),

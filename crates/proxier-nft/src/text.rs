@@ -27,17 +27,9 @@ pub(crate) fn change(out: &mut String, change: &Change, table: &str, carried: &C
         }
         Change::AddSet { family, set } => {
             let kind = if set.data.is_some() { "map" } else { "set" };
-            let _ = write!(out, "add {kind} {} {table} {} {{ {};", family_name(*family), set.name, set_type_text(set));
-            if set.interval {
-                out.push_str(" flags interval;");
-            }
-            if let Some(timeout) = set.timeout {
-                let _ = write!(out, " flags timeout; timeout {timeout}s;");
-            }
-            if set.counter {
-                out.push_str(" counter;");
-            }
-            out.push_str(" }\n");
+            let _ = write!(out, "add {kind} {} {table} {} ", family_name(*family), set.name);
+            set_definition(out, set);
+            out.push('\n');
         }
         Change::AddElements { family, set, elements } => {
             let seeds = Seeds::new(*family, set, carried);
@@ -47,6 +39,10 @@ pub(crate) fn change(out: &mut String, change: &Change, table: &str, carried: &C
         Change::DeleteElements { family, set, elements } => {
             let items: Vec<String> = elements.iter().map(|e| key_text(&e.key)).collect();
             let _ = writeln!(out, "delete element {} {table} {set} {{ {} }}", family_name(*family), items.join(", "));
+        }
+        Change::FlushSet { family, set, map } => {
+            let kind = if *map { "map" } else { "set" };
+            let _ = writeln!(out, "flush {kind} {} {table} {set}", family_name(*family));
         }
         Change::FlushChain { family, chain } => {
             let _ = writeln!(out, "flush chain {} {table} {chain}", family_name(*family));
@@ -94,6 +90,41 @@ fn table_block(out: &mut String, table: &Table, name: &str, carried: &Carried) {
 
 fn hook_text(hook: Hook) -> String {
     format!("type {} hook {} priority {}; policy accept;", hook.chain_type.name(), hook.point.name(), hook.priority)
+}
+
+/// `{ type …; flags …; timeout …; counter; }`: a set's definition without its elements.
+fn set_definition(out: &mut String, set: &Set) {
+    let _ = write!(out, "{{ {};", set_type_text(set));
+    if set.interval {
+        out.push_str(" flags interval;");
+    }
+    if let Some(timeout) = set.timeout {
+        let _ = write!(out, " flags timeout; timeout {timeout}s;");
+    }
+    if set.counter {
+        out.push_str(" counter;");
+    }
+    out.push_str(" }");
+}
+
+/// A digest of a rule as nft writes it. The netlink encoder stores it in the rule's userdata, where
+/// a full load made in place reads it back to leave unchanged rules alone
+/// ([`crate::Transaction::in_place_of`]).
+pub(crate) fn rule_digest(rule: &Rule, family: IpFamily) -> u64 {
+    fnv1a(rule_text(rule, family).as_bytes())
+}
+
+/// A digest of a set's or map's definition (name, type, flags, timeout, counter; not its elements):
+/// as [`rule_digest`], for sets.
+pub(crate) fn set_digest(set: &Set) -> u64 {
+    let mut text = format!("{} ", set.name);
+    set_definition(&mut text, set);
+    fnv1a(text.as_bytes())
+}
+
+/// FNV-1a, 64 bits: stable across builds and platforms, unlike std's hasher.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn set_type_text(set: &Set) -> String {

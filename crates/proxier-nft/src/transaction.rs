@@ -8,7 +8,7 @@ use proxier_core::{IpFamily, RuleModel};
 use crate::change::Change;
 use crate::counters::Carried;
 use crate::layout::family_table_with;
-use crate::ruleset::{Chain, Element, ElementKey, Set, Table};
+use crate::ruleset::{Chain, Element, ElementKey, Hook, Set, Table};
 use crate::runner::{Nft, NftError};
 use crate::{compat, json, json_writer, text};
 
@@ -27,6 +27,45 @@ pub struct Transaction {
     changes: Vec<Change>,
     /// Counts the elements it adds start from (see [`Transaction::with_carried_counts`]).
     carried: Carried,
+}
+
+/// What one of proxier's tables holds in the kernel, by name and digest: what
+/// [`Transaction::in_place_of`] needs to turn it into another table without removing it. Read with
+/// [`crate::netlink::NftSocket::outline`]; elements are not part of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outline {
+    /// The table's family.
+    pub family: IpFamily,
+    /// Its chains.
+    pub chains: Vec<HeldChain>,
+    /// Its sets and maps.
+    pub sets: Vec<HeldSet>,
+}
+
+/// A chain of an [`Outline`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldChain {
+    /// Its name.
+    pub name: String,
+    /// Whether it is a base chain (attached to a hook).
+    pub base: bool,
+    /// Where a base chain is attached, when it is a type and hook proxier's layout uses.
+    pub hook: Option<Hook>,
+    /// Its rules' digests, in order: a 64-bit FNV-1a of each rule's nft text, which proxier's netlink
+    /// encoder stores in the rule's userdata (`None` for a rule it did not write).
+    pub rules: Vec<Option<u64>>,
+}
+
+/// A set or map of an [`Outline`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldSet {
+    /// Its name.
+    pub name: String,
+    /// Whether it is a map.
+    pub map: bool,
+    /// The digest of its definition (name, type, flags, timeout, counter; not its elements), when
+    /// proxier's netlink encoder wrote it into the set's userdata.
+    pub digest: Option<u64>,
 }
 
 /// The tables as the kernel holds them after a transaction: what the next incremental transaction
@@ -90,6 +129,74 @@ impl Transaction {
             }
         }
         Transaction { table_name: table_name.to_owned(), changes, carried: Carried::new() }
+    }
+
+    /// This full replacement (from [`Transaction::replacing`]) made in place of the tables `held`
+    /// outlines: a table that exists is changed into the new one in the same transaction instead of
+    /// removed and re-created. Chains stay (a base chain when its hook is the same) and keep their
+    /// rules when they are unchanged (same digests), else are flushed and refilled; sets and maps stay
+    /// when their definition is unchanged and are flushed and refilled; everything else is deleted or
+    /// added. The session-affinity sets the data plane fills keep their entries.
+    ///
+    /// Why: nf_tables makes a transaction atomic per chain walk, not per packet. A packet that walks a
+    /// chain in the old generation may look up a set, or walk on into another chain, after the
+    /// commit. Removing the table detaches its base chains while the new ones are attached beside
+    /// them (a packet may walk the new, still empty, chain before the commit and the old, emptied, one
+    /// after it) and deactivates every element of its maps (an old rule's lookup after the commit
+    /// finds nothing): either way a new connection misses its Service's DNAT and is refused. Kept
+    /// chains and maps are the same kernel objects: an old rule's lookup after the commit finds the
+    /// new elements under the same keys, and unchanged rules (such as the anonymous maps of the
+    /// balancing chains) are never deactivated.
+    ///
+    /// A family whose table `held` does not outline (no table, or no chains) is removed and created.
+    ///
+    /// ```
+    /// use proxier_core::IpFamily;
+    /// use proxier_nft::ruleset::{Chain, ChainType, Hook, HookPoint, Rule, Statement, Table, Verdict};
+    /// use proxier_nft::transaction::{HeldChain, HeldSet, Outline};
+    /// use proxier_nft::{Change, Transaction};
+    /// let hook = Some(Hook { chain_type: ChainType::Nat, point: HookPoint::Output, priority: -100 });
+    /// let rules = vec![Rule::new(vec![Statement::Verdict(Verdict::Jump("services".into()))])];
+    /// let output = Chain { name: "nat-output".into(), hook, rules };
+    /// let services = Chain { name: "services".into(), hook: None, rules: vec![] };
+    /// let table = Table { family: IpFamily::V4, chains: vec![output, services], sets: vec![] };
+    /// let full = Transaction::replacing(vec![table], "proxier");
+    /// let held = Outline {
+    ///     family: IpFamily::V4,
+    ///     chains: vec![
+    ///         // Written by `nft`: its one rule has no digest.
+    ///         HeldChain { name: "nat-output".into(), base: true, hook, rules: vec![None] },
+    ///         HeldChain { name: "gone".into(), base: false, hook: None, rules: vec![] },
+    ///     ],
+    ///     sets: vec![HeldSet { name: "old-map".into(), map: true, digest: None }],
+    /// };
+    /// let in_place = full.in_place_of(&[held]);
+    /// // The base chain is flushed and refilled, not removed; what the new table lacks goes.
+    /// assert_eq!(in_place.changes()[..4], [
+    ///     Change::FlushChain { family: IpFamily::V4, chain: "nat-output".into() },
+    ///     Change::DeleteSet { family: IpFamily::V4, set: "old-map".into(), map: true },
+    ///     Change::DeleteChain { family: IpFamily::V4, chain: "gone".into() },
+    ///     Change::AddChain { family: IpFamily::V4, name: "services".into(), hook: None },
+    /// ]);
+    /// assert!(!in_place.changes().contains(&Change::RemoveTable(IpFamily::V4)));
+    /// ```
+    pub fn in_place_of(mut self, held: &[Outline]) -> Transaction {
+        let mut changes = Vec::with_capacity(self.changes.len());
+        let mut steps = std::mem::take(&mut self.changes).into_iter().peekable();
+        while let Some(change) = steps.next() {
+            let Change::RemoveTable(family) = change else {
+                changes.push(change);
+                continue;
+            };
+            let outline = held.iter().find(|o| o.family == family && !o.chains.is_empty());
+            let created = steps.next_if(|next| matches!(next, Change::CreateTable(t) if t.family == family));
+            match (outline, created) {
+                (Some(outline), Some(Change::CreateTable(table))) => refill(outline, table, &mut changes),
+                (_, created) => changes.extend(std::iter::once(change).chain(created)),
+            }
+        }
+        self.changes = changes;
+        self
     }
 
     /// The changes that turn `committed` into `desired`, and what is committed afterwards: the
@@ -202,6 +309,72 @@ impl Transaction {
 
 fn elements_by_key(elements: &[Element]) -> BTreeMap<&ElementKey, &Element> {
     elements.iter().map(|e| (&e.key, e)).collect()
+}
+
+/// The changes that turn the table `held` outlines into `table` in place ([`Transaction::in_place_of`]):
+/// flushes first (rules, then elements), then deletions, then additions (chains, sets, elements,
+/// rules: each may name the ones before).
+fn refill(held: &Outline, mut table: Table, changes: &mut Vec<Change>) {
+    let family = table.family;
+    let kept_set =
+        |held: &HeldSet| table.sets.iter().any(|s| s.name == held.name && held.digest == Some(text::set_digest(s)));
+    // A set redefined under its name is deleted and added, so every rule that may name it is written
+    // again (rare: a change of the layout itself).
+    let redefined = held.sets.iter().any(|h| !kept_set(h) && table.sets.iter().any(|s| s.name == h.name));
+    let kept_sets: BTreeSet<&str> = held.sets.iter().filter(|h| kept_set(h)).map(|h| h.name.as_str()).collect();
+    let mut kept_chains = BTreeSet::new();
+    let mut refilled = BTreeSet::new();
+    let mut gone = Vec::new();
+    for chain in &held.chains {
+        let new = table.chains.iter().find(|c| c.name == chain.name);
+        let kept = new.filter(|new| (chain.hook.is_some() || !chain.base) && new.hook == chain.hook);
+        let unchanged = kept.is_some_and(|new| {
+            !redefined && chain.rules.iter().copied().eq(new.rules.iter().map(|r| Some(text::rule_digest(r, family))))
+        });
+        if !unchanged && !chain.rules.is_empty() {
+            changes.push(Change::FlushChain { family, chain: chain.name.clone() });
+        }
+        match kept {
+            Some(new) => {
+                kept_chains.insert(new.name.clone());
+                if !unchanged {
+                    refilled.insert(new.name.clone());
+                }
+            }
+            None => gone.push(chain.name.clone()),
+        }
+    }
+    for set in &held.sets {
+        if !kept_sets.contains(set.name.as_str()) {
+            changes.push(Change::DeleteSet { family, set: set.name.clone(), map: set.map });
+            continue;
+        }
+        // What the data plane adds to a session-affinity set (none of the layout's) stays.
+        let dynamic = table.sets.iter().any(|s| s.name == set.name && s.timeout.is_some() && s.elements.is_empty());
+        if !dynamic {
+            changes.push(Change::FlushSet { family, set: set.name.clone(), map: set.map });
+        }
+    }
+    changes.extend(gone.into_iter().map(|chain| Change::DeleteChain { family, chain }));
+    for chain in table.chains.iter().filter(|c| !kept_chains.contains(&c.name)) {
+        changes.push(Change::AddChain { family, name: chain.name.clone(), hook: chain.hook });
+    }
+    for mut set in std::mem::take(&mut table.sets) {
+        let elements = std::mem::take(&mut set.elements);
+        let name = set.name.clone();
+        if !kept_sets.contains(name.as_str()) {
+            changes.push(Change::AddSet { family, set });
+        }
+        if !elements.is_empty() {
+            changes.push(Change::AddElements { family, set: name, elements });
+        }
+    }
+    for chain in table.chains {
+        let written = refilled.contains(&chain.name) || !kept_chains.contains(&chain.name);
+        if written && !chain.rules.is_empty() {
+            changes.push(Change::AddRules { family, chain: chain.name, rules: chain.rules });
+        }
+    }
 }
 
 fn table_changes(old: &Table, new: &Table, changes: &mut Vec<Change>) -> Table {

@@ -470,6 +470,92 @@ fn full_loads_by_netlink_list_as_by_nft() {
     eprintln!("{loads} full loads by netlink listed as by nft");
 }
 
+/// A full load made in place of a live table ([`Transaction::in_place_of`]) lists exactly as a load
+/// into an empty namespace, by netlink, by `nft -j` and by `nft -f` alike; its base chains are the same
+/// kernel objects as before (same handles: they never left their hooks); what the old table held
+/// beyond the new layout (a stray chain, set, map and a base chain at another priority) is gone; and
+/// loading the same state again in place of what netlink wrote touches elements only.
+#[test]
+fn a_full_load_in_place_keeps_base_chains_and_lists_as_a_fresh_one() {
+    let test = "a_full_load_in_place_keeps_base_chains_and_lists_as_a_fresh_one";
+    let Some(fresh) = Netns::for_test(test) else { return };
+    let (Some(by_netlink), Some(by_json), Some(by_text)) =
+        (Netns::for_test(test), Netns::for_test(test), Netns::for_test(test))
+    else {
+        return;
+    };
+    let testdata = |name: &str| {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/clusters").join(name);
+        std::fs::read_to_string(path).unwrap()
+    };
+    let config = |node: &str| NodeConfig {
+        node_name: node.into(),
+        cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap(), "fd00:10:244::/56".parse().unwrap()],
+        ..NodeConfig::default()
+    };
+    let steps = [("semantics.yaml", "node-a"), ("dual-stack.json", "node-a"), ("semantics.yaml", "node-b")];
+    let base_chains = |ns: &Netns| -> Vec<(String, u64)> {
+        let listing: serde_json::Value =
+            serde_json::from_str(&ns.nft_args(&["-j", "list", "chains"], None).unwrap()).unwrap();
+        let mut chains: Vec<(String, u64)> = listing["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|o| o.get("chain"))
+            .filter(|c| c.get("hook").is_some())
+            .map(|c| (format!("{} {}", c["family"], c["name"]), c["handle"].as_u64().unwrap()))
+            .collect();
+        chains.sort();
+        chains
+    };
+    let strays = "add chain ip proxier stray\nadd set ip proxier stray-set { type ipv4_addr; elements = { 10.1.2.3 } }\n\
+                  add map ip proxier stray-map { type ipv4_addr : verdict; elements = { 10.1.2.3 : goto stray } }\n\
+                  add chain ip proxier stray-base { type filter hook output priority 5; }\n\
+                  add rule ip proxier stray-base ip daddr @stray-set counter\n";
+    for (i, (name, node)) in steps.iter().enumerate() {
+        let (snapshot, _) = proxier_core::Snapshot::from_text(name, &testdata(name));
+        let full = Transaction::full(&proxier_core::compute(&snapshot, &config(node)), "proxier");
+        fresh.nft_args(&["flush", "ruleset"], None).unwrap();
+        fresh.nft_args(&["-j", "-f", "-"], Some(&full.to_json())).unwrap();
+        let expected = fresh.ruleset().unwrap();
+        for (ns, how) in [(&by_netlink, "netlink"), (&by_json, "nft -j"), (&by_text, "nft -f")] {
+            let context = format!("step {i} ({name}, {node}) by {how}");
+            let held = ns.run(|| NftSocket::open().and_then(|mut socket| socket.outline("proxier"))).unwrap();
+            assert_eq!(held.is_empty(), i == 0, "{context}: {held:?}");
+            let before = base_chains(ns);
+            let in_place = full.clone().in_place_of(&held);
+            assert_eq!(in_place.changes().contains(&Change::RemoveTable(IpFamily::V4)), i == 0, "{context}");
+            match how {
+                "netlink" => {
+                    let mut socket = ns.run(|| NftSocket::open().unwrap());
+                    socket.apply(&in_place).unwrap_or_else(|e| panic!("{context}: {e}")).expect("netlink carries it")
+                }
+                "nft -j" => drop(ns.nft_args(&["-j", "-f", "-"], Some(&in_place.to_json())).unwrap()),
+                _ => drop(ns.nft_args(&["-f", "-"], Some(&in_place.to_text())).unwrap()),
+            }
+            assert_eq!(ns.ruleset().unwrap(), expected, "{context}");
+            if how == "netlink" {
+                // Loaded again in place of itself: only elements are written; no rule, chain or set.
+                let held = ns.run(|| NftSocket::open().and_then(|mut socket| socket.outline("proxier"))).unwrap();
+                let again = full.clone().in_place_of(&held);
+                let other: Vec<_> = again
+                    .changes()
+                    .iter()
+                    .filter(|c| !matches!(c, Change::FlushSet { .. } | Change::AddElements { .. }))
+                    .collect();
+                assert!(other.is_empty(), "{context}: reloading the same state writes {other:?}");
+            }
+            let after = base_chains(ns);
+            // Every base chain that was there before and still is, is the same object.
+            let stayed: Vec<_> = after.iter().filter(|(name, _)| before.iter().any(|(was, _)| was == name)).collect();
+            assert!(stayed.iter().all(|chain| before.contains(chain)), "{context}: re-created: {before:?} → {after:?}");
+            assert!(i == 0 || !stayed.is_empty(), "{context}: no base chain stayed");
+            assert!(!after.iter().any(|(name, _)| name.contains("stray")), "{context}: a stray base chain stayed");
+            ns.nft_args(&["-f", "-"], Some(strays)).unwrap();
+        }
+    }
+}
+
 /// A full load over netlink is one batch: when the kernel refuses its last message (a rule jumping to
 /// a chain that does not exist, appended to the full replacement of a live table), nothing of it
 /// applies — the old table is intact — and the refusal names the message.

@@ -15,24 +15,31 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use proxier_core::IpFamily;
 
 use super::encode::{
-    NF_ACCEPT, NF_DROP, NFNL_SUBSYS_NFTABLES, NFT_GOTO, NFT_JUMP, NFT_MSG_NEWSET, NFT_MSG_NEWSETELEM, NFT_RETURN,
-    NFT_SET_MAP, NFTA_COUNTER_BYTES, NFTA_COUNTER_PACKETS, NFTA_DATA_VALUE, NFTA_DATA_VERDICT, NFTA_EXPR_DATA,
-    NFTA_EXPR_NAME, NFTA_LIST_ELEM, NFTA_SET_ELEM_DATA, NFTA_SET_ELEM_EXPR, NFTA_SET_ELEM_KEY,
-    NFTA_SET_ELEM_LIST_ELEMENTS, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_USERDATA,
-    NFTA_SET_EXPR, NFTA_SET_FLAGS, NFTA_SET_KEY_LEN, NFTA_SET_KEY_TYPE, NFTA_SET_NAME, NFTA_SET_TABLE,
-    NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE, TYPE_BITS, TYPE_INET_PROTOCOL, TYPE_INET_SERVICE, TYPE_IP6ADDR, TYPE_IPADDR,
-    UDATA_ELEM_COMMENT, nfproto,
+    NF_ACCEPT, NF_DROP, NFNL_SUBSYS_NFTABLES, NFT_GOTO, NFT_JUMP, NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, NFT_MSG_NEWSET,
+    NFT_MSG_NEWSETELEM, NFT_RETURN, NFT_SET_MAP, NFTA_CHAIN_HOOK, NFTA_CHAIN_NAME, NFTA_CHAIN_TABLE, NFTA_CHAIN_TYPE,
+    NFTA_COUNTER_BYTES, NFTA_COUNTER_PACKETS, NFTA_DATA_VALUE, NFTA_DATA_VERDICT, NFTA_EXPR_DATA, NFTA_EXPR_NAME,
+    NFTA_HOOK_HOOKNUM, NFTA_HOOK_PRIORITY, NFTA_LIST_ELEM, NFTA_RULE_CHAIN, NFTA_RULE_TABLE, NFTA_RULE_USERDATA,
+    NFTA_SET_ELEM_DATA, NFTA_SET_ELEM_EXPR, NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_LIST_ELEMENTS, NFTA_SET_ELEM_LIST_SET,
+    NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_USERDATA, NFTA_SET_EXPR, NFTA_SET_FLAGS, NFTA_SET_KEY_LEN,
+    NFTA_SET_KEY_TYPE, NFTA_SET_NAME, NFTA_SET_TABLE, NFTA_SET_USERDATA, NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE,
+    TYPE_BITS, TYPE_INET_PROTOCOL, TYPE_INET_SERVICE, TYPE_IP6ADDR, TYPE_IPADDR, UDATA_DIGEST, UDATA_ELEM_COMMENT,
+    nfproto,
 };
 use super::wire::{self, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, Writer};
 use super::{NetlinkError, NftSocket, io_error};
-use crate::ruleset::Value;
+use crate::ruleset::{ChainType, Hook, HookPoint, Value};
+use crate::transaction::{HeldChain, HeldSet, Outline};
 
+const NFT_MSG_GETCHAIN: u16 = 4;
+const NFT_MSG_GETRULE: u16 = 7;
+const NFTA_HOOK_DEV: u16 = 3;
 const NFT_MSG_GETSET: u16 = 10;
 const NFT_MSG_GETSETELEM: u16 = 13;
 const NFTA_SET_EXPRESSIONS: u16 = 18;
 const NFTA_SET_ELEM_FLAGS: u16 = 3;
 const NFTA_SET_ELEM_KEY_END: u16 = 9;
 const NFTA_SET_ELEM_EXPRESSIONS: u16 = 10;
+const NFT_SET_ANONYMOUS: u32 = 0x1;
 const NFT_SET_INTERVAL: u32 = 0x4;
 const NFT_SET_ELEM_INTERVAL_END: u32 = 0x1;
 const NFT_CONTINUE: i32 = -1;
@@ -59,6 +66,8 @@ pub struct SetInfo {
     pub interval: bool,
     /// Whether it is declared with `counter`: each element counts what matches it.
     pub counter: bool,
+    /// The digest of its definition, when proxier's encoder wrote it (see [`HeldSet`]).
+    pub digest: Option<u64>,
     key_type: u32,
     key_len: u32,
 }
@@ -77,11 +86,52 @@ pub struct SetElement {
 }
 
 impl NftSocket {
+    /// The names of what table `table` holds in each family where it exists (see [`Outline`]): its
+    /// chains with their hooks, its sets and maps. Two small dumps per family; elements and rules
+    /// are not read, so the cost does not grow with the number of Services.
+    pub fn outline(&mut self, table: &str) -> Result<Vec<Outline>, NetlinkError> {
+        let mut outlines = Vec::new();
+        for family in IpFamily::ALL {
+            let mut chains = self.chains(family, table)?;
+            let sets: Vec<HeldSet> = self
+                .sets(family, table)?
+                .into_iter()
+                .map(|set| HeldSet { name: set.name, map: set.map, digest: set.digest })
+                .collect();
+            if chains.is_empty() && sets.is_empty() {
+                continue;
+            }
+            let request = |writer: &mut Writer| writer.attr_str(NFTA_RULE_TABLE, table);
+            let rules = self.dump(NFT_MSG_GETRULE, NFT_MSG_NEWRULE, family, request, held_rule)?.unwrap_or_default();
+            for (chain, digest) in rules {
+                if let Some(held) = chains.iter_mut().find(|held| held.name == chain) {
+                    held.rules.push(digest);
+                }
+            }
+            outlines.push(Outline { family, chains, sets });
+        }
+        Ok(outlines)
+    }
+
+    /// The chains of table `table` in `family`. The kernel dumps every table's chains: the others
+    /// are skipped here.
+    fn chains(&mut self, family: IpFamily, table: &str) -> Result<Vec<HeldChain>, NetlinkError> {
+        let request = |writer: &mut Writer| writer.attr_str(NFTA_CHAIN_TABLE, table);
+        let decode = |payload: &[u8], chains: &mut Vec<HeldChain>| {
+            if let Some(chain) = held_chain(payload, table)? {
+                chains.push(chain);
+            }
+            Ok(())
+        };
+        Ok(self.dump(NFT_MSG_GETCHAIN, NFT_MSG_NEWCHAIN, family, request, decode)?.unwrap_or_default())
+    }
+
     /// The sets and maps of table `table` in `family`; none when there is no such table.
     pub fn sets(&mut self, family: IpFamily, table: &str) -> Result<Vec<SetInfo>, NetlinkError> {
         let request = |writer: &mut Writer| writer.attr_str(NFTA_SET_TABLE, table);
         let sets = self.dump(NFT_MSG_GETSET, NFT_MSG_NEWSET, family, request, |payload, sets: &mut Vec<SetInfo>| {
-            sets.push(set_info(payload)?);
+            // Anonymous sets (`__map0`, a rule's `vmap { … }`) are parts of their rules, not the table's.
+            sets.extend(set_info(payload)?);
             Ok(())
         })?;
         // No such table: the kernel answers a filtered dump with nothing, or with ENOENT.
@@ -375,14 +425,84 @@ fn be64(data: &[u8]) -> Option<u64> {
 }
 
 /// A `NEWSET` message's attributes.
-fn set_info(payload: &[u8]) -> Result<SetInfo, String> {
-    let (mut name, mut flags, mut key_type, mut key_len, mut counter) = (None, 0, 0, 0, false);
+/// A `NEWCHAIN` message's chain when it is one of table `table`'s.
+fn held_chain(payload: &[u8], table: &str) -> Result<Option<HeldChain>, String> {
+    let (mut name, mut of_table, mut hook, mut chain_type) = (None, false, None, None);
+    for (kind, data) in wire::attributes(payload) {
+        match kind {
+            NFTA_CHAIN_TABLE => of_table = wire::attr_string(data) == table,
+            NFTA_CHAIN_NAME => name = Some(wire::attr_string(data)),
+            NFTA_CHAIN_TYPE => chain_type = Some(wire::attr_string(data)),
+            NFTA_CHAIN_HOOK => {
+                let (mut number, mut priority, mut device) = (None, None, false);
+                for (kind, data) in wire::attributes(data) {
+                    match kind {
+                        NFTA_HOOK_HOOKNUM => number = be32(data),
+                        NFTA_HOOK_PRIORITY => priority = be32(data).map(|p| p as i32),
+                        NFTA_HOOK_DEV => device = true,
+                        _ => {}
+                    }
+                }
+                hook = Some((number.ok_or("a chain's hook without a number")?, priority.unwrap_or(0), device));
+            }
+            _ => {}
+        }
+    }
+    if !of_table {
+        return Ok(None);
+    }
+    let name = name.ok_or("a chain without a name")?;
+    let Some((number, priority, device)) = hook else {
+        return Ok(Some(HeldChain { name, base: false, hook: None, rules: Vec::new() }));
+    };
+    const POINTS: [HookPoint; 5] =
+        [HookPoint::Prerouting, HookPoint::Input, HookPoint::Forward, HookPoint::Output, HookPoint::Postrouting];
+    let point = POINTS.into_iter().find(|&point| super::encode::hook_number(point) == number);
+    let chain_type = [ChainType::Nat, ChainType::Filter].into_iter().find(|t| chain_type.as_deref() == Some(t.name()));
+    let hook = match (point, chain_type, device) {
+        (Some(point), Some(chain_type), false) => Some(Hook { chain_type, point, priority }),
+        _ => None,
+    };
+    Ok(Some(HeldChain { name, base: true, hook, rules: Vec::new() }))
+}
+
+/// A `NEWRULE` message's chain and digest ([`crate::text::rule_digest`], `None` when the rule has
+/// none: it was not written by proxier's encoder).
+fn held_rule(payload: &[u8], rules: &mut Vec<(String, Option<u64>)>) -> Result<(), String> {
+    let (mut chain, mut digest) = (None, None);
+    for (kind, data) in wire::attributes(payload) {
+        match kind {
+            NFTA_RULE_CHAIN => chain = Some(wire::attr_string(data)),
+            NFTA_RULE_USERDATA => digest = userdata_digest(data),
+            _ => {}
+        }
+    }
+    rules.push((chain.ok_or("a rule without a chain")?, digest));
+    Ok(())
+}
+
+/// The digest TLV of rule or set userdata, if there is one.
+fn userdata_digest(mut userdata: &[u8]) -> Option<u64> {
+    while let [kind, len, rest @ ..] = userdata {
+        let value = rest.get(..usize::from(*len))?;
+        if *kind == UDATA_DIGEST {
+            return Some(u64::from_be_bytes(value.try_into().ok()?));
+        }
+        userdata = &rest[value.len()..];
+    }
+    None
+}
+
+/// A `NEWSET` message's set; `None` for an anonymous one.
+fn set_info(payload: &[u8]) -> Result<Option<SetInfo>, String> {
+    let (mut name, mut flags, mut key_type, mut key_len, mut counter, mut digest) = (None, 0, 0, 0, false, None);
     for (kind, data) in wire::attributes(payload) {
         match kind {
             NFTA_SET_NAME => name = Some(wire::attr_string(data)),
             NFTA_SET_FLAGS => flags = be32(data).ok_or("a set's flags of the wrong length")?,
             NFTA_SET_KEY_TYPE => key_type = be32(data).ok_or("a set's key type of the wrong length")?,
             NFTA_SET_KEY_LEN => key_len = be32(data).ok_or("a set's key length of the wrong length")?,
+            NFTA_SET_USERDATA => digest = userdata_digest(data),
             NFTA_SET_EXPR => counter |= expression(data).is_some(),
             NFTA_SET_EXPRESSIONS => {
                 counter |= wire::attributes(data).any(|(k, e)| k == NFTA_LIST_ELEM && expression(e).is_some())
@@ -390,14 +510,18 @@ fn set_info(payload: &[u8]) -> Result<SetInfo, String> {
             _ => {}
         }
     }
-    Ok(SetInfo {
+    if flags & NFT_SET_ANONYMOUS != 0 {
+        return Ok(None);
+    }
+    Ok(Some(SetInfo {
         name: name.ok_or("a set without a name")?,
         map: flags & NFT_SET_MAP != 0,
         interval: flags & NFT_SET_INTERVAL != 0,
         counter,
+        digest,
         key_type,
         key_len,
-    })
+    }))
 }
 
 /// A `counter` expression's packets and bytes; `None` for any other expression.

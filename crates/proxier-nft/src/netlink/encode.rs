@@ -33,9 +33,9 @@ const NFNL_MSG_BATCH_END: u16 = 17;
 // nf_tables message types (linux/netfilter/nf_tables.h).
 pub(crate) const NFT_MSG_NEWTABLE: u16 = 0;
 const NFT_MSG_DELTABLE: u16 = 2;
-const NFT_MSG_NEWCHAIN: u16 = 3;
+pub(crate) const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_DELCHAIN: u16 = 5;
-const NFT_MSG_NEWRULE: u16 = 6;
+pub(crate) const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_DELRULE: u16 = 8;
 pub(crate) const NFT_MSG_NEWSET: u16 = 9;
 const NFT_MSG_DELSET: u16 = 11;
@@ -47,17 +47,17 @@ pub(crate) const NFT_MSG_GETGEN: u16 = 16;
 // Attributes: every object's first attribute names its table.
 const NFTA_TABLE_NAME: u16 = 1;
 const NFTA_TABLE_FLAGS: u16 = 2;
-const NFTA_CHAIN_TABLE: u16 = 1;
-const NFTA_CHAIN_NAME: u16 = 3;
-const NFTA_CHAIN_HOOK: u16 = 4;
+pub(crate) const NFTA_CHAIN_TABLE: u16 = 1;
+pub(crate) const NFTA_CHAIN_NAME: u16 = 3;
+pub(crate) const NFTA_CHAIN_HOOK: u16 = 4;
 const NFTA_CHAIN_POLICY: u16 = 5;
-const NFTA_CHAIN_TYPE: u16 = 7;
-const NFTA_HOOK_HOOKNUM: u16 = 1;
-const NFTA_HOOK_PRIORITY: u16 = 2;
-const NFTA_RULE_TABLE: u16 = 1;
-const NFTA_RULE_CHAIN: u16 = 2;
+pub(crate) const NFTA_CHAIN_TYPE: u16 = 7;
+pub(crate) const NFTA_HOOK_HOOKNUM: u16 = 1;
+pub(crate) const NFTA_HOOK_PRIORITY: u16 = 2;
+pub(crate) const NFTA_RULE_TABLE: u16 = 1;
+pub(crate) const NFTA_RULE_CHAIN: u16 = 2;
 const NFTA_RULE_EXPRESSIONS: u16 = 4;
-const NFTA_RULE_USERDATA: u16 = 7;
+pub(crate) const NFTA_RULE_USERDATA: u16 = 7;
 pub(crate) const NFTA_SET_TABLE: u16 = 1;
 pub(crate) const NFTA_SET_NAME: u16 = 2;
 pub(crate) const NFTA_SET_FLAGS: u16 = 3;
@@ -68,7 +68,7 @@ const NFTA_SET_DATA_LEN: u16 = 7;
 const NFTA_SET_DESC: u16 = 9;
 const NFTA_SET_ID: u16 = 10;
 const NFTA_SET_TIMEOUT: u16 = 11;
-const NFTA_SET_USERDATA: u16 = 13;
+pub(crate) const NFTA_SET_USERDATA: u16 = 13;
 pub(crate) const NFTA_SET_EXPR: u16 = 17;
 const NFTA_SET_DESC_SIZE: u16 = 1;
 const NFTA_SET_DESC_CONCAT: u16 = 2;
@@ -133,6 +133,9 @@ const BYTEORDER_BIG_ENDIAN: u32 = 2;
 /// What nft 1.0.6 writes for every concatenated key (type 3, with the same bytes for each).
 const UDATA_SET_CONCAT: [u8; 10] = [3, 8, 0, 4, 13, 0, 0, 0, 1, 0];
 pub(crate) const UDATA_ELEM_COMMENT: u8 = 0;
+/// The type of proxier's digest TLV in rule and set userdata: far above libnftnl's own types (a
+/// handful each), which nft reads; nft ignores types it does not know.
+pub(crate) const UDATA_DIGEST: u8 = 0xd1;
 /// A rule's comment TLV (libnftnl's NFTNL_UDATA_RULE_COMMENT).
 const UDATA_RULE_COMMENT: u8 = 0;
 
@@ -249,7 +252,7 @@ struct Encoder<'a> {
     /// Sets that rules of this transaction update from the packet path (`update @set { … }`): nft
     /// declares them dynamic.
     dynamic: HashSet<(IpFamily, String)>,
-    /// Interval sets this transaction creates, and whether their ranges were written yet.
+    /// Interval sets this transaction creates or flushes, and whether their ranges were written yet.
     intervals: HashMap<(IpFamily, String), bool>,
 }
 
@@ -277,6 +280,10 @@ impl Encoder<'_> {
                 Change::AddRules { family, rules: added, .. } => rules(*family, added, &mut self.dynamic),
                 Change::AddSet { family, set } if set.interval => {
                     self.intervals.insert((*family, set.name.clone()), false);
+                }
+                // Emptied in this transaction: its ranges are written all at once, as into a new set.
+                Change::FlushSet { family, set, .. } if is_interval_set(set) => {
+                    self.intervals.insert((*family, set.clone()), false);
                 }
                 _ => {}
             }
@@ -311,6 +318,14 @@ impl Encoder<'_> {
                     format!("removing table {} {table}", family_name(*family)),
                 );
                 self.writer.attr_str(NFTA_TABLE_NAME, table);
+                self.writer.end_message(start);
+            }
+            Change::FlushSet { family, set, map } => {
+                // An element deletion that names no element removes them all.
+                let what = object(*family, if *map { "map" } else { "set" }, set);
+                let start = self.message(NFT_MSG_DELSETELEM, false, *family, format!("flushing {what}"));
+                self.writer.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
+                self.writer.attr_str(NFTA_SET_ELEM_LIST_SET, set);
                 self.writer.end_message(start);
             }
             Change::CreateTable(created) => self.create_table(created, table)?,
@@ -424,9 +439,9 @@ impl Encoder<'_> {
         expr::statements(&mut writer, &context, &rule.statements);
         self.writer = writer;
         self.writer.end_nest(list);
-        if let Some(comment) = &rule.comment {
-            self.writer.attr(NFTA_RULE_USERDATA, &comment_tlv(UDATA_RULE_COMMENT, comment));
-        }
+        let mut userdata = rule.comment.as_ref().map(|c| comment_tlv(UDATA_RULE_COMMENT, c)).unwrap_or_default();
+        digest_tlv(&mut userdata, crate::text::rule_digest(rule, family));
+        self.writer.attr(NFTA_RULE_USERDATA, &userdata);
         self.writer.end_message(start);
     }
 
@@ -477,21 +492,10 @@ impl Encoder<'_> {
     }
 
     fn hook(&mut self, hook: &Hook) {
-        let chain_type = match hook.chain_type {
-            crate::ruleset::ChainType::Nat => "nat",
-            crate::ruleset::ChainType::Filter => "filter",
-        };
-        self.writer.attr_str(NFTA_CHAIN_TYPE, chain_type);
+        self.writer.attr_str(NFTA_CHAIN_TYPE, hook.chain_type.name());
         self.writer.attr_u32(NFTA_CHAIN_POLICY, NF_ACCEPT);
         let nest = self.writer.begin_nest(NFTA_CHAIN_HOOK);
-        let number = match hook.point {
-            HookPoint::Prerouting => 0,
-            HookPoint::Input => 1,
-            HookPoint::Forward => 2,
-            HookPoint::Output => 3,
-            HookPoint::Postrouting => 4,
-        };
-        self.writer.attr_u32(NFTA_HOOK_HOOKNUM, number);
+        self.writer.attr_u32(NFTA_HOOK_HOOKNUM, hook_number(hook.point));
         self.writer.attr_u32(NFTA_HOOK_PRIORITY, hook.priority as u32);
         self.writer.end_nest(nest);
     }
@@ -584,6 +588,7 @@ impl Encoder<'_> {
         if set.data.is_some() {
             udata_u32(&mut userdata, UDATA_SET_DATA_INTERVAL, 0);
         }
+        digest_tlv(&mut userdata, crate::text::set_digest(set));
         self.writer.attr(NFTA_SET_USERDATA, &userdata);
         self.writer.end_message(start);
         if !set.elements.is_empty() {
@@ -760,6 +765,13 @@ fn successor(mut bytes: Vec<u8>) -> Option<Vec<u8>> {
     None
 }
 
+/// proxier's digest of a rule or set definition ([`crate::text::rule_digest`]), appended to its
+/// userdata as a TLV of a type libnftnl does not define (nft skips it when it lists).
+fn digest_tlv(userdata: &mut Vec<u8>, digest: u64) {
+    userdata.extend_from_slice(&[UDATA_DIGEST, 8]);
+    userdata.extend_from_slice(&digest.to_be_bytes());
+}
+
 /// libnftnl's comment TLV: the text with its NUL, at most 255 bytes (the layout keeps comments to
 /// 128).
 fn comment_tlv(kind: u8, comment: &str) -> Vec<u8> {
@@ -809,6 +821,17 @@ fn type_len(data: DataType) -> u32 {
         DataType::Proto => 1,
         DataType::Service => 2,
         DataType::Verdict => 0,
+    }
+}
+
+/// The netfilter hook's number (`NF_INET_PRE_ROUTING` … `NF_INET_POST_ROUTING`).
+pub(super) fn hook_number(point: HookPoint) -> u32 {
+    match point {
+        HookPoint::Prerouting => 0,
+        HookPoint::Input => 1,
+        HookPoint::Forward => 2,
+        HookPoint::Output => 3,
+        HookPoint::Postrouting => 4,
     }
 }
 
