@@ -61,7 +61,7 @@ use crate::compute::{ParsedService, ServiceRules, assemble, orphan_slice, servic
 use crate::config::NodeConfig;
 use crate::diagnostic::{Diagnostic, ObjectRef};
 use crate::endpoints::{EndpointIndex, EndpointInfo, PortKey};
-use crate::model::{Action, Destination, FamilyRules, HealthCheck, Protocol, RuleModel};
+use crate::model::{Action, Destination, FamilyRules, HealthCheck, IpFamily, Protocol, RuleModel};
 use crate::node::{NodeContext, reduced_node};
 use crate::positions::keep_positions;
 use crate::snapshot::{SERVICE_NAME_LABEL, Snapshot};
@@ -651,18 +651,26 @@ impl ClusterState {
     /// The node's own share of the rules: one [`FamilyRules`] without Services for each family its
     /// addresses and pod ranges are in.
     pub fn node_share(&self) -> Vec<FamilyRules> {
-        self.context.node_families().iter().map(|&family| self.context.empty_rules(family)).collect()
+        self.context.node_families().iter().map(|&family| self.family_base(family)).collect()
+    }
+
+    /// One family's rules with no Service in them: the node's side of that family's table. The node's
+    /// share holds it for the families the node programs; a family only some Services have (an IPv6
+    /// Service on an IPv4 node) is programmed while they have it.
+    pub fn family_base(&self, family: IpFamily) -> FamilyRules {
+        self.context.empty_rules(family)
     }
 
     /// Every share as last handed out: the node's, then each Service's in namespace/name order. Together
     /// they are the rules of [`ClusterState::model`].
     pub fn shares(&self) -> impl Iterator<Item = FamilyRules> + '_ {
-        let services = self
-            .services
-            .values()
-            .filter_map(|entry| entry.laid_out.as_ref())
-            .flat_map(|laid| laid.share(&self.context));
-        self.node_share().into_iter().chain(services)
+        self.node_share().into_iter().chain(self.service_shares())
+    }
+
+    /// Each Service's share as last handed out, in namespace/name order: [`ClusterState::shares`]
+    /// without the node's.
+    pub fn service_shares(&self) -> impl Iterator<Item = FamilyRules> + '_ {
+        self.services.values().filter_map(|entry| entry.laid_out.as_ref()).flat_map(|laid| laid.share(&self.context))
     }
 
     /// The model of the rules as last handed out by [`ClusterState::changes`], assembled on demand: a

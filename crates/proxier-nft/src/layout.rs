@@ -179,6 +179,21 @@ pub fn family_table(rules: &FamilyRules) -> Table {
 /// Lays out one family's rules as a table; `counters` says whether the decisions on new connections
 /// are counted per destination (see the module's documentation).
 pub fn family_table_with(rules: &FamilyRules, counters: bool) -> Table {
+    lay_out(rules, counters, true)
+}
+
+/// One Service's share of a family's table, for the ledger: its elements and the chains and sets only
+/// its destinations need (balancing chains of their own, affinity sets, the firewall), without the
+/// objects every table has and the node's own elements (the pod and service CIDRs). Those come once,
+/// from the node's share laid out whole ([`family_table_with`]); the union of the node's table and
+/// every Service's share is the whole table. Laying out and comparing them for every changed Service
+/// cost more than the rest of a sync at 1,000 changes a second.
+pub(crate) fn share_table(rules: &FamilyRules, counters: bool) -> Table {
+    lay_out(rules, counters, false)
+}
+
+/// [`family_table_with`] (`whole`) or [`share_table`].
+fn lay_out(rules: &FamilyRules, counters: bool, whole: bool) -> Table {
     // The element lists are sized up front: they reach tens of thousands of elements each, and growing
     // them by doubling copies them and fragments the heap (measured: about a fifth of the layout).
     let mut per_position: Vec<usize> = Vec::new();
@@ -219,7 +234,7 @@ pub fn family_table_with(rules: &FamilyRules, counters: bool) -> Table {
     for destination in &rules.destinations {
         layout.destination(destination);
     }
-    layout.into_table()
+    layout.into_table(whole)
 }
 
 /// The objects of one table, gathered destination by destination.
@@ -424,7 +439,8 @@ impl Layout<'_> {
         Verdict::Goto(name)
     }
 
-    fn into_table(self) -> Table {
+    /// The table; without `whole`, only what this share adds to the node's table (see [`share_table`]).
+    fn into_table(self, whole: bool) -> Table {
         let rules = self.rules;
         let family = rules.family;
         let destination_type = vec![DataType::Addr(family), DataType::Proto, DataType::Service];
@@ -476,12 +492,19 @@ impl Layout<'_> {
             sets.push(destinations(POLICY_CONNECTIONS, self.policy_connections));
             sets.push(destinations(POLICY_DROPS, self.policy_drops));
         }
-        if let LocalTraffic::Cidrs(cidrs) = &rules.local_traffic {
+        // The node's own elements: in its share only.
+        if let LocalTraffic::Cidrs(cidrs) = &rules.local_traffic
+            && whole
+        {
             // The local-traffic detector: sources in the pod network.
             sets.push(set(POD_CIDRS, vec![DataType::Addr(family)], None, true, prefixes(cidrs)));
         }
-        if !rules.service_cidrs.is_empty() {
+        if !rules.service_cidrs.is_empty() && whole {
             sets.push(set(SERVICE_CIDRS, vec![DataType::Addr(family)], None, true, prefixes(&rules.service_cidrs)));
+        }
+        // Every table has the sets so far; a share leaves them out unless it adds elements to them.
+        if !whole {
+            sets.retain(|set| !set.elements.is_empty());
         }
         let firewalled = !self.firewall_ips.is_empty();
         if firewalled {
@@ -492,19 +515,24 @@ impl Layout<'_> {
             sets.push(set(FIREWALL_ALLOW, allow_type, None, true, self.firewall_allow));
         }
         // The port of every backend of a destination whose backends share it (nearly all).
-        sets.push(set(BACKEND_PORT, destination_type.clone(), Some(DataType::Service), false, self.backend_port));
+        if whole || !self.backend_port.is_empty() {
+            sets.push(set(BACKEND_PORT, destination_type.clone(), Some(DataType::Service), false, self.backend_port));
+        }
         let mut positions = self.positions;
         positions.resize_with(positions.len().max(FLAT_COUNTS), Default::default);
         let mut port_maps = Vec::new();
         for (i, (addrs, ports)) in positions.into_iter().enumerate() {
-            // The address of backend i of each destination balanced by count.
-            sets.push(set(
-                &backend_map(i, "addr"),
-                destination_type.clone(),
-                Some(DataType::Addr(family)),
-                false,
-                addrs,
-            ));
+            // The address of backend i of each destination balanced by count (every table has the
+            // first FLAT_COUNTS).
+            if whole || i >= FLAT_COUNTS || !addrs.is_empty() {
+                sets.push(set(
+                    &backend_map(i, "addr"),
+                    destination_type.clone(),
+                    Some(DataType::Addr(family)),
+                    false,
+                    addrs,
+                ));
+            }
             if !ports.is_empty() {
                 // Its port, for destinations whose backends listen on different ports.
                 port_maps.push(set(
@@ -519,15 +547,30 @@ impl Layout<'_> {
         sets.extend(port_maps);
         sets.extend(self.affinity_sets.into_values());
 
-        let mut chains = base_chains(firewalled, !rules.service_cidrs.is_empty(), counters);
-        chains.extend(fixed_chains(counters, &rules.local_traffic));
-        // The balancers of the counts with a fixed rule, and those reached through service-chains.
-        let balancers = (1..=FLAT_COUNTS).map(|n| (n, true)).chain(self.balancers);
+        let mut chains = Vec::new();
+        if whole {
+            chains.extend(base_chains(!rules.service_cidrs.is_empty()));
+        }
+        if firewalled {
+            chains.extend(firewall_chains(counters));
+        }
+        if whole {
+            chains.extend(fixed_chains(counters, &rules.local_traffic));
+        }
+        // The balancers of the counts with a fixed rule (every table has them), and those reached
+        // through service-chains.
+        let fixed = (1..=FLAT_COUNTS).map(|n| (n, true));
+        let balancers: BTreeSet<_> =
+            if whole { fixed.chain(self.balancers).collect() } else { &self.balancers - &fixed.collect() };
+        let fixed_backends: BTreeSet<_> = (0..FLAT_COUNTS).map(|i| (i, true)).collect();
         let mut backends = BTreeSet::new();
-        for (n, shared) in balancers.collect::<BTreeSet<_>>() {
+        for (n, shared) in balancers {
             let target = (0..n).map(|i| backend_chain(i, shared)).collect();
             chains.push(chain(&balance_chain(n, shared), vec![Rule::new(vec![pick(target)])]));
-            backends.extend((0..n).map(|i| (i, shared)));
+            backends.extend((0..n).map(|i| (i, shared)).filter(|b| whole || !fixed_backends.contains(b)));
+        }
+        if whole {
+            backends.extend(fixed_backends);
         }
         for (i, shared) in backends {
             let port_map = if shared { BACKEND_PORT.to_owned() } else { backend_map(i, "port") };
@@ -596,7 +639,7 @@ fn base_chain(name: &str, chain_type: ChainType, point: HookPoint, priority: i32
     Chain { name: name.into(), hook: Some(Hook { chain_type, point, priority }), rules }
 }
 
-fn base_chains(firewalled: bool, service_cidrs: bool, counters: bool) -> Vec<Chain> {
+fn base_chains(service_cidrs: bool) -> Vec<Chain> {
     let jump = |chain: &str| Rule::new(vec![Statement::Verdict(Verdict::Jump(chain.into()))]);
     let no_endpoints = vec![
         Rule::new(vec![
@@ -629,7 +672,7 @@ fn base_chains(firewalled: bool, service_cidrs: bool, counters: bool) -> Vec<Cha
             .with_comment("An address in the service CIDR that no Service holds"),
         );
     }
-    let mut chains = vec![
+    vec![
         base_chain(NAT_PREROUTING, ChainType::Nat, HookPoint::Prerouting, PRIORITY_DSTNAT, vec![jump(SERVICES_CHAIN)]),
         base_chain(NAT_OUTPUT, ChainType::Nat, HookPoint::Output, PRIORITY_DSTNAT, vec![jump(SERVICES_CHAIN)]),
         base_chain(
@@ -643,26 +686,23 @@ fn base_chains(firewalled: bool, service_cidrs: bool, counters: bool) -> Vec<Cha
         base_chain(FILTER_INPUT, ChainType::Filter, HookPoint::Input, PRIORITY_FILTER, no_endpoints),
         base_chain(FILTER_FORWARD, ChainType::Filter, HookPoint::Forward, PRIORITY_FILTER, after_dnat.clone()),
         base_chain(FILTER_OUTPUT, ChainType::Filter, HookPoint::Output, PRIORITY_FILTER, after_dnat),
-    ];
-    if firewalled {
-        // Source ranges are checked before DNAT, while the destination is still the LoadBalancer IP.
-        // With counters, the (counting) firewall-ips lookup comes last, so it counts only drops.
-        let (first, second) =
-            (Statement::DestinationIn(FIREWALL_IPS.into()), Statement::DestinationSourceNotIn(FIREWALL_ALLOW.into()));
-        let (first, second) = if counters { (second, first) } else { (first, second) };
-        let firewall = Rule::new(vec![Statement::CtStateNew, first, second, Statement::Verdict(Verdict::Drop)])
-            .with_comment("loadBalancerSourceRanges");
-        let pre_dnat = PRIORITY_DSTNAT - 10;
-        chains.push(base_chain(
-            FILTER_PREROUTING,
-            ChainType::Filter,
-            HookPoint::Prerouting,
-            pre_dnat,
-            vec![firewall.clone()],
-        ));
-        chains.push(base_chain(FILTER_OUTPUT_PRE_DNAT, ChainType::Filter, HookPoint::Output, pre_dnat, vec![firewall]));
-    }
-    chains
+    ]
+}
+
+/// The chains of a table with LoadBalancer source ranges.
+fn firewall_chains(counters: bool) -> [Chain; 2] {
+    // Source ranges are checked before DNAT, while the destination is still the LoadBalancer IP.
+    // With counters, the (counting) firewall-ips lookup comes last, so it counts only drops.
+    let (first, second) =
+        (Statement::DestinationIn(FIREWALL_IPS.into()), Statement::DestinationSourceNotIn(FIREWALL_ALLOW.into()));
+    let (first, second) = if counters { (second, first) } else { (first, second) };
+    let firewall = Rule::new(vec![Statement::CtStateNew, first, second, Statement::Verdict(Verdict::Drop)])
+        .with_comment("loadBalancerSourceRanges");
+    let pre_dnat = PRIORITY_DSTNAT - 10;
+    [
+        base_chain(FILTER_PREROUTING, ChainType::Filter, HookPoint::Prerouting, pre_dnat, vec![firewall.clone()]),
+        base_chain(FILTER_OUTPUT_PRE_DNAT, ChainType::Filter, HookPoint::Output, pre_dnat, vec![firewall]),
+    ]
 }
 
 fn fixed_chains(counters: bool, local_traffic: &LocalTraffic) -> Vec<Chain> {

@@ -1,8 +1,8 @@
 //! Proxier's tables as a sum of contributions, so that a change costs the size of the change.
 //!
-//! Each Service lays out as a small table of its own: its elements, the chains and sets they use, and
-//! the objects every table has. Proxier's table in a family is the union of these and of the node's own
-//! empty table. The [`Ledger`] counts, for every chain, set and element, how many contributions hold
+//! Each Service lays out as a small table of its own: its elements and the chains and sets only it
+//! needs (`layout::share_table`). Proxier's table in a family is the union of these and of the node's
+//! own table, which holds the objects every table has. The [`Ledger`] counts, for every chain, set and element, how many contributions hold
 //! it; replacing a Service's old table by its new one touches only the objects whose count goes to or
 //! from zero, and those are the transaction. Elements are counted by a 128-bit fingerprint of their
 //! set and key, so the ledger costs a few bytes per element, not a copy of the tables.
@@ -74,6 +74,11 @@ pub(crate) struct Journal {
 }
 
 impl Ledger {
+    /// How many contributions hold a table of `family`.
+    pub(crate) fn contributions(&self, family: IpFamily) -> u32 {
+        self.families.get(&family).map_or(0, |ledger| ledger.contributions)
+    }
+
     /// Takes a contribution's table away.
     pub(crate) fn remove(&mut self, table: &Table, journal: &mut Journal) {
         let family = table.family;
@@ -138,8 +143,8 @@ impl Ledger {
             }
         }
         for chain in table.chains {
-            // Every contribution holds the fixed chains: their rules are copied once per batch, not per
-            // contribution.
+            // A chain several contributions hold (the firewall's, a shared balancer) has its rules
+            // copied once per batch, not per contribution.
             journal.chains_before.entry((family, chain.name.clone())).or_insert_with(|| {
                 ledger
                     .chains

@@ -60,7 +60,7 @@ use proxier_core::{ClusterState, Destination, DestinationKind, IpFamily, Protoco
 use crate::change::Change;
 use crate::conntrack::{Conntrack, ConntrackFilter, ConntrackOutcome};
 use crate::diff::canonical;
-use crate::layout::family_table_with;
+use crate::layout::{family_table_with, share_table};
 use crate::ledger::{Journal, Ledger};
 use crate::netlink::{Batch, Drift, NetlinkError, NftSocket, TableWatch};
 use crate::refusal::{Refused, refused_services};
@@ -304,10 +304,24 @@ impl Proxier {
         if !full {
             let mut journal = Journal::default();
             for old in changes.services.iter().flat_map(|c| &c.old) {
-                self.ledger.remove(&family_table_with(old, self.counters), &mut journal);
+                self.ledger.remove(&share_table(old, self.counters), &mut journal);
             }
+            // A family no contribution holds gets its base first (the objects every table has): a
+            // family the node does not program, which a Service brings.
             for new in changes.services.iter().flat_map(|c| &c.new) {
-                self.ledger.add(family_table_with(new, self.counters), &mut journal);
+                if self.ledger.contributions(new.family) == 0 {
+                    self.ledger
+                        .add(family_table_with(&self.state.family_base(new.family), self.counters), &mut journal);
+                }
+                self.ledger.add(share_table(new, self.counters), &mut journal);
+            }
+            // A family only its base holds any more, and which the node does not program, goes.
+            let node: Vec<IpFamily> = self.state.node_share().iter().map(|rules| rules.family).collect();
+            for old in changes.services.iter().flat_map(|c| &c.old) {
+                if self.ledger.contributions(old.family) == 1 && !node.contains(&old.family) {
+                    let base = family_table_with(&self.state.family_base(old.family), self.counters);
+                    self.ledger.remove(&base, &mut journal);
+                }
             }
             // A set whose type or timeout changed (an affinity timeout) is replaced with the tables.
             if !journal.redefined {
@@ -461,9 +475,17 @@ impl Proxier {
         Ok(false)
     }
 
-    /// The tables every share contributes: the node's and each Service's.
-    fn contributions(&self) -> impl Iterator<Item = Table> + '_ {
-        self.state.shares().map(|rules| family_table_with(&rules, self.counters))
+    /// The tables every share contributes: each Service's share ([`share_table`]), and the base of
+    /// every family (the objects every table has): the node's families, and any a Service has.
+    fn contributions(&self) -> Vec<Table> {
+        let mut tables: Vec<Table> =
+            self.state.service_shares().map(|rules| share_table(&rules, self.counters)).collect();
+        let mut families: BTreeSet<IpFamily> = self.state.node_share().iter().map(|rules| rules.family).collect();
+        families.extend(tables.iter().map(|table| table.family));
+        tables.extend(
+            families.into_iter().map(|family| family_table_with(&self.state.family_base(family), self.counters)),
+        );
+        tables
     }
 
     /// The transaction that replaces the tables whole, with the ledger rebuilt to match.
