@@ -184,10 +184,10 @@ pub fn family_table_with(rules: &FamilyRules, counters: bool) -> Table {
 
 /// One Service's share of a family's table, for the ledger: its elements and the chains and sets only
 /// its destinations need (balancing chains of their own, affinity sets, the firewall), without the
-/// objects every table has and the node's own elements (the pod and service CIDRs). Those come once,
-/// from the node's share laid out whole ([`family_table_with`]); the union of the node's table and
-/// every Service's share is the whole table. Laying out and comparing them for every changed Service
-/// cost more than the rest of a sync at 1,000 changes a second.
+/// objects every table has and the node's own elements (the pod and service CIDRs). Those come once
+/// per family, from the node's side of the table laid out whole ([`family_table_with`] of rules
+/// without Services); that and every Service's share together are the whole table. Laying out and
+/// comparing them for every changed Service cost more than the rest of a sync at 1,000 changes a second.
 pub(crate) fn share_table(rules: &FamilyRules, counters: bool) -> Table {
     lay_out(rules, counters, false)
 }
@@ -568,9 +568,6 @@ impl Layout<'_> {
             let target = (0..n).map(|i| backend_chain(i, shared)).collect();
             chains.push(chain(&balance_chain(n, shared), vec![Rule::new(vec![pick(target)])]));
             backends.extend((0..n).map(|i| (i, shared)).filter(|b| whole || !fixed_backends.contains(b)));
-        }
-        if whole {
-            backends.extend(fixed_backends);
         }
         for (i, shared) in backends {
             let port_map = if shared { BACKEND_PORT.to_owned() } else { backend_map(i, "port") };

@@ -259,3 +259,24 @@ fn every_declared_dependency_is_used() {
     }
     assert!(unused.is_empty(), "dependencies declared but not used:\n{}", unused.join("\n"));
 }
+
+/// `scripts/ab.sh`, with which docs/performance.md's side-by-side figures are reproduced, times two
+/// commands in turn and tells the slower one.
+#[test]
+fn the_side_by_side_timing_script_works() {
+    #[allow(clippy::disallowed_methods)] // The script is what is tested.
+    let output = std::process::Command::new("bash")
+        .arg(repository().join("scripts/ab.sh"))
+        .args(["2", "sleep 0.3", "true"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8(output.stdout).unwrap();
+    let wall = |line: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with(line)).unwrap_or_else(|| panic!("no {line} in {text}"));
+        line.split_whitespace().nth(2).unwrap().trim_end_matches(',').parse().unwrap()
+    };
+    assert!(wall("A:") >= 0.3 && wall("B:") < 0.3, "{text}");
+    assert!(wall("A/B:") > 1.0, "{text}");
+    assert!(text.contains("runs 2"), "{text}");
+}
