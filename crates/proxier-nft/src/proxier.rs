@@ -501,15 +501,13 @@ impl Proxier {
     }
 
     /// A full `transaction` made in place of the tables the kernel holds now
-    /// ([`Transaction::in_place_of`]). When they cannot be read, the tables are removed and re-created:
+    /// ([`Transaction::in_place_of`]), read over [`Proxier::with_netlink`]'s socket (in the node's
+    /// namespace). Without it, or when they cannot be read, the tables are removed and re-created:
     /// atomic all the same, but new connections may miss a Service during the commit.
     fn in_place(&mut self, transaction: Transaction) -> Transaction {
         let table = transaction.table_name().to_owned();
-        let held = match self.live.as_mut() {
-            Some(live) => live.socket.outline(&table),
-            None => NftSocket::open().and_then(|mut socket| socket.outline(&table)),
-        };
-        match held {
+        let Some(live) = self.live.as_mut() else { return transaction };
+        match live.socket.outline(&table) {
             Ok(held) => transaction.in_place_of(&held),
             Err(error) => {
                 tracing::warn!(%error, "proxier's tables not read: the full sync removes and re-creates them");
