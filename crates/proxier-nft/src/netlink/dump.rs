@@ -87,8 +87,9 @@ pub struct SetElement {
 
 impl NftSocket {
     /// The names of what table `table` holds in each family where it exists (see [`Outline`]): its
-    /// chains with their hooks, its sets and maps. Two small dumps per family; elements and rules
-    /// are not read, so the cost does not grow with the number of Services.
+    /// chains with their hooks and their rules' digests, its sets and maps with theirs. Three small
+    /// dumps per family (chains, sets, rules); elements are not read, and the layout's chains and rules
+    /// are a fixed few, so the cost hardly grows with the number of Services.
     pub fn outline(&mut self, table: &str) -> Result<Vec<Outline>, NetlinkError> {
         let mut outlines = Vec::new();
         for family in IpFamily::ALL {
