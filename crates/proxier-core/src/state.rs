@@ -651,7 +651,12 @@ impl ClusterState {
     /// The node's own share of the rules: one [`FamilyRules`] without Services for each family its
     /// addresses and pod ranges are in.
     pub fn node_share(&self) -> Vec<FamilyRules> {
-        self.context.node_families().iter().map(|&family| self.family_base(family)).collect()
+        self.node_families().iter().map(|&family| self.family_base(family)).collect()
+    }
+
+    /// The families programmed whatever the Services: those of the node's addresses and pod ranges.
+    pub fn node_families(&self) -> &[IpFamily] {
+        self.context.node_families()
     }
 
     /// One family's rules with no Service in them: the node's side of that family's table. The node's

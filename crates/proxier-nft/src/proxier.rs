@@ -316,9 +316,8 @@ impl Proxier {
                 self.ledger.add(share_table(new, self.counters), &mut journal);
             }
             // A family only its base holds any more, and which the node does not program, goes.
-            let node: Vec<IpFamily> = self.state.node_share().iter().map(|rules| rules.family).collect();
             for old in changes.services.iter().flat_map(|c| &c.old) {
-                if self.ledger.contributions(old.family) == 1 && !node.contains(&old.family) {
+                if self.ledger.contributions(old.family) == 1 && !self.state.node_families().contains(&old.family) {
                     let base = family_table_with(&self.state.family_base(old.family), self.counters);
                     self.ledger.remove(&base, &mut journal);
                 }
@@ -480,7 +479,7 @@ impl Proxier {
     fn contributions(&self) -> Vec<Table> {
         let mut tables: Vec<Table> =
             self.state.service_shares().map(|rules| share_table(&rules, self.counters)).collect();
-        let mut families: BTreeSet<IpFamily> = self.state.node_share().iter().map(|rules| rules.family).collect();
+        let mut families: BTreeSet<IpFamily> = self.state.node_families().iter().copied().collect();
         families.extend(tables.iter().map(|table| table.family));
         tables.extend(
             families.into_iter().map(|family| family_table_with(&self.state.family_base(family), self.counters)),
