@@ -14,7 +14,7 @@ mod version;
 use std::io::IsTerminal;
 
 use clap::{CommandFactory, Parser};
-use proxier_core::{Diagnostic, NodeConfig, RuleModel, compute};
+use proxier_core::{Computation, Diagnostic, NodeConfig, RuleModel};
 use proxier_nft::{Nft, NftError, Transaction, diff, refusal};
 
 use proxier_cli::generator;
@@ -52,7 +52,7 @@ fn run(command: Command) -> Result<Exit, Failure> {
             Ok(Exit::Success)
         }
         Command::Apply { input, check, allow_empty, netlink } => {
-            let model = model(&input)?;
+            let (model, spent) = model(&input)?;
             let nft = Nft::new(&input.node.nft.nft);
             let counters = !input.node.no_counters;
             if !check && !allow_empty && programs_nothing(&model) {
@@ -72,7 +72,9 @@ fn run(command: Command) -> Result<Exit, Failure> {
             let full = |model: &RuleModel| {
                 Transaction::full_with(model, table, counters).with_carried_counts(carried.clone()).in_place_of(&held)
             };
-            if netlink && apply_by_netlink(&full(&model))? {
+            if netlink && apply_by_netlink(full(&model), spent)? {
+                // Freed beside the exit, which does not wait for it.
+                free_beside(model);
                 return Ok(Exit::Success);
             }
             let refused = refusal::apply_full_with(&nft, &model, full).map_err(|e| {
@@ -137,13 +139,18 @@ fn run(command: Command) -> Result<Exit, Failure> {
 /// kernel took it. `Ok(false)` leaves it to `nft` (which the caller runs then): the kernel refused it
 /// (nothing of it applied; `nft` finds the Services to blame and applies the rest), no socket could be
 /// opened, or the encoder does not carry it. An answer that leaves unknown whether it applied fails.
-fn apply_by_netlink(transaction: &Transaction) -> Result<bool, Failure> {
-    use proxier_nft::netlink::{NetlinkError, NftSocket};
-    match NftSocket::open().and_then(|mut socket| socket.apply(transaction)) {
-        Ok(Ok(())) => Ok(true),
-        Ok(Err(_)) | Err(NetlinkError::Refused { .. } | NetlinkError::Io { .. } | NetlinkError::TooLarge(_)) => {
-            Ok(false)
-        }
+///
+/// `spent` is freed beside the kernel's work on the batch.
+fn apply_by_netlink(transaction: Transaction, spent: Spent) -> Result<bool, Failure> {
+    use proxier_nft::netlink::{Batch, NetlinkError, NftSocket};
+    let mut batch = match Batch::encode(&transaction) {
+        Ok(batch) => batch,
+        Err(_) => return Ok(false),
+    };
+    free_beside((transaction, spent));
+    match NftSocket::open().and_then(|mut socket| socket.commit(&mut batch)) {
+        Ok(()) => Ok(true),
+        Err(NetlinkError::Refused { .. } | NetlinkError::Io { .. } | NetlinkError::TooLarge(_)) => Ok(false),
         Err(error @ NetlinkError::Protocol(_)) => {
             Err(Failure::Nft(anyhow::Error::new(error).context("rules sent over netlink")))
         }
@@ -283,7 +290,7 @@ pub(crate) fn emit(text: &str) -> Result<(), Failure> {
 
 /// Reads the snapshot, computes the node's model, reports what it found, and builds the transaction.
 fn transaction(input: &Input) -> Result<Transaction, Failure> {
-    Ok(Transaction::full_with(&model(input)?, &input.node.nft.table, !input.node.no_counters))
+    Ok(Transaction::full_with(&model(input)?.0, &input.node.nft.table, !input.node.no_counters))
 }
 
 /// The counts of the live tables, to carry into their replacement. Unreadable counts are not a
@@ -329,16 +336,30 @@ pub(crate) fn node_config(node: &flags::NodeArgs, snapshot: &proxier_core::Snaps
     Ok(config)
 }
 
-/// Reads the snapshot, computes the node's model and reports what it found.
-fn model(input: &Input) -> Result<RuleModel, Failure> {
+/// What a model was made from (the snapshot, the endpoint index), kept to be freed where that costs least
+/// ([`free_beside`]).
+type Spent = Box<dyn Send>;
+
+/// Reads the snapshot, computes the node's model and reports what it found; returns the model and what
+/// it was made from.
+fn model(input: &Input) -> Result<(RuleModel, Spent), Failure> {
     let loaded = input::load_snapshot(&input.snapshot.paths).map_err(|e| Failure::Input(e.into()))?;
     loaded.print_skipped();
     let (snapshot, report) = (loaded.snapshot, loaded.report);
     let config = node_config(&input.node, &snapshot).map_err(|e| Failure::Input(anyhow::anyhow!(e)))?;
-    let model = compute(&snapshot, &config);
+    let Computation { model, node, endpoints } = Computation::new(&snapshot, &config);
     let mut notes = Notes::default();
     notes.diagnostics(&report.diagnostics);
     notes.model(&model);
     notes.print(input.snapshot.verbose);
-    Ok(model)
+    Ok((model, Box::new((snapshot, report, node, endpoints))))
+}
+
+/// Drops `value` on a thread of its own; at exit the process ends without waiting for it. Freeing a
+/// 44k-Service snapshot, model or transaction takes a few tenths of a second each, which another core
+/// can spend while the kernel works on the rules (single-threaded, in this thread's `send`). Not while
+/// this thread allocates: glibc's arena locks would slow both.
+fn free_beside<T: Send + 'static>(value: T) {
+    // Without a thread, where it is.
+    let _ = std::thread::Builder::new().name("free".into()).spawn(move || drop(value));
 }

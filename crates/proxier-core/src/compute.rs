@@ -14,6 +14,7 @@ use crate::model::{
     ServicePortName, ServiceSummary, Treatment,
 };
 use crate::node::NodeContext;
+use crate::parallel;
 use crate::service::{ProxiedService, ServiceClass, read_service};
 use crate::snapshot::Snapshot;
 
@@ -41,6 +42,9 @@ pub fn compute(snapshot: &Snapshot, config: &NodeConfig) -> RuleModel {
     Computation::new(snapshot, config).model
 }
 
+/// Below this many Services they are computed on one thread: the threads would cost more than they save.
+const PARALLEL_MIN_SERVICES: usize = 256;
+
 /// A model with what it was computed from besides the snapshot: the node's facts and the endpoint index
 /// of the whole snapshot. [`crate::trace()`] walks a model and explains it from these, without deriving
 /// them a second time.
@@ -61,11 +65,9 @@ impl Computation {
         let node = NodeContext::new(snapshot.node(&config.node_name), config);
         let mut diagnostics = Vec::new();
         let endpoints = EndpointIndex::of_snapshot(snapshot, &mut diagnostics);
-        let services: Vec<ServiceRules> = snapshot
-            .services
-            .iter()
-            .map(|service| service_rules(&ParsedService::read(service), &endpoints, &node))
-            .collect();
+        let services: Vec<ServiceRules> = parallel::map(&snapshot.services, PARALLEL_MIN_SERVICES, |service| {
+            service_rules(&ParsedService::read(service), &endpoints, &node)
+        });
         let mut model = assemble(&node, &services);
         model.diagnostics.extend(diagnostics);
         model.diagnostics.extend(orphan_slices(&endpoints, &model.services));

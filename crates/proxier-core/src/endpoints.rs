@@ -8,6 +8,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use crate::diagnostic::{Diagnostic, ObjectRef};
 use crate::ip::parse_ip_sloppy;
 use crate::model::{Backend, IpFamily, Protocol};
+use crate::parallel;
 use crate::service::shorten;
 use crate::snapshot::{LEGACY_ENDPOINTS_MANAGER, MANAGED_BY_LABEL, SERVICE_NAME_LABEL, Snapshot};
 
@@ -35,6 +36,9 @@ pub struct EndpointInfo {
 /// Identifies a service port across Service and EndpointSlice: namespace, Service name, port name, protocol.
 pub type PortKey = (String, String, String, Protocol);
 
+/// Slices indexed together on one thread by [`EndpointIndex::build`].
+const PARALLEL_RUN: usize = 1024;
+
 /// All endpoints of every service port, from every slice.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EndpointIndex {
@@ -48,9 +52,29 @@ impl EndpointIndex {
         slices: impl IntoIterator<Item = &'a EndpointSlice>,
         diagnostics: &mut Vec<Diagnostic>,
     ) -> EndpointIndex {
-        let mut index = EndpointIndex::default();
-        for slice in slices {
-            index.add_slice(slice, diagnostics);
+        let slices: Vec<&EndpointSlice> = slices.into_iter().collect();
+        let index_run = |run: &&[&EndpointSlice]| {
+            let mut part = EndpointIndex::default();
+            let mut found = Vec::new();
+            for slice in *run {
+                part.add_slice(slice, &mut found);
+            }
+            (part, found)
+        };
+        // Runs of slices indexed on every core, then merged in order: as if indexed one by one. A live
+        // agent's one changed slice is one run, indexed here.
+        let runs: Vec<&[&EndpointSlice]> = slices.chunks(PARALLEL_RUN).collect();
+        let mut parts = parallel::map(&runs, 2, index_run).into_iter();
+        let (mut index, found) = parts.next().unwrap_or_default();
+        diagnostics.extend(found);
+        for (part, found) in parts {
+            diagnostics.extend(found);
+            for (key, mut endpoints) in part.ports {
+                index.ports.entry(key).or_default().append(&mut endpoints);
+            }
+            for (key, mut slices) in part.services {
+                index.services.entry(key).or_default().append(&mut slices);
+            }
         }
         for endpoints in index.ports.values_mut() {
             dedup_endpoints(endpoints);
@@ -314,4 +338,51 @@ pub fn usable_backends(endpoints: &[&EndpointInfo]) -> Vec<Backend> {
         return ready;
     }
     endpoints.iter().filter(|e| e.serving && e.terminating).map(|e| e.backend).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+    use super::EndpointIndex;
+
+    /// Enough slices for the threads; some Services have several, some endpoints are in two slices,
+    /// some slices are bad.
+    fn slices() -> Vec<EndpointSlice> {
+        (0..6000)
+            .map(|i| {
+                let service = i % 2500;
+                let label = if i % 997 == 0 { serde_json::json!({}) } else { serde_json::json!({"kubernetes.io/service-name": format!("s{service}")}) };
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": format!("s{service}-{i}"), "namespace": "ns", "labels": label},
+                    "addressType": "IPv4",
+                    "endpoints": [
+                        {"addresses": [format!("10.1.{}.{}", service / 250, service % 250)], "conditions": {"ready": i % 3 != 0}},
+                        {"addresses": [if i % 401 == 0 { "bad".to_owned() } else { format!("10.2.{}.{}", i / 250, i % 250) }]},
+                    ],
+                    "ports": [{"name": "http", "port": 8080}],
+                }))
+                .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_index_built_on_many_threads_is_the_one_built_slice_by_slice() {
+        let slices = slices();
+        let mut diagnostics = Vec::new();
+        let built = EndpointIndex::build(&slices, &mut diagnostics);
+
+        let mut expected = EndpointIndex::default();
+        let mut expected_diagnostics = Vec::new();
+        for slice in &slices {
+            expected.add_slice(slice, &mut expected_diagnostics);
+        }
+        for endpoints in expected.ports.values_mut() {
+            super::dedup_endpoints(endpoints);
+        }
+        assert_eq!(built, expected);
+        assert_eq!(diagnostics, expected_diagnostics);
+        assert!(diagnostics.len() > 10, "{diagnostics:?}");
+    }
 }

@@ -29,6 +29,7 @@ pub mod explain;
 pub mod ip;
 pub mod model;
 pub mod node;
+mod parallel;
 pub mod positions;
 pub mod service;
 pub mod snapshot;

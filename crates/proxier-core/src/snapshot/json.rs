@@ -1,5 +1,6 @@
 //! The fast path for JSON texts (what `kubectl get … -o json` prints): the items of a List are cut out of the
-//! text as raw slices in one pass, then parsed straight into their `k8s-openapi` types, on every core.
+//! text as raw slices in one pass, and parsed straight into their `k8s-openapi` types on the other cores
+//! while that pass goes on ([`Early`]).
 //!
 //! The general path ([`super::parse_documents`] and [`super::Reader`]) builds a `serde_json::Value` tree of
 //! the whole text first and deserializes each object from it: at 10k Services that tree is ~100 MB of small
@@ -17,6 +18,8 @@
 //!   order, so diagnostics and their order are unchanged.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, mpsc};
 
 use k8s_openapi::api::core::v1::{Endpoints, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -25,6 +28,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::{KNOWN_KINDS, ListContext, Reader};
+use crate::parallel;
 
 /// Containers nested deeper than this (counting the text's own document and List) send the whole text the
 /// general way. serde_json refuses more than 127 when it builds a `Value` of the whole text; an item parsed
@@ -33,6 +37,9 @@ const MAX_DEPTH: usize = 100;
 
 /// Below this many objects the threads cost more than they save.
 const PARALLEL_MIN_OBJECTS: usize = 256;
+
+/// The containers around an item of a List document: the document and its `items`.
+const ITEM_DEPTH: usize = 2;
 
 /// A JSON text cut into its objects, each already parsed as far as this path can.
 pub(super) struct Documents<'a> {
@@ -71,48 +78,20 @@ impl<'a> Documents<'a> {
         if !text.trim_start().starts_with('{') {
             return None;
         }
-        let mut lists = Vec::new();
-        let mut jobs = Vec::new();
-        let mut kubernetes = false;
-        let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Head<'a>>();
-        loop {
-            let start = stream.byte_offset();
-            let Some(head) = stream.next() else { break };
-            let head = head.ok()?;
-            let raw = text.get(start..stream.byte_offset())?.trim();
-            kubernetes |= head.kind.is_some() || head.api_version.is_some();
-            let Some(kind) = head.kind.as_deref() else {
-                // A List without `kind` (cut short) and objects without one: the general path says so.
-                if head.items.is_some() {
-                    return None;
-                }
-                jobs.push(Job { raw, list: None });
-                continue;
-            };
-            let is_list = kind == "List" || (kind.ends_with("List") && head.items.is_some());
-            if !is_list {
-                jobs.push(Job { raw, list: None });
-                continue;
-            }
-            let items = match head.items {
-                Some(Items::Seq(items)) => items,
-                Some(Items::Null) | None => Vec::new(),
-            };
-            let context = match kind.strip_suffix("List") {
-                Some(item_kind) if !item_kind.is_empty() => {
-                    Some(ListContext { item_kind: item_kind.to_owned(), api_version: head.api_version.clone() })
-                }
-                _ => None,
-            };
-            let list = Some(lists.len());
-            lists.push(context);
-            jobs.extend(items.into_iter().map(|item| Job { raw: item.get(), list }));
-        }
+        let (sender, receiver) = mpsc::channel();
+        let queue = Queue { receiver: Mutex::new(receiver), cancelled: AtomicBool::new(false) };
+        let (cut, early) = std::thread::scope(|scope| {
+            let mut early = Early { scope, queue: &queue, sender: Some(sender), run: Vec::new(), workers: Vec::new() };
+            let cut = cut(text, &mut early);
+            let early = early.finish(cut.is_some());
+            (cut, early)
+        });
+        let Cut { lists, jobs, kubernetes } = cut?;
         // Empty texts and texts of some other tool: the general path tells which.
         if (jobs.is_empty() && lists.is_empty()) || !kubernetes {
             return None;
         }
-        let outcomes = outcomes(&jobs, &lists)?;
+        let outcomes = outcomes(&jobs, &lists, early)?;
         Some(Documents { lists, jobs, outcomes })
     }
 
@@ -140,42 +119,205 @@ impl<'a> Documents<'a> {
     }
 }
 
-/// Each job's outcome, on as many threads as there are cores; `None` if any job aborts.
-fn outcomes(jobs: &[Job<'_>], lists: &[Option<ListContext>]) -> Option<Vec<Outcome>> {
-    let run = |jobs: &[Job<'_>]| -> Vec<Outcome> {
-        let mut outcomes = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            let list = job.list.and_then(|i| lists.get(i)).and_then(Option::as_ref);
-            let outcome = outcome(job.raw, list, job.list.map_or(0, |_| 2));
-            let abort = matches!(outcome, Outcome::Abort);
-            outcomes.push(outcome);
-            if abort {
-                break;
+/// A text cut into its objects.
+struct Cut<'a> {
+    lists: Vec<Option<ListContext>>,
+    jobs: Vec<Job<'a>>,
+    /// Whether any document has a `kind` or an `apiVersion`.
+    kubernetes: bool,
+}
+
+/// Cuts `text` into its documents, and List documents into their items, checking every byte; `None` if it
+/// is not a sequence of JSON objects (the general path then says what is wrong). The items of every
+/// document go to `early` as they are cut.
+fn cut<'a>(text: &'a str, early: &mut Early<'_, '_, 'a>) -> Option<Cut<'a>> {
+    let mut cut = Cut { lists: Vec::new(), jobs: Vec::new(), kubernetes: false };
+    let mut start = 0;
+    loop {
+        let rest = text.get(start..)?;
+        // JSON's whitespace, as serde_json skips it between values.
+        let trimmed = rest.trim_start_matches([' ', '\n', '\t', '\r']);
+        if trimmed.is_empty() {
+            break;
+        }
+        start = text.len() - trimmed.len();
+        let mut deserializer = serde_json::Deserializer::from_str(trimmed);
+        let head = HeadSeed { depth: 0, early: Some(&mut *early) }.deserialize(&mut deserializer).ok()?;
+        let end = start.checked_add(deserializer.into_iter::<de::IgnoredAny>().byte_offset())?;
+        let raw = text.get(start..end)?;
+        start = end;
+        cut.kubernetes |= head.kind.is_some() || head.api_version.is_some();
+        let Some(kind) = head.kind.as_deref() else {
+            // A List without `kind` (cut short) and objects without one: the general path says so.
+            if head.items.is_some() {
+                return None;
+            }
+            cut.jobs.push(Job { raw, list: None });
+            continue;
+        };
+        let is_list = kind == "List" || (kind.ends_with("List") && head.items.is_some());
+        if !is_list {
+            cut.jobs.push(Job { raw, list: None });
+            continue;
+        }
+        let items = match head.items {
+            Some(Items::Seq(items)) => items,
+            Some(Items::Null) | None => Vec::new(),
+        };
+        let context = match kind.strip_suffix("List") {
+            Some(item_kind) if !item_kind.is_empty() => {
+                Some(ListContext { item_kind: item_kind.to_owned(), api_version: head.api_version.clone() })
+            }
+            _ => None,
+        };
+        let list = Some(cut.lists.len());
+        cut.lists.push(context);
+        cut.jobs.extend(items.into_iter().map(|item| Job { raw: item.get(), list }));
+    }
+    Some(cut)
+}
+
+/// Parses the items of the text's documents on other threads while the text is still being cut: kubectl
+/// prints a List's `kind` after its items, so an item is parsed before its List is known to be one. What
+/// an item becomes depends on its List only when it has no `kind` of its own; such items, and items of
+/// documents that turn out not to be Lists, are left to [`outcomes`], which reads them as always.
+struct Early<'scope, 'env, 'a> {
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    queue: &'env Queue<'a>,
+    sender: Option<mpsc::Sender<Vec<&'a str>>>,
+    /// Items cut since the last run was sent.
+    run: Vec<&'a str>,
+    workers: Vec<std::thread::ScopedJoinHandle<'scope, Vec<(usize, Outcome)>>>,
+}
+
+/// The runs of items [`Early`] sends its workers.
+struct Queue<'a> {
+    receiver: Mutex<mpsc::Receiver<Vec<&'a str>>>,
+    /// Set when the text turns out not to be one for this path: what is left is not worth parsing.
+    cancelled: AtomicBool,
+}
+
+/// Items sent to the workers at a time. The first run starts them, so texts with fewer items start none.
+const EARLY_RUN: usize = PARALLEL_MIN_OBJECTS;
+
+impl<'scope, 'env: 'scope, 'a: 'env> Early<'scope, 'env, 'a> {
+    /// Takes one item as it is cut.
+    fn item(&mut self, raw: &'a str) {
+        self.run.push(raw);
+        if self.run.len() < EARLY_RUN {
+            return;
+        }
+        if self.workers.is_empty() {
+            // This thread goes on cutting: the others parse.
+            let queue = self.queue;
+            for _ in 1..parallel::threads_for(usize::MAX, 1) {
+                self.workers.push(self.scope.spawn(move || queue.work()));
+            }
+            if self.workers.is_empty() {
+                // One core: nothing to gain; [`outcomes`] parses every item after the cut.
+                self.sender = None;
             }
         }
-        outcomes
-    };
-    let threads = std::thread::available_parallelism().map_or(1, usize::from).min(jobs.len() / PARALLEL_MIN_OBJECTS);
-    let outcomes: Vec<Outcome> = if threads <= 1 {
-        run(jobs)
-    } else {
-        let chunk = jobs.len().div_ceil(threads);
-        let run = &run;
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = jobs.chunks(chunk).map(|chunk| scope.spawn(move || run(chunk))).collect();
-            // A thread that panicked (it cannot: parsing returns errors) aborts the fast path, not the caller.
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| vec![Outcome::Abort])).collect::<Vec<_>>()
-        })
-        .into_iter()
-        .flatten()
-        .collect()
-    };
-    (outcomes.len() == jobs.len() && !outcomes.iter().any(|o| matches!(o, Outcome::Abort))).then_some(outcomes)
+        let run = std::mem::take(&mut self.run);
+        if let Some(sender) = &self.sender {
+            // The workers hold the receiver until this side hangs up.
+            let _ = sender.send(run);
+        }
+    }
+
+    /// The outcomes of the items parsed early, by the address of their text, in the text's order. When
+    /// the cut failed (`complete` false) the workers stop at their next run and nothing is returned.
+    fn finish(mut self, complete: bool) -> Vec<(usize, Outcome)> {
+        if !complete {
+            self.queue.cancelled.store(true, Ordering::Relaxed);
+        }
+        if let Some(sender) = self.sender.take()
+            && !self.workers.is_empty()
+        {
+            let _ = sender.send(std::mem::take(&mut self.run));
+        }
+        // Hung up: workers stop when the queue is empty, and this thread helps empty it.
+        let mut early = if complete { self.queue.work() } else { Vec::new() };
+        for worker in self.workers {
+            // A worker cannot panic (parsing returns errors); if one did, its items are parsed again later.
+            early.extend(worker.join().unwrap_or_default());
+        }
+        if !complete {
+            return Vec::new();
+        }
+        early.sort_unstable_by_key(|(address, _)| *address);
+        early
+    }
+}
+
+impl Queue<'_> {
+    /// Parses runs of items until the queue is empty and hung up, or cancelled.
+    fn work(&self) -> Vec<(usize, Outcome)> {
+        let mut done = Vec::new();
+        loop {
+            if self.cancelled.load(Ordering::Relaxed) {
+                break;
+            }
+            let run = match self.receiver.lock() {
+                Ok(receiver) => receiver.recv(),
+                Err(_) => break,
+            };
+            let Ok(run) = run else { break };
+            done.extend(run.into_iter().filter_map(|raw| Some((raw.as_ptr() as usize, early_outcome(raw)?))));
+        }
+        done
+    }
+}
+
+/// What an item of a List becomes, if that does not depend on its List (it has its own `kind`).
+fn early_outcome(raw: &str) -> Option<Outcome> {
+    match Head::parse(raw, ITEM_DEPTH) {
+        Ok(head) if head.kind.is_some() => Some(outcome_of(head, raw, None, ITEM_DEPTH)),
+        Ok(_) => None,
+        Err(_) => Some(Outcome::Abort),
+    }
+}
+
+/// Each job's outcome: those parsed early, the rest on as many threads as there are cores; `None` if any
+/// job aborts.
+fn outcomes(jobs: &[Job<'_>], lists: &[Option<ListContext>], early: Vec<(usize, Outcome)>) -> Option<Vec<Outcome>> {
+    // Both in the text's order: a merge. Early items of documents that are not Lists match no job.
+    let mut early = early.into_iter().peekable();
+    let mut found: Vec<Option<Outcome>> = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let address = job.raw.as_ptr() as usize;
+        if job.list.is_none() {
+            found.push(None);
+            continue;
+        }
+        while early.next_if(|(at, _)| *at < address).is_some() {}
+        found.push(early.next_if(|(at, _)| *at == address).map(|(_, outcome)| outcome));
+    }
+    let missing: Vec<usize> = found.iter().enumerate().filter(|(_, o)| o.is_none()).map(|(i, _)| i).collect();
+    let rest = parallel::map(&missing, PARALLEL_MIN_OBJECTS, |&i| {
+        let job = jobs.get(i)?;
+        let list = job.list.and_then(|i| lists.get(i)).and_then(Option::as_ref);
+        Some(outcome(job.raw, list, if job.list.is_some() { ITEM_DEPTH } else { 0 }))
+    });
+    for (i, outcome) in missing.into_iter().zip(rest) {
+        if let Some(slot) = found.get_mut(i) {
+            *slot = outcome;
+        }
+    }
+    let outcomes: Vec<Outcome> = found.into_iter().collect::<Option<_>>()?;
+    (!outcomes.iter().any(|o| matches!(o, Outcome::Abort))).then_some(outcomes)
 }
 
 /// One object: `raw` is its text, `list` the List it is an item of, `depth` the containers around it.
 fn outcome(raw: &str, list: Option<&ListContext>, depth: usize) -> Outcome {
-    let Ok(head) = Head::parse(raw, depth) else { return Outcome::Abort };
+    match Head::parse(raw, depth) {
+        Ok(head) => outcome_of(head, raw, list, depth),
+        Err(_) => Outcome::Abort,
+    }
+}
+
+/// [`outcome`] of an object whose head is read.
+fn outcome_of(head: Head<'_>, raw: &str, list: Option<&ListContext>, depth: usize) -> Outcome {
     let (mut kind, mut api_version) = (head.kind, head.api_version);
     if let Some(list) = list
         && kind.is_none()
@@ -264,28 +406,23 @@ enum Items<'a> {
 }
 
 impl<'a> Head<'a> {
+    /// The head of an object nested `depth` containers deep.
     fn parse(raw: &'a str, depth: usize) -> serde_json::Result<Head<'a>> {
         let mut deserializer = serde_json::Deserializer::from_str(raw);
-        let head = HeadSeed { depth }.deserialize(&mut deserializer)?;
+        let head = HeadSeed { depth, early: None }.deserialize(&mut deserializer)?;
         deserializer.end()?;
         Ok(head)
     }
 }
 
-impl<'de> de::Deserialize<'de> for Head<'de> {
-    /// A document of the text, not nested in anything.
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        HeadSeed { depth: 0 }.deserialize(deserializer)
-    }
-}
-
-#[derive(Clone, Copy)]
-struct HeadSeed {
+/// Reads a [`Head`]; a document's head hands its items to `early` as they are read.
+struct HeadSeed<'e, 'scope, 'env, 'de> {
     /// Containers around the object.
     depth: usize,
+    early: Option<&'e mut Early<'scope, 'env, 'de>>,
 }
 
-impl<'de> DeserializeSeed<'de> for HeadSeed {
+impl<'de> DeserializeSeed<'de> for HeadSeed<'_, '_, '_, 'de> {
     type Value = Head<'de>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Head<'de>, D::Error> {
@@ -293,14 +430,14 @@ impl<'de> DeserializeSeed<'de> for HeadSeed {
     }
 }
 
-impl<'de> Visitor<'de> for HeadSeed {
+impl<'de> Visitor<'de> for HeadSeed<'_, '_, '_, 'de> {
     type Value = Head<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a Kubernetes object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Head<'de>, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Head<'de>, A::Error> {
         let inner = Valid { depth: self.depth }.deeper::<A::Error>()?;
         let mut head = Head { kind: None, api_version: None, name: None, namespace: None, items: None };
         let (mut kind, mut api_version, mut metadata) = (false, false, false);
@@ -319,7 +456,7 @@ impl<'de> Visitor<'de> for HeadSeed {
                     if head.items.is_some() {
                         return Err(de::Error::custom("duplicate `items`"));
                     }
-                    head.items = Some(map.next_value_seed(ItemsSeed)?);
+                    head.items = Some(map.next_value_seed(ItemsSeed { early: self.early.as_deref_mut() })?);
                 }
                 Key::Other => map.next_value_seed(inner)?,
             }
@@ -437,10 +574,13 @@ impl Visitor<'_> for MetaKeyVisitor {
     }
 }
 
-/// `items`: null, or a sequence whose elements are kept as raw text (each is checked as an object of its own).
-struct ItemsSeed;
+/// `items`: null, or a sequence whose elements are kept as raw text (each is checked as an object of its own),
+/// and handed to `early` as they are read.
+struct ItemsSeed<'e, 'scope, 'env, 'de> {
+    early: Option<&'e mut Early<'scope, 'env, 'de>>,
+}
 
-impl<'de> DeserializeSeed<'de> for ItemsSeed {
+impl<'de> DeserializeSeed<'de> for ItemsSeed<'_, '_, '_, 'de> {
     type Value = Items<'de>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Items<'de>, D::Error> {
@@ -448,7 +588,7 @@ impl<'de> DeserializeSeed<'de> for ItemsSeed {
     }
 }
 
-impl<'de> Visitor<'de> for ItemsSeed {
+impl<'de> Visitor<'de> for ItemsSeed<'_, '_, '_, 'de> {
     type Value = Items<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -459,9 +599,12 @@ impl<'de> Visitor<'de> for ItemsSeed {
         Ok(Items::Null)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Items<'de>, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<Items<'de>, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
         while let Some(item) = seq.next_element::<&'de RawValue>()? {
+            if let Some(early) = self.early.as_deref_mut() {
+                early.item(item.get());
+            }
             items.push(item);
         }
         Ok(Items::Seq(items))
@@ -667,6 +810,39 @@ mod tests {
             "]".repeat(90)
         );
         assert!(same(&list(&[&deep])));
+    }
+
+    /// Enough items to start the workers that parse items while the text is still being cut.
+    fn services(count: usize, kind: bool) -> Vec<String> {
+        (0..count)
+            .map(|i| {
+                let service = SERVICE.replace("\"web\", \"namespace\"", &format!("\"web-{i}\", \"namespace\""));
+                if kind { service } else { service.replace(r#""apiVersion": "v1", "kind": "Service", "#, "") }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn items_parsed_before_their_list_is_known_read_alike() {
+        let with_kind = services(700, true);
+        let without_kind = services(700, false);
+        let mixed: Vec<&str> =
+            with_kind.iter().zip(&without_kind).flat_map(|(a, b)| [a.as_str(), b.as_str()]).collect();
+        // A typed List: items without `kind` take the List's, which comes after them.
+        let typed = format!(r#"{{"apiVersion": "v1", "items": [{}], "kind": "ServiceList"}}"#, mixed.join(","));
+        assert!(same(&typed));
+        // Items of documents that are not Lists are not objects of the text; bad ones make it go the
+        // general way, as the general path refuses them.
+        let pod = format!(
+            r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "p"}}, "items": [{}]}}"#,
+            with_kind.join(",")
+        );
+        assert!(same(&format!("{pod}\n{}", list(&[SERVICE]))));
+        assert!(!same(&pod.replace(r#""name": "web-500""#, r#""name": "\udfff""#)));
+        // A List of many items that is cut short, or has one bad item late in it.
+        let long = list(&with_kind.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(!same(&long[..long.len() - 40]));
+        assert!(!same(&long.replace(r#""name": "web-650""#, r#""name": 7"#)));
     }
 
     /// Every JSON file of the repository's test data reads alike both ways.
