@@ -1,7 +1,8 @@
 //! proxier-core: Kubernetes Services, EndpointSlices and Nodes in, a declarative rule model out.
 //!
-//! Everything here is pure: no files, no processes, no sockets, no clock. A Service travels through
-//! one module per stage:
+//! Everything here is pure: no files, no processes, no sockets, no clock. Work on a whole cluster at
+//! once (reading a snapshot, computing every Service) is spread over the machine's cores, with the same
+//! result on any number of them. A Service travels through one module per stage:
 //!
 //! 1. [`snapshot`]: kubectl's YAML or JSON text to typed objects;
 //! 2. [`service`] and [`endpoints`]: objects checked and reduced to service ports and their endpoints;

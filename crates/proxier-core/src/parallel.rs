@@ -5,16 +5,24 @@
 //! EndpointSlices after the Services of a `kubectl get` dump) does not leave the others idle. Results come
 //! back in the items' order, whatever thread made them: output does not depend on the machine.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 /// Most items a thread takes at a time: enough that taking costs nothing. Fewer when there are few
 /// items, so that each thread takes several times and none is left with the slow end alone.
 const RUN: usize = 64;
 
 /// How many threads work on a job: one per core, capped so that each has at least `min_each` items.
+/// Small jobs (a live agent's one changed slice) are told so without asking for the cores.
 pub(crate) fn threads_for(items: usize, min_each: usize) -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from).min(items / min_each.max(1)).max(1)
+    let most = items / min_each.max(1);
+    if most < 2 { 1 } else { cores().min(most) }
+}
+
+/// The machine's cores, asked once: std reads the cgroup's CPU quota from files on every call.
+pub(crate) fn cores() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
 }
 
 /// `f` of every item, in the items' order, on [`threads_for`] threads (this one among them).

@@ -210,7 +210,7 @@ impl<'scope, 'env: 'scope, 'a: 'env> Early<'scope, 'env, 'a> {
         if self.workers.is_empty() {
             // This thread goes on cutting: the others parse.
             let queue = self.queue;
-            for _ in 1..parallel::threads_for(usize::MAX, 1) {
+            for _ in 1..parallel::cores() {
                 self.workers.push(self.scope.spawn(move || queue.work()));
             }
             if self.workers.is_empty() {
