@@ -352,13 +352,22 @@ mod tests {
         (0..6000)
             .map(|i| {
                 let service = i % 2500;
-                let label = if i % 997 == 0 { serde_json::json!({}) } else { serde_json::json!({"kubernetes.io/service-name": format!("s{service}")}) };
+                // Every 997th slice names no Service; every 401st has an address that is none.
+                let label = match i % 997 {
+                    0 => serde_json::json!({}),
+                    _ => serde_json::json!({"kubernetes.io/service-name": format!("s{service}")}),
+                };
+                let shared = format!("10.1.{}.{}", service / 250, service % 250);
+                let own = match i % 401 {
+                    0 => "bad".to_owned(),
+                    _ => format!("10.2.{}.{}", i / 250, i % 250),
+                };
                 serde_json::from_value(serde_json::json!({
                     "metadata": {"name": format!("s{service}-{i}"), "namespace": "ns", "labels": label},
                     "addressType": "IPv4",
                     "endpoints": [
-                        {"addresses": [format!("10.1.{}.{}", service / 250, service % 250)], "conditions": {"ready": i % 3 != 0}},
-                        {"addresses": [if i % 401 == 0 { "bad".to_owned() } else { format!("10.2.{}.{}", i / 250, i % 250) }]},
+                        {"addresses": [shared], "conditions": {"ready": i % 3 != 0}},
+                        {"addresses": [own]},
                     ],
                     "ports": [{"name": "http", "port": 8080}],
                 }))

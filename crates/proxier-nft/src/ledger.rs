@@ -1,11 +1,11 @@
 //! Proxier's tables as a sum of contributions, so that a change costs the size of the change.
 //!
-//! Each Service lays out as a small table of its own: its elements and the chains and sets only it
-//! needs (`layout::share_table`). Proxier's table in a family is the union of these and of the node's
-//! own table, which holds the objects every table has. The [`Ledger`] counts, for every chain, set and element, how many contributions hold
-//! it; replacing a Service's old table by its new one touches only the objects whose count goes to or
-//! from zero, and those are the transaction. Elements are counted by a 128-bit fingerprint of their
-//! set and key, so the ledger costs a few bytes per element, not a copy of the tables.
+//! Each Service lays out as a small table of its own: its elements and the chains and sets only it needs
+//! (`layout::share_table`). Proxier's table in a family is the union of these and of the node's own table, which
+//! holds the objects every table has. The [`Ledger`] counts, for every chain, set and element, how many
+//! contributions hold it; replacing a Service's old table by its new one touches only the objects whose count goes
+//! to or from zero, and those are the transaction. Elements are counted by a 128-bit fingerprint of their set and
+//! key, so the ledger costs a few bytes per element, not a copy of the tables.
 //!
 //! Objects no contribution holds any more are emptied at once and deleted at least [`STALE_GRACE`]
 //! later: kernels before 6.2 release a chain late after the last map element pointing at it goes.
