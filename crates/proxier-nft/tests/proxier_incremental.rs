@@ -11,14 +11,12 @@
 #[path = "support/cluster.rs"]
 mod cluster;
 
-use std::collections::BTreeMap;
-
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 use proxier_core::state::Service;
-use proxier_core::{ClusterState, Snapshot, compute};
-use proxier_nft::ruleset::Table;
+use proxier_core::{ClusterState, IpFamily, Snapshot, compute};
+use proxier_nft::ruleset::{Set, Table};
 use proxier_nft::{Nft, Proxier, SyncKind, Transaction};
 use proxier_testkit::{Netns, invariants};
 use serde_json::Value;
@@ -26,19 +24,14 @@ use serde_json::Value;
 use cluster::{POOL, coherent, feed, kernel_sequence};
 use proxier_testkit::objects::{as_json, cases, config, objects};
 
-/// Each Service's affinity timeout.
-fn affinity_timeouts(snapshot: &Snapshot) -> BTreeMap<(String, String), Option<i32>> {
-    let timeout = |s: &Service| s.spec.as_ref()?.session_affinity_config.as_ref()?.client_ip.as_ref()?.timeout_seconds;
-    snapshot
-        .services
-        .iter()
-        .map(|s| {
-            (
-                (s.metadata.namespace.clone().unwrap_or_default(), s.metadata.name.clone().unwrap_or_default()),
-                timeout(s),
-            )
-        })
-        .collect()
+/// Whether `desired` declares a set the kernel holds under its name with another type, flags or
+/// timeout: the kernel cannot change a declaration in place, so the tables are replaced whole.
+fn redeclared(kernel: &[Table], desired: &[Table]) -> bool {
+    let declaration = |set: &Set| Set { elements: Vec::new(), ..set.clone() };
+    desired.iter().any(|table| {
+        let held = kernel.iter().filter(|held| held.family == table.family).flat_map(|held| &held.sets);
+        held.into_iter().any(|h| table.sets.iter().any(|s| s.name == h.name && declaration(s) != declaration(h)))
+    })
 }
 
 proptest! {
@@ -54,8 +47,6 @@ proptest! {
         let mut proxier = Proxier::new(ClusterState::new(configs.0.clone()), "proxier", Nft::new("true"));
         let mut kernel: Vec<Table> = Vec::new();
         let mut held = Snapshot::default();
-        // The last affinity timeout each Service had: its affinity sets may still exist, emptied.
-        let mut timeouts = BTreeMap::new();
         for (step, present) in states.iter().enumerate() {
             let config = if switches[step] { &configs.1 } else { &configs.0 };
             proxier.state_mut().set_config(config.clone());
@@ -65,23 +56,25 @@ proptest! {
             feed(&mut proxier, &snapshot);
 
             let outcome = proxier.sync().map_err(|e| TestCaseError::fail(e.to_string()))?;
-            if step == 0 {
-                prop_assert_eq!(outcome.kind, SyncKind::Full);
-            } else if switches[step] == switches[step - 1]
-                && held.node(&config.node_name) == snapshot.node(&config.node_name)
-            {
-                // Neither the settings nor this node changed: only the changes are written, unless an
-                // affinity timeout changed (a set cannot change its timeout in place).
-                let retimed =
-                    affinity_timeouts(&snapshot).iter().any(|(k, t)| timeouts.get(k).is_some_and(|old| old != t));
-                prop_assert!(outcome.kind == SyncKind::Partial || retimed, "{:?}", outcome.kind);
-            }
-            kernel = invariants::simulate(&kernel, &outcome.transaction).map_err(TestCaseError::fail)?;
             // What the kernel must hold: the full render of the live state, whose backends keep their
             // positions; that state must be `compute`'s up to the order of each destination's backends.
             let expected = compute(&snapshot, config);
             let model = proxier.state().model();
             let desired = Transaction::tables(&model);
+            if step == 0 {
+                prop_assert_eq!(outcome.kind, SyncKind::Full);
+            } else if switches[step] == switches[step - 1]
+                && held.node(&config.node_name) == snapshot.node(&config.node_name)
+            {
+                // Neither the settings nor this node changed: only the changes are written, unless a
+                // set the kernel holds, perhaps emptied, must be declared anew (an affinity timeout).
+                prop_assert!(
+                    outcome.kind == SyncKind::Partial || redeclared(&kernel, &desired),
+                    "{:?}",
+                    outcome.kind
+                );
+            }
+            kernel = invariants::simulate(&kernel, &outcome.transaction).map_err(TestCaseError::fail)?;
             invariants::same_tables(&invariants::without_stale(&kernel, &desired), &desired)
                 .map_err(|e| TestCaseError::fail(format!("step {step}: {e}")))?;
             let committed = proxier.committed().expect("synced");
@@ -95,7 +88,6 @@ proptest! {
             let mut expected_checks: Vec<_> = expected.families.iter().flat_map(|f| f.health_checks.clone()).collect();
             expected_checks.sort_by(|a, b| a.service.cmp(&b.service));
             prop_assert_eq!(checks, expected_checks);
-            timeouts.extend(affinity_timeouts(&snapshot));
             held = snapshot;
         }
     }
@@ -139,6 +131,52 @@ fn a_contested_destination_passes_to_the_next_claimant() {
     assert_eq!(outcome.kind, SyncKind::Partial);
     kernel = invariants::simulate(&kernel, &outcome.transaction).unwrap();
     assert_eq!(owner(&kernel), ["ns/b:p/tcp (externalIP)"], "{kernel:#?}");
+}
+
+/// A Service's affinity set, emptied when the Service moved to the other family, is needed again with
+/// another timeout: the kernel cannot change a set's timeout in place, so that sync replaces the
+/// tables, and they then hold the new timeout.
+#[test]
+fn an_emptied_set_needed_again_with_another_timeout_is_declared_anew() {
+    let objects = |cluster_ip: &str, timeout: i32| {
+        let family = if cluster_ip.contains(':') { "IPv6" } else { "IPv4" };
+        let endpoint = if cluster_ip.contains(':') { "fd00::5" } else { "10.0.0.5" };
+        let (snapshot, report) = Snapshot::from_text(
+            "affinity.json",
+            &as_json(&[
+                serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"namespace": "ns", "name": "a"},
+                    "spec": {"clusterIP": cluster_ip, "sessionAffinity": "ClientIP",
+                             "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": timeout}},
+                             "ports": [{"name": "p", "port": 80, "protocol": "TCP"}]}}),
+                serde_json::json!({"kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1",
+                    "metadata": {"namespace": "ns", "name": "a-1", "labels": {"kubernetes.io/service-name": "a"}},
+                    "addressType": family, "endpoints": [{"addresses": [endpoint]}],
+                    "ports": [{"name": "p", "port": 8080, "protocol": "TCP"}]}),
+            ]),
+        );
+        assert!(report.diagnostics.is_empty() && report.skipped_kinds.is_empty(), "{report:?}");
+        snapshot
+    };
+    let config = proxier_core::NodeConfig {
+        node_name: "node-a".into(),
+        node_ips: vec!["192.168.50.1".parse().unwrap(), "fd00:50::1".parse().unwrap()],
+        ..Default::default()
+    };
+    let mut proxier = Proxier::new(ClusterState::new(config), "proxier", Nft::new("true"));
+    let mut kernel = Vec::new();
+    let timeouts = |kernel: &[Table]| -> Vec<(IpFamily, u32)> {
+        kernel.iter().flat_map(|t| t.sets.iter().filter_map(|s| Some((t.family, s.timeout?)))).collect()
+    };
+    for (cluster_ip, timeout, kind) in
+        [("fd00:96::1", 60, SyncKind::Full), ("10.96.0.1", 120, SyncKind::Partial), ("fd00:96::1", 120, SyncKind::Full)]
+    {
+        feed(&mut proxier, &objects(cluster_ip, timeout));
+        let outcome = proxier.sync().unwrap();
+        assert_eq!(outcome.kind, kind, "{cluster_ip}");
+        kernel = invariants::simulate(&kernel, &outcome.transaction).unwrap();
+    }
+    // The replacement also dropped the IPv4 set, emptied when the Service left that family.
+    assert_eq!(timeouts(&kernel), [(IpFamily::V6, 120)], "{kernel:#?}");
 }
 
 /// In the kernel: sequences of coherent cluster states fed to a `Proxier` whose `nft` runs in a
